@@ -1,0 +1,6 @@
+"""``python -m aam`` entry point."""
+
+from aam.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data layer: tables, sequences, metadata, distances, transforms and batches."""
