@@ -1,0 +1,244 @@
+"""Shared click options, grouped into sections in ``--help``, and ``--config FILE`` support.
+
+Option names and defaults follow the reference tool so its users' commands keep working; defaults that
+differ on purpose say "(changed)" in their help.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aam.errors import AamError
+
+SECTION_ORDER = ("Input", "Model", "Categorical", "Target", "Loss", "Training", "Performance", "Distributed",
+                 "Output", "Other")
+
+
+class SectionOption(click.Option):
+    """A click option that remembers which ``--help`` section it belongs to."""
+
+    def __init__(self, *args, section: str = "Other", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.section = section
+
+
+class SectionedCommand(click.Command):
+    """A command whose ``--help`` lists options under section headings."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections.setdefault(getattr(param, "section", "Other"), []).append(record)
+        for name in sorted(sections, key=lambda s: SECTION_ORDER.index(s) if s in SECTION_ORDER else 99):
+            with formatter.section(f"{name} options"):
+                formatter.write_dl(sections[name])
+
+
+def option(*decls: str, section: str, **kwargs) -> Callable:
+    kwargs.setdefault("show_default", True)
+    return click.option(*decls, cls=SectionOption, section=section, **kwargs)
+
+
+def apply(options: list[Callable]) -> Callable:
+    """Apply a list of option decorators in order (first one listed shows first)."""
+
+    def decorator(func: Callable) -> Callable:
+        for opt in reversed(options):
+            func = opt(func)
+        return func
+
+    return decorator
+
+
+def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--config FILE.json|yaml``: its keys (flag names, dashes or underscores) become defaults."""
+    if value is None:
+        return None
+    path = Path(value)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text)
+        else:
+            values = json.loads(text)
+    except FileNotFoundError:
+        raise AamError("config file not found", source=path) from None
+    except Exception as err:
+        raise AamError(f"cannot parse config file ({type(err).__name__}: {err})", source=path) from None
+    if not isinstance(values, dict):
+        raise AamError("config file must hold a mapping of option names to values", source=path)
+    values = values.get("options", values)  # a config.json written by aam keeps options under "options"
+    known = {p.name for p in ctx.command.params}
+    defaults = {}
+    for key, item in values.items():
+        name = str(key).lstrip("-").replace("-", "_")
+        if name not in known:
+            raise AamError(f"unknown option '{key}' in config file", source=path,
+                           hint=f"see 'aam {ctx.command.name} --help' for the option names")
+        if name != "config":
+            defaults[name] = item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+CONFIG = click.option("--config", type=click.Path(dir_okay=False), callback=_load_config_file, is_eager=True,
+                      expose_value=False, cls=SectionOption, section="Other",
+                      help="JSON or YAML file supplying any option (flag names as keys); flags on the command "
+                           "line win. A run's config.json can be fed back.")
+
+SEED = option("--seed", type=int, default=None, section="Other",
+              help="Random seed for splits, rarefaction, initialisation and masking; makes runs repeatable.")
+DEVICE = option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", section="Performance",
+                help="Compute device; auto picks CUDA/ROCm when available (changed: was cuda).")
+VERBOSE = option("--verbose/--quiet", default=True, section="Other", help="Progress bars and per-epoch logs.")
+
+
+# ----------------------------------------------------------------------------- data
+def data_options(pretrain: bool) -> list[Callable]:
+    return [
+        option("--table", type=click.Path(dir_okay=False), required=True, section="Input",
+               help="BIOM table (1.0 JSON or 2.1 HDF5); feature ids are ASV sequences or ids in --sequences."),
+        option("--sequences", type=click.Path(dir_okay=False), default=None, section="Input",
+               help="FASTA mapping hashed feature ids to sequences (when the table's ids are not DNA)."),
+        option("--unifrac-matrix", type=click.Path(dir_okay=False), default=None, section="Input",
+               help="Precomputed distances: .npy/.npz (table order), .h5 (unifrac-binaries), .csv/.tsv with ids. "
+                    + ("Required unless --tree is given." if pretrain else "Optional (adds the UniFrac loss).")),
+        option("--tree", type=click.Path(dir_okay=False), default=None, section="Input",
+               help="Newick tree: compute UniFrac targets with the built-in engine instead of --unifrac-matrix."),
+        option("--unifrac-metric", type=click.Choice(["unifrac", "weighted", "faith_pd"]), default="unifrac",
+               section="Input", help="Distance target: unweighted UniFrac, weighted (normalised) UniFrac, or "
+                                     "per-sample Faith PD."),
+        option("--output-dir", type=click.Path(file_okay=False), required=True, section="Output",
+               help="Run folder (created); holds config.json, checkpoints/, plots/, tensorboard/."),
+        option("--rarefy-depth", type=int, default=None, section="Input",
+               help="Rarefy to this many reads; shallower samples are dropped and counted (changed: default none, "
+                    "counts used as given)."),
+        option("--test-size", type=float, default=0.2, section="Input",
+               help="Validation fraction of samples, in (0, 1)."),
+        option("--max-bp", type=int, default=150, section="Input",
+               help="Nucleotides kept per ASV; longer sequences are truncated (and counted in the log)."),
+        option("--token-limit", type=int, default=1024, section="Input", help="Maximum ASVs per sample."),
+        option("--asv-sampling", type=click.Choice(["abundance", "first", "random"]), default="abundance",
+               section="Input", help="Which ASVs to keep beyond --token-limit (changed: default abundance, the "
+                                     "most abundant first; random re-draws each training epoch)."),
+        option("--no-sequence-cache", is_flag=True, default=False, section="Input",
+               help="Accepted for compatibility; sequences are always tokenised once per dataset."),
+        option("--num-workers", type=int, default=0, section="Performance",
+               help="DataLoader worker processes (changed: default 0; batching is cheap, workers rarely help)."),
+    ]
+
+
+# ----------------------------------------------------------------------------- model
+MODEL_OPTIONS = [
+    option("--embedding-dim", type=int, default=128, section="Model", help="Width D of every transformer."),
+    option("--attention-heads", type=int, default=4, section="Model", help="Attention heads; must divide D."),
+    option("--attention-layers", type=int, default=4, section="Model",
+           help="Layers of each transformer stack (nucleotide, ASV, sample, target)."),
+    option("--ffn-ratio", type=int, default=4, section="Model", help="Feed-forward width as a multiple of D."),
+    option("--dropout", type=float, default=0.1, section="Model", help="Dropout inside the transformers."),
+    option("--count-embedding/--no-count-embedding", default=False, section="Model",
+           help="Feed each ASV's relative abundance (log1p) into its embedding."),
+    option("--count-embedding-method", type=click.Choice(["add", "concat", "film"]), default="add",
+           section="Model", help="How the abundance enters the ASV embedding."),
+    option("--nuc-mask-ratio", type=float, default=0.15, section="Model",
+           help="Fraction of nucleotide positions masked for the masked-nucleotide objective (0 disables)."),
+    option("--nuc-mask-strategy", type=click.Choice(["random", "span"]), default="random", section="Model",
+           help="Mask single positions or spans of 3-5 nucleotides."),
+]
+
+LOSS_WEIGHT_OPTIONS = [
+    option("--penalty", type=float, default=1.0, section="Loss", help="Weight of the UniFrac (distance) loss."),
+    option("--nuc-penalty", type=float, default=1.0, section="Loss",
+           help="Weight of the masked-nucleotide loss."),
+]
+
+
+# ----------------------------------------------------------------------------- training
+TRAINING_OPTIONS = [
+    option("--epochs", type=int, default=100, section="Training", help="Maximum epochs."),
+    option("--batch-size", type=int, default=8, section="Training",
+           help="Samples per batch (per process under DDP/FSDP)."),
+    option("--gradient-accumulation-steps", type=int, default=1, section="Training",
+           help="Batches per optimizer step."),
+    option("--lr", type=float, default=1e-4, section="Training", help="Peak learning rate."),
+    option("--weight-decay", type=float, default=0.01, section="Training",
+           help="Weight decay (not applied to biases and norms)."),
+    option("--optimizer", type=click.Choice(["adamw", "adam", "sgd"]), default="adamw", section="Training",
+           help="Optimizer (SGD uses momentum 0.9)."),
+    option("--scheduler", type=click.Choice(["warmup_cosine", "cosine", "cosine_restarts", "plateau", "onecycle"]),
+           default="warmup_cosine", section="Training", help="Learning-rate schedule."),
+    option("--warmup-steps", type=int, default=None, section="Training",
+           help="Warmup optimizer steps for warmup_cosine (changed: default 5%% of all steps)."),
+    option("--scheduler-t0", type=int, default=None, section="Training",
+           help="cosine_restarts first period in steps (default: total steps / 4)."),
+    option("--scheduler-t-mult", type=int, default=None, section="Training",
+           help="cosine_restarts period multiplier (default 2)."),
+    option("--scheduler-eta-min", type=float, default=None, section="Training",
+           help="Minimum learning rate of cosine schedules (default 0)."),
+    option("--scheduler-patience", type=int, default=None, section="Training", help="plateau patience (default 5)."),
+    option("--scheduler-factor", type=float, default=None, section="Training", help="plateau factor (default 0.3)."),
+    option("--scheduler-min-lr", type=float, default=None, section="Training", help="plateau minimum LR (default 0)."),
+    option("--patience", type=int, default=10, section="Training",
+           help="Early stopping: epochs without improvement of the selected metric."),
+    option("--max-grad-norm", type=float, default=None, section="Training", help="Clip gradients to this norm."),
+    option("--resume-from", type=click.Path(dir_okay=False), default=None, section="Training",
+           help="last_model.pt or best_model.pt to resume (model, optimizer, scheduler, epoch, RNG, best)."),
+    option("--auto-batch-size/--no-auto-batch-size", default=False, section="Training",
+           help="CUDA only: search the largest batch that fits (changed: off by default)."),
+    option("--max-memory-fraction", type=float, default=0.8, section="Training",
+           help="GPU memory fraction the batch-size search may use."),
+    option("--target-effective-batch-size", type=int, default=None, section="Training",
+           help="With --auto-batch-size: accumulate to reach this effective batch."),
+]
+
+PERFORMANCE_OPTIONS = [
+    option("--mixed-precision", type=click.Choice(["fp16", "bf16", "none"]), default="none", section="Performance",
+           help="Automatic mixed precision (fp16 uses a gradient scaler; bf16 also on CPU)."),
+    option("--compile-model", is_flag=True, default=False, section="Performance", help="torch.compile the model."),
+    option("--tf32", is_flag=True, default=False, section="Performance", help="Allow TF32 matmuls on Ampere+."),
+    option("--gradient-checkpointing/--no-gradient-checkpointing", default=False, section="Performance",
+           help="Recompute transformer blocks in backward to save memory (changed: off by default)."),
+    option("--attn-implementation", type=click.Choice(["sdpa", "flash", "mem_efficient", "math"]), default="sdpa",
+           section="Performance", help="Attention kernel on CUDA (sdpa lets PyTorch choose; changed: was "
+                                       "mem_efficient)."),
+    option("--asv-chunk-size", type=int, default=None, section="Performance",
+           help="Encode distinct ASVs in chunks of this many (bounds nucleotide-attention memory)."),
+    option("--use-expandable-segments", is_flag=True, default=False, section="Performance",
+           help="Set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True."),
+    DEVICE,
+]
+
+DISTRIBUTED_OPTIONS = [
+    option("--distributed", is_flag=True, default=False, section="Distributed",
+           help="DistributedDataParallel; launch with torchrun (nccl on GPU, gloo on CPU)."),
+    option("--data-parallel", is_flag=True, default=False, section="Distributed",
+           help="Single-process DataParallel over all visible GPUs."),
+    option("--fsdp", is_flag=True, default=False, section="Distributed", help="Fully sharded data parallel "
+                                                                               "(FULL_SHARD); launch with torchrun."),
+    option("--fsdp-sharded-checkpoint", is_flag=True, default=False, section="Distributed",
+           help="With --fsdp: save per-rank shards."),
+    option("--sync-batchnorm", is_flag=True, default=False, section="Distributed",
+           help="Accepted for compatibility (the model has no BatchNorm)."),
+]
+
+
+def parse_csv_list(value: str | None, *, flag: str, cast: Callable[[str], Any] = str) -> list[Any]:
+    """Parse ``"a,b,c"`` into a list, raising ``AamError`` naming ``flag`` on empty items or bad values."""
+    if value is None or value == "":
+        return []
+    items = [item.strip() for item in str(value).split(",")]
+    if any(item == "" for item in items):
+        raise AamError(f"empty item in '{value}'", source=flag, hint="separate values with single commas")
+    try:
+        return [cast(item) for item in items]
+    except ValueError:
+        raise AamError(f"cannot parse '{value}' as a list of {cast.__name__}", source=flag) from None

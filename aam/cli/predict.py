@@ -1,0 +1,45 @@
+"""``aam predict``: apply a trained model to a new table."""
+
+from __future__ import annotations
+
+import click
+
+from aam.cli import options as o
+
+
+@click.command("predict", cls=o.SectionedCommand)
+@o.apply([
+    o.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, section="Input",
+             help="checkpoints/best_model.pt (or last_model.pt) of an aam train run; the model is rebuilt from "
+                  "it alone."),
+    o.option("--table", type=click.Path(dir_okay=False), required=True, section="Input",
+             help="BIOM table of the samples to predict (not rarefied)."),
+    o.option("--sequences", type=click.Path(dir_okay=False), default=None, section="Input",
+             help="FASTA mapping hashed feature ids to sequences."),
+    o.option("--metadata", type=click.Path(dir_okay=False), default=None, section="Input",
+             help="Metadata TSV; needed when the model uses categorical columns."),
+    o.option("--output", type=click.Path(dir_okay=False), required=True, section="Output",
+             help="TSV: sample_id, prediction (original units; class label and prob_<class> for classifiers)."),
+    o.option("--batch-size", type=int, default=8, section="Performance", help="Samples per batch."),
+    o.option("--asv-sampling", type=click.Choice(["abundance", "first", "random"]), default=None,
+             section="Input", help="ASV selection beyond the token limit (default abundance; random with "
+                                   "--prediction-passes > 1)."),
+    o.option("--prediction-passes", type=int, default=1, section="Output",
+             help="Average this many passes over random ASV subsets; adds prediction_std."),
+    o.option("--output-variance", is_flag=True, default=False, section="Output",
+             help="Add a prediction_std column (standard deviation over passes)."),
+    o.option("--no-sequence-cache", is_flag=True, default=False, section="Input",
+             help="Accepted for compatibility; sequences are always tokenised once."),
+    o.DEVICE, o.SEED, o.VERBOSE,
+])
+def command(model_path: str, table: str, sequences: str | None, metadata: str | None, output: str,
+            batch_size: int, asv_sampling: str | None, prediction_passes: int, output_variance: bool,
+            no_sequence_cache: bool, device: str, seed: int | None, verbose: bool) -> None:
+    """Predict a trained model's target for every sample of --table, in the target's original units."""
+    from aam.training.runtime import configure_logging
+    from aam.workflows.predict import run_predict
+
+    configure_logging(None, verbose)
+    run_predict(model_path=model_path, table=table, output=output, metadata=metadata, sequences=sequences,
+                batch_size=batch_size, device=device, prediction_passes=prediction_passes,
+                asv_sampling=asv_sampling, seed=seed, output_variance=output_variance)

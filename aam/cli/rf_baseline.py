@@ -1,0 +1,36 @@
+"""``aam rf-baseline``: random-forest baseline on the split written by ``aam train``."""
+
+from __future__ import annotations
+
+import click
+
+from aam.cli import options as o
+
+
+@click.command("rf-baseline", cls=o.SectionedCommand)
+@o.apply([
+    o.option("--table", type=click.Path(dir_okay=False), required=True, section="Input", help="BIOM table."),
+    o.option("--metadata", type=click.Path(dir_okay=False), required=True, section="Input", help="Metadata TSV."),
+    o.option("--metadata-column", required=True, section="Target", help="Column to predict."),
+    o.option("--classifier", is_flag=True, default=False, section="Target", help="Classify instead of regress."),
+    o.option("--train-samples", type=click.Path(dir_okay=False), required=True, section="Input",
+             help="train_samples.txt written by aam train (one id per line)."),
+    o.option("--val-samples", type=click.Path(dir_okay=False), required=True, section="Input",
+             help="val_samples.txt written by aam train."),
+    o.option("--output", type=click.Path(dir_okay=False), required=True, section="Output",
+             help="TSV sample_id, prediction, actual (plus a PNG scatter with the same stem)."),
+    o.option("--n-estimators", type=int, default=500, section="Model", help="Trees."),
+    o.option("--max-features", default="sqrt", section="Model",
+             help="Features per split: sqrt, log2, none, a fraction or a count."),
+    o.option("--random-seed", type=int, default=42, section="Other", help="Forest seed."),
+    o.option("--n-jobs", type=int, default=-1, section="Performance", help="Parallel jobs (-1: all cores)."),
+    o.VERBOSE,
+])
+def command(verbose: bool, **kwargs) -> None:
+    """Random forest on relative abundances, fitted on --train-samples and scored on --val-samples with the
+    same metrics and output format as aam train."""
+    from aam.training.runtime import configure_logging
+    from aam.workflows.rf_baseline import run_rf_baseline
+
+    configure_logging(None, verbose)
+    run_rf_baseline(**kwargs)

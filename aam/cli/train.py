@@ -1,0 +1,131 @@
+"""``aam train``: fine-tune a SequencePredictor on a metadata column."""
+
+from __future__ import annotations
+
+import click
+
+from aam.cli import options as o
+
+CATEGORICAL_GUIDE = """\
+Choosing --categorical-fusion (categorical metadata such as site, season, host sex):
+
+  concat           default. The category embedding is joined to every ASV embedding before the target
+                   transformer. Cheap, robust; the same shift for every ASV.
+  add              like concat but added (no extra projection). Smallest.
+  cross-attention  each ASV position attends over one token per categorical column, so different ASVs can
+                   weigh different columns (e.g. a taxon that responds to season but not to site).
+                   Per-position weights are logged as a heatmap. Best when the metadata effect differs
+                   between taxa.
+  gmu              a learned gate mixes the pooled sequence vector with the metadata vector. Gate values are
+                   logged; --gmu-gate open|closed fixes the gate to test whether gating itself helps.
+  perceiver        learned latents read ASV and metadata tokens together; handles many or missing columns.
+
+  --conditional-output-scaling cols: a per-category scale and bias on the output; use it when categories
+  shift the target's scale (e.g. different assays). Avoid combining it with gmu or cross-attention on the
+  same columns: both model the same effect and fight.
+
+Never pass a column whose accuracy you will report as grouped by it (e.g. study): the model would learn the
+group means instead of biology.
+"""
+
+
+def _print_guide(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(CATEGORICAL_GUIDE)
+        ctx.exit(0)
+
+
+TRAIN_OPTIONS = [
+    o.option("--metadata", type=click.Path(dir_okay=False), required=True, section="Input",
+             help="Tab-separated metadata with a sample id column (sample_id, #SampleID, ...)."),
+    o.option("--metadata-column", required=True, section="Target", help="Column to predict."),
+    o.option("--classifier", is_flag=True, default=False, section="Target",
+             help="Predict classes (labels may be strings); outputs class probabilities."),
+    o.option("--out-dim", type=int, default=1, section="Target",
+             help="Output width: 1 for regression; the number of classes with --classifier (inferred)."),
+    o.option("--class-weights", default=None, section="Target", help="Per-class loss weights 'w1,w2,...' "
+                                                                      "in sorted label order."),
+    o.option("--target-transform", type=click.Choice(["none", "minmax", "zscore", "zscore-category",
+                                                      "log-minmax", "log-zscore"]), default=None,
+             section="Target", help="Target scaling fitted on the training split (changed: default zscore)."),
+    o.option("--normalize-by", default=None, section="Target", help="Columns for zscore-category."),
+    o.option("--normalize-targets/--no-normalize-targets", default=None, section="Target",
+             help="Deprecated: use --target-transform minmax|none."),
+    o.option("--normalize-targets-by", default=None, section="Target",
+             help="Deprecated: use --target-transform zscore-category --normalize-by."),
+    o.option("--log-transform-targets", is_flag=True, default=False, section="Target",
+             help="Deprecated: use --target-transform log-minmax or log-zscore."),
+    o.option("--output-constraint", type=click.Choice(["none", "bounded", "nonnegative", "nonnegative-learnable"]),
+             default=None, section="Target", help="Constrain regression outputs (default none)."),
+    o.option("--bounded-targets", is_flag=True, default=False, section="Target",
+             help="Deprecated: use --output-constraint bounded."),
+    o.option("--output-activation", type=click.Choice(["none", "relu", "softplus", "exp"]), default=None,
+             section="Target", help="Deprecated: use --output-constraint nonnegative."),
+    o.option("--learnable-output-scale", is_flag=True, default=False, section="Target",
+             help="Deprecated: use --output-constraint nonnegative-learnable."),
+    o.option("--target-layer-norm/--no-target-layer-norm", default=True, section="Model",
+             help="LayerNorm on the pooled target vector."),
+    o.option("--regressor-hidden-dims", default=None, section="Model", help="MLP head widths, e.g. '64,32'."),
+    o.option("--regressor-dropout", type=float, default=0.0, section="Model", help="Dropout in the MLP head."),
+    o.option("--residual-regression-head", is_flag=True, default=False, section="Model",
+             help="Head = Linear(x) + MLP(x); needs --regressor-hidden-dims."),
+    o.option("--pretrained-encoder", type=click.Path(dir_okay=False), default=None, section="Model",
+             help="pretrained_encoder.pt from aam pretrain."),
+    o.option("--freeze-base", is_flag=True, default=False, section="Model",
+             help="Freeze the pretrained encoder (kept in eval mode; its losses are off)."),
+    o.option("--count-prediction/--no-count-prediction", default=True, section="Model",
+             help="Auxiliary head predicting each ASV's relative abundance."),
+    o.option("--target-penalty", type=float, default=1.0, section="Loss", help="Weight of the target loss."),
+    o.option("--count-penalty", type=float, default=1.0, section="Loss", help="Weight of the count loss."),
+    o.option("--loss-type", type=click.Choice(["mse", "mae", "huber", "quantile", "asymmetric"]), default="huber",
+             section="Loss", help="Regression loss (classifiers use NLL)."),
+    o.option("--quantiles", default=None, section="Loss", help="Quantile levels for --loss-type quantile "
+                                                               "(default 0.1,0.5,0.9)."),
+    o.option("--over-penalty", type=float, default=1.0, section="Loss", help="asymmetric: weight of over-prediction."),
+    o.option("--under-penalty", type=float, default=1.0, section="Loss",
+             help="asymmetric: weight of under-prediction."),
+    o.option("--categorical-loss-weights", default=None, section="Loss",
+             help="'auto' (balanced) or a JSON object {value: weight} for --categorical-loss-weight-column."),
+    o.option("--categorical-loss-weight-column", default=None, section="Loss",
+             help="Column for --categorical-loss-weights (default: the first categorical column)."),
+    o.option("--categorical-columns", default=None, section="Categorical",
+             help="Categorical metadata columns to condition on, 'a,b'."),
+    o.option("--categorical-embed-dim", type=int, default=16, section="Categorical",
+             help="Embedding width per categorical column."),
+    o.option("--categorical-fusion", type=click.Choice(["concat", "add", "gmu", "cross-attention", "perceiver"]),
+             default="concat", section="Categorical", help="How metadata enters the model (see --categorical-help)."),
+    o.option("--gmu-gate", type=click.Choice(["learned", "open", "closed"]), default="learned",
+             section="Categorical", help="gmu ablation: learned gate, or fixed open (sequence only) / closed."),
+    o.option("--cross-attn-heads", type=click.IntRange(1, 64), default=8, section="Categorical",
+             help="Heads of cross-attention and perceiver fusion; must divide D."),
+    o.option("--perceiver-num-latents", type=click.IntRange(1, 1024), default=64, section="Categorical",
+             help="Perceiver latents."),
+    o.option("--perceiver-num-layers", type=click.IntRange(1, 16), default=2, section="Categorical",
+             help="Perceiver self-attention layers."),
+    o.option("--conditional-output-scaling", default=None, section="Categorical",
+             help="Columns with a per-category output scale and bias."),
+    o.option("--categorical-lr", type=float, default=None, section="Categorical",
+             help="Separate learning rate for the categorical modules."),
+    o.option("--categorical-help", is_flag=True, expose_value=False, is_eager=True, callback=_print_guide,
+             section="Categorical", help="Print a guide to choosing a fusion and exit."),
+    o.option("--best-metric", type=click.Choice(["val_loss", "r2", "mae", "accuracy", "f1"]), default=None,
+             section="Training", help="Checkpoint selection (changed: default mae for regression, f1 for "
+                                      "classification, not the mixed loss)."),
+    o.option("--val-prediction-passes", type=click.IntRange(1, 100), default=1, section="Training",
+             help="Accepted for compatibility; validation uses abundance-first ASVs (one pass)."),
+    o.option("--find-lr", is_flag=True, default=False, section="Training",
+             help="Run a learning-rate range test, print the suggestion and exit."),
+]
+
+
+@click.command("train", cls=o.SectionedCommand)
+@o.CONFIG
+@o.apply(o.data_options(pretrain=False) + o.MODEL_OPTIONS + TRAIN_OPTIONS + o.LOSS_WEIGHT_OPTIONS
+         + o.TRAINING_OPTIONS + o.PERFORMANCE_OPTIONS + o.DISTRIBUTED_OPTIONS + [o.SEED, o.VERBOSE])
+def command(**opts) -> None:
+    """Fine-tune a SequencePredictor on --metadata-column (regression, or classes with --classifier),
+    optionally from a pretrained encoder and conditioned on categorical metadata. Writes checkpoints,
+    val_predictions.tsv (original units), plots and TensorBoard logs to --output-dir."""
+    from aam.workflows.train import run_train
+
+    run_train(opts)

@@ -1,0 +1,421 @@
+"""One training loop for pretraining and fine-tuning.
+
+The Trainer knows nothing about files or flags beyond its :class:`TrainerConfig`: it receives a model, a
+multi-task loss, data loaders of :class:`~aam.data.dataset.Batch`, an optional :class:`PredictionDecoder` (for
+target metrics in original units) and a ``save_checkpoint`` callback. It handles optimisation (accumulation,
+clipping, AMP, schedulers stepped exactly once per optimizer step or epoch), validation over every sample,
+early stopping on the selected metric, resumable state and TensorBoard logging.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from aam.training.checkpoint import unwrap_model
+from aam.training.metrics import (
+    ClassificationMetrics,
+    DistanceMetrics,
+    RegressionMetrics,
+    metric_direction,
+)
+from aam.training.optim import build_optimizer, param_group_lrs
+from aam.training.prediction import PredictionDecoder
+from aam.training.schedulers import build_scheduler
+
+log = logging.getLogger(__name__)
+
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Optimisation and selection settings shared by ``aam pretrain`` and ``aam train``."""
+
+    epochs: int = 100
+    optimizer: str = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    categorical_lr: float | None = None
+    scheduler: str = "warmup_cosine"
+    warmup_steps: int | None = None
+    warmup_fraction: float = 0.05
+    scheduler_t0: int | None = None
+    scheduler_t_mult: int | None = None
+    scheduler_eta_min: float | None = None
+    scheduler_patience: int | None = None
+    scheduler_factor: float | None = None
+    scheduler_min_lr: float | None = None
+    patience: int = 10
+    max_grad_norm: float | None = None
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str | None = None
+    compile_model: bool = False
+    best_metric: str = "val_loss"
+    mask_nucleotides: bool = True
+    log_grad_norms: bool = False
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainerConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass
+class EvalResult:
+    """Validation metrics (original units) and, when targets exist, per-sample predictions."""
+
+    metrics: dict[str, float]
+    predictions: Any = None  # pandas.DataFrame with sample_id, prediction, actual (+ probabilities)
+    distance_pairs: tuple[np.ndarray, np.ndarray] | None = None  # (predicted, true) upper-triangle pairs
+    confusion: np.ndarray | None = None
+    diagnostics: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class FitResult:
+    best_metric: float
+    best_epoch: int
+    history: list[dict[str, float]]
+    best_eval: EvalResult | None
+
+
+def forward_batch(model: nn.Module, batch, *, mask_nucleotides: bool = False,
+                  asv_embeddings: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Run ``model`` on a :class:`Batch` (the one place that maps batch fields onto model arguments)."""
+    kwargs = {}
+    if asv_embeddings is not None:
+        kwargs["asv_embeddings"] = asv_embeddings
+    return model(batch.tokens, batch.asv_index, batch.asv_mask, counts=batch.counts,
+                 categoricals=batch.categoricals, mask_nucleotides=mask_nucleotides, **kwargs)
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Fits ``model`` with ``loss_fn`` (a :class:`~aam.training.losses.MultiTaskLoss`).
+
+    Args:
+        model: a SequenceEncoder or SequencePredictor (possibly frozen in part).
+        loss_fn: maps (model outputs, batch) to a dict with ``total`` and per-objective losses.
+        config: optimisation settings.
+        device: where the model and batches live.
+        decoder: maps target predictions back to original units; None for pretraining.
+        save_checkpoint: ``fn(name, model, training_state)`` called for ``best`` and ``last``.
+        on_best: ``fn(eval_result, epoch)`` called when the selected metric improves (writes predictions).
+        writer: a TensorBoard ``SummaryWriter`` or None.
+        category_names: metadata column names, for cross-attention heatmaps.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, config: TrainerConfig, *,
+                 device: torch.device, decoder: PredictionDecoder | None = None,
+                 save_checkpoint: Callable[[str, nn.Module, dict], None] | None = None,
+                 on_best: Callable[[EvalResult, int], None] | None = None,
+                 writer: Any = None, category_names: list[str] | None = None):
+        self.config = config
+        self.device = device
+        self.model = model.to(device)
+        self.loss_fn = loss_fn
+        self.decoder = decoder
+        self.save_checkpoint = save_checkpoint
+        self.on_best = on_best
+        self.writer = writer
+        self.category_names = category_names or []
+        self.optimizer = build_optimizer(self.model, config.optimizer, lr=config.lr,
+                                         weight_decay=config.weight_decay, categorical_lr=config.categorical_lr)
+        self.amp_dtype = AMP_DTYPES.get(config.mixed_precision or "")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
+        self.forward_model = torch.compile(self.model) if config.compile_model else self.model
+        self.scheduler = None
+        self.start_epoch = 0
+        self.global_step = 0
+        self.best_key = config.best_metric if config.best_metric.startswith("val_") else f"val_{config.best_metric}"
+        self.best_value = math.inf if metric_direction(config.best_metric) == "min" else -math.inf
+        self.best_epoch = -1
+        self.epochs_without_improvement = 0
+        self.history: list[dict[str, float]] = []
+        self._pending_state: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ state
+    def training_state(self, epoch: int) -> dict[str, Any]:
+        """Everything ``--resume-from`` needs besides the weights."""
+        return {
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "best_metric_name": self.config.best_metric,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "history": list(self.history),
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`training_state`; the next epoch is ``state['epoch'] + 1``."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = state["epoch"] + 1
+        self.global_step = state["global_step"]
+        if state.get("best_metric_name") == self.config.best_metric:
+            self.best_value = state["best_value"]
+            self.best_epoch = state["best_epoch"]
+            self.epochs_without_improvement = state["epochs_without_improvement"]
+        self.history = list(state.get("history", []))
+        self._pending_state = state  # scheduler and RNG are restored once the loaders are known
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, train_loader: Iterable, val_loader: Iterable) -> FitResult:
+        cfg = self.config
+        steps_per_epoch = math.ceil(len(train_loader) / cfg.gradient_accumulation_steps)
+        self.scheduler = build_scheduler(
+            cfg.scheduler, self.optimizer, total_steps=max(1, steps_per_epoch * cfg.epochs),
+            steps_per_epoch=steps_per_epoch, warmup_steps=cfg.warmup_steps, warmup_fraction=cfg.warmup_fraction,
+            t0=cfg.scheduler_t0, t_mult=cfg.scheduler_t_mult, eta_min=cfg.scheduler_eta_min,
+            patience=cfg.scheduler_patience, factor=cfg.scheduler_factor, min_lr=cfg.scheduler_min_lr,
+            mode=metric_direction(cfg.best_metric))
+        if self._pending_state is not None:
+            if self._pending_state.get("scheduler") is not None:
+                self.scheduler.load_state_dict(self._pending_state["scheduler"])
+            set_rng_state(self._pending_state["rng"])
+            self._pending_state = None
+        best_eval: EvalResult | None = None
+        for epoch in range(self.start_epoch, cfg.epochs):
+            for loader in (train_loader, val_loader):
+                for part in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
+                    if hasattr(part, "set_epoch"):
+                        part.set_epoch(epoch)
+            train_metrics = self.train_epoch(train_loader, epoch)
+            result = self.evaluate(val_loader)
+            row = {"epoch": epoch, **train_metrics, **result.metrics}
+            row.update({f"lr_{name}": lr for name, lr in param_group_lrs(self.optimizer).items()})
+            self.history.append(row)
+            if self.scheduler.interval == "epoch":
+                self.scheduler.step(result.metrics.get(self.best_key))
+            improved = self._update_best(result.metrics, epoch)
+            self._log_epoch(row, result, epoch, improved)
+            if improved:
+                best_eval = result
+                if self.on_best is not None:
+                    self.on_best(result, epoch)
+                if self.save_checkpoint is not None:
+                    self.save_checkpoint("best", self.model, self.training_state(epoch))
+            if self.save_checkpoint is not None:
+                self.save_checkpoint("last", self.model, self.training_state(epoch))
+            if self.epochs_without_improvement >= cfg.patience:
+                log.info("early stopping: %s did not improve for %d epochs (best %.4g at epoch %d)",
+                         cfg.best_metric, cfg.patience, self.best_value, self.best_epoch)
+                break
+        return FitResult(self.best_value, self.best_epoch, self.history, best_eval)
+
+    def _update_best(self, metrics: dict[str, float], epoch: int) -> bool:
+        value = metrics.get(self.best_key)
+        if value is None or not math.isfinite(value):
+            log.warning("best metric %s is not available this epoch (have: %s)", self.best_key, ", ".join(metrics))
+            self.epochs_without_improvement += 1
+            return False
+        better = value < self.best_value if metric_direction(self.best_key) == "min" else value > self.best_value
+        if better:
+            self.best_value, self.best_epoch, self.epochs_without_improvement = value, epoch, 0
+        else:
+            self.epochs_without_improvement += 1
+        return better
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_epoch(self, loader: Iterable, epoch: int) -> dict[str, float]:
+        cfg = self.config
+        self.forward_model.train()
+        accumulation = cfg.gradient_accumulation_steps
+        sums: dict[str, torch.Tensor] = {}
+        n_samples = 0
+        n_batches = len(loader)
+        start = time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress,
+                   dynamic_ncols=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(bar):
+            batch = batch.to(self.device, non_blocking=True)
+            with self._autocast():
+                outputs = forward_batch(self.forward_model, batch, mask_nucleotides=cfg.mask_nucleotides)
+                losses = self.loss_fn(outputs, batch)
+            self.scaler.scale(losses["total"] / accumulation).backward()
+            if (i + 1) % accumulation == 0 or i + 1 == n_batches:
+                self._optimizer_step(log_norms=cfg.log_grad_norms and i + 1 == n_batches)
+            size = len(batch)
+            n_samples += size
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().float() * size
+            if cfg.progress and (i % 10 == 0 or i + 1 == n_batches):
+                rate = n_samples / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(loss=f"{(sums['total'] / n_samples).item():.4f}", samples_s=f"{rate:.1f}")
+        elapsed = time.perf_counter() - start
+        metrics = {f"train_{self._loss_name(k)}": (v / max(n_samples, 1)).item() for k, v in sums.items()}
+        metrics["train_samples_per_s"] = n_samples / max(elapsed, 1e-9)
+        return metrics
+
+    @staticmethod
+    def _loss_name(key: str) -> str:
+        return "loss" if key == "total" else f"{key}_loss"
+
+    def _optimizer_step(self, log_norms: bool) -> None:
+        cfg = self.config
+        self.scaler.unscale_(self.optimizer)
+        if log_norms and self.writer is not None:
+            self._log_grad_norms()
+        if cfg.max_grad_norm is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        if self.scheduler.interval == "step":
+            self.scheduler.step()
+
+    def _log_grad_norms(self) -> None:
+        """Gradient norm per top-level submodule (fusion gates, mixing parameters...) to TensorBoard."""
+        for name, module in unwrap_model(self.model).named_children():
+            grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+            if grads:
+                self.writer.add_scalar(f"grad_norm/{name}", torch.stack(grads).norm().item(), self.global_step)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable) -> EvalResult:
+        """Loss and metrics over every sample of ``loader`` (original units for targets)."""
+        self.forward_model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        n_samples = 0
+        distances = DistanceMetrics()
+        regression = RegressionMetrics() if self.decoder is not None and not self.decoder.classifier else None
+        classification = ClassificationMetrics(self.decoder.n_classes) if (
+            self.decoder is not None and self.decoder.classifier) else None
+        nuc_correct = torch.zeros((), device=self.device)
+        nuc_total = torch.zeros((), device=self.device)
+        rows: list[Any] = []
+        gates: list[torch.Tensor] = []
+        cross_weights: list[torch.Tensor] = []
+        # masked-nucleotide accuracy is measured exactly as in training, with a fixed masking seed
+        mask_generator_state = torch.get_rng_state()
+        torch.manual_seed(0)
+        for batch in loader:
+            batch = batch.to(self.device, non_blocking=True)
+            with self._autocast():
+                outputs = forward_batch(self.forward_model, batch, mask_nucleotides=self.config.mask_nucleotides)
+                losses = self.loss_fn(outputs, batch)
+            size = len(batch)
+            n_samples += size
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().float() * size
+            if "distances" in outputs and batch.distances is not None and batch.distances.dim() == 2:
+                distances.update(outputs["distances"].float(), batch.distances.float())
+            if "nucleotide_logits" in outputs:
+                mask = outputs["nucleotide_mask"]
+                predicted = outputs["nucleotide_logits"].argmax(-1)
+                nuc_correct += ((predicted == outputs["nucleotide_targets"]) & mask).sum()
+                nuc_total += mask.sum()
+            if "gate" in outputs:
+                gates.append(outputs["gate"].float().mean(dim=tuple(range(1, outputs["gate"].dim()))).cpu())
+            if "cross_attention_weights" in outputs:
+                cross_weights.append(outputs["cross_attention_weights"].float().cpu())
+            if self.decoder is not None and batch.targets is not None:
+                rows.append(self.decoder.decode_batch(outputs["prediction"].float(), batch))
+        torch.set_rng_state(mask_generator_state)
+        metrics = {f"val_{self._loss_name(k)}": (v / max(n_samples, 1)).item() for k, v in sums.items()}
+        result = EvalResult(metrics)
+        if distances.n_pairs > 0:
+            d = distances.compute()
+            metrics.update({"val_distance_mae": d["mae"], "val_distance_r2": d["r2"]})
+            result.distance_pairs = distances.pairs()
+        if nuc_total.item() > 0:
+            metrics["val_nucleotide_accuracy"] = (nuc_correct / nuc_total).item()
+        if gates:
+            result.diagnostics["gate"] = torch.cat(gates).numpy()
+            metrics["val_gmu_gate_mean"] = float(result.diagnostics["gate"].mean())
+        if cross_weights:
+            result.diagnostics["cross_attention"] = _mean_over_samples(cross_weights)
+        if rows:
+            result.predictions = self.decoder.concat(rows)
+            frame = result.predictions
+            if regression is not None:
+                regression.update(torch.as_tensor(frame["prediction"].to_numpy(np.float64)),
+                                  torch.as_tensor(frame["actual"].to_numpy(np.float64)))
+                metrics.update({f"val_{k}": v for k, v in regression.compute().items() if k not in ("n", "mse")})
+            else:
+                probs = torch.as_tensor(frame[self.decoder.probability_columns].to_numpy(np.float64))
+                actual = torch.as_tensor(frame["actual_index"].to_numpy(np.int64))
+                classification.update(probs.clamp_min(1e-12).log(), actual)
+                computed = classification.compute()
+                result.confusion = computed.pop("confusion_matrix", None)
+                metrics.update({f"val_{k}": v for k, v in computed.items() if k != "n"})
+        return result
+
+    # ------------------------------------------------------------------ logging
+    def _log_epoch(self, row: dict[str, float], result: EvalResult, epoch: int, improved: bool) -> None:
+        shown = {k: v for k, v in row.items() if k.startswith("val_") or k in ("train_loss", "train_samples_per_s")}
+        text = "  ".join(f"{k}={v:.4g}" for k, v in shown.items())
+        log.info("epoch %d/%d  %s%s", epoch + 1, self.config.epochs, text, "  *best*" if improved else "")
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key.startswith("train_") and f"val_{key[6:]}" in row:
+                self.writer.add_scalars(key[6:], {"train": value, "val": row[f"val_{key[6:]}"]}, epoch)
+            elif key.startswith("lr_"):
+                self.writer.add_scalar(f"learning_rate/{key[3:]}", value, epoch)
+            elif key != "epoch":
+                self.writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+        if "gate" in result.diagnostics:
+            self.writer.add_histogram("gmu/gate", result.diagnostics["gate"], epoch)
+        if "cross_attention" in result.diagnostics:
+            from aam.training.plots import attention_heatmap
+
+            weights = result.diagnostics["cross_attention"]
+            names = self.category_names or [f"col{i}" for i in range(weights.shape[-1])]
+            self.writer.add_figure("cross_attention/position_x_column", attention_heatmap(weights[:32], names),
+                                   epoch)
+        self.writer.flush()
+
+
+def _mean_over_samples(weights: list[torch.Tensor]) -> np.ndarray:
+    """Average [B, S, K] attention maps over samples, padding shorter S with NaN-free zeros: -> [S_max, K]."""
+    s_max = max(w.shape[1] for w in weights)
+    total = torch.zeros(s_max, weights[0].shape[-1])
+    count = torch.zeros(s_max, 1)
+    for w in weights:
+        total[: w.shape[1]] += w.sum(0)
+        count[: w.shape[1]] += w.shape[0]
+    return (total / count.clamp_min(1)).numpy()

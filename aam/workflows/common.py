@@ -1,0 +1,187 @@
+"""Steps shared by the pretrain, train and predict workflows: loading data, distance targets, run folders."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aam import __version__
+from aam.data.biom_table import load_table, rarefy, table_to_csr
+from aam.data.dataset import (
+    AmpliconData,
+    BatchCollator,
+    EpochShuffleSampler,
+    MatrixDistanceLookup,
+    SampleDataset,
+    make_loader,
+)
+from aam.data.distances import align_distance_matrix, read_distance_matrix
+from aam.data.sequences import resolve_sequences, tokenize
+from aam.errors import AamError
+from aam.training.runtime import detach_log_files, write_json
+
+log = logging.getLogger("aam")
+
+# --unifrac-metric (reference names) -> built-in engine metric
+ENGINE_METRICS = {"unifrac": "unweighted", "weighted": "weighted-normalized", "faith_pd": "faith_pd"}
+EXCLUSIVE_PARALLEL_FLAGS = ("distributed", "data_parallel", "fsdp")
+
+
+def load_amplicon_data(table_path: str | Path, *, sequences_path: str | Path | None = None, max_bp: int = 150,
+                       rarefy_depth: int | None = None, seed: int | None = None) -> AmpliconData:
+    """Read a BIOM table (optionally rarefied) and tokenise its ASV sequences once."""
+    table = load_table(table_path)
+    if rarefy_depth is not None:
+        table, n_dropped = rarefy(table, rarefy_depth, seed)
+        log.info("rarefied to %d reads per sample; %d sample(s) below the depth dropped", rarefy_depth, n_dropped)
+    count_table = table_to_csr(table)
+    sequences = resolve_sequences(count_table.feature_ids, sequences_path, source=table_path)
+    tokenized = tokenize(sequences, max_bp)
+    if tokenized.n_truncated:
+        log.info("%d of %d ASV sequences are longer than --max-bp %d and were truncated",
+                 tokenized.n_truncated, len(sequences), max_bp)
+    log.info("table %s: %d samples x %d ASVs", table_path, count_table.counts.shape[0], count_table.counts.shape[1])
+    return AmpliconData(count_table.counts, tokenized.tokens, count_table.sample_ids, count_table.feature_ids)
+
+
+@dataclass
+class DistanceTargets:
+    """Per-batch distance targets: a lookup for ``BatchCollator`` and the rows of samples that have them."""
+
+    lookup: Callable[[np.ndarray], np.ndarray]
+    rows: np.ndarray  # rows of AmpliconData with a target
+    metric: str
+
+
+def load_distance_targets(data: AmpliconData, *, unifrac_matrix: str | None, tree: str | None,
+                          metric: str, sequences_path: str | None = None) -> DistanceTargets | None:
+    """Distance targets from ``--unifrac-matrix`` or computed on the fly from ``--tree``; None when neither."""
+    if unifrac_matrix and tree:
+        raise AamError("give either --unifrac-matrix or --tree, not both", source="--tree")
+    if unifrac_matrix:
+        return _targets_from_file(data, unifrac_matrix, metric)
+    if tree:
+        return _targets_from_tree(data, tree, metric)
+    return None
+
+
+def _targets_from_file(data: AmpliconData, path: str, metric: str) -> DistanceTargets:
+    matrix = read_distance_matrix(path)
+    ids = data.sample_ids
+    if matrix.ids is not None:
+        present = set(matrix.ids)
+        ids = [s for s in data.sample_ids if s in present]
+        missing = len(data.sample_ids) - len(ids)
+        if missing:
+            log.warning("%d table sample(s) are not in %s and are left out", missing, path)
+        if not ids:
+            raise AamError("no sample id of the table is in the distance matrix", source=path,
+                           hint="the matrix must be computed from this table's samples")
+    values = align_distance_matrix(matrix, ids, source=path)
+    rows = data.rows_of(ids)
+    is_vector = values.ndim == 1
+    if (metric == "faith_pd") != is_vector:
+        raise AamError(f"--unifrac-metric {metric} needs a {'per-sample vector' if metric == 'faith_pd' else 'square matrix'}",
+                       source=path)
+    full = np.zeros((data.n_samples,) if is_vector else (data.n_samples, data.n_samples), dtype=np.float32)
+    if is_vector:
+        full[rows] = values
+    else:
+        full[np.ix_(rows, rows)] = values
+    return DistanceTargets(MatrixDistanceLookup(full), rows, metric)
+
+
+def _targets_from_tree(data: AmpliconData, tree: str, metric: str) -> DistanceTargets:
+    from aam.unifrac import UniFracEngine
+
+    engine = UniFracEngine.from_newick(tree, data.asv_ids)
+    rows = np.arange(data.n_samples)
+    if metric == "faith_pd":
+        return DistanceTargets(MatrixDistanceLookup(engine.faith_pd(data.counts)), rows, metric)
+    return DistanceTargets(engine.prepare(data.counts, ENGINE_METRICS[metric]), rows, metric)
+
+
+def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarray, *, batch_size: int,
+                  token_limit: int, asv_sampling: str, seed: int, num_workers: int = 0,
+                  distance_lookup: Callable | None = None, train_targets: np.ndarray | None = None,
+                  val_targets: np.ndarray | None = None, train_categoricals: np.ndarray | None = None,
+                  val_categoricals: np.ndarray | None = None, pin_memory: bool = False,
+                  train_sampler: Any = None, val_sampler: Any = None):
+    """Training loader (shuffled, ``asv_sampling``) and validation loader (every sample, abundance-first)."""
+    collator = BatchCollator(data.tokens, data.sample_ids, distance_lookup)
+    train_set = SampleDataset(data, train_rows, train_targets, train_categoricals, token_limit, asv_sampling, seed)
+    val_set = SampleDataset(data, val_rows, val_targets, val_categoricals, token_limit, "abundance", seed)
+    if train_sampler is None:
+        train_sampler = EpochShuffleSampler(len(train_set), seed)
+    train_loader = make_loader(train_set, collator, batch_size, shuffle=True, num_workers=num_workers,
+                               pin_memory=pin_memory, sampler=train_sampler)
+    val_loader = make_loader(val_set, collator, batch_size, shuffle=False, num_workers=num_workers,
+                             pin_memory=pin_memory, sampler=val_sampler)
+    return train_loader, val_loader
+
+
+def check_options(opts: dict[str, Any]) -> None:
+    """Cross-flag rules that click cannot express; each failure names the flag."""
+    chosen = [f"--{name.replace('_', '-')}" for name in EXCLUSIVE_PARALLEL_FLAGS if opts.get(name)]
+    if len(chosen) > 1:
+        raise AamError(f"{' and '.join(chosen)} cannot be combined", source=chosen[1],
+                       hint="--distributed: DDP via torchrun; --fsdp: sharded DDP via torchrun; "
+                            "--data-parallel: one process, all GPUs")
+    if opts.get("fsdp_sharded_checkpoint") and not opts.get("fsdp"):
+        raise AamError("needs --fsdp", source="--fsdp-sharded-checkpoint")
+    positive = ("epochs", "batch_size", "gradient_accumulation_steps", "max_bp", "token_limit", "embedding_dim",
+                "attention_heads", "attention_layers", "ffn_ratio")
+    for name in positive:
+        if name in opts and opts[name] is not None and opts[name] < 1:
+            raise AamError(f"must be at least 1, got {opts[name]}", source=f"--{name.replace('_', '-')}")
+    if opts["embedding_dim"] % opts["attention_heads"]:
+        raise AamError(f"{opts['attention_heads']} heads do not divide --embedding-dim {opts['embedding_dim']}",
+                       source="--attention-heads", hint="choose a head count that divides the width")
+    if not 0 <= opts.get("nuc_mask_ratio", 0) < 1:
+        raise AamError("must be in [0, 1)", source="--nuc-mask-ratio")
+    if not 0 < opts["lr"]:
+        raise AamError("must be positive", source="--lr")
+    if not 0 <= opts.get("dropout", 0) < 1:
+        raise AamError("must be in [0, 1)", source="--dropout")
+
+
+@contextmanager
+def run_directory(path: str | Path, resume: bool) -> Iterator[Path]:
+    """Create the run folder for the duration of a run.
+
+    Refuses to mix a new run into a folder holding another run's checkpoints. If the run stops on a user
+    error (``AamError``) and this run created the folder, the folder is removed, so bad input leaves nothing
+    half-written behind.
+    """
+    path = Path(path)
+    if (path / "checkpoints" / "last_model.pt").exists() and not resume:
+        raise AamError("already holds an aam run", source=path,
+                       hint="choose a new --output-dir, or pass --resume-from to continue it")
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except AamError:
+        if created:
+            detach_log_files()
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def write_run_config(output_dir: Path, command: str, opts: dict[str, Any], extra: dict[str, Any]) -> None:
+    """``config.json``: every resolved option (feedable back with --config), versions, seed and derived facts."""
+    payload = {
+        "command": command,
+        "options": {k: v for k, v in opts.items() if k != "config"},
+        "versions": {"aam": __version__, "torch": torch.__version__},
+        **extra,
+    }
+    write_json(output_dir / "config.json", payload)

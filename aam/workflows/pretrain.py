@@ -1,0 +1,105 @@
+"""``aam pretrain``: self-supervised training of a SequenceEncoder (UniFrac distances + masked nucleotides)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aam.data.split import train_val_split, write_ids
+from aam.errors import AamError
+from aam.models import SequenceEncoder
+from aam.models.summary import model_summary
+from aam.training.checkpoint import load_checkpoint, save_checkpoint
+from aam.training.losses import MultiTaskLoss
+from aam.training.plots import loss_curves, prediction_scatter
+from aam.training.runtime import configure_logging, resolve_device, seed_everything
+from aam.training.trainer import FitResult, Trainer
+from aam.workflows.common import (
+    build_loaders,
+    check_options,
+    load_amplicon_data,
+    load_distance_targets,
+    run_directory,
+    write_run_config,
+)
+from aam.workflows.config_mapping import encoder_config_from_options, trainer_config_from_options
+from aam.workflows.session import open_writer, resume_into
+
+log = logging.getLogger("aam")
+
+
+def run_pretrain(opts: dict[str, Any]) -> FitResult:
+    """Pretrain a SequenceEncoder as described by the resolved ``aam pretrain`` options."""
+    check_options(opts)
+    if not opts.get("unifrac_matrix") and not opts.get("tree") and opts["penalty"] > 0:
+        raise AamError("pretraining needs distance targets", source="--unifrac-matrix",
+                       hint="give --unifrac-matrix FILE or --tree FILE.nwk (or --penalty 0 for nucleotides only)")
+    with run_directory(opts["output_dir"], resume=bool(opts.get("resume_from"))) as output_dir:
+        return _run(opts, output_dir)
+
+
+def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
+    configure_logging(output_dir / "training.log", opts.get("verbose", True))
+    seed = seed_everything(opts.get("seed"))
+    device = resolve_device(opts["device"])
+
+    data = load_amplicon_data(opts["table"], sequences_path=opts.get("sequences"), max_bp=opts["max_bp"],
+                              rarefy_depth=opts.get("rarefy_depth"), seed=seed)
+    targets = load_distance_targets(data, unifrac_matrix=opts.get("unifrac_matrix"), tree=opts.get("tree"),
+                                    metric=opts["unifrac_metric"])
+    rows = targets.rows if targets is not None else np.arange(data.n_samples)
+    train_ids, val_ids = train_val_split([data.sample_ids[r] for r in rows], opts["test_size"], seed)
+    write_ids(output_dir / "train_samples.txt", train_ids)
+    write_ids(output_dir / "val_samples.txt", val_ids)
+    train_loader, val_loader = build_loaders(
+        data, data.rows_of(train_ids), data.rows_of(val_ids), batch_size=opts["batch_size"],
+        token_limit=opts["token_limit"], asv_sampling=opts["asv_sampling"], seed=seed,
+        num_workers=opts["num_workers"], distance_lookup=targets.lookup if targets is not None else None,
+        pin_memory=device.type == "cuda")
+
+    config = encoder_config_from_options(opts)
+    model = SequenceEncoder(config)
+    log.info("model:\n%s", model_summary(model))
+    data_info = {"max_bp": opts["max_bp"], "token_limit": opts["token_limit"], "asv_sampling": opts["asv_sampling"],
+                 "unifrac_metric": opts["unifrac_metric"], "seed": seed}
+    write_run_config(output_dir, "pretrain", {**opts, "seed": seed},
+                     {"model_config": config.to_dict(), "n_train": len(train_ids), "n_val": len(val_ids)})
+
+    def save(name: str, module, training_state: dict) -> None:
+        save_checkpoint(output_dir / "checkpoints" / f"{name}_model.pt", kind="encoder", model=module,
+                        model_config=config.to_dict(), data=data_info, training_state=training_state)
+        if name == "best":
+            save_checkpoint(output_dir / "pretrained_encoder.pt", kind="encoder", model=module,
+                            model_config=config.to_dict(), data=data_info)
+
+    loss_fn = MultiTaskLoss(target_penalty=0.0, penalty=opts["penalty"] if targets is not None else 0.0,
+                            nuc_penalty=opts["nuc_penalty"], count_penalty=0.0)
+    writer = open_writer(output_dir)
+    trainer = Trainer(model, loss_fn, trainer_config_from_options(opts, best_metric="val_loss"), device=device,
+                      save_checkpoint=save, writer=writer)
+    if opts.get("resume_from"):
+        resume_into(trainer, load_checkpoint(opts["resume_from"], expected_kind="encoder"), opts["resume_from"])
+    try:
+        result = trainer.fit(train_loader, val_loader)
+    finally:
+        if writer is not None:
+            writer.close()
+    _write_plots(output_dir, result)
+    log.info("pretraining finished: best %s %.4g at epoch %d; encoder at %s", "val_loss", result.best_metric,
+             result.best_epoch + 1, output_dir / "pretrained_encoder.pt")
+    return result
+
+
+def _write_plots(output_dir: Path, result: FitResult) -> None:
+    if result.history:
+        keys = [k[4:] for k in result.history[-1] if k.startswith("val_") and k.endswith("loss")]
+        loss_curves(result.history, output_dir / "plots" / "loss_curves.png", keys=keys)
+    if result.best_eval is not None and result.best_eval.distance_pairs is not None:
+        predicted, true = result.best_eval.distance_pairs
+        m = result.best_eval.metrics
+        prediction_scatter(true, predicted, output_dir / "plots" / "unifrac_predicted_vs_true.png",
+                           title=f"distance MAE {m.get('val_distance_mae', float('nan')):.3f}  "
+                                 f"R² {m.get('val_distance_r2', float('nan')):.3f}", unit="distance")

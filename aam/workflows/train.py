@@ -1,0 +1,313 @@
+"""``aam train``: fine-tune a SequencePredictor on a metadata column (regression or classification)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aam.data.categorical import CategoricalEncoder, CategoryWeights, category_keys
+from aam.data.metadata import align_samples, numeric_target, read_metadata, require_column
+from aam.data.normalization import DEFAULT_REGRESSION_TRANSFORM, TARGET_TRANSFORMS, resolve_target_transform
+from aam.data.split import train_val_split, write_ids
+from aam.errors import AamError
+from aam.models import SequencePredictor
+from aam.models.summary import model_summary
+from aam.training.checkpoint import load_checkpoint, save_checkpoint
+from aam.training.losses import MultiTaskLoss, build_target_loss
+from aam.training.metrics import default_best_metric
+from aam.training.plots import confusion_matrix_plot, loss_curves, prediction_scatter
+from aam.training.prediction import PredictionDecoder
+from aam.training.runtime import configure_logging, resolve_device, seed_everything, write_tsv
+from aam.training.trainer import EvalResult, FitResult, Trainer
+from aam.workflows.common import (
+    build_loaders,
+    check_options,
+    load_amplicon_data,
+    load_distance_targets,
+    run_directory,
+    write_run_config,
+)
+from aam.workflows.config_mapping import predictor_config_from_options, trainer_config_from_options
+from aam.workflows.session import load_weights, open_writer, resume_into
+
+log = logging.getLogger("aam")
+
+
+@dataclass
+class TargetSetup:
+    """Targets of the usable samples, in model units, with what is needed to decode predictions."""
+
+    ids: list[str]  # usable sample ids, table order
+    actual: np.ndarray  # original units (float) or class labels (str), aligned with ids
+    model_targets: np.ndarray  # transformed float32, or int64 class index
+    transform: Any = None
+    transform_name: str = "none"
+    normalize_by: list[str] | None = None
+    class_labels: list[str] | None = None
+
+
+def run_train(opts: dict[str, Any]) -> FitResult:
+    """Fine-tune a SequencePredictor as described by the resolved ``aam train`` options."""
+    check_options(opts)
+    _check_train_options(opts)
+    with run_directory(opts["output_dir"], resume=bool(opts.get("resume_from"))) as output_dir:
+        return _run(opts, output_dir)
+
+
+def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
+    configure_logging(output_dir / "training.log", opts.get("verbose", True))
+    seed = seed_everything(opts.get("seed"))
+    device = resolve_device(opts["device"])
+
+    data = load_amplicon_data(opts["table"], sequences_path=opts.get("sequences"), max_bp=opts["max_bp"],
+                              rarefy_depth=opts.get("rarefy_depth"), seed=seed)
+    metadata = read_metadata(opts["metadata"])
+    column = opts["metadata_column"].strip()
+    require_column(metadata, column, source=opts["metadata"])
+    categorical_columns = _categorical_columns(opts, metadata)
+    ids = align_samples(data.sample_ids, metadata, source=opts["metadata"])
+    targets = load_distance_targets(data, unifrac_matrix=opts.get("unifrac_matrix"), tree=opts.get("tree"),
+                                    metric=opts["unifrac_metric"])
+    if targets is not None:
+        with_distance = {data.sample_ids[r] for r in targets.rows}
+        ids = [s for s in ids if s in with_distance]
+    ids = _ids_with_target(metadata, column, ids, opts)
+    stratify = metadata.loc[ids, column].astype(str).to_numpy() if opts["classifier"] else None
+    train_ids, val_ids = train_val_split(ids, opts["test_size"], seed, stratify=stratify)
+    write_ids(output_dir / "train_samples.txt", train_ids)
+    write_ids(output_dir / "val_samples.txt", val_ids)
+
+    setup = _fit_targets(opts, metadata, column, train_ids, ids)
+    encoder = CategoricalEncoder().fit(metadata.loc[train_ids], categorical_columns) if categorical_columns else None
+    rows = data.rows_of(ids)
+    by_row = _row_arrays(data.n_samples, rows, setup, encoder, metadata, ids)
+    train_rows, val_rows = data.rows_of(train_ids), data.rows_of(val_ids)
+    train_loader, val_loader = build_loaders(
+        data, train_rows, val_rows, batch_size=opts["batch_size"], token_limit=opts["token_limit"],
+        asv_sampling=opts["asv_sampling"], seed=seed, num_workers=opts["num_workers"],
+        distance_lookup=targets.lookup if targets is not None else None,
+        train_targets=by_row["targets"][train_rows], val_targets=by_row["targets"][val_rows],
+        train_categoricals=None if encoder is None else by_row["categoricals"][train_rows],
+        val_categoricals=None if encoder is None else by_row["categoricals"][val_rows],
+        pin_memory=device.type == "cuda")
+
+    config = predictor_config_from_options(
+        opts, out_dim=len(setup.class_labels) if setup.class_labels else 1,
+        cardinalities=tuple(encoder.cardinalities) if encoder else (),
+        output_scaling_columns=tuple(categorical_columns.index(c) for c in _csv(opts.get("conditional_output_scaling"))))
+    model = SequencePredictor(config)
+    if opts.get("pretrained_encoder"):
+        _load_pretrained_encoder(model, opts["pretrained_encoder"])
+    if opts.get("freeze_base"):
+        model.freeze_base(True)
+    log.info("model:\n%s", model_summary(model))
+
+    data_info = {
+        "max_bp": opts["max_bp"], "token_limit": opts["token_limit"], "asv_sampling": opts["asv_sampling"],
+        "metadata_column": column, "classifier": bool(opts["classifier"]), "class_labels": setup.class_labels,
+        "target_transform": setup.transform.to_dict() if setup.transform is not None else None,
+        "normalize_by": setup.normalize_by, "categorical_columns": categorical_columns,
+        "categorical_encoder": encoder.to_dict() if encoder else None, "quantiles": config.quantiles, "seed": seed,
+    }
+    best_metric = opts.get("best_metric") or default_best_metric(opts["classifier"])
+    write_run_config(output_dir, "train", {**opts, "seed": seed, "best_metric": best_metric},
+                     {"model_config": config.to_dict(), "data": data_info, "n_train": len(train_ids),
+                      "n_val": len(val_ids)})
+
+    def save(name: str, module, training_state: dict) -> None:
+        save_checkpoint(output_dir / "checkpoints" / f"{name}_model.pt", kind="predictor", model=module,
+                        model_config=config.to_dict(), data=data_info, training_state=training_state)
+
+    def on_best(result: EvalResult, epoch: int) -> None:
+        frame = result.predictions.drop(columns=[c for c in ("actual_index", "prediction_index")
+                                                 if c in result.predictions.columns])
+        frame["epoch"] = epoch + 1
+        write_tsv(output_dir / "val_predictions.tsv", frame)
+
+    decoder = PredictionDecoder(transform=setup.transform, groups=by_row["groups"], classifier=opts["classifier"],
+                                class_labels=setup.class_labels or (), quantiles=config.quantiles,
+                                actual=by_row["actual"])
+    loss_fn = _build_loss(opts, config, setup, targets is not None)
+    writer = open_writer(output_dir)
+    trainer = Trainer(model, loss_fn, trainer_config_from_options(opts, best_metric=best_metric), device=device,
+                      decoder=decoder, save_checkpoint=save, on_best=on_best, writer=writer,
+                      category_names=categorical_columns)
+    if opts.get("resume_from"):
+        resume_into(trainer, load_checkpoint(opts["resume_from"], expected_kind="predictor"), opts["resume_from"])
+    try:
+        result = trainer.fit(train_loader, val_loader)
+    finally:
+        if writer is not None:
+            writer.close()
+    _write_plots(output_dir, result, opts["classifier"], setup.class_labels, column)
+    _log_summary(result, best_metric, output_dir)
+    return result
+
+
+def _check_train_options(opts: dict[str, Any]) -> None:
+    if opts["classifier"] and opts["loss_type"] in ("quantile", "asymmetric"):
+        raise AamError(f"--loss-type {opts['loss_type']} is for regression", source="--classifier")
+    if opts.get("quantiles") and opts["loss_type"] != "quantile":
+        raise AamError("--quantiles needs --loss-type quantile", source="--quantiles")
+    if opts.get("class_weights") and not opts["classifier"]:
+        raise AamError("--class-weights needs --classifier", source="--class-weights")
+    if opts.get("residual_regression_head") and not opts.get("regressor_hidden_dims"):
+        raise AamError("--residual-regression-head needs --regressor-hidden-dims", source="--residual-regression-head")
+    if opts.get("categorical_loss_weights") and not opts.get("categorical_columns"):
+        raise AamError("needs --categorical-columns", source="--categorical-loss-weights")
+    if opts.get("conditional_output_scaling") and not opts.get("categorical_columns"):
+        raise AamError("needs --categorical-columns", source="--conditional-output-scaling")
+    if opts["classifier"] and opts.get("output_constraint", "none") != "none":
+        raise AamError("output constraints are for regression", source="--output-constraint")
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _categorical_columns(opts: dict[str, Any], metadata: pd.DataFrame) -> list[str]:
+    columns = _csv(opts.get("categorical_columns"))
+    for name in columns:
+        require_column(metadata, name, source=opts["metadata"], flag="--categorical-columns")
+    if opts["metadata_column"].strip() in columns:
+        raise AamError("the target column cannot also be a categorical input", source="--categorical-columns")
+    for name in _csv(opts.get("conditional_output_scaling")):
+        if name not in columns:
+            raise AamError(f"column {name!r} is not in --categorical-columns", source="--conditional-output-scaling")
+    return columns
+
+
+def _ids_with_target(metadata: pd.DataFrame, column: str, ids: list[str], opts: dict[str, Any]) -> list[str]:
+    """Ids whose target is usable: numeric and finite (regression) or present (classification)."""
+    if opts["classifier"]:
+        values = metadata.loc[ids, column]
+        keep = values.notna() & (values.astype(str).str.strip() != "")
+        dropped = int((~keep).sum())
+        if dropped:
+            log.warning("%d sample(s) without a value in %r are left out", dropped, column)
+        kept = [i for i, k in zip(ids, keep.to_numpy()) if k]
+        if not kept:
+            raise AamError(f"no sample has a value in column {column!r}", source=opts["metadata"])
+        return kept
+    target = numeric_target(metadata.loc[ids], column, source=opts["metadata"])
+    present = set(target.index)
+    return [i for i in ids if i in present]
+
+
+def _fit_targets(opts: dict[str, Any], metadata: pd.DataFrame, column: str, train_ids: list[str],
+                 ids: list[str]) -> TargetSetup:
+    """Class labels (classifier) or the target transform fitted on the training split only."""
+    if opts["classifier"]:
+        labels = metadata.loc[ids, column].astype(str).str.strip().to_numpy()
+        class_labels = sorted(set(labels))
+        if len(class_labels) < 2:
+            raise AamError(f"column {column!r} has a single class ({class_labels[0]!r})", source=opts["metadata"])
+        if opts["out_dim"] not in (1, len(class_labels)):
+            raise AamError(f"column {column!r} has {len(class_labels)} classes, not {opts['out_dim']}",
+                           source="--out-dim", hint=f"use --out-dim {len(class_labels)} or leave it out")
+        index = {label: i for i, label in enumerate(class_labels)}
+        return TargetSetup(ids, labels, np.array([index[v] for v in labels], dtype=np.int64),
+                           class_labels=class_labels)
+    if opts["out_dim"] != 1:
+        raise AamError("regression predicts one column", source="--out-dim",
+                       hint="use --out-dim 1, or --classifier for classes")
+    actual = metadata.loc[ids, column].astype(float).to_numpy()
+    name, by_columns, messages = resolve_target_transform(
+        opts.get("target_transform"), opts.get("normalize_targets"), opts.get("normalize_targets_by"),
+        opts.get("log_transform_targets", False), opts.get("normalize_by"))
+    for message in messages:
+        warnings.warn(message, FutureWarning, stacklevel=2)
+        log.warning(message)
+    name = name or DEFAULT_REGRESSION_TRANSFORM
+    transform = TARGET_TRANSFORMS[name]()
+    groups = category_keys(metadata, ids, by_columns) if by_columns else None
+    train_mask = np.isin(np.asarray(ids, dtype=object), np.asarray(train_ids, dtype=object))
+    transform.fit(actual[train_mask], None if groups is None else groups[train_mask])
+    model_targets = np.asarray(transform.transform(actual, groups), dtype=np.float32)
+    return TargetSetup(ids, actual, model_targets, transform, name, by_columns or None)
+
+
+def _row_arrays(n_rows: int, rows: np.ndarray, setup: TargetSetup, encoder: CategoricalEncoder | None,
+                metadata: pd.DataFrame, ids: list[str]) -> dict[str, np.ndarray | None]:
+    """Targets, original values, transform groups and categorical codes indexed by AmpliconData row."""
+    targets = np.zeros(n_rows, dtype=setup.model_targets.dtype)
+    targets[rows] = setup.model_targets
+    actual = np.empty(n_rows, dtype=object if setup.class_labels else np.float64)
+    actual[rows] = setup.actual
+    groups = None
+    if setup.normalize_by:
+        groups = np.empty(n_rows, dtype=object)
+        groups[rows] = category_keys(metadata, ids, setup.normalize_by)
+    categoricals = None
+    if encoder is not None:
+        categoricals = np.zeros((n_rows, len(encoder.columns)), dtype=np.int64)
+        categoricals[rows] = encoder.transform(metadata, ids)
+    return {"targets": targets, "actual": actual, "groups": groups, "categoricals": categoricals}
+
+
+def _build_loss(opts: dict[str, Any], config, setup: TargetSetup, has_distances: bool) -> MultiTaskLoss:
+    class_weights = None
+    if opts.get("class_weights"):
+        class_weights = [float(w) for w in _csv(opts["class_weights"])]
+        if len(class_weights) != len(setup.class_labels):
+            raise AamError(f"{len(class_weights)} weights for {len(setup.class_labels)} classes",
+                           source="--class-weights")
+    target_loss = build_target_loss(opts["loss_type"], classifier=opts["classifier"], quantiles=config.quantiles,
+                                    over_penalty=opts["over_penalty"], under_penalty=opts["under_penalty"],
+                                    class_weights=class_weights)
+    nuc_penalty = 0.0 if opts.get("freeze_base") else opts["nuc_penalty"]
+    penalty = opts["penalty"] if has_distances and not opts.get("freeze_base") else 0.0
+    count_penalty = opts["count_penalty"] if opts["count_prediction"] else 0.0
+    return MultiTaskLoss(target_penalty=opts["target_penalty"], penalty=penalty, nuc_penalty=nuc_penalty,
+                         count_penalty=count_penalty, target_loss=target_loss)
+
+
+def _load_pretrained_encoder(model: SequencePredictor, path: str) -> None:
+    checkpoint = load_checkpoint(path, expected_kind=("encoder", "predictor"))
+    state = checkpoint["model_state"]
+    if checkpoint["kind"] == "predictor":  # take the base of a fine-tuned model
+        state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
+    load_weights(model.base, state, path)
+    log.info("loaded pretrained encoder from %s (%d tensors)", path, len(state))
+
+
+def _write_plots(output_dir: Path, result: FitResult, classifier: bool, class_labels: list[str] | None,
+                 column: str) -> None:
+    plots = output_dir / "plots"
+    if result.history:
+        keys = ["loss"] + [k[4:] for k in result.history[-1]
+                           if k.startswith("val_") and k.endswith("_loss")]
+        loss_curves(result.history, plots / "loss_curves.png", keys=keys)
+    best = result.best_eval
+    if best is None or best.predictions is None:
+        return
+    m = best.metrics
+    if classifier:
+        if best.confusion is not None:
+            confusion_matrix_plot(best.confusion, class_labels or [], plots / "confusion_matrix.png",
+                                  title=f"accuracy {m.get('val_accuracy', float('nan')):.3f}")
+    else:
+        frame = best.predictions
+        prediction_scatter(frame["actual"].to_numpy(float), frame["prediction"].to_numpy(float),
+                           plots / "predictions.png", unit=column,
+                           title=f"MAE {m.get('val_mae', float('nan')):.3g}  R² {m.get('val_r2', float('nan')):.3f}")
+    if best.distance_pairs is not None:
+        predicted, true = best.distance_pairs
+        prediction_scatter(true, predicted, plots / "unifrac_predicted_vs_true.png", unit="distance")
+
+
+def _log_summary(result: FitResult, best_metric: str, output_dir: Path) -> None:
+    if result.best_eval is None:
+        log.warning("no epoch produced a finite %s; no best checkpoint was written", best_metric)
+        return
+    shown = {k: v for k, v in result.best_eval.metrics.items()
+             if k in ("val_mae", "val_rmse", "val_r2", "val_accuracy", "val_f1", "val_auroc")}
+    log.info("training finished: best epoch %d  %s", result.best_epoch + 1,
+             "  ".join(f"{k[4:]}={v:.4g}" for k, v in shown.items()))
+    log.info("outputs: %s (checkpoints/best_model.pt, val_predictions.tsv, plots/, tensorboard/)", output_dir)

@@ -1,0 +1,142 @@
+"""Unmocked round trips through the CLI on tiny synthetic data: pretrain -> train -> predict on CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from aam.cli import cli
+
+TINY = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--token-limit", "24",
+        "--max-bp", "150", "--batch-size", "8", "--seed", "3", "--device", "cpu", "--quiet"]
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def run_ok(*args: str):
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def pretrained(synthetic_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain")
+    run_ok("pretrain", "--table", synthetic_dir["table"], "--tree", synthetic_dir["tree"], "--output-dir", out,
+           "--epochs", 2, "--lr", "1e-3", *TINY)
+    return out
+
+
+def test_pretrain_writes_the_run_folder(pretrained):
+    for name in ("config.json", "training.log", "train_samples.txt", "val_samples.txt", "pretrained_encoder.pt",
+                 "checkpoints/best_model.pt", "checkpoints/last_model.pt", "plots/loss_curves.png",
+                 "plots/unifrac_predicted_vs_true.png"):
+        assert (pretrained / name).is_file(), name
+    assert list((pretrained / "tensorboard").iterdir())
+    config = json.loads((pretrained / "config.json").read_text())
+    assert config["options"]["seed"] == 3 and config["options"]["embedding_dim"] == 16
+    train = set((pretrained / "train_samples.txt").read_text().split())
+    val = set((pretrained / "val_samples.txt").read_text().split())
+    assert train and val and not train & val
+
+
+def test_train_then_predict_round_trip(synthetic_dir, pretrained, tmp_path):
+    out = tmp_path / "train"
+    run_ok("train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+           "--metadata-column", "target", "--pretrained-encoder", pretrained / "pretrained_encoder.pt",
+           "--freeze-base", "--output-dir", out, "--epochs", 3, "--lr", "1e-3", *TINY)
+    val = pd.read_csv(out / "val_predictions.tsv", sep="\t", dtype={"sample_id": str})
+    assert list(val.columns[:3]) == ["sample_id", "prediction", "actual"]
+    metadata = pd.read_csv(synthetic_dir["metadata"], sep="\t", dtype={"sample_id": str}).set_index("sample_id")
+    np.testing.assert_allclose(val["actual"], metadata.loc[val["sample_id"], "target"], rtol=1e-6)
+    # predictions are in original units (the target is far from the z-scored range)
+    assert abs(val["prediction"].mean() - val["actual"].mean()) < 5 * val["actual"].std()
+
+    predicted_path = tmp_path / "pred.tsv"
+    run_ok("predict", "--model", out / "checkpoints" / "best_model.pt", "--table", synthetic_dir["table"],
+           "--output", predicted_path, "--device", "cpu", "--quiet")
+    predicted = pd.read_csv(predicted_path, sep="\t", dtype={"sample_id": str}).set_index("sample_id")
+    assert len(predicted) == len(metadata)
+    np.testing.assert_allclose(predicted.loc[val["sample_id"], "prediction"], val["prediction"], rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_classifier_with_string_labels(synthetic_dir, tmp_path):
+    out = tmp_path / "clf"
+    run_ok("train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+           "--metadata-column", "label", "--classifier", "--output-dir", out, "--epochs", 2, *TINY)
+    val = pd.read_csv(out / "val_predictions.tsv", sep="\t")
+    labels = sorted(pd.read_csv(synthetic_dir["metadata"], sep="\t")["label"].unique())
+    assert set(val["prediction"]) <= set(labels)
+    probabilities = val[[f"prob_{label}" for label in labels]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-5)
+    predicted_path = tmp_path / "pred.tsv"
+    run_ok("predict", "--model", out / "checkpoints" / "best_model.pt", "--table", synthetic_dir["table"],
+           "--output", predicted_path, "--device", "cpu", "--quiet")
+    predicted = pd.read_csv(predicted_path, sep="\t", dtype={"sample_id": str}).set_index("sample_id")
+    assert set(predicted["prediction"]) <= set(labels)
+    assert (out / "plots" / "confusion_matrix.png").is_file()
+
+
+@pytest.mark.parametrize("fusion", ["concat", "add", "gmu", "cross-attention", "perceiver"])
+def test_every_fusion_trains_and_predicts(synthetic_dir, tmp_path, fusion):
+    out = tmp_path / fusion
+    run_ok("train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+           "--metadata-column", "target", "--categorical-columns", "site", "--categorical-fusion", fusion,
+           "--cross-attn-heads", 2, "--perceiver-num-latents", 4, "--perceiver-num-layers", 1,
+           "--count-embedding", "--output-dir", out, "--epochs", 1, *TINY)
+    predicted_path = tmp_path / "pred.tsv"
+    run_ok("predict", "--model", out / "checkpoints" / "best_model.pt", "--table", synthetic_dir["table"],
+           "--metadata", synthetic_dir["metadata"], "--output", predicted_path, "--device", "cpu", "--quiet")
+    predicted = pd.read_csv(predicted_path, sep="\t")
+    assert np.isfinite(predicted["prediction"]).all()
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path, monkeypatch):
+    import aam.workflows.train as train_workflow
+
+    base = ["train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+            "--metadata-column", "target", "--lr", "1e-3", "--patience", 50, "--epochs", 3,
+            "--count-embedding", *TINY]
+    run_ok(*base, "--output-dir", tmp_path / "full")
+
+    original = train_workflow.save_checkpoint
+
+    def crash_after_second_epoch(path, **kwargs):
+        original(path, **kwargs)
+        if kwargs["training_state"] and kwargs["training_state"]["epoch"] == 1 and "last" in str(path):
+            raise _Crash
+
+    monkeypatch.setattr(train_workflow, "save_checkpoint", crash_after_second_epoch)
+    with pytest.raises(_Crash):
+        invoke(*base, "--output-dir", tmp_path / "part")
+    monkeypatch.setattr(train_workflow, "save_checkpoint", original)
+    run_ok(*base, "--output-dir", tmp_path / "part",
+           "--resume-from", tmp_path / "part" / "checkpoints" / "last_model.pt")
+
+    full = torch.load(tmp_path / "full" / "checkpoints" / "last_model.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "part" / "checkpoints" / "last_model.pt", weights_only=False)
+    assert resumed["training_state"]["epoch"] == full["training_state"]["epoch"] == 2
+    for key, value in full["model_state"].items():
+        torch.testing.assert_close(resumed["model_state"][key], value, rtol=1e-5, atol=1e-6)
+    assert resumed["training_state"]["best_value"] == pytest.approx(full["training_state"]["best_value"])
+
+
+def test_config_json_feeds_back(synthetic_dir, pretrained, tmp_path):
+    out = tmp_path / "again"
+    result = run_ok("pretrain", "--config", pretrained / "config.json", "--output-dir", out, "--epochs", 1)
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["embedding_dim"] == 16 and config["options"]["epochs"] == 1
+    assert result.exit_code == 0
