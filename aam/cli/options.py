@@ -190,6 +190,8 @@ TRAINING_OPTIONS = [
     option("--patience", type=int, default=10, section="Training",
            help="Early stopping: epochs without improvement of the selected metric."),
     option("--max-grad-norm", type=float, default=None, section="Training", help="Clip gradients to this norm."),
+    option("--log-grad-norms", is_flag=True, default=False, section="Training",
+           help="Log per-module gradient norms (fusion gates, mixing parameters) to TensorBoard each epoch."),
     option("--resume-from", type=click.Path(dir_okay=False), default=None, section="Training",
            help="last_model.pt or best_model.pt to resume (model, optimizer, scheduler, epoch, RNG, best)."),
     option("--auto-batch-size/--no-auto-batch-size", default=False, section="Training",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import biom
 import numpy as np
+from scipy import sparse
 
 from aam.errors import AamError
 
@@ -26,3 +28,48 @@ def load_table(path: str | Path) -> biom.Table:
     if table.shape[0] == 0 or table.shape[1] == 0:
         raise AamError(f"the table is empty ({table.shape[0]} ASVs x {table.shape[1]} samples)", source=path)
     return table
+
+
+@dataclass
+class CountTable:
+    """Counts as samples x ASVs CSR (float32), with string sample and feature ids."""
+
+    counts: sparse.csr_matrix  # [N_samples, N_asvs]
+    sample_ids: list[str]
+    feature_ids: list[str]
+
+
+def table_to_csr(table: biom.Table) -> CountTable:
+    """Transpose a BIOM table (observations x samples) to samples x ASVs, dropping ASVs never observed."""
+    counts = sparse.csr_matrix(table.matrix_data.T, dtype=np.float32)  # [N_samples, N_asvs]
+    feature_ids = [str(i) for i in table.ids(axis="observation")]
+    observed = np.asarray((counts != 0).sum(axis=0)).ravel() > 0
+    if not observed.all():
+        log.info("%d ASV(s) with no count in any sample are ignored", int((~observed).sum()))
+        counts = counts[:, np.flatnonzero(observed)]
+        feature_ids = [f for f, keep in zip(feature_ids, observed) if keep]
+    sample_ids = [str(i) for i in table.ids(axis="sample")]
+    empty = int((np.diff(counts.indptr) == 0).sum())
+    if empty:
+        log.warning("%d sample(s) have no reads", empty)
+    return CountTable(counts.tocsr(), sample_ids, feature_ids)
+
+
+def rarefy(table: biom.Table, depth: int, seed: int | None = None) -> tuple[biom.Table, int]:
+    """Subsample every sample to ``depth`` reads without replacement; shallower samples are dropped.
+
+    Returns the rarefied table and the number of samples dropped.
+    """
+    if depth < 1:
+        raise AamError(f"must be at least 1, got {depth}", source="--rarefy-depth")
+    depths = table.sum(axis="sample")
+    n_dropped = int((depths < depth).sum())
+    if n_dropped == len(depths):
+        raise AamError(f"every sample has fewer than {depth} reads (the deepest has {int(depths.max())})",
+                       source="--rarefy-depth", hint=f"use --rarefy-depth {int(depths.max())} or lower, or leave "
+                                                     "it out to use counts as given")
+    rarefied = table.subsample(int(depth), axis="sample", by_id=False, with_replacement=False,
+                               seed=None if seed is None else int(seed) % (2**32))
+    if n_dropped:
+        log.info("rarefaction to %d reads dropped %d of %d samples", depth, n_dropped, len(depths))
+    return rarefied, n_dropped

@@ -42,6 +42,7 @@ class AmpliconData:
     tokens: np.ndarray
     sample_ids: list[str]
     asv_ids: list[str]
+    sequences: list[str] | None = None  # ASV sequences when the ids are not the sequences themselves
     _abundance_asvs: np.ndarray = field(init=False, repr=False)  # [nnz] int64 ASV columns, per sample by rank
     _abundance_counts: np.ndarray = field(init=False, repr=False)  # [nnz] float32, aligned with the above
     _table_asvs: np.ndarray = field(init=False, repr=False)  # [nnz] int64 ASV columns, per sample in table order
@@ -98,7 +99,8 @@ class AmpliconData:
     def subset(self, sample_indices: Sequence[int] | np.ndarray) -> AmpliconData:
         """The samples at ``sample_indices`` (rows), with every ASV column and the same tokens."""
         rows = np.asarray(sample_indices, dtype=np.int64)
-        return AmpliconData(self.counts[rows], self.tokens, [self.sample_ids[i] for i in rows], self.asv_ids)
+        return AmpliconData(self.counts[rows], self.tokens, [self.sample_ids[i] for i in rows], self.asv_ids,
+                            self.sequences)
 
 
 def _select_abundance(data: AmpliconData, row: int, limit: int, seed_key: SeedKey) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +151,7 @@ class SampleDataset(Dataset):
         token_limit: int = 1024,
         asv_sampling: str = "abundance",
         seed: int | None = None,
+        sample_weights: np.ndarray | None = None,
     ):
         if isinstance(token_limit, bool) or not isinstance(token_limit, int | np.integer) or token_limit < 1:
             raise AamError(f"must be a positive integer, got {token_limit!r}", source="--token-limit")
@@ -170,6 +173,7 @@ class SampleDataset(Dataset):
         self.indices = rows[keep]  # [N] rows of data
         self.targets = None if targets is None else targets[keep]
         self.categoricals = None if categoricals is None else categoricals[keep]
+        self.sample_weights = None if sample_weights is None else np.asarray(sample_weights, np.float32)[keep]
         self.token_limit = int(token_limit)
         self.asv_sampling = asv_sampling
         self.seed = int(np.random.SeedSequence().entropy if seed is None else seed) % 2**64  # >= 0 for numpy
@@ -196,6 +200,8 @@ class SampleDataset(Dataset):
             item["target"] = self.targets[i]
         if self.categoricals is not None:
             item["categoricals"] = self.categoricals[i]  # [K]
+        if self.sample_weights is not None:
+            item["sample_weight"] = self.sample_weights[i]
         return item
 
 
@@ -221,9 +227,11 @@ class Batch:
     counts: torch.Tensor  # [B, S] float32, 0 on padding
     sample_index: torch.Tensor  # [B] int64 rows of AmpliconData
     sample_ids: list[str]
+    asv_ids: torch.Tensor | None = None  # [U] int64 table column of each row of tokens (for embedding caches)
     targets: torch.Tensor | None = None  # [B] float32 (transformed units) or int64 (class index)
     categoricals: torch.Tensor | None = None  # [B, K] int64, 0 = unknown
     distances: torch.Tensor | None = None  # [B, B] float32 (UniFrac) or [B] (Faith PD)
+    sample_weights: torch.Tensor | None = None  # [B] float32 per-sample loss weights
 
     def _map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)
@@ -270,11 +278,14 @@ def collate_samples(
         counts=torch.from_numpy(counts),
         sample_index=torch.from_numpy(sample_index),
         sample_ids=[sample_ids[i] for i in sample_index],
+        asv_ids=torch.from_numpy(distinct.astype(np.int64)),
     )
     if "target" in items[0]:
         batch.targets = torch.from_numpy(np.stack([item["target"] for item in items]))
     if "categoricals" in items[0]:
         batch.categoricals = torch.from_numpy(np.stack([item["categoricals"] for item in items]))
+    if "sample_weight" in items[0]:
+        batch.sample_weights = torch.tensor([item["sample_weight"] for item in items], dtype=torch.float32)
     if distance_lookup is not None:
         batch.distances = torch.from_numpy(np.asarray(distance_lookup(sample_index), dtype=np.float32))
     return batch

@@ -28,7 +28,7 @@ from torch import nn
 
 from aam import __version__
 from aam.errors import AamError
-from aam.training.runtime import atomic_write
+from aam.fileio import atomic_write
 
 FORMAT = "aam-checkpoint"
 VERSION = 1

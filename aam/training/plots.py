@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aam.training.runtime import atomic_write  # noqa: E402
+from aam.fileio import atomic_write  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | Path) -> None:

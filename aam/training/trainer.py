@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,6 +65,7 @@ class TrainerConfig:
     compile_model: bool = False
     best_metric: str = "val_loss"
     mask_nucleotides: bool = True
+    separate_nucleotide_pass: bool = False
     log_grad_norms: bool = False
     progress: bool = True
 
@@ -105,6 +105,16 @@ def forward_batch(model: nn.Module, batch, *, mask_nucleotides: bool = False,
         kwargs["asv_embeddings"] = asv_embeddings
     return model(batch.tokens, batch.asv_index, batch.asv_mask, counts=batch.counts,
                  categoricals=batch.categoricals, mask_nucleotides=mask_nucleotides, **kwargs)
+
+
+def nucleotide_outputs(model: nn.Module, tokens: torch.Tensor,
+                       generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Masked-nucleotide logits, mask and targets from the ASV encoder alone (a pass separate from the
+    clean forward pass that feeds targets and distances)."""
+    bare = unwrap_model(model)
+    encoder = bare.base.asv_encoder if hasattr(bare, "base") else bare.asv_encoder
+    outputs = encoder(tokens, mask_nucleotides=True, generator=generator)
+    return {k: v for k, v in outputs.items() if k.startswith("nucleotide_")}
 
 
 def rng_state() -> dict[str, Any]:
@@ -163,6 +173,14 @@ class Trainer:
         self.epochs_without_improvement = 0
         self.history: list[dict[str, float]] = []
         self._pending_state: dict[str, Any] | None = None
+        self.asv_embeddings: torch.Tensor | None = None  # [N_asvs, D] cache for a frozen encoder
+
+    def cache_asv_embeddings(self, tokens: np.ndarray) -> None:
+        """Encode every ASV of the table once with the frozen encoder; steps then skip the ASV encoder."""
+        from aam.training.asv_cache import encode_all_asvs
+
+        self.asv_embeddings = encode_all_asvs(self.model, tokens, self.device)
+        log.info("cached embeddings of %d ASVs (frozen encoder)", len(self.asv_embeddings))
 
     # ------------------------------------------------------------------ state
     def training_state(self, epoch: int) -> dict[str, Any]:
@@ -183,7 +201,6 @@ class Trainer:
 
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`training_state`; the next epoch is ``state['epoch'] + 1``."""
-        self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = state["epoch"] + 1
         self.global_step = state["global_step"]
@@ -192,7 +209,7 @@ class Trainer:
             self.best_epoch = state["best_epoch"]
             self.epochs_without_improvement = state["epochs_without_improvement"]
         self.history = list(state.get("history", []))
-        self._pending_state = state  # scheduler and RNG are restored once the loaders are known
+        self._pending_state = state  # optimizer, scheduler and RNG are restored once the scheduler exists
 
     # ------------------------------------------------------------------ loop
     def fit(self, train_loader: Iterable, val_loader: Iterable) -> FitResult:
@@ -205,6 +222,8 @@ class Trainer:
             patience=cfg.scheduler_patience, factor=cfg.scheduler_factor, min_lr=cfg.scheduler_min_lr,
             mode=metric_direction(cfg.best_metric))
         if self._pending_state is not None:
+            # after the scheduler is built: building it resets the learning rates the optimizer state restores
+            self.optimizer.load_state_dict(self._pending_state["optimizer"])
             if self._pending_state.get("scheduler") is not None:
                 self.scheduler.load_state_dict(self._pending_state["scheduler"])
             set_rng_state(self._pending_state["rng"])
@@ -251,6 +270,17 @@ class Trainer:
             self.epochs_without_improvement += 1
         return better
 
+    def _forward(self, batch, mask_nucleotides: bool, separate: bool,
+                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Model outputs; with ``separate`` the targets see clean input and nucleotides a masked pass."""
+        if self.asv_embeddings is not None:
+            return forward_batch(self.forward_model, batch, asv_embeddings=self.asv_embeddings[batch.asv_ids])
+        if mask_nucleotides and separate:
+            outputs = forward_batch(self.forward_model, batch)
+            outputs.update(nucleotide_outputs(self.forward_model, batch.tokens, generator))
+            return outputs
+        return forward_batch(self.forward_model, batch, mask_nucleotides=mask_nucleotides)
+
     def _autocast(self):
         if self.amp_dtype is None:
             return nullcontext()
@@ -270,7 +300,7 @@ class Trainer:
         for i, batch in enumerate(bar):
             batch = batch.to(self.device, non_blocking=True)
             with self._autocast():
-                outputs = forward_batch(self.forward_model, batch, mask_nucleotides=cfg.mask_nucleotides)
+                outputs = self._forward(batch, cfg.mask_nucleotides, separate=cfg.separate_nucleotide_pass)
                 losses = self.loss_fn(outputs, batch)
             self.scaler.scale(losses["total"] / accumulation).backward()
             if (i + 1) % accumulation == 0 or i + 1 == n_batches:
@@ -329,13 +359,13 @@ class Trainer:
         rows: list[Any] = []
         gates: list[torch.Tensor] = []
         cross_weights: list[torch.Tensor] = []
-        # masked-nucleotide accuracy is measured exactly as in training, with a fixed masking seed
-        mask_generator_state = torch.get_rng_state()
-        torch.manual_seed(0)
+        # targets and distances are measured on clean input (as `aam predict` sees it); masked-nucleotide
+        # accuracy on a separate masked pass, masked as in training with a fixed seed
+        generator = torch.Generator(device=self.device).manual_seed(0)
         for batch in loader:
             batch = batch.to(self.device, non_blocking=True)
             with self._autocast():
-                outputs = forward_batch(self.forward_model, batch, mask_nucleotides=self.config.mask_nucleotides)
+                outputs = self._forward(batch, self.config.mask_nucleotides, separate=True, generator=generator)
                 losses = self.loss_fn(outputs, batch)
             size = len(batch)
             n_samples += size
@@ -354,7 +384,6 @@ class Trainer:
                 cross_weights.append(outputs["cross_attention_weights"].float().cpu())
             if self.decoder is not None and batch.targets is not None:
                 rows.append(self.decoder.decode_batch(outputs["prediction"].float(), batch))
-        torch.set_rng_state(mask_generator_state)
         metrics = {f"val_{self._loss_name(k)}": (v / max(n_samples, 1)).item() for k, v in sums.items()}
         result = EvalResult(metrics)
         if distances.n_pairs > 0:
@@ -372,12 +401,12 @@ class Trainer:
             result.predictions = self.decoder.concat(rows)
             frame = result.predictions
             if regression is not None:
-                regression.update(torch.as_tensor(frame["prediction"].to_numpy(np.float64)),
-                                  torch.as_tensor(frame["actual"].to_numpy(np.float64)))
+                regression.update(torch.tensor(frame["prediction"].to_numpy(np.float64)),
+                                  torch.tensor(frame["actual"].to_numpy(np.float64)))
                 metrics.update({f"val_{k}": v for k, v in regression.compute().items() if k not in ("n", "mse")})
             else:
-                probs = torch.as_tensor(frame[self.decoder.probability_columns].to_numpy(np.float64))
-                actual = torch.as_tensor(frame["actual_index"].to_numpy(np.int64))
+                probs = torch.tensor(frame[self.decoder.probability_columns].to_numpy(np.float64))
+                actual = torch.tensor(frame["actual_index"].to_numpy(np.int64))
                 classification.update(probs.clamp_min(1e-12).log(), actual)
                 computed = classification.compute()
                 result.confusion = computed.pop("confusion_matrix", None)

@@ -23,7 +23,12 @@ from aam.data.dataset import (
     SampleDataset,
     make_loader,
 )
-from aam.data.distances import align_distance_matrix, read_distance_matrix
+from aam.data.distances import (
+    align_distance_matrix,
+    align_sample_vector,
+    read_distance_matrix,
+    read_sample_vector,
+)
 from aam.data.sequences import resolve_sequences, tokenize
 from aam.errors import AamError
 from aam.training.runtime import detach_log_files, write_json
@@ -49,7 +54,8 @@ def load_amplicon_data(table_path: str | Path, *, sequences_path: str | Path | N
         log.info("%d of %d ASV sequences are longer than --max-bp %d and were truncated",
                  tokenized.n_truncated, len(sequences), max_bp)
     log.info("table %s: %d samples x %d ASVs", table_path, count_table.counts.shape[0], count_table.counts.shape[1])
-    return AmpliconData(count_table.counts, tokenized.tokens, count_table.sample_ids, count_table.feature_ids)
+    return AmpliconData(count_table.counts, tokenized.tokens, count_table.sample_ids, count_table.feature_ids,
+                        sequences=sequences)
 
 
 @dataclass
@@ -74,7 +80,8 @@ def load_distance_targets(data: AmpliconData, *, unifrac_matrix: str | None, tre
 
 
 def _targets_from_file(data: AmpliconData, path: str, metric: str) -> DistanceTargets:
-    matrix = read_distance_matrix(path)
+    per_sample = metric == "faith_pd"
+    matrix = read_sample_vector(path) if per_sample else read_distance_matrix(path)
     ids = data.sample_ids
     if matrix.ids is not None:
         present = set(matrix.ids)
@@ -83,41 +90,55 @@ def _targets_from_file(data: AmpliconData, path: str, metric: str) -> DistanceTa
         if missing:
             log.warning("%d table sample(s) are not in %s and are left out", missing, path)
         if not ids:
-            raise AamError("no sample id of the table is in the distance matrix", source=path,
-                           hint="the matrix must be computed from this table's samples")
-    values = align_distance_matrix(matrix, ids, source=path)
+            raise AamError("no sample id of the table is in the distance file", source=path,
+                           hint="compute it from this table's samples (aam unifrac)")
     rows = data.rows_of(ids)
-    is_vector = values.ndim == 1
-    if (metric == "faith_pd") != is_vector:
-        raise AamError(f"--unifrac-metric {metric} needs a {'per-sample vector' if metric == 'faith_pd' else 'square matrix'}",
-                       source=path)
-    full = np.zeros((data.n_samples,) if is_vector else (data.n_samples, data.n_samples), dtype=np.float32)
-    if is_vector:
-        full[rows] = values
+    if per_sample:
+        full = np.zeros(data.n_samples, dtype=np.float32)
+        full[rows] = align_sample_vector(matrix, ids, source=path)
     else:
-        full[np.ix_(rows, rows)] = values
+        full = np.zeros((data.n_samples, data.n_samples), dtype=np.float32)
+        full[np.ix_(rows, rows)] = align_distance_matrix(matrix, ids, source=path)
     return DistanceTargets(MatrixDistanceLookup(full), rows, metric)
 
 
-def _targets_from_tree(data: AmpliconData, tree: str, metric: str) -> DistanceTargets:
-    from aam.unifrac import UniFracEngine
+class EngineDistanceLookup:
+    """Distances of a batch computed on the fly by the UniFrac engine (picklable for DataLoader workers)."""
 
-    engine = UniFracEngine.from_newick(tree, data.asv_ids)
+    def __init__(self, prepared):
+        self.prepared = prepared
+
+    def __call__(self, sample_index: np.ndarray) -> np.ndarray:
+        return self.prepared.batch(sample_index, dtype="float32")
+
+
+def _targets_from_tree(data: AmpliconData, tree: str, metric: str) -> DistanceTargets:
+    from aam.unifrac import UniFracEngine, load_tree
+
+    parsed = load_tree(Path(tree))
+    try:
+        engine = UniFracEngine(parsed, data.asv_ids, source=tree)
+    except AamError:
+        if data.sequences is None or data.sequences == data.asv_ids:
+            raise
+        engine = UniFracEngine(parsed, data.sequences, source=tree)  # tree tips named by sequence
     rows = np.arange(data.n_samples)
     if metric == "faith_pd":
         return DistanceTargets(MatrixDistanceLookup(engine.faith_pd(data.counts)), rows, metric)
-    return DistanceTargets(engine.prepare(data.counts, ENGINE_METRICS[metric]), rows, metric)
+    return DistanceTargets(EngineDistanceLookup(engine.prepare(data.counts, ENGINE_METRICS[metric])), rows, metric)
 
 
 def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarray, *, batch_size: int,
                   token_limit: int, asv_sampling: str, seed: int, num_workers: int = 0,
                   distance_lookup: Callable | None = None, train_targets: np.ndarray | None = None,
                   val_targets: np.ndarray | None = None, train_categoricals: np.ndarray | None = None,
-                  val_categoricals: np.ndarray | None = None, pin_memory: bool = False,
+                  val_categoricals: np.ndarray | None = None, train_weights: np.ndarray | None = None,
+                  pin_memory: bool = False,
                   train_sampler: Any = None, val_sampler: Any = None):
     """Training loader (shuffled, ``asv_sampling``) and validation loader (every sample, abundance-first)."""
     collator = BatchCollator(data.tokens, data.sample_ids, distance_lookup)
-    train_set = SampleDataset(data, train_rows, train_targets, train_categoricals, token_limit, asv_sampling, seed)
+    train_set = SampleDataset(data, train_rows, train_targets, train_categoricals, token_limit, asv_sampling, seed,
+                              sample_weights=train_weights)
     val_set = SampleDataset(data, val_rows, val_targets, val_categoricals, token_limit, "abundance", seed)
     if train_sampler is None:
         train_sampler = EpochShuffleSampler(len(train_set), seed)

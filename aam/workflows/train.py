@@ -88,6 +88,7 @@ def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
     rows = data.rows_of(ids)
     by_row = _row_arrays(data.n_samples, rows, setup, encoder, metadata, ids)
     train_rows, val_rows = data.rows_of(train_ids), data.rows_of(val_ids)
+    train_weights = _category_loss_weights(opts, metadata, categorical_columns, train_ids)
     train_loader, val_loader = build_loaders(
         data, train_rows, val_rows, batch_size=opts["batch_size"], token_limit=opts["token_limit"],
         asv_sampling=opts["asv_sampling"], seed=seed, num_workers=opts["num_workers"],
@@ -95,7 +96,7 @@ def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
         train_targets=by_row["targets"][train_rows], val_targets=by_row["targets"][val_rows],
         train_categoricals=None if encoder is None else by_row["categoricals"][train_rows],
         val_categoricals=None if encoder is None else by_row["categoricals"][val_rows],
-        pin_memory=device.type == "cuda")
+        train_weights=train_weights, pin_memory=device.type == "cuda")
 
     config = predictor_config_from_options(
         opts, out_dim=len(setup.class_labels) if setup.class_labels else 1,
@@ -135,11 +136,13 @@ def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
                                 actual=by_row["actual"])
     loss_fn = _build_loss(opts, config, setup, targets is not None)
     writer = open_writer(output_dir)
-    trainer = Trainer(model, loss_fn, trainer_config_from_options(opts, best_metric=best_metric), device=device,
+    trainer = Trainer(model, loss_fn, trainer_config_from_options(opts, best_metric=best_metric, separate_nucleotide_pass=True), device=device,
                       decoder=decoder, save_checkpoint=save, on_best=on_best, writer=writer,
                       category_names=categorical_columns)
     if opts.get("resume_from"):
         resume_into(trainer, load_checkpoint(opts["resume_from"], expected_kind="predictor"), opts["resume_from"])
+    if opts.get("freeze_base"):
+        trainer.cache_asv_embeddings(data.tokens)
     try:
         result = trainer.fit(train_loader, val_loader)
     finally:
@@ -163,7 +166,7 @@ def _check_train_options(opts: dict[str, Any]) -> None:
         raise AamError("needs --categorical-columns", source="--categorical-loss-weights")
     if opts.get("conditional_output_scaling") and not opts.get("categorical_columns"):
         raise AamError("needs --categorical-columns", source="--conditional-output-scaling")
-    if opts["classifier"] and opts.get("output_constraint", "none") != "none":
+    if opts["classifier"] and opts.get("output_constraint") not in (None, "none"):
         raise AamError("output constraints are for regression", source="--output-constraint")
 
 
@@ -249,6 +252,18 @@ def _row_arrays(n_rows: int, rows: np.ndarray, setup: TargetSetup, encoder: Cate
         categoricals = np.zeros((n_rows, len(encoder.columns)), dtype=np.int64)
         categoricals[rows] = encoder.transform(metadata, ids)
     return {"targets": targets, "actual": actual, "groups": groups, "categoricals": categoricals}
+
+
+def _category_loss_weights(opts: dict[str, Any], metadata: pd.DataFrame, categorical_columns: list[str],
+                           train_ids: list[str]) -> np.ndarray | None:
+    """Per-sample weights [N_train] from ``--categorical-loss-weights`` (fitted on the training split)."""
+    if not opts.get("categorical_loss_weights"):
+        return None
+    column = (opts.get("categorical_loss_weight_column") or categorical_columns[0]).strip()
+    if column not in categorical_columns:
+        raise AamError(f"column {column!r} is not in --categorical-columns", source="--categorical-loss-weight-column")
+    weights = CategoryWeights.from_option(opts["categorical_loss_weights"], metadata.loc[train_ids], column)
+    return weights.sample_weights(metadata, train_ids)
 
 
 def _build_loss(opts: dict[str, Any], config, setup: TargetSetup, has_distances: bool) -> MultiTaskLoss:

@@ -1,0 +1,160 @@
+"""A small synthetic amplicon dataset with known structure, for the demo and the tests.
+
+ASV sequences evolve along a random rooted tree (substitutions proportional to branch length, so related ASVs
+look alike); samples draw counts from a Dirichlet-multinomial over a few community types, each favouring one
+clade; the metadata holds a numeric ``target`` that depends on clade abundances, a categorical ``site`` whose
+effect on the target differs between clades (something for position-specific fusion to find) and a string
+``label`` (the community type) for classification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import biom
+import h5py
+import numpy as np
+import pandas as pd
+
+from aam.fileio import atomic_write
+
+NUCLEOTIDES = np.array(list("ACGT"))
+SITES = ("north", "south", "east")
+SITE_EFFECT = {"north": 1.0, "south": -1.0, "east": 0.0}  # multiplies the abundance of clade 1
+
+
+@dataclass
+class SyntheticDataset:
+    newick: str
+    sequences: list[str]  # one per ASV, also its id and tree tip name
+    counts: np.ndarray  # [N_samples, N_asvs] int64
+    metadata: pd.DataFrame  # sample_id, target, site, label
+    clades: np.ndarray  # [N_asvs] clade index
+
+
+def _random_tree(n_tips: int, rng: np.random.Generator) -> tuple[list, list[int]]:
+    """A random rooted binary tree by successive random merges: (nested node, tips in traversal order)."""
+    nodes: list = [("tip", i) for i in range(n_tips)]
+    while len(nodes) > 1:
+        i, j = sorted(rng.choice(len(nodes), size=2, replace=False))
+        right, left = nodes.pop(j), nodes.pop(i)
+        lengths = rng.uniform(0.01, 0.2, size=2)
+        nodes.append(("node", (left, lengths[0]), (right, lengths[1])))
+    root = nodes[0]
+    order: list[int] = []
+
+    def visit(node) -> None:
+        if node[0] == "tip":
+            order.append(node[1])
+        else:
+            visit(node[1][0])
+            visit(node[2][0])
+
+    visit(root)
+    return root, order
+
+
+def _evolve(root, n_tips: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """Sequences [n_tips, length] (letters) after substitutions along every branch."""
+    sequences = np.empty((n_tips, length), dtype="<U1")
+
+    def descend(node, sequence: np.ndarray) -> None:
+        if node[0] == "tip":
+            sequences[node[1]] = sequence
+            return
+        for child, branch in node[1:]:
+            changed = rng.random(length) < 0.5 * (1 - np.exp(-branch * 2))
+            child_sequence = sequence.copy()
+            child_sequence[changed] = rng.choice(NUCLEOTIDES, size=int(changed.sum()))
+            descend(child, child_sequence)
+
+    descend(root, rng.choice(NUCLEOTIDES, size=length))
+    return sequences
+
+
+def _newick(node, names: list[str]) -> str:
+    if node[0] == "tip":
+        return names[node[1]]
+    parts = [f"{_newick(child, names)}:{branch:.5f}" for child, branch in node[1:]]
+    return f"({','.join(parts)})"
+
+
+def _unique_sequences(letters: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> list[str]:
+    seen: set[str] = set()
+    sequences = []
+    for row, n in zip(letters, lengths):
+        row = row[:n].copy()
+        while "".join(row) in seen:
+            row[rng.integers(n)] = rng.choice(NUCLEOTIDES)
+        sequences.append("".join(row))
+        seen.add(sequences[-1])
+    return sequences
+
+
+def make_synthetic_dataset(n_samples: int = 120, n_asvs: int = 60, seq_len_range: tuple[int, int] = (100, 150),
+                           n_communities: int = 3, seed: int = 0) -> SyntheticDataset:
+    """Build the dataset in memory; the same ``seed`` gives the same dataset."""
+    if n_asvs < 2 * n_communities or n_samples < 4:
+        raise ValueError("need at least 2 ASVs per community and 4 samples")
+    rng = np.random.default_rng(seed)
+    root, order = _random_tree(n_asvs, rng)
+    low, high = seq_len_range
+    letters = _evolve(root, n_asvs, high, rng)
+    sequences = _unique_sequences(letters, rng.integers(low, high + 1, size=n_asvs), rng)
+    clades = np.empty(n_asvs, dtype=np.int64)
+    for clade, tips in enumerate(np.array_split(np.array(order), n_communities)):
+        clades[tips] = clade  # contiguous in traversal order = related on the tree
+
+    community = rng.integers(n_communities, size=n_samples)
+    counts = np.zeros((n_samples, n_asvs), dtype=np.int64)
+    for s in range(n_samples):
+        alpha = np.where(clades == community[s], 2.0, 0.15)
+        proportions = rng.dirichlet(alpha)
+        counts[s] = rng.multinomial(int(rng.integers(500, 2001)), proportions)
+    relative = counts / counts.sum(1, keepdims=True)
+    clade_abundance = np.stack([relative[:, clades == c].sum(1) for c in range(n_communities)], axis=1)
+    site = rng.choice(SITES, size=n_samples)
+    effect = np.array([SITE_EFFECT[s] for s in site])
+    target = 20 + 40 * clade_abundance[:, 0] + 30 * effect * clade_abundance[:, 1] + rng.normal(0, 1.5, n_samples)
+    labels = np.array([f"type_{chr(ord('a') + c)}" for c in community])
+    metadata = pd.DataFrame({"sample_id": [f"S{i + 1:03d}" for i in range(n_samples)], "target": target.round(3),
+                             "site": site, "label": labels})
+    return SyntheticDataset(_newick(root, sequences) + ";", sequences, counts, metadata, clades)
+
+
+def _write_biom(path: Path, counts: np.ndarray, feature_ids: list[str], sample_ids: list[str]) -> None:
+    table = biom.Table(counts.T.astype(float), observation_ids=feature_ids, sample_ids=sample_ids)
+
+    def write(tmp: str) -> None:
+        with h5py.File(tmp, "w") as handle:
+            table.to_hdf5(handle, "aam synthetic data")
+
+    atomic_write(path, write)
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_synthetic_dataset(out_dir: str | os.PathLike, **kwargs) -> dict[str, Path]:
+    """Write ``out_dir/data/{table.biom, tree.nwk, metadata.tsv, table_hashed.biom, sequences.fasta}``.
+
+    Keyword arguments go to :func:`make_synthetic_dataset`. Returns the paths by role: ``table``, ``tree``,
+    ``metadata``, ``table_hashed``, ``sequences``.
+    """
+    data = make_synthetic_dataset(**kwargs)
+    folder = Path(out_dir) / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"table": folder / "table.biom", "tree": folder / "tree.nwk", "metadata": folder / "metadata.tsv",
+             "table_hashed": folder / "table_hashed.biom", "sequences": folder / "sequences.fasta"}
+    sample_ids = data.metadata["sample_id"].tolist()
+    hashed = [hashlib.md5(s.encode()).hexdigest() for s in data.sequences]
+    _write_biom(paths["table"], data.counts, data.sequences, sample_ids)
+    _write_biom(paths["table_hashed"], data.counts, hashed, sample_ids)
+    _write_text(paths["tree"], data.newick + "\n")
+    _write_text(paths["metadata"], data.metadata.to_csv(sep="\t", index=False))
+    _write_text(paths["sequences"], "".join(f">{h}\n{s}\n" for h, s in zip(hashed, data.sequences)))
+    return paths

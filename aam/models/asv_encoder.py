@@ -1,0 +1,117 @@
+"""Nucleotide-level encoder: one vector per distinct ASV, plus masked-nucleotide prediction.
+
+Input `tokens` [U, L] int64 (the batch's distinct ASVs, START first, PAD after the end). Each distinct
+sequence is encoded once; `gather_asv_embeddings` places the vectors into the samples' ASV slots [B, S, D].
+Masking is applied whenever `mask_nucleotides=True` (the caller decides, so validation can measure masked
+accuracy the same way as training); eligible positions are nucleotide tokens (A, C, G, T, UNK), never PAD
+or START, and masked positions are replaced by the MASK token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from aam.models.config import MASK, NUCLEOTIDE_TOKENS, PAD
+from aam.models.layers import AttentionPooling, PositionEmbedding, TransformerStack
+
+SPAN_LENGTHS = (3, 5)  # inclusive range of span lengths for `span` masking
+
+
+def random_mask(eligible: Tensor, ratio: float, generator: torch.Generator | None = None) -> Tensor:
+    """Each eligible position masked independently with probability `ratio`. [U, L] bool."""
+    draws = torch.rand(eligible.shape, generator=generator, device=eligible.device)
+    return eligible & (draws < ratio)
+
+
+def span_mask(eligible: Tensor, ratio: float, generator: torch.Generator | None = None) -> Tensor:
+    """Spans of 3-5 consecutive positions, about `ratio` of eligible positions in all. [U, L] bool.
+
+    Vectorised: span starts are drawn per position with probability ratio / mean span length, each with
+    its own length, and coverage is built by shifting the starts (a loop over offsets, not sequences).
+    """
+    shortest, longest = SPAN_LENGTHS
+    start_probability = ratio / ((shortest + longest) / 2)
+    draws = torch.rand(eligible.shape, generator=generator, device=eligible.device)
+    starts = eligible & (draws < start_probability)  # [U, L]
+    lengths = torch.randint(shortest, longest + 1, eligible.shape, generator=generator, device=eligible.device)
+    covered = starts.clone()
+    for offset in range(1, longest):
+        covered[:, offset:] |= starts[:, :-offset] & (lengths[:, :-offset] > offset)
+    return covered & eligible
+
+
+MASK_STRATEGIES: dict[str, Callable[[Tensor, float, torch.Generator | None], Tensor]] = {
+    "random": random_mask,
+    "span": span_mask,
+}
+
+
+def nucleotide_positions(tokens: Tensor) -> Tensor:
+    """[U, L] bool: positions holding a nucleotide (or UNK) token."""
+    eligible = torch.zeros_like(tokens, dtype=torch.bool)
+    for token in NUCLEOTIDE_TOKENS:
+        eligible |= tokens == token
+    return eligible
+
+
+def gather_asv_embeddings(asv_embeddings: Tensor, asv_index: Tensor, asv_mask: Tensor) -> Tensor:
+    """[U, D] distinct-ASV vectors -> [B, S, D] per sample slot, zero on padding slots."""
+    return asv_embeddings[asv_index] * asv_mask.unsqueeze(-1).to(asv_embeddings.dtype)
+
+
+class ASVEncoder(nn.Module):
+    """Token + learned position embedding -> transformer over [U, L] -> attention pooling -> [U, D]."""
+
+    def __init__(self, vocab_size: int, max_length: int, dim: int, heads: int, layers: int, ffn_ratio: int = 4,
+                 dropout: float = 0.1, attn_implementation: str = "sdpa", gradient_checkpointing: bool = False,
+                 mask_ratio: float = 0.15, mask_strategy: str = "random", chunk_size: int | None = None):
+        super().__init__()
+        self.mask_ratio = mask_ratio
+        self.mask_strategy = mask_strategy
+        self.chunk_size = chunk_size
+        self.token_embedding = nn.Embedding(vocab_size, dim, padding_idx=PAD)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        with torch.no_grad():
+            self.token_embedding.weight[PAD].zero_()
+        self.position_embedding = PositionEmbedding(max_length, dim)
+        self.transformer = TransformerStack(dim, heads, layers, ffn_ratio, dropout, attn_implementation,
+                                            gradient_checkpointing)
+        self.pooling = AttentionPooling(dim)
+        self.nucleotide_head = nn.Linear(dim, vocab_size)
+
+    def mask_tokens(self, tokens: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """[U, L] bool: positions to mask under the configured strategy and ratio."""
+        return MASK_STRATEGIES[self.mask_strategy](nucleotide_positions(tokens), self.mask_ratio, generator)
+
+    def forward(self, tokens: Tensor, mask_nucleotides: bool = False,
+                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """`embeddings` [U, D]; with `mask_nucleotides`, also `nucleotide_logits` [U, L, V],
+        `nucleotide_mask` [U, L] bool (positions scored) and `nucleotide_targets` [U, L] (original tokens)."""
+        outputs: dict[str, Tensor] = {}
+        masking = mask_nucleotides and self.mask_ratio > 0
+        if masking:
+            masked = self.mask_tokens(tokens, generator)
+            outputs["nucleotide_mask"] = masked
+            outputs["nucleotide_targets"] = tokens
+            tokens = tokens.masked_fill(masked, MASK)
+        chunk = self.chunk_size or max(tokens.shape[0], 1)
+        embeddings, logits = [], []
+        for part in tokens.split(chunk):
+            hidden, pooled = self._encode(part)
+            embeddings.append(pooled)
+            if masking:
+                logits.append(self.nucleotide_head(hidden))
+        outputs["embeddings"] = torch.cat(embeddings)  # [U, D]
+        if masking:
+            outputs["nucleotide_logits"] = torch.cat(logits)  # [U, L, V]
+        return outputs
+
+    def _encode(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """[u, L] -> hidden [u, L, D], pooled [u, D]."""
+        valid = tokens != PAD  # START and MASK are real positions
+        hidden = self.position_embedding(self.token_embedding(tokens))
+        hidden = self.transformer(hidden, valid)
+        return hidden, self.pooling(hidden, valid)

@@ -1,0 +1,251 @@
+"""Frozen dataclass configs for AAM's models, and `build_model` / `to_config` / `from_config`.
+
+A config is data: `to_dict()` gives plain JSON-ready values (nested for `PredictorConfig.encoder`) and
+`from_dict()` rebuilds the same config, so a checkpoint that stores `model_config_to_dict(model.config)`
+rebuilds an identical model with `from_config(model_config_from_dict(d))`.
+
+Invalid values raise `ValueError` naming the field; the CLI turns that into an `AamError` on the flag.
+The vocabulary ids match `aam.data.sequences` (kept here so the model layer does not depend on the data layer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from torch import nn
+
+PAD, A, C, G, T, UNK, START, MASK = 0, 1, 2, 3, 4, 5, 6, 7
+VOCAB_SIZE = 8
+NUCLEOTIDE_TOKENS = (A, C, G, T, UNK)  # positions eligible for masked-nucleotide prediction
+
+DISTANCE_METRICS = ("unifrac", "weighted", "faith_pd")
+GMU_GATES = ("learned", "open", "closed")
+
+_ConfigT = TypeVar("_ConfigT", bound="_Config")
+
+
+def _check_choice(field: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{field} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def _check_divides(heads_field: str, heads: int, dim: int) -> None:
+    if heads < 1 or dim % heads:
+        raise ValueError(f"{heads_field} ({heads}) must be a positive divisor of embedding_dim ({dim})")
+
+
+def _check_range(field: str, value: float, low: float, high: float) -> None:
+    if not low <= value < high:
+        raise ValueError(f"{field} must be in [{low}, {high}); got {value}")
+
+
+def _check_positive(field: str, value: int | None, allow_zero: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise ValueError(f"{field} must be {'>= 0' if allow_zero else '> 0'}; got {value}")
+
+
+class _Config:
+    """`to_dict()`/`from_dict()` shared by the model configs (tuple fields survive a JSON round trip)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_ConfigT], data: Mapping[str, Any]) -> _ConfigT:
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
+        values = {}
+        for name, value in data.items():
+            if isinstance(value, list):
+                value = tuple(value)
+            values[name] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class EncoderConfig(_Config):
+    """The pretrainable `SequenceEncoder` (ASV, sample and encoder stacks, distance head).
+
+    `attention_layers` sets every stack unless `asv_layers`, `sample_layers` or `encoder_layers` override it.
+    `asv_chunk_size` encodes the batch's distinct ASVs in chunks of that many rows (memory, not results).
+    """
+
+    vocab_size: int = VOCAB_SIZE
+    max_bp: int = 150
+    embedding_dim: int = 128
+    attention_heads: int = 4
+    attention_layers: int = 4
+    asv_layers: int | None = None
+    sample_layers: int | None = None
+    encoder_layers: int | None = None
+    ffn_ratio: int = 4
+    dropout: float = 0.1
+    token_limit: int = 1024
+    count_embedding: bool = False
+    count_embedding_method: str = "add"
+    nuc_mask_ratio: float = 0.15
+    nuc_mask_strategy: str = "random"
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+    distance_metric: str = "unifrac"
+    asv_chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        from aam.models.asv_encoder import MASK_STRATEGIES
+        from aam.models.layers import ATTENTION_BACKENDS
+        from aam.models.sample_encoder import COUNT_EMBEDDINGS
+
+        for name in ("vocab_size", "max_bp", "embedding_dim", "ffn_ratio", "token_limit", "asv_chunk_size"):
+            _check_positive(name, getattr(self, name))
+        for name in ("attention_layers", "asv_layers", "sample_layers", "encoder_layers"):
+            _check_positive(name, getattr(self, name), allow_zero=True)
+        _check_divides("attention_heads", self.attention_heads, self.embedding_dim)
+        _check_range("dropout", self.dropout, 0.0, 1.0)
+        _check_range("nuc_mask_ratio", self.nuc_mask_ratio, 0.0, 1.0)
+        _check_choice("count_embedding_method", self.count_embedding_method, COUNT_EMBEDDINGS)
+        _check_choice("nuc_mask_strategy", self.nuc_mask_strategy, MASK_STRATEGIES)
+        _check_choice("attn_implementation", self.attn_implementation, ATTENTION_BACKENDS)
+        _check_choice("distance_metric", self.distance_metric, DISTANCE_METRICS)
+
+    @property
+    def max_length(self) -> int:
+        """Token positions per ASV: START + `max_bp` nucleotides."""
+        return self.max_bp + 1
+
+    def layers(self, stack: str) -> int:
+        """Depth of the `asv`, `sample` or `encoder` stack."""
+        override = getattr(self, f"{stack}_layers")
+        return self.attention_layers if override is None else override
+
+
+@dataclass(frozen=True)
+class PredictorConfig(_Config):
+    """The fine-tuning `SequencePredictor`: an `EncoderConfig` base plus count and target branches.
+
+    `categorical_cardinalities` holds the embedding rows per categorical column (known values + 1, row 0 =
+    unknown), in the column order of `Batch.categoricals`; `conditional_output_scaling_columns` are indices
+    into that order. `target_layers`/`count_layers` default to `encoder.attention_layers`.
+    `gmu_gate_bias_init` = 2.0 starts the gate at sigmoid(2) ~ 0.88 weight on the sequence branch.
+    """
+
+    encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
+    out_dim: int = 1
+    classifier: bool = False
+    quantiles: tuple[float, ...] | None = None
+    target_layers: int | None = None
+    count_layers: int | None = None
+    count_prediction: bool = True
+    categorical_cardinalities: tuple[int, ...] = ()
+    categorical_embed_dim: int = 16
+    categorical_fusion: str = "concat"
+    gmu_gate: str = "learned"
+    gmu_gate_bias_init: float = 2.0
+    cross_attn_heads: int = 8
+    perceiver_num_latents: int = 64
+    perceiver_num_layers: int = 2
+    conditional_output_scaling_columns: tuple[int, ...] = ()
+    output_constraint: str = "none"
+    regressor_hidden_dims: tuple[int, ...] = ()
+    regressor_dropout: float = 0.0
+    residual_regression_head: bool = False
+    target_layer_norm: bool = True
+    freeze_base: bool = False
+
+    def __post_init__(self) -> None:
+        from aam.models.fusion import FUSIONS
+        from aam.models.heads import OUTPUT_CONSTRAINTS
+
+        if isinstance(self.encoder, Mapping):
+            object.__setattr__(self, "encoder", EncoderConfig.from_dict(self.encoder))
+        for name in ("categorical_cardinalities", "conditional_output_scaling_columns", "regressor_hidden_dims"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.quantiles is not None:
+            object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))
+        self._validate(FUSIONS, OUTPUT_CONSTRAINTS)
+
+    def _validate(self, fusions, constraints) -> None:
+        dim = self.encoder.embedding_dim
+        _check_positive("out_dim", self.out_dim)
+        _check_positive("categorical_embed_dim", self.categorical_embed_dim)
+        _check_positive("target_layers", self.target_layers, allow_zero=True)
+        _check_positive("count_layers", self.count_layers, allow_zero=True)
+        _check_positive("perceiver_num_latents", self.perceiver_num_latents)
+        _check_positive("perceiver_num_layers", self.perceiver_num_layers, allow_zero=True)
+        _check_range("regressor_dropout", self.regressor_dropout, 0.0, 1.0)
+        _check_choice("categorical_fusion", self.categorical_fusion, fusions)
+        _check_choice("gmu_gate", self.gmu_gate, GMU_GATES)
+        _check_choice("output_constraint", self.output_constraint, constraints)
+        for hidden in self.regressor_hidden_dims:
+            _check_positive("regressor_hidden_dims", hidden)
+        if any(card < 2 for card in self.categorical_cardinalities):
+            raise ValueError("categorical_cardinalities must be >= 2 (known values + the unknown row 0)")
+        if self.categorical_cardinalities and self.categorical_fusion in ("cross-attention", "perceiver"):
+            _check_divides("cross_attn_heads", self.cross_attn_heads, dim)
+        for column in self.conditional_output_scaling_columns:
+            if not 0 <= column < len(self.categorical_cardinalities):
+                raise ValueError(f"conditional_output_scaling_columns index {column} is not one of the "
+                                 f"{len(self.categorical_cardinalities)} categorical columns")
+        if self.quantiles is not None:
+            if not self.quantiles or any(not 0.0 < q < 1.0 for q in self.quantiles):
+                raise ValueError(f"quantiles must be in (0, 1); got {self.quantiles}")
+            if list(self.quantiles) != sorted(set(self.quantiles)):
+                raise ValueError(f"quantiles must be sorted and unique; got {self.quantiles}")
+        if self.classifier:
+            if self.out_dim < 2:
+                raise ValueError("a classifier needs out_dim >= 2 (the number of classes)")
+            if self.quantiles is not None or self.output_constraint != "none":
+                raise ValueError("a classifier takes neither quantiles nor an output_constraint")
+
+    @property
+    def num_quantiles(self) -> int:
+        return 0 if self.quantiles is None else len(self.quantiles)
+
+    def layers(self, stack: str) -> int:
+        """Depth of the `target` or `count` stack."""
+        override = getattr(self, f"{stack}_layers")
+        return self.encoder.attention_layers if override is None else override
+
+
+ModelConfig = EncoderConfig | PredictorConfig
+_MODEL_TYPES: dict[str, type[_Config]] = {"encoder": EncoderConfig, "predictor": PredictorConfig}
+
+
+def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
+    """`{"model_type": "encoder"|"predictor", "config": {...}}`, what checkpoints store."""
+    model_type = "predictor" if isinstance(config, PredictorConfig) else "encoder"
+    return {"model_type": model_type, "config": config.to_dict()}
+
+
+def model_config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
+    """Inverse of `model_config_to_dict`."""
+    model_type = data.get("model_type")
+    if model_type not in _MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {', '.join(_MODEL_TYPES)}; got {model_type!r}")
+    return _MODEL_TYPES[model_type].from_dict(data["config"])  # type: ignore[return-value]
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """A fresh `SequenceEncoder` or `SequencePredictor` for `config`."""
+    from aam.models.sequence_encoder import SequenceEncoder
+    from aam.models.sequence_predictor import SequencePredictor
+
+    if isinstance(config, PredictorConfig):
+        return SequencePredictor(config)
+    if isinstance(config, EncoderConfig):
+        return SequenceEncoder(config)
+    raise TypeError(f"not a model config: {type(config).__name__}")
+
+
+from_config = build_model
+
+
+def to_config(model: nn.Module) -> ModelConfig:
+    """The config a model was built from (unwrapping DataParallel/DDP/compiled wrappers)."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "_orig_mod", None) or model.module  # type: ignore[assignment]
+    return model.config  # type: ignore[return-value]

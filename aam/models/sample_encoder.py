@@ -1,0 +1,90 @@
+"""Sample-level encoder: a sample's ASV vectors [B, S, D] attend to each other -> [B, S, D].
+
+ASVs are a set, so there is no ASV-slot position embedding: the slot order (by abundance, from the data
+layer) carries no meaning of its own here, and abundance enters only through the optional count embedding.
+The count embedding reads `abundance_feature(counts)`, a depth-independent function of relative abundance,
+so a model pretrained on one table sees the same scale when fine-tuned on another (rarefied or not).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from aam.models.layers import TransformerStack
+
+ABUNDANCE_SCALE = 1e4  # relative abundance is read per 10,000 reads before the log
+
+
+def abundance_feature(counts: Tensor, asv_mask: Tensor) -> Tensor:
+    """[B, S] counts -> [B, S, 1] log1p(1e4 * relative abundance) / log1p(1e4), in [0, 1], 0 on padding."""
+    counts = counts * asv_mask.to(counts.dtype)
+    relative = counts / counts.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(counts.dtype).tiny)
+    return (torch.log1p(ABUNDANCE_SCALE * relative) / math.log1p(ABUNDANCE_SCALE)).unsqueeze(-1)
+
+
+class AddCountEmbedding(nn.Module):
+    """h + Linear(1 -> D)(a)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.projection = nn.Linear(1, dim)
+
+    def forward(self, hidden: Tensor, abundance: Tensor) -> Tensor:
+        return hidden + self.projection(abundance)
+
+
+class ConcatCountEmbedding(nn.Module):
+    """Linear(2D -> D)([h ; Linear(1 -> D)(a)])."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.projection = nn.Linear(1, dim)
+        self.mix = nn.Linear(2 * dim, dim)
+
+    def forward(self, hidden: Tensor, abundance: Tensor) -> Tensor:
+        return self.mix(torch.cat([hidden, self.projection(abundance)], dim=-1))
+
+
+class FiLMCountEmbedding(nn.Module):
+    """h * (1 + gamma) + beta with [gamma, beta] = Linear(1 -> 2D)(a), initialised to the identity."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.projection = nn.Linear(1, 2 * dim)
+        nn.init.zeros_(self.projection.weight)
+        nn.init.zeros_(self.projection.bias)
+
+    def forward(self, hidden: Tensor, abundance: Tensor) -> Tensor:
+        gamma, beta = self.projection(abundance).chunk(2, dim=-1)
+        return hidden * (1 + gamma) + beta
+
+
+COUNT_EMBEDDINGS: dict[str, type[nn.Module]] = {
+    "add": AddCountEmbedding,
+    "concat": ConcatCountEmbedding,
+    "film": FiLMCountEmbedding,
+}
+
+
+class SampleSequenceEncoder(nn.Module):
+    """[B, S, D] ASV vectors (+ optional count embedding) -> sample transformer -> [B, S, D]."""
+
+    def __init__(self, dim: int, heads: int, layers: int, ffn_ratio: int = 4, dropout: float = 0.1,
+                 attn_implementation: str = "sdpa", gradient_checkpointing: bool = False,
+                 count_embedding: str | None = None):
+        super().__init__()
+        self.count_embedding = None if count_embedding is None else COUNT_EMBEDDINGS[count_embedding](dim)
+        self.transformer = TransformerStack(dim, heads, layers, ffn_ratio, dropout, attn_implementation,
+                                            gradient_checkpointing)
+
+    def forward(self, asv_embeddings: Tensor, asv_mask: Tensor, counts: Tensor | None = None) -> Tensor:
+        hidden = asv_embeddings  # [B, S, D]
+        if self.count_embedding is not None:
+            if counts is None:
+                raise ValueError("this model embeds counts: pass counts [B, S]")
+            hidden = self.count_embedding(hidden, abundance_feature(counts, asv_mask))
+            hidden = hidden * asv_mask.unsqueeze(-1).to(hidden.dtype)
+        return self.transformer(hidden, asv_mask)  # [B, S, D]

@@ -1,0 +1,66 @@
+"""The pretrainable base: ASV encoder -> sample encoder -> encoder transformer -> pooled [B, D].
+
+Its pooled `embeddings` feed the distance head (pairwise UniFrac) and, for `faith_pd`, a Linear(D -> 1)
+head. `sample_embeddings` [B, S, D] (the sample-transformer output) feed a `SequencePredictor`'s branches.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from aam.models.asv_encoder import ASVEncoder, gather_asv_embeddings
+from aam.models.config import EncoderConfig
+from aam.models.heads import DistanceHead
+from aam.models.layers import AttentionPooling, TransformerStack
+from aam.models.sample_encoder import SampleSequenceEncoder
+
+
+class SequenceEncoder(nn.Module):
+    """Batch (tokens, asv_index, asv_mask, counts) -> sample embeddings and predicted distances."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        dim, heads = config.embedding_dim, config.attention_heads
+        common = dict(ffn_ratio=config.ffn_ratio, dropout=config.dropout,
+                      attn_implementation=config.attn_implementation,
+                      gradient_checkpointing=config.gradient_checkpointing)
+        self.asv_encoder = ASVEncoder(config.vocab_size, config.max_length, dim, heads, config.layers("asv"),
+                                      mask_ratio=config.nuc_mask_ratio, mask_strategy=config.nuc_mask_strategy,
+                                      chunk_size=config.asv_chunk_size, **common)
+        count_embedding = config.count_embedding_method if config.count_embedding else None
+        self.sample_encoder = SampleSequenceEncoder(dim, heads, config.layers("sample"),
+                                                    count_embedding=count_embedding, **common)
+        self.encoder = TransformerStack(dim, heads, config.layers("encoder"), **common)
+        self.pooling = AttentionPooling(dim)
+        self.distance_head = DistanceHead(dim)
+        self.faith_head = nn.Linear(dim, 1) if config.distance_metric == "faith_pd" else None
+
+    def encode_asvs(self, tokens: Tensor) -> Tensor:
+        """[U, L] tokens -> [U, D] ASV embeddings (no masking), e.g. to cache for a frozen encoder."""
+        return self.asv_encoder(tokens)["embeddings"]
+
+    def forward(self, tokens: Tensor, asv_index: Tensor, asv_mask: Tensor, counts: Tensor | None = None,
+                categoricals: Tensor | None = None, mask_nucleotides: bool = False,
+                asv_embeddings: Tensor | None = None, generator: torch.Generator | None = None
+                ) -> dict[str, Tensor]:
+        """Returns `embeddings` [B, D], `distances` [B, B], `sample_embeddings` [B, S, D], `asv_mask` [B, S],
+        `faith_pd` [B] for that metric, and the nucleotide keys when masking.
+
+        `categoricals` is accepted for a common signature and ignored (the base never sees metadata).
+        `asv_embeddings` [U, D] replaces the ASV encoder (no nucleotide outputs then).
+        """
+        outputs: dict[str, Tensor] = {}
+        if asv_embeddings is None:
+            asv_outputs = self.asv_encoder(tokens, mask_nucleotides, generator)
+            asv_embeddings = asv_outputs.pop("embeddings")
+            outputs.update(asv_outputs)
+        per_slot = gather_asv_embeddings(asv_embeddings, asv_index, asv_mask)  # [B, S, D]
+        sample_embeddings = self.sample_encoder(per_slot, asv_mask, counts)  # [B, S, D]
+        pooled = self.pooling(self.encoder(sample_embeddings, asv_mask), asv_mask)  # [B, D]
+        outputs.update(embeddings=pooled, distances=self.distance_head(pooled),
+                       sample_embeddings=sample_embeddings, asv_mask=asv_mask)
+        if self.faith_head is not None:
+            outputs["faith_pd"] = self.faith_head(pooled).squeeze(-1)  # [B]
+        return outputs

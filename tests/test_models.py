@@ -1,0 +1,480 @@
+"""Configs, ASV/sample/sequence encoders and the SequencePredictor: shapes, masks, de-duplication,
+gradients, freezing, round trips, determinism and golden outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from aam.models import (
+    COUNT_EMBEDDINGS,
+    FUSIONS,
+    EncoderConfig,
+    PredictorConfig,
+    SequenceEncoder,
+    SequencePredictor,
+    build_model,
+    count_parameters,
+    from_config,
+    model_config_from_dict,
+    model_config_to_dict,
+    model_summary,
+    to_config,
+)
+from aam.models.asv_encoder import nucleotide_positions, span_mask
+from aam.models.config import MASK, PAD, START
+from aam.models.sample_encoder import abundance_feature
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny models run fastest on one thread; several threads on shared cores spin and slow down ~20x."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_encoder(**overrides) -> EncoderConfig:
+    values = dict(max_bp=12, embedding_dim=16, attention_heads=2, attention_layers=1, ffn_ratio=2, dropout=0.0)
+    return EncoderConfig(**{**values, **overrides})
+
+
+def tiny_predictor(encoder: EncoderConfig | None = None, **overrides) -> PredictorConfig:
+    values = dict(categorical_cardinalities=(3, 4), cross_attn_heads=4, perceiver_num_latents=4,
+                  perceiver_num_layers=1)
+    return PredictorConfig(encoder=encoder or tiny_encoder(), **{**values, **overrides})
+
+
+def make_batch(num_samples: int = 3, slots: int = 4, distinct: int = 6, length: int = 13, seed: int = 0,
+               cardinalities: tuple[int, ...] = (3, 4)) -> dict[str, torch.Tensor]:
+    """A Batch-like dict: variable-length ASVs, samples with 1..slots ASVs (sample 0 full, last one single)."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, 6, (distinct, length), generator=g)
+    tokens[:, 0] = START
+    for row in range(distinct):
+        end = int(torch.randint(length // 2, length + 1, (1,), generator=g))
+        tokens[row, end:] = PAD
+    sizes = [slots] + [int(torch.randint(1, slots + 1, (1,), generator=g)) for _ in range(num_samples - 2)] + [1]
+    sizes = sizes[:num_samples]
+    asv_index = torch.zeros(num_samples, slots, dtype=torch.long)
+    asv_mask = torch.zeros(num_samples, slots, dtype=torch.bool)
+    for b, size in enumerate(sizes):
+        asv_index[b, :size] = torch.randperm(distinct, generator=g)[:size]
+        asv_mask[b, :size] = True
+    counts = torch.randint(1, 100, (num_samples, slots), generator=g).float() * asv_mask
+    categoricals = torch.stack([torch.randint(0, c, (num_samples,), generator=g) for c in cardinalities], dim=1)
+    return dict(tokens=tokens, asv_index=asv_index, asv_mask=asv_mask, counts=counts, categoricals=categoricals)
+
+
+def to_double(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
+
+
+def assert_all_grads(model: torch.nn.Module) -> None:
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient reached: {missing}"
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradients: {bad}"
+
+
+# --------------------------------------------------------------------------- configs
+
+def test_config_defaults_and_per_stack_layers():
+    config = EncoderConfig(asv_layers=2)
+    assert (config.vocab_size, config.embedding_dim, config.attention_heads, config.max_length) == (8, 128, 4, 151)
+    assert (config.layers("asv"), config.layers("sample"), config.layers("encoder")) == (2, 4, 4)
+    predictor = PredictorConfig(target_layers=1)
+    assert (predictor.layers("target"), predictor.layers("count")) == (1, 4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(embedding_dim=128, attention_heads=3), "attention_heads"),
+    (dict(nuc_mask_strategy="blocks"), "nuc_mask_strategy"),
+    (dict(count_embedding_method="mul"), "count_embedding_method"),
+    (dict(attn_implementation="xformers"), "attn_implementation"),
+    (dict(distance_metric="bray"), "distance_metric"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(attention_layers=-1), "attention_layers"),
+])
+def test_encoder_config_rejects_invalid_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EncoderConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(categorical_fusion="film"), "categorical_fusion"),
+    (dict(categorical_cardinalities=(3,), categorical_fusion="cross-attention", cross_attn_heads=5),
+     "cross_attn_heads"),
+    (dict(quantiles=(0.9, 0.1)), "sorted"),
+    (dict(quantiles=(0.5, 1.5)), r"\(0, 1\)"),
+    (dict(classifier=True, out_dim=1), "out_dim"),
+    (dict(classifier=True, out_dim=3, output_constraint="bounded"), "classifier"),
+    (dict(categorical_cardinalities=(3,), conditional_output_scaling_columns=(1,)), "conditional"),
+    (dict(output_constraint="relu"), "output_constraint"),
+    (dict(gmu_gate="half"), "gmu_gate"),
+    (dict(categorical_cardinalities=(1,)), "cardinalities"),
+])
+def test_predictor_config_rejects_invalid_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PredictorConfig(**kwargs)
+
+
+def test_cross_attn_heads_only_validated_when_used():
+    PredictorConfig(encoder=EncoderConfig(embedding_dim=12, attention_heads=3), cross_attn_heads=8)
+
+
+def test_config_dict_round_trip_through_json():
+    config = tiny_predictor(quantiles=(0.1, 0.5), regressor_hidden_dims=(8, 4),
+                            conditional_output_scaling_columns=(1,))
+    data = json.loads(json.dumps(model_config_to_dict(config)))
+    assert model_config_from_dict(data) == config
+    assert PredictorConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert EncoderConfig.from_dict(config.encoder.to_dict()) == config.encoder
+    with pytest.raises(ValueError, match="unknown"):
+        EncoderConfig.from_dict({"embedding_dim": 16, "colour": "red"})
+    with pytest.raises(ValueError, match="model_type"):
+        model_config_from_dict({"model_type": "forest", "config": {}})
+
+
+# --------------------------------------------------------------------------- ASV encoder
+
+def test_masking_only_touches_nucleotide_positions():
+    torch.manual_seed(0)
+    encoder = SequenceEncoder(tiny_encoder(nuc_mask_ratio=0.5)).asv_encoder
+    tokens = make_batch(distinct=20)["tokens"]
+    out = encoder(tokens, mask_nucleotides=True)
+    mask = out["nucleotide_mask"]
+    assert out["nucleotide_logits"].shape == (*tokens.shape, 8)
+    assert torch.equal(out["nucleotide_targets"], tokens)
+    assert mask.any() and not (mask & ((tokens == PAD) | (tokens == START))).any()
+    assert set(encoder(tokens).keys()) == {"embeddings"}
+
+
+def test_masked_tokens_become_mask_token():
+    encoder = SequenceEncoder(tiny_encoder(nuc_mask_ratio=0.5)).asv_encoder.eval()
+    tokens = make_batch(distinct=8)["tokens"]
+    torch.manual_seed(3)
+    masked = encoder(tokens, mask_nucleotides=True)
+    torch.manual_seed(3)
+    manual = encoder.mask_tokens(tokens)
+    torch.testing.assert_close(masked["nucleotide_mask"], manual)
+    expected, _ = encoder._encode(tokens.masked_fill(manual, MASK))
+    torch.testing.assert_close(masked["nucleotide_logits"], encoder.nucleotide_head(expected))
+
+
+@pytest.mark.parametrize("strategy", ["random", "span"])
+def test_mask_ratio_is_about_right(strategy):
+    encoder = SequenceEncoder(tiny_encoder(max_bp=150, nuc_mask_strategy=strategy)).asv_encoder
+    tokens = torch.randint(1, 5, (400, 151), generator=torch.Generator().manual_seed(0))
+    tokens[:, 0] = START
+    mask = encoder.mask_tokens(tokens, torch.Generator().manual_seed(1))
+    assert 0.11 < mask.float().mean().item() < 0.19
+
+
+def test_span_mask_makes_runs_of_three_to_five():
+    eligible = torch.ones(300, 60, dtype=torch.bool)
+    mask = span_mask(eligible, 0.1, torch.Generator().manual_seed(0))
+    runs = []
+    for row in mask.tolist():
+        length = 0
+        for position, masked in enumerate(row + [False]):
+            if masked:
+                length += 1
+            elif length:
+                if position < len(row):  # runs cut by the sequence end may be shorter
+                    runs.append(length)
+                length = 0
+    assert min(runs) >= 3 and (torch.tensor(runs) <= 5).float().mean() > 0.8
+
+
+def test_nucleotide_positions_exclude_special_tokens():
+    tokens = torch.tensor([[6, 1, 2, 3, 4, 5, 7, 0]])
+    assert nucleotide_positions(tokens).tolist() == [[False, True, True, True, True, True, False, False]]
+
+
+def test_asv_chunking_does_not_change_results():
+    torch.manual_seed(0)
+    model = SequenceEncoder(tiny_encoder()).double().eval()
+    tokens = make_batch(distinct=7)["tokens"]
+    whole = model.asv_encoder(tokens)["embeddings"]
+    model.asv_encoder.chunk_size = 3
+    torch.testing.assert_close(model.asv_encoder(tokens)["embeddings"], whole)
+
+
+def test_all_padding_token_row_is_finite():
+    encoder = SequenceEncoder(tiny_encoder()).asv_encoder
+    tokens = make_batch()["tokens"]
+    tokens[2] = PAD
+    out = encoder(tokens)["embeddings"]
+    assert torch.isfinite(out).all() and torch.all(out[2] == 0)
+
+
+# --------------------------------------------------------------------------- de-duplication and padding
+
+def test_deduplicated_encoding_equals_encoding_every_slot():
+    torch.manual_seed(0)
+    model = SequenceEncoder(tiny_encoder()).double().eval()
+    batch = make_batch(num_samples=4, slots=5, distinct=6)
+    mask = batch["asv_mask"]
+    with torch.no_grad():
+        gathered = model.asv_encoder(batch["tokens"])["embeddings"][batch["asv_index"]][mask]
+        per_slot = model.asv_encoder(batch["tokens"][batch["asv_index"][mask]])["embeddings"]
+    torch.testing.assert_close(gathered, per_slot, rtol=1e-6, atol=1e-6)
+
+
+def test_batched_encoder_equals_per_sample_loop():
+    torch.manual_seed(0)
+    model = SequenceEncoder(tiny_encoder(count_embedding=True)).double().eval()
+    batch = to_double(make_batch(num_samples=4, slots=5, distinct=7))
+    with torch.no_grad():
+        batched = model(**batch)
+        for b in range(4):
+            size = int(batch["asv_mask"][b].sum())
+            rows = batch["asv_index"][b, :size]
+            single = model(batch["tokens"][rows], torch.arange(size).unsqueeze(0),
+                           torch.ones(1, size, dtype=torch.bool), batch["counts"][b:b + 1, :size])
+            torch.testing.assert_close(single["embeddings"][0], batched["embeddings"][b], rtol=1e-6, atol=1e-8)
+            torch.testing.assert_close(single["sample_embeddings"][0], batched["sample_embeddings"][b, :size],
+                                       rtol=1e-6, atol=1e-8)
+
+
+# --------------------------------------------------------------------------- sequence encoder
+
+def test_sequence_encoder_outputs():
+    model = SequenceEncoder(tiny_encoder())
+    batch = make_batch()
+    out = model(**batch, mask_nucleotides=True)
+    assert out["embeddings"].shape == (3, 16) and out["distances"].shape == (3, 3)
+    assert out["sample_embeddings"].shape == (3, 4, 16)
+    assert torch.equal(out["asv_mask"], batch["asv_mask"])
+    assert torch.all(out["sample_embeddings"][~batch["asv_mask"]] == 0)
+    assert torch.all(out["distances"].diagonal() == 0)
+    assert {"nucleotide_logits", "nucleotide_mask", "nucleotide_targets"} <= out.keys()
+    assert "faith_pd" not in out
+
+
+def test_faith_pd_head():
+    out = SequenceEncoder(tiny_encoder(distance_metric="faith_pd"))(**make_batch())
+    assert out["faith_pd"].shape == (3,)
+
+
+@pytest.mark.parametrize("case", ["padding_slots", "single_asv", "single_sample"])
+def test_edge_batches_give_finite_outputs_and_gradients(case):
+    torch.manual_seed(0)
+    model = build_model(tiny_predictor(encoder=tiny_encoder(count_embedding=True, dropout=0.1),
+                                       categorical_fusion="cross-attention")).train()
+    batch = make_batch(num_samples=3, slots=6)
+    if case == "single_asv":
+        batch["asv_mask"][:, 1:] = False
+        batch["asv_index"][:, 1:] = 0
+        batch["counts"][:, 1:] = 0
+    if case == "single_sample":
+        batch = {k: v[:1] if k != "tokens" else v for k, v in batch.items()}
+    out = model(**batch, mask_nucleotides=True)
+    for key, value in out.items():
+        assert torch.isfinite(value.float()).all(), key
+    loss = out["prediction"].sum() + out["distances"].sum() + out["count_prediction"].sum() \
+        + out["nucleotide_logits"].logsumexp(-1).sum()
+    loss.backward()
+    assert_all_grads(model)
+
+
+@pytest.mark.parametrize("method", sorted(COUNT_EMBEDDINGS))
+def test_count_embedding_is_depth_invariant_and_trained(method):
+    torch.manual_seed(0)
+    model = SequenceEncoder(tiny_encoder(count_embedding=True, count_embedding_method=method)).double().eval()
+    batch = to_double(make_batch())
+    deeper = dict(batch, counts=batch["counts"] * 7)
+    torch.testing.assert_close(model(**batch)["embeddings"], model(**deeper)["embeddings"])
+    model(**batch)["embeddings"].sum().backward()
+    assert all(p.grad is not None for p in model.sample_encoder.count_embedding.parameters())
+    with pytest.raises(ValueError, match="counts"):
+        model(**dict(batch, counts=None))
+
+
+def test_abundance_feature_range():
+    counts = torch.tensor([[90.0, 9.0, 1.0, 0.0]])
+    feature = abundance_feature(counts, torch.tensor([[True, True, True, False]]))
+    assert feature.shape == (1, 4, 1)
+    assert 0 <= feature.min() and feature.max() <= 1 and feature[0, 3, 0] == 0
+    assert feature[0, 0, 0] > feature[0, 1, 0] > feature[0, 2, 0] > 0
+
+
+# --------------------------------------------------------------------------- predictor
+
+GRADIENT_CASES = ([(fusion, method) for fusion in sorted(FUSIONS) for method in (None, "film")]
+                  + [(fusion, method) for fusion in ("concat", "perceiver") for method in ("add", "concat")])
+
+
+@pytest.mark.parametrize("fusion, count_method", GRADIENT_CASES)
+def test_gradients_reach_every_parameter(fusion, count_method):
+    torch.manual_seed(0)
+    encoder = tiny_encoder(count_embedding=count_method is not None, count_embedding_method=count_method or "add")
+    model = build_model(tiny_predictor(encoder, categorical_fusion=fusion, conditional_output_scaling_columns=(0,),
+                                       output_constraint="nonnegative-learnable"))
+    out = model(**make_batch(), mask_nucleotides=True)
+    loss = out["prediction"].sum() + out["distances"].sum() + out["count_prediction"].sum() \
+        + out["nucleotide_logits"].logsumexp(-1).sum()
+    loss.backward()
+    assert_all_grads(model)
+
+
+def test_predictor_without_categoricals_ignores_fusion_and_accepts_none():
+    model = build_model(tiny_predictor(categorical_cardinalities=()))
+    assert model.fusion is None and model.categorical_embedder is None
+    assert model(**make_batch())["prediction"].shape == (3, 1)
+    with_columns = build_model(tiny_predictor())
+    assert with_columns(**dict(make_batch(), categoricals=None))["prediction"].shape == (3, 1)
+
+
+def test_freeze_base_keeps_base_in_eval_without_gradients():
+    torch.manual_seed(0)
+    model = build_model(tiny_predictor(encoder=tiny_encoder(dropout=0.5)))
+    model.freeze_base(True)
+    model.train()
+    assert not model.base.training and model.target_encoder.training
+    assert all(not p.requires_grad for p in model.base.parameters())
+    assert to_config(model).freeze_base
+    batch = make_batch()
+    first, second = model(**batch), model(**batch)
+    torch.testing.assert_close(first["sample_embeddings"], second["sample_embeddings"])
+    first["prediction"].sum().backward()
+    assert all(p.grad is None for p in model.base.parameters())
+    assert model.head.linear.weight.grad is not None
+    model.freeze_base(False)
+    model.train()
+    assert model.base.training and all(p.requires_grad for p in model.base.parameters())
+
+
+def test_frozen_config_rebuilds_frozen():
+    model = build_model(tiny_predictor(freeze_base=True)).train()
+    assert model.base_frozen and not model.base.training
+
+
+def test_precomputed_asv_embeddings_match_normal_path():
+    torch.manual_seed(0)
+    model = build_model(tiny_predictor()).double().eval()
+    batch = to_double(make_batch())
+    cached = model.encode_asvs(batch["tokens"])
+    assert cached.shape == (6, 16)
+    torch.testing.assert_close(model(**batch, asv_embeddings=cached)["prediction"], model(**batch)["prediction"])
+
+
+def test_base_must_match_config():
+    with pytest.raises(ValueError, match="EncoderConfig"):
+        SequencePredictor(tiny_predictor(), base=SequenceEncoder(tiny_encoder(embedding_dim=8)))
+    base = SequenceEncoder(tiny_encoder())
+    assert SequencePredictor(tiny_predictor(), base=base).base is base
+
+
+@pytest.mark.parametrize("fusion", ["gmu", "perceiver"])
+def test_config_round_trip_rebuilds_identical_model(fusion):
+    torch.manual_seed(0)
+    model = build_model(tiny_predictor(categorical_fusion=fusion, quantiles=(0.25, 0.75),
+                                       regressor_hidden_dims=(8,), residual_regression_head=True)).eval()
+    data = json.loads(json.dumps(model_config_to_dict(to_config(model))))
+    rebuilt = from_config(model_config_from_dict(data)).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    batch = make_batch()
+    torch.testing.assert_close(rebuilt(**batch)["prediction"], model(**batch)["prediction"])
+    assert model_summary(rebuilt) == model_summary(model)
+
+
+def test_to_config_unwraps_wrappers():
+    model = build_model(tiny_encoder())
+    assert to_config(torch.nn.DataParallel(model)) == model.config
+
+
+def test_seeded_builds_are_deterministic():
+    batch = make_batch()
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        model = build_model(tiny_predictor(encoder=tiny_encoder(dropout=0.1))).train()
+        outputs.append(model(**batch, mask_nucleotides=True))
+    for key in ("prediction", "distances", "nucleotide_logits", "count_prediction"):
+        torch.testing.assert_close(outputs[0][key], outputs[1][key])
+
+
+def test_gradient_checkpointing_config_matches_plain():
+    torch.manual_seed(0)
+    plain = build_model(tiny_predictor())
+    recomputed = build_model(tiny_predictor(encoder=tiny_encoder(gradient_checkpointing=True)))
+    recomputed.load_state_dict(plain.state_dict())
+    batch = make_batch()
+    for model in (plain, recomputed):
+        model.train()(**batch)["prediction"].sum().backward()
+    for (name, a), b in zip(plain.named_parameters(), recomputed.parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_summary_counts_parameters():
+    model = build_model(tiny_predictor())
+    summary = model_summary(model)
+    assert summary.splitlines()[-1].split()[-1] == f"{count_parameters(model):,}"
+    model.freeze_base(True)
+    assert count_parameters(model, trainable_only=True) == count_parameters(model) - count_parameters(model.base)
+    assert "base" in model_summary(model) and "count_head" in summary
+
+
+def test_default_model_size():
+    encoder = build_model(EncoderConfig())
+    predictor = build_model(PredictorConfig())
+    assert 2.0e6 < count_parameters(encoder) < 2.8e6
+    assert 3.5e6 < count_parameters(predictor) < 4.5e6
+
+
+def _load_make_golden():
+    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN_DIR / "make_golden.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_golden_outputs():
+    make_golden = _load_make_golden()
+    stored = torch.load(make_golden.GOLDEN_PATH, weights_only=True)
+    config = model_config_from_dict(stored["config"])
+    assert config == make_golden.golden_config()
+    model = build_model(config).double().eval()
+    model.load_state_dict(stored["state_dict"])
+    inputs = make_golden.golden_inputs()
+    for key, value in stored["inputs"].items():
+        torch.testing.assert_close(inputs[key], value)
+    with torch.no_grad():
+        outputs = model(**inputs)
+    for key, expected in stored["outputs"].items():
+        torch.testing.assert_close(outputs[key], expected, rtol=1e-6, atol=1e-12, msg=key)
+
+
+def test_golden_model_is_reproducible_from_seed():
+    make_golden = _load_make_golden()
+    stored = torch.load(make_golden.GOLDEN_PATH, weights_only=True)
+    torch.manual_seed(0)
+    model = build_model(make_golden.golden_config()).double()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, stored["state_dict"][key], msg=key)
+
+
+def test_dataclass_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tiny_encoder().embedding_dim = 32  # type: ignore[misc]
+
+
+def test_bfloat16_autocast_gives_finite_outputs_and_gradients():
+    torch.manual_seed(0)
+    model = build_model(tiny_predictor(encoder=tiny_encoder(count_embedding=True), categorical_fusion="gmu"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**make_batch(), mask_nucleotides=True)
+    assert torch.all(out["distances"].diagonal() == 0)
+    (out["prediction"].float().sum() + out["distances"].sum()).backward()
+    assert_all_grads(model)
