@@ -476,5 +476,9 @@ def test_bfloat16_autocast_gives_finite_outputs_and_gradients():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(**make_batch(), mask_nucleotides=True)
     assert torch.all(out["distances"].diagonal() == 0)
-    (out["prediction"].float().sum() + out["distances"].sum()).backward()
+    for value in out.values():
+        assert torch.isfinite(value.float()).all()
+    loss = out["prediction"].float().sum() + out["distances"].sum() + out["count_prediction"].float().sum() \
+        + out["nucleotide_logits"].float().logsumexp(-1).sum()
+    loss.backward()
     assert_all_grads(model)

@@ -57,7 +57,7 @@ def command(output_dir: str, data_only: bool, samples: int, asvs: int, pretrain_
     _run("unifrac", ["--table", str(paths["table"]), "--tree", str(paths["tree"]), "--metric", "unweighted",
                      "--output", str(data / "unifrac.h5")])
     _run("pretrain", [*common, "--unifrac-matrix", str(data / "unifrac.h5"), "--output-dir", str(out / "pretrain"),
-                      "--epochs", str(pretrain_epochs), "--lr", "1e-3", "--patience", "20"])
+                      "--epochs", str(pretrain_epochs), "--lr", "1e-3", "--patience", "20", "--count-embedding"])
     _run("train", [*common, "--metadata", str(paths["metadata"]), "--metadata-column", "target",
                    "--categorical-columns", "site", "--categorical-fusion", "cross-attention",
                    "--count-embedding", "--pretrained-encoder", str(out / "pretrain" / "pretrained_encoder.pt"),

@@ -61,6 +61,10 @@ def run_train(opts: dict[str, Any]) -> FitResult:
 
 
 def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
+    pretrained = None
+    if opts.get("pretrained_encoder"):
+        pretrained = load_checkpoint(opts["pretrained_encoder"], expected_kind=("encoder", "predictor"))
+        opts = adopt_pretrained_architecture(opts, pretrained)
     configure_logging(output_dir / "training.log", opts.get("verbose", True))
     seed = seed_everything(opts.get("seed"))
     device = resolve_device(opts["device"])
@@ -103,8 +107,8 @@ def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
         cardinalities=tuple(encoder.cardinalities) if encoder else (),
         output_scaling_columns=tuple(categorical_columns.index(c) for c in _csv(opts.get("conditional_output_scaling"))))
     model = SequencePredictor(config)
-    if opts.get("pretrained_encoder"):
-        _load_pretrained_encoder(model, opts["pretrained_encoder"])
+    if pretrained is not None:
+        _load_pretrained_encoder(model, pretrained, opts["pretrained_encoder"])
     if opts.get("freeze_base"):
         model.freeze_base(True)
     log.info("model:\n%s", model_summary(model))
@@ -283,11 +287,38 @@ def _build_loss(opts: dict[str, Any], config, setup: TargetSetup, has_distances:
                          count_penalty=count_penalty, target_loss=target_loss)
 
 
-def _load_pretrained_encoder(model: SequencePredictor, path: str) -> None:
-    checkpoint = load_checkpoint(path, expected_kind=("encoder", "predictor"))
+# encoder fields that define the pretrained weights' shapes (option name = field name)
+ARCHITECTURE_FIELDS = ("max_bp", "embedding_dim", "attention_heads", "attention_layers", "ffn_ratio")
+OPTIONAL_BASE_MODULES = ("sample_encoder.count_embedding.", "faith_head.")  # may be added when fine-tuning
+
+
+def adopt_pretrained_architecture(opts: dict[str, Any], checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Take the encoder's shape options from a pretrained checkpoint, saying so where the flags differ."""
+    config = checkpoint["model_config"]
+    encoder = config.get("encoder", config)
+    adopted = dict(opts)
+    for name in ARCHITECTURE_FIELDS:
+        value = encoder.get(name)
+        if value is not None and adopted.get(name) != value:
+            log.warning("using the pretrained encoder's --%s %s (not %s)", name.replace("_", "-"), value,
+                        adopted.get(name))
+            adopted[name] = value
+    return adopted
+
+
+def _load_pretrained_encoder(model: SequencePredictor, checkpoint: dict[str, Any], path: str) -> None:
+    """Load the base's weights; a count embedding new in fine-tuning starts fresh (logged)."""
     state = checkpoint["model_state"]
     if checkpoint["kind"] == "predictor":  # take the base of a fine-tuned model
         state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
+    expected = model.base.state_dict()
+    fresh = [k for k in expected if k not in state and k.startswith(OPTIONAL_BASE_MODULES)]
+    if fresh:
+        log.info("modules new in fine-tuning start from their initial weights: %s",
+                 ", ".join(sorted({k.rsplit(".", 1)[0] for k in fresh})))
+        state = {**state, **{k: expected[k] for k in fresh}}
+    faith_head = [k for k in state if k not in expected and k.startswith("faith_head.")]
+    state = {k: v for k, v in state.items() if k not in faith_head}
     load_weights(model.base, state, path)
     log.info("loaded pretrained encoder from %s (%d tensors)", path, len(state))
 
