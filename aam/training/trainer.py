@@ -294,7 +294,8 @@ class Trainer:
         n_samples = 0
         n_batches = len(loader)
         start = time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress,
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=None if cfg.progress else True,  # None: off when stderr is not a terminal
                    dynamic_ncols=True)
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(bar):
