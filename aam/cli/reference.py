@@ -11,9 +11,13 @@ from aam.cli import COMMANDS, cli
 
 
 def _default(param: click.Parameter) -> str:
+    if param.required:
+        return "required"
     if getattr(param, "is_flag", False) and not getattr(param, "secondary_opts", None):
         return "off"
     default = param.default
+    if "UNSET" in repr(default):
+        return ""
     if callable(default) or default is None:
         return ""
     if isinstance(default, bool):
@@ -37,10 +41,10 @@ def _type(param: click.Parameter) -> str:
 def command_table(name: str) -> str:
     command = cli.get_command(click.Context(cli), name)
     ctx = click.Context(command, info_name=name)
-    lines = [f"## aam {name}", "", (command.help or "").split("\n\n")[0].replace("\n", " ").strip(), "",
+    lines = [f"## aam {name}", "", " ".join((command.help or "").split("\n\n")[0].split()), "",
              "| option | type | default | section | description |", "| --- | --- | --- | --- | --- |"]
     for param in command.get_params(ctx):
-        if not isinstance(param, click.Option) or param.hidden or param.name == "help":
+        if not isinstance(param, click.Option) or param.hidden or "--help" in param.opts:
             continue
         text = (param.help or "").replace("|", "\\|").replace("%%", "%")
         kind = _type(param).replace("|", " \\| ")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from aam.models.config import MASK, NUCLEOTIDE_TOKENS, PAD
 from aam.models.layers import AttentionPooling, PositionEmbedding, TransformerStack
@@ -62,8 +63,24 @@ def gather_asv_embeddings(asv_embeddings: Tensor, asv_index: Tensor, asv_mask: T
     return asv_embeddings[asv_index] * asv_mask.unsqueeze(-1).to(asv_embeddings.dtype)
 
 
+class ASVNorm(nn.BatchNorm1d):
+    """Batch normalisation of ASV embeddings [U, D] over the distinct ASVs of a batch.
+
+    After attention pooling, the embeddings of related sequences share a large common component (at
+    initialisation they differ by a few percent of their norm), which downstream layers cannot tell apart.
+    Centring and scaling each feature over the ASVs makes their differences unit-sized from the first step.
+    Running statistics make it a fixed per-sequence map in eval mode (cacheable for a frozen encoder). A
+    batch with a single distinct ASV uses the running statistics.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] < 2:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 class ASVEncoder(nn.Module):
-    """Token + learned position embedding -> transformer over [U, L] -> attention pooling -> [U, D]."""
+    """Token + learned position embedding -> transformer over [U, L] -> attention pooling -> ASVNorm -> [U, D]."""
 
     def __init__(self, vocab_size: int, max_length: int, dim: int, heads: int, layers: int, ffn_ratio: int = 4,
                  dropout: float = 0.1, attn_implementation: str = "sdpa", gradient_checkpointing: bool = False,
@@ -73,13 +90,16 @@ class ASVEncoder(nn.Module):
         self.mask_strategy = mask_strategy
         self.chunk_size = chunk_size
         self.token_embedding = nn.Embedding(vocab_size, dim, padding_idx=PAD)
-        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        # unit-scale embeddings: with pre-LN blocks, a residual stream much smaller than the first attention
+        # output is swamped by the sequence average and every ASV starts out looking the same
+        nn.init.normal_(self.token_embedding.weight, std=1.0)
         with torch.no_grad():
             self.token_embedding.weight[PAD].zero_()
-        self.position_embedding = PositionEmbedding(max_length, dim)
+        self.position_embedding = PositionEmbedding(max_length, dim, init_std=1.0)
         self.transformer = TransformerStack(dim, heads, layers, ffn_ratio, dropout, attn_implementation,
                                             gradient_checkpointing)
         self.pooling = AttentionPooling(dim)
+        self.norm = ASVNorm(dim)
         self.nucleotide_head = nn.Linear(dim, vocab_size)
 
     def mask_tokens(self, tokens: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -104,7 +124,8 @@ class ASVEncoder(nn.Module):
             embeddings.append(pooled)
             if masking:
                 logits.append(self.nucleotide_head(hidden))
-        outputs["embeddings"] = torch.cat(embeddings)  # [U, D]
+        real = (tokens != PAD).any(dim=1, keepdim=True)  # [U, 1]; the collator never emits all-PAD rows
+        outputs["embeddings"] = self.norm(torch.cat(embeddings)) * real.to(embeddings[0].dtype)  # [U, D]
         if masking:
             outputs["nucleotide_logits"] = torch.cat(logits)  # [U, L, V]
         return outputs

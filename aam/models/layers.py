@@ -173,10 +173,10 @@ class AttentionPooling(nn.Module):
 class PositionEmbedding(nn.Module):
     """Learned position embedding added to [N, T, D] (T <= max_length)."""
 
-    def __init__(self, max_length: int, dim: int):
+    def __init__(self, max_length: int, dim: int, init_std: float = 0.02):
         super().__init__()
         self.embedding = nn.Embedding(max_length, dim)
-        nn.init.normal_(self.embedding.weight, std=0.02)
+        nn.init.normal_(self.embedding.weight, std=init_std)
 
     def forward(self, x: Tensor) -> Tensor:
         length = x.shape[-2]

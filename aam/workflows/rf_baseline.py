@@ -111,6 +111,6 @@ def _metrics(model, x_val, y_val, predicted, classifier: bool) -> dict[str, floa
         computed = scores.compute()
         return {k: computed[k] for k in ("accuracy", "f1_macro", "f1_weighted") if k in computed}
     scores = RegressionMetrics()
-    scores.update(torch.as_tensor(predicted, dtype=torch.float64), torch.as_tensor(y_val, dtype=torch.float64))
+    scores.update(torch.tensor(np.asarray(predicted, dtype=np.float64)), torch.tensor(np.asarray(y_val, dtype=np.float64)))
     computed = scores.compute()
     return {k: computed[k] for k in ("mae", "rmse", "r2")}
