@@ -32,27 +32,33 @@ def load_table(path: str | Path) -> biom.Table:
 
 @dataclass
 class CountTable:
-    """Counts as samples x ASVs CSR (float32), with string sample and feature ids."""
+    """Counts as samples x ASVs CSR (float32, explicit zeros removed), with string sample and feature ids."""
 
-    counts: sparse.csr_matrix  # [N_samples, N_asvs]
+    counts: sparse.csr_matrix  # [N_samples, N_asvs] float32
     sample_ids: list[str]
     feature_ids: list[str]
 
 
 def table_to_csr(table: biom.Table) -> CountTable:
-    """Transpose a BIOM table (observations x samples) to samples x ASVs, dropping ASVs never observed."""
+    """Transpose a BIOM table (ASVs x samples) to samples x ASVs, dropping ASVs never observed.
+
+    Samples with no reads are kept (and counted in the log); the dataset layer skips them.
+    """
     counts = sparse.csr_matrix(table.matrix_data.T, dtype=np.float32)  # [N_samples, N_asvs]
+    counts.eliminate_zeros()
+    if counts.nnz and counts.data.min() < 0:
+        raise AamError("the table has negative counts", hint="give raw or rarefied read counts")
     feature_ids = [str(i) for i in table.ids(axis="observation")]
-    observed = np.asarray((counts != 0).sum(axis=0)).ravel() > 0
+    observed = np.diff(counts.tocsc().indptr) > 0  # [N_asvs]
     if not observed.all():
         log.info("%d ASV(s) with no count in any sample are ignored", int((~observed).sum()))
-        counts = counts[:, np.flatnonzero(observed)]
+        counts = counts[:, np.flatnonzero(observed)].tocsr()
         feature_ids = [f for f, keep in zip(feature_ids, observed) if keep]
     sample_ids = [str(i) for i in table.ids(axis="sample")]
-    empty = int((np.diff(counts.indptr) == 0).sum())
-    if empty:
-        log.warning("%d sample(s) have no reads", empty)
-    return CountTable(counts.tocsr(), sample_ids, feature_ids)
+    n_empty = int((np.diff(counts.indptr) == 0).sum())
+    if n_empty:
+        log.info("%d of %d sample(s) have no reads", n_empty, len(sample_ids))
+    return CountTable(counts, sample_ids, feature_ids)
 
 
 def rarefy(table: biom.Table, depth: int, seed: int | None = None) -> tuple[biom.Table, int]:
@@ -62,7 +68,11 @@ def rarefy(table: biom.Table, depth: int, seed: int | None = None) -> tuple[biom
     """
     if depth < 1:
         raise AamError(f"must be at least 1, got {depth}", source="--rarefy-depth")
-    depths = table.sum(axis="sample")
+    values = table.matrix_data.data
+    if values.size and not np.array_equal(values, np.round(values)):
+        raise AamError("rarefaction needs integer read counts, the table has fractional values",
+                       source="--rarefy-depth", hint="leave --rarefy-depth out for relative abundances")
+    depths = table.sum(axis="sample")  # [N_samples]
     n_dropped = int((depths < depth).sum())
     if n_dropped == len(depths):
         raise AamError(f"every sample has fewer than {depth} reads (the deepest has {int(depths.max())})",
@@ -71,5 +81,6 @@ def rarefy(table: biom.Table, depth: int, seed: int | None = None) -> tuple[biom
     rarefied = table.subsample(int(depth), axis="sample", by_id=False, with_replacement=False,
                                seed=None if seed is None else int(seed) % (2**32))
     if n_dropped:
-        log.info("rarefaction to %d reads dropped %d of %d samples", depth, n_dropped, len(depths))
+        log.info("rarefaction to %d reads dropped %d of %d samples below that depth", depth, n_dropped,
+                 len(depths))
     return rarefied, n_dropped

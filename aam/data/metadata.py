@@ -17,49 +17,81 @@ log = logging.getLogger(__name__)
 
 # QIIME 2 id-column names (compared case-insensitively); the first column that matches is the id column
 ID_COLUMNS = ("sample_id", "sample-id", "sampleid", "sample id", "id", "#sampleid", "#sample id", "sample_name",
-              "feature id", "feature-id", "featureid")
-MISSING_VALUES = {"", "na", "nan", "n/a", "none", "null", "missing", "not applicable", "not provided",
-                  "not collected", "restricted access"}
+              "sample name", "feature id", "feature-id", "featureid")
+# cells read as missing (compared case-insensitively after stripping); Qiita's "missing: ..." forms too
+MISSING_VALUES = frozenset({"", "na", "nan", "n/a", "none", "null", "missing", "not applicable", "not provided",
+                            "not collected", "restricted access"})
 
 
 def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
-    """Metadata indexed by sample id (str), every column as strings with missing values as NaN.
+    """Metadata indexed by sample id (str, index name ``sample_id``); every column str, missing cells NaN.
 
-    UTF-8 with or without BOM; column names stripped; QIIME 2 ``#q2:types`` and other ``#`` rows after the
-    header skipped.
+    Tab-separated UTF-8 with or without BOM; column names stripped; ``#`` comment lines (the QIIME 2
+    ``#q2:types`` row among them) skipped, except a header whose first cell is an id column (``#SampleID``).
     """
     path = Path(path)
+    frame = _parse_tsv(_read_text(path), path)
+    id_column = next((c for c in frame.columns if c.lower() in ID_COLUMNS), None)
+    if id_column is None:
+        raise AamError(f"no sample id column (found: {', '.join(frame.columns[:8]) or 'none'})", source=path,
+                       hint="name the id column sample_id, sample-id, sampleid, id, #SampleID, #Sample ID or "
+                            "sample_name")
+    ids = _sample_ids(frame[id_column], path)
+    values = frame.drop(columns=[id_column]).apply(lambda column: column.str.strip())
+    values = values.mask(values.apply(_is_missing))
+    values.index = pd.Index(ids, name="sample_id", dtype=object)
+    return values
+
+
+def _read_text(path: Path) -> str:
     if not path.is_file():
         raise AamError("metadata file not found", source=path, hint="check the --metadata path")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise AamError("not UTF-8 text", source=path, hint="save the metadata as UTF-8 tab-separated text") from None
+
+
+def _is_header(line: str) -> bool:
+    """A non-blank line that is not a comment, or a comment-looking header such as ``#SampleID``."""
+    if not line.strip():
+        return False
+    return not line.startswith("#") or line.split("\t")[0].strip().lower() in ID_COLUMNS
+
+
+def _parse_tsv(text: str, path: Path) -> pd.DataFrame:
+    """Every cell as str; blank and ``#`` lines after the header dropped."""
     lines = text.splitlines()
-    header_index = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if header_index is None:
-        raise AamError("the metadata file is empty", source=path)
-    body = [line for line in lines[header_index + 1:] if line.strip() and not line.startswith("#")]
-    content = "\n".join([lines[header_index], *body])
+    header = next((i for i, line in enumerate(lines) if _is_header(line)), None)
+    if header is None:
+        raise AamError("the metadata file has no header line", source=path)
+    body = [line for line in lines[header + 1:] if line.strip() and not line.startswith("#")]
     try:
-        frame = pd.read_csv(io.StringIO(content), sep="\t", dtype=str, keep_default_na=False)
+        frame = pd.read_csv(io.StringIO("\n".join([lines[header], *body])), sep="\t", dtype=str,
+                            keep_default_na=False, na_filter=False)
     except (pd.errors.ParserError, ValueError) as err:
-        raise AamError(f"cannot parse as tab-separated text ({err})", source=path) from None
+        raise AamError(f"cannot parse as tab-separated text ({' '.join(str(err).split())})", source=path,
+                       hint="every row needs as many tab-separated fields as the header") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    id_column = next((c for c in frame.columns if c.lower() in ID_COLUMNS), None)
-    if id_column is None:
-        raise AamError(f"no sample id column (found: {', '.join(frame.columns[:8])})", source=path,
-                       hint="name the first column sample_id (or sample-id, #SampleID, id, sample_name)")
-    ids = frame[id_column].str.strip()
+    return frame
+
+
+def _sample_ids(column: pd.Series, path: Path) -> list[str]:
+    """Stripped ids as written (never parsed as numbers); empty or duplicate ids are errors."""
+    ids = column.str.strip()
+    empty = np.flatnonzero((ids == "").to_numpy())
+    if empty.size:
+        raise AamError(f"data row {int(empty[0]) + 1} has an empty sample id", source=path)
     duplicated = ids[ids.duplicated()]
     if not duplicated.empty:
-        raise AamError(f"sample id {duplicated.iloc[0]!r} appears more than once", source=path)
-    if (ids == "").any():
-        raise AamError(f"row {int(np.flatnonzero(ids == '')[0]) + 2} has an empty sample id", source=path)
-    frame = frame.drop(columns=[id_column]).apply(lambda column: column.str.strip())
-    frame = frame.mask(frame.apply(lambda column: column.str.lower().isin(MISSING_VALUES)))
-    frame.index = pd.Index(ids.to_list(), name="sample_id", dtype=object)
-    return frame
+        raise AamError(f"sample id {duplicated.iloc[0]!r} appears more than once", source=path,
+                       hint="sample ids must be unique")
+    return ids.to_list()
+
+
+def _is_missing(column: pd.Series) -> pd.Series:
+    lowered = column.str.lower()
+    return lowered.isin(MISSING_VALUES) | lowered.str.startswith("missing:")
 
 
 def require_column(frame: pd.DataFrame, column: str, source: str | os.PathLike | None = None,
@@ -71,11 +103,12 @@ def require_column(frame: pd.DataFrame, column: str, source: str | os.PathLike |
 
 
 def numeric_target(frame: pd.DataFrame, column: str, source: str | os.PathLike | None = None) -> pd.Series:
-    """``column`` as floats; rows with missing, NaN or infinite values are dropped (and counted)."""
+    """``column`` as float64 indexed by sample id; rows with missing, NaN or infinite values are dropped (and
+    counted in the log). A value that is not a number is an ``AamError`` naming its sample."""
     require_column(frame, column, source)
     raw = frame[column]
     values = pd.to_numeric(raw, errors="coerce")
-    bad = raw.notna() & values.isna() & ~raw.astype(str).str.lower().isin({"nan", "inf", "-inf"})
+    bad = raw.notna() & values.isna() & (raw.astype(str).str.strip().str.lower() != "nan")
     if bad.any():
         sample = bad.idxmax()
         raise AamError(f"column {column!r} is not numeric: sample {sample!r} has {raw[sample]!r}", source=source,

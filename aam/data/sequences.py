@@ -30,13 +30,13 @@ for _letter, _token in zip("ACGTU", (A, C, G, T, T)):
 
 
 def normalize_sequence(sequence: str) -> str:
-    """Upper-case, U read as T, surrounding whitespace removed."""
-    return sequence.strip().upper().replace("U", "T")
+    """Upper-case, U read as T, all whitespace removed (FASTA line breaks, stray spaces)."""
+    return "".join(sequence.split()).upper().replace("U", "T")
 
 
 def is_dna(sequence: str) -> bool:
-    """True for a non-empty string of IUPAC nucleotide letters (any case, U allowed)."""
-    text = sequence.strip().upper()
+    """True for a non-empty string of IUPAC nucleotide letters (any case, U allowed, whitespace ignored)."""
+    text = "".join(sequence.split()).upper()
     return bool(text) and set(text) <= IUPAC
 
 
@@ -79,54 +79,60 @@ def read_fasta(path: str | os.PathLike) -> dict[str, str]:
 
 def resolve_sequences(feature_ids: Sequence[str], fasta_path: str | os.PathLike | None = None,
                       source: str | os.PathLike | None = None) -> list[str]:
-    """One normalised DNA sequence per feature id.
+    """One normalised DNA sequence per feature id, in the order of ``feature_ids``.
 
-    Without a FASTA the ids must themselves be sequences (the deblur/DADA2 convention); with one, each id is
-    looked up in it.
+    With a FASTA (``--sequences``) every id is looked up in it: an explicit mapping wins, so an id that happens
+    to spell IUPAC letters (``'B'``, ``'ACC'``) is not mistaken for a sequence. Without one the ids must be the
+    sequences themselves (the deblur/DADA2 convention). ``source`` names the table in errors.
     """
+    ids = [str(i) for i in feature_ids]
     if fasta_path is None:
-        bad = [i for i in feature_ids if not is_dna(str(i))]
+        bad = [i for i in ids if not is_dna(i)]
         if bad:
-            raise AamError(f"{len(bad)} of {len(feature_ids)} feature ids are not DNA sequences "
-                           f"(e.g. {bad[0]!r})", source=source,
+            raise AamError(f"the table's feature ids are not DNA sequences ({len(bad)} of {len(ids)}, e.g. "
+                           f"{bad[0]!r})", source=source,
                            hint="pass --sequences FILE.fasta mapping the ids to their sequences")
-        return [normalize_sequence(str(i)) for i in feature_ids]
+        return [normalize_sequence(i) for i in ids]
     records = read_fasta(fasta_path)
-    missing = [i for i in feature_ids if str(i) not in records]
+    missing = [i for i in ids if i not in records]
     if missing:
-        shown = ", ".join(repr(m) for m in missing[:5])
-        raise AamError(f"{len(missing)} feature id(s) of the table are not in the FASTA (e.g. {shown})",
+        shown = ", ".join(repr(m) for m in missing[:3])
+        raise AamError(f"{len(missing)} of the table's {len(ids)} feature ids are not in the FASTA (e.g. {shown})",
                        source=fasta_path, hint="give the FASTA written for this table")
-    sequences = [records[str(i)] for i in feature_ids]
-    bad = [(i, s) for i, s in zip(feature_ids, sequences) if not is_dna(s)]
-    if bad:
-        raise AamError(f"the sequence of {bad[0][0]!r} is not DNA ({bad[0][1][:20]!r}...)", source=fasta_path)
+    sequences = [records[i] for i in ids]
+    bad = next(((i, s) for i, s in zip(ids, sequences) if not is_dna(s)), None)
+    if bad is not None:
+        raise AamError(f"the sequence of {bad[0]!r} is not DNA ({bad[1][:20]!r})", source=fasta_path,
+                       hint="sequences may hold only IUPAC nucleotide letters")
     return [normalize_sequence(s) for s in sequences]
 
 
 @dataclass
 class TokenizedSequences:
-    """``tokens`` [N, max_bp + 1] uint8 (START first, PAD after the end), ``lengths`` [N] (non-PAD tokens,
-    START included) and how many sequences were longer than ``max_bp``."""
+    """Tokenised ASVs: ``tokens`` [N, max_bp + 1] uint8 (START first, PAD after the end), ``lengths`` [N]
+    (non-PAD tokens, START included) and ``n_truncated`` (sequences longer than ``max_bp``)."""
 
-    tokens: np.ndarray
-    lengths: np.ndarray
+    tokens: np.ndarray  # [N, max_bp + 1] uint8
+    lengths: np.ndarray  # [N] int64
     n_truncated: int
 
 
 def tokenize(sequences: Sequence[str], max_bp: int = 150) -> TokenizedSequences:
-    """Tokenise normalised sequences; longer than ``max_bp`` are truncated (and counted)."""
+    """Tokenise sequences in one vectorised pass; longer than ``max_bp`` are truncated, counted and logged."""
     if max_bp < 1:
         raise AamError(f"must be at least 1, got {max_bp}", source="--max-bp")
-    tokens = np.zeros((len(sequences), max_bp + 1), dtype=np.uint8)
+    normalized = [normalize_sequence(s) for s in sequences]
+    full_lengths = np.fromiter((len(s) for s in normalized), dtype=np.int64, count=len(normalized))
+    n_truncated = int((full_lengths > max_bp).sum())
+    kept = np.minimum(full_lengths, max_bp)  # [N]
+    raw = "".join(s[:max_bp] for s in normalized).encode("ascii", errors="replace")  # non-ASCII -> '?' -> UNK
+    rows = np.repeat(np.arange(len(normalized)), kept)
+    starts = np.cumsum(kept) - kept  # offset of each sequence in ``raw``
+    columns = np.arange(len(raw)) - np.repeat(starts, kept) + 1  # +1: after START
+    tokens = np.zeros((len(normalized), max_bp + 1), dtype=np.uint8)  # PAD everywhere
     tokens[:, 0] = START
-    lengths = np.empty(len(sequences), dtype=np.int64)
-    n_truncated = 0
-    for row, sequence in enumerate(sequences):
-        raw = normalize_sequence(sequence).encode("ascii", errors="replace")
-        if len(raw) > max_bp:
-            n_truncated += 1
-            raw = raw[:max_bp]
-        tokens[row, 1:len(raw) + 1] = _LOOKUP[np.frombuffer(raw, dtype=np.uint8)]
-        lengths[row] = len(raw) + 1
-    return TokenizedSequences(tokens, lengths, n_truncated)
+    tokens[rows, columns] = _LOOKUP[np.frombuffer(raw, dtype=np.uint8)]
+    if n_truncated:
+        log.info("%d of %d ASV sequences are longer than --max-bp %d and were truncated", n_truncated,
+                 len(normalized), max_bp)
+    return TokenizedSequences(tokens, kept + 1, n_truncated)

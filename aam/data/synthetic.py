@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from aam.errors import AamError
 from aam.fileio import atomic_write
 
 NUCLEOTIDES = np.array(list("ACGT"))
@@ -28,11 +29,17 @@ SITE_EFFECT = {"north": 1.0, "south": -1.0, "east": 0.0}  # multiplies the abund
 
 @dataclass
 class SyntheticDataset:
+    """The dataset in memory; ASV ids are the sequences (and the tree's tip names)."""
+
     newick: str
-    sequences: list[str]  # one per ASV, also its id and tree tip name
+    sequences: list[str]  # [N_asvs], unique, uppercase ACGT
     counts: np.ndarray  # [N_samples, N_asvs] int64
-    metadata: pd.DataFrame  # sample_id, target, site, label
-    clades: np.ndarray  # [N_asvs] clade index
+    metadata: pd.DataFrame  # columns sample_id (str), target (float), site, label
+    clades: np.ndarray  # [N_asvs] int64, the clade (= favoured community type) of each ASV
+
+    @property
+    def asv_ids(self) -> list[str]:
+        return self.sequences
 
 
 def _random_tree(n_tips: int, rng: np.random.Generator) -> tuple[list, list[int]]:
@@ -94,11 +101,20 @@ def _unique_sequences(letters: np.ndarray, lengths: np.ndarray, rng: np.random.G
     return sequences
 
 
+def _check_sizes(n_samples: int, n_asvs: int, seq_len_range: tuple[int, int], n_communities: int) -> None:
+    if n_samples < 4:
+        raise AamError(f"need at least 4 samples, got {n_samples}", source="--samples")
+    if n_communities < 2 or n_asvs < 2 * n_communities:
+        raise AamError(f"need at least {2 * max(n_communities, 2)} ASVs (2 per community type), got {n_asvs}",
+                       source="--asvs")
+    if not 1 <= seq_len_range[0] <= seq_len_range[1]:
+        raise ValueError(f"seq_len_range must be (low, high) with 1 <= low <= high, got {seq_len_range}")
+
+
 def make_synthetic_dataset(n_samples: int = 120, n_asvs: int = 60, seq_len_range: tuple[int, int] = (100, 150),
                            n_communities: int = 3, seed: int = 0) -> SyntheticDataset:
-    """Build the dataset in memory; the same ``seed`` gives the same dataset."""
-    if n_asvs < 2 * n_communities or n_samples < 4:
-        raise ValueError("need at least 2 ASVs per community and 4 samples")
+    """Build the dataset in memory; the same arguments give the same dataset."""
+    _check_sizes(n_samples, n_asvs, seq_len_range, n_communities)
     rng = np.random.default_rng(seed)
     root, order = _random_tree(n_asvs, rng)
     low, high = seq_len_range
@@ -107,22 +123,32 @@ def make_synthetic_dataset(n_samples: int = 120, n_asvs: int = 60, seq_len_range
     clades = np.empty(n_asvs, dtype=np.int64)
     for clade, tips in enumerate(np.array_split(np.array(order), n_communities)):
         clades[tips] = clade  # contiguous in traversal order = related on the tree
+    community = rng.integers(n_communities, size=n_samples)  # [N_samples] community type of each sample
+    counts = _sample_counts(community, clades, rng)
+    metadata = _metadata(counts, clades, community, rng)
+    return SyntheticDataset(_newick(root, sequences) + ";", sequences, counts, metadata, clades)
 
-    community = rng.integers(n_communities, size=n_samples)
-    counts = np.zeros((n_samples, n_asvs), dtype=np.int64)
-    for s in range(n_samples):
-        alpha = np.where(clades == community[s], 2.0, 0.15)
-        proportions = rng.dirichlet(alpha)
+
+def _sample_counts(community: np.ndarray, clades: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Dirichlet-multinomial counts [N_samples, N_asvs]: each community type favours its clade; 500-2000 reads."""
+    counts = np.zeros((len(community), len(clades)), dtype=np.int64)
+    for s, favoured in enumerate(community):
+        proportions = rng.dirichlet(np.where(clades == favoured, 2.0, 0.15))
         counts[s] = rng.multinomial(int(rng.integers(500, 2001)), proportions)
+    return counts
+
+
+def _metadata(counts: np.ndarray, clades: np.ndarray, community: np.ndarray,
+              rng: np.random.Generator) -> pd.DataFrame:
+    """``target`` = 20 + 40 * clade-0 abundance + 30 * site effect * clade-1 abundance + noise; ``label`` = type."""
+    n_samples = len(counts)
     relative = counts / counts.sum(1, keepdims=True)
-    clade_abundance = np.stack([relative[:, clades == c].sum(1) for c in range(n_communities)], axis=1)
+    clade_abundance = np.stack([relative[:, clades == c].sum(1) for c in range(int(clades.max()) + 1)], axis=1)
     site = rng.choice(SITES, size=n_samples)
     effect = np.array([SITE_EFFECT[s] for s in site])
     target = 20 + 40 * clade_abundance[:, 0] + 30 * effect * clade_abundance[:, 1] + rng.normal(0, 1.5, n_samples)
-    labels = np.array([f"type_{chr(ord('a') + c)}" for c in community])
-    metadata = pd.DataFrame({"sample_id": [f"S{i + 1:03d}" for i in range(n_samples)], "target": target.round(3),
-                             "site": site, "label": labels})
-    return SyntheticDataset(_newick(root, sequences) + ";", sequences, counts, metadata, clades)
+    return pd.DataFrame({"sample_id": [f"S{i + 1:03d}" for i in range(n_samples)], "target": target.round(3),
+                         "site": site, "label": [f"type_{chr(ord('a') + int(c))}" for c in community]})
 
 
 def _write_biom(path: Path, counts: np.ndarray, feature_ids: list[str], sample_ids: list[str]) -> None:

@@ -25,6 +25,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from aam.training.checkpoint import unwrap_model
+from aam.training.distributed import (
+    DistributedContext,
+    all_gather_objects,
+    broadcast_buffers,
+    gather_with_grad,
+    reduce_sum,
+)
 from aam.training.metrics import (
     ClassificationMetrics,
     DistanceMetrics,
@@ -149,8 +156,12 @@ class Trainer:
                  device: torch.device, decoder: PredictionDecoder | None = None,
                  save_checkpoint: Callable[[str, nn.Module, dict], None] | None = None,
                  on_best: Callable[[EvalResult, int], None] | None = None,
-                 writer: Any = None, category_names: list[str] | None = None):
+                 writer: Any = None, category_names: list[str] | None = None,
+                 distributed: DistributedContext | None = None,
+                 distance_lookup: Callable[[np.ndarray], np.ndarray] | None = None):
         self.config = config
+        self.distributed = distributed if distributed is not None and distributed.enabled else None
+        self.distance_lookup = distance_lookup
         self.device = device
         self.model = model.to(device)
         self.loss_fn = loss_fn
@@ -163,7 +174,15 @@ class Trainer:
                                          weight_decay=config.weight_decay, categorical_lr=config.categorical_lr)
         self.amp_dtype = AMP_DTYPES.get(config.mixed_precision or "")
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
-        self.forward_model = torch.compile(self.model) if config.compile_model else self.model
+        self.eval_model = torch.compile(self.model) if config.compile_model else self.model
+        self.forward_model = self.eval_model
+        if self.distributed is not None:
+            # some heads see no gradient in some configurations (e.g. distances without UniFrac targets)
+            self.forward_model = nn.parallel.DistributedDataParallel(
+                self.eval_model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True)
+            # the separate masked pass would use parameters outside DDP's forward: one shared pass instead
+            self.config = config = dataclasses.replace(config, separate_nucleotide_pass=False)
         self.scheduler = None
         self.start_epoch = 0
         self.global_step = 0
@@ -270,16 +289,31 @@ class Trainer:
             self.epochs_without_improvement += 1
         return better
 
-    def _forward(self, batch, mask_nucleotides: bool, separate: bool,
+    def _forward(self, model: nn.Module, batch, mask_nucleotides: bool, separate: bool,
                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Model outputs; with ``separate`` the targets see clean input and nucleotides a masked pass."""
         if self.asv_embeddings is not None:
-            return forward_batch(self.forward_model, batch, asv_embeddings=self.asv_embeddings[batch.asv_ids])
+            return forward_batch(model, batch, asv_embeddings=self.asv_embeddings[batch.asv_ids])
         if mask_nucleotides and separate:
-            outputs = forward_batch(self.forward_model, batch)
-            outputs.update(nucleotide_outputs(self.forward_model, batch.tokens, generator))
+            outputs = forward_batch(model, batch)
+            outputs.update(nucleotide_outputs(model, batch.tokens, generator))
             return outputs
-        return forward_batch(self.forward_model, batch, mask_nucleotides=mask_nucleotides)
+        return forward_batch(model, batch, mask_nucleotides=mask_nucleotides)
+
+    def _training_losses(self, outputs: dict[str, torch.Tensor], batch) -> dict[str, torch.Tensor]:
+        """The multi-task loss; under DDP the pairwise UniFrac term covers every pair of the global batch."""
+        if self.distributed is None or self.distance_lookup is None or "embeddings" not in outputs:
+            return self.loss_fn(outputs, batch)
+        world = self.distributed.world_size  # DDP averages over ranks; the local slice's gradient is scaled back
+        embeddings = gather_with_grad(outputs["embeddings"], grad_scale=world)  # [G, D], graph for local slice
+        rows = gather_with_grad(batch.sample_index).cpu().numpy()  # [G]
+        targets = torch.as_tensor(self.distance_lookup(rows), device=embeddings.device)
+        if targets.dim() != 2:  # per-sample targets (Faith PD) need no pairs
+            return self.loss_fn(outputs, batch)
+        bare = unwrap_model(self.model)
+        head = bare.base.distance_head if hasattr(bare, "base") else bare.distance_head
+        global_outputs = {**outputs, "distances": head(embeddings)}
+        return self.loss_fn(global_outputs, dataclasses.replace(batch, distances=targets))
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -301,8 +335,9 @@ class Trainer:
         for i, batch in enumerate(bar):
             batch = batch.to(self.device, non_blocking=True)
             with self._autocast():
-                outputs = self._forward(batch, cfg.mask_nucleotides, separate=cfg.separate_nucleotide_pass)
-                losses = self.loss_fn(outputs, batch)
+                outputs = self._forward(self.forward_model, batch, cfg.mask_nucleotides,
+                                        separate=cfg.separate_nucleotide_pass)
+                losses = self._training_losses(outputs, batch)
             self.scaler.scale(losses["total"] / accumulation).backward()
             if (i + 1) % accumulation == 0 or i + 1 == n_batches:
                 self._optimizer_step(log_norms=cfg.log_grad_norms and i + 1 == n_batches)
@@ -348,7 +383,9 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, loader: Iterable) -> EvalResult:
         """Loss and metrics over every sample of ``loader`` (original units for targets)."""
-        self.forward_model.eval()
+        self.eval_model.eval()
+        if self.distributed is not None:  # evaluate every shard with the weights and statistics rank 0 saves
+            broadcast_buffers(self.model)
         sums: dict[str, torch.Tensor] = {}
         n_samples = 0
         distances = DistanceMetrics()
@@ -366,7 +403,8 @@ class Trainer:
         for batch in loader:
             batch = batch.to(self.device, non_blocking=True)
             with self._autocast():
-                outputs = self._forward(batch, self.config.mask_nucleotides, separate=True, generator=generator)
+                outputs = self._forward(self.eval_model, batch, self.config.mask_nucleotides, separate=True,
+                                        generator=generator)
                 losses = self.loss_fn(outputs, batch)
             size = len(batch)
             n_samples += size
@@ -385,6 +423,16 @@ class Trainer:
                 cross_weights.append(outputs["cross_attention_weights"].float().cpu())
             if self.decoder is not None and batch.targets is not None:
                 rows.append(self.decoder.decode_batch(outputs["prediction"].float(), batch))
+        if self.distributed is not None:  # every rank ends with the metrics of the whole validation set
+            total = reduce_sum(torch.tensor(float(n_samples), device=self.device))
+            sums = {k: reduce_sum(torch.as_tensor(v, device=self.device)) for k, v in sorted(sums.items())}
+            n_samples = int(total.item())
+            nuc_correct, nuc_total = reduce_sum(nuc_correct), reduce_sum(nuc_total)
+            states = all_gather_objects({k: None if v is None else v.cpu() for k, v in distances.state().items()})
+            distances.reset()
+            for state in states:
+                distances.merge(state)
+            rows = [frame for part in all_gather_objects(rows) for frame in part]
         metrics = {f"val_{self._loss_name(k)}": (v / max(n_samples, 1)).item() for k, v in sums.items()}
         result = EvalResult(metrics)
         if distances.n_pairs > 0:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DistributedSampler
 
 from aam import __version__
 from aam.data.biom_table import load_table, rarefy, table_to_csr
@@ -31,7 +32,8 @@ from aam.data.distances import (
 )
 from aam.data.sequences import resolve_sequences, tokenize
 from aam.errors import AamError
-from aam.training.runtime import detach_log_files, write_json
+from aam.training.distributed import DistributedContext, ShardSampler, broadcast_object, init_distributed
+from aam.training.runtime import detach_log_files, resolve_device, seed_everything, write_json
 
 log = logging.getLogger("aam")
 
@@ -133,15 +135,18 @@ def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarr
                   distance_lookup: Callable | None = None, train_targets: np.ndarray | None = None,
                   val_targets: np.ndarray | None = None, train_categoricals: np.ndarray | None = None,
                   val_categoricals: np.ndarray | None = None, train_weights: np.ndarray | None = None,
-                  pin_memory: bool = False,
-                  train_sampler: Any = None, val_sampler: Any = None):
+                  pin_memory: bool = False, distributed: DistributedContext | None = None):
     """Training loader (shuffled, ``asv_sampling``) and validation loader (every sample, abundance-first)."""
     collator = BatchCollator(data.tokens, data.sample_ids, distance_lookup)
     train_set = SampleDataset(data, train_rows, train_targets, train_categoricals, token_limit, asv_sampling, seed,
                               sample_weights=train_weights)
     val_set = SampleDataset(data, val_rows, val_targets, val_categoricals, token_limit, "abundance", seed)
-    if train_sampler is None:
-        train_sampler = EpochShuffleSampler(len(train_set), seed)
+    if distributed is not None:  # same permutation on every rank, each takes its share
+        train_sampler = DistributedSampler(train_set, distributed.world_size, distributed.rank, shuffle=True,
+                                           seed=seed)
+        val_sampler = ShardSampler(len(val_set), distributed.rank, distributed.world_size)
+    else:
+        train_sampler, val_sampler = EpochShuffleSampler(len(train_set), seed), None
     train_loader = make_loader(train_set, collator, batch_size, shuffle=True, num_workers=num_workers,
                                pin_memory=pin_memory, sampler=train_sampler)
     val_loader = make_loader(val_set, collator, batch_size, shuffle=False, num_workers=num_workers,
@@ -172,6 +177,44 @@ def check_options(opts: dict[str, Any]) -> None:
         raise AamError("must be positive", source="--lr")
     if not 0 <= opts.get("dropout", 0) < 1:
         raise AamError("must be in [0, 1)", source="--dropout")
+
+
+@dataclass
+class Session:
+    """The process's place in a run: device, distributed context, seed, and whether it writes files."""
+
+    device: torch.device
+    seed: int
+    distributed: DistributedContext | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.distributed is None or self.distributed.is_main
+
+
+def start_session(opts: dict[str, Any]) -> Session:
+    """Pick the device, join torchrun's process group when asked, and agree on one seed across ranks."""
+    if opts.get("data_parallel") or opts.get("fsdp"):
+        flag = "--fsdp" if opts.get("fsdp") else "--data-parallel"
+        raise AamError("is not available in this version", source=flag,
+                       hint="use --distributed (DDP) with torchrun --nproc_per_node N; it covers one or many GPUs")
+    device = resolve_device(opts["device"])
+    context = init_distributed(device) if opts.get("distributed") else None
+    if context is not None:
+        device = context.device
+    seed = broadcast_object(seed_everything(opts.get("seed")))
+    seed_everything(seed)
+    return Session(device, seed, context)
+
+
+@contextmanager
+def session_directory(session: Session, opts: dict[str, Any]) -> Iterator[Path]:
+    """The run folder: created (and cleaned up on a user error) by the writing rank only."""
+    if not session.is_main:
+        yield Path(opts["output_dir"])
+        return
+    with run_directory(opts["output_dir"], resume=bool(opts.get("resume_from"))) as path:
+        yield path
 
 
 @contextmanager

@@ -13,16 +13,19 @@ from aam.errors import AamError
 from aam.models import SequenceEncoder
 from aam.models.summary import model_summary
 from aam.training.checkpoint import load_checkpoint, save_checkpoint
+from aam.training.distributed import check_identical, shutdown
 from aam.training.losses import MultiTaskLoss
 from aam.training.plots import loss_curves, prediction_scatter
-from aam.training.runtime import configure_logging, resolve_device, seed_everything
+from aam.training.runtime import configure_logging
 from aam.training.trainer import FitResult, Trainer
 from aam.workflows.common import (
+    Session,
     build_loaders,
     check_options,
     load_amplicon_data,
     load_distance_targets,
-    run_directory,
+    session_directory,
+    start_session,
     write_run_config,
 )
 from aam.workflows.config_mapping import encoder_config_from_options, trainer_config_from_options
@@ -37,14 +40,17 @@ def run_pretrain(opts: dict[str, Any]) -> FitResult:
     if not opts.get("unifrac_matrix") and not opts.get("tree") and opts["penalty"] > 0:
         raise AamError("pretraining needs distance targets", source="--unifrac-matrix",
                        hint="give --unifrac-matrix FILE or --tree FILE.nwk (or --penalty 0 for nucleotides only)")
-    with run_directory(opts["output_dir"], resume=bool(opts.get("resume_from"))) as output_dir:
-        return _run(opts, output_dir)
+    session = start_session(opts)
+    try:
+        with session_directory(session, opts) as output_dir:
+            return _run(opts, output_dir, session)
+    finally:
+        shutdown()
 
 
-def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
-    configure_logging(output_dir / "training.log", opts.get("verbose", True))
-    seed = seed_everything(opts.get("seed"))
-    device = resolve_device(opts["device"])
+def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
+    main, seed, device = session.is_main, session.seed, session.device
+    configure_logging(output_dir / "training.log" if main else None, opts.get("verbose", True) and main)
 
     data = load_amplicon_data(opts["table"], sequences_path=opts.get("sequences"), max_bp=opts["max_bp"],
                               rarefy_depth=opts.get("rarefy_depth"), seed=seed)
@@ -52,21 +58,24 @@ def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
                                     metric=opts["unifrac_metric"])
     rows = targets.rows if targets is not None else np.arange(data.n_samples)
     train_ids, val_ids = train_val_split([data.sample_ids[r] for r in rows], opts["test_size"], seed)
-    write_ids(output_dir / "train_samples.txt", train_ids)
-    write_ids(output_dir / "val_samples.txt", val_ids)
+    check_identical((train_ids, val_ids), "the train/validation split")
+    if main:
+        write_ids(output_dir / "train_samples.txt", train_ids)
+        write_ids(output_dir / "val_samples.txt", val_ids)
     train_loader, val_loader = build_loaders(
         data, data.rows_of(train_ids), data.rows_of(val_ids), batch_size=opts["batch_size"],
         token_limit=opts["token_limit"], asv_sampling=opts["asv_sampling"], seed=seed,
         num_workers=opts["num_workers"], distance_lookup=targets.lookup if targets is not None else None,
-        pin_memory=device.type == "cuda")
+        pin_memory=device.type == "cuda", distributed=session.distributed)
 
     config = encoder_config_from_options(opts)
     model = SequenceEncoder(config)
     log.info("model:\n%s", model_summary(model))
     data_info = {"max_bp": opts["max_bp"], "token_limit": opts["token_limit"], "asv_sampling": opts["asv_sampling"],
                  "unifrac_metric": opts["unifrac_metric"], "seed": seed}
-    write_run_config(output_dir, "pretrain", {**opts, "seed": seed},
-                     {"model_config": config.to_dict(), "n_train": len(train_ids), "n_val": len(val_ids)})
+    if main:
+        write_run_config(output_dir, "pretrain", {**opts, "seed": seed},
+                         {"model_config": config.to_dict(), "n_train": len(train_ids), "n_val": len(val_ids)})
 
     def save(name: str, module, training_state: dict) -> None:
         save_checkpoint(output_dir / "checkpoints" / f"{name}_model.pt", kind="encoder", model=module,
@@ -77,9 +86,10 @@ def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
 
     loss_fn = MultiTaskLoss(target_penalty=0.0, penalty=opts["penalty"] if targets is not None else 0.0,
                             nuc_penalty=opts["nuc_penalty"], count_penalty=0.0)
-    writer = open_writer(output_dir)
+    writer = open_writer(output_dir) if main else None
     trainer = Trainer(model, loss_fn, trainer_config_from_options(opts, best_metric="val_loss"), device=device,
-                      save_checkpoint=save, writer=writer)
+                      save_checkpoint=save if main else None, writer=writer, distributed=session.distributed,
+                      distance_lookup=targets.lookup if targets is not None else None)
     if opts.get("resume_from"):
         resume_into(trainer, load_checkpoint(opts["resume_from"], expected_kind="encoder"), opts["resume_from"])
     try:
@@ -87,7 +97,8 @@ def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
     finally:
         if writer is not None:
             writer.close()
-    _write_plots(output_dir, result)
+    if main:
+        _write_plots(output_dir, result)
     log.info("pretraining finished: best %s %.4g at epoch %d; encoder at %s", "val_loss", result.best_metric,
              result.best_epoch + 1, output_dir / "pretrained_encoder.pt")
     return result

@@ -19,18 +19,21 @@ from aam.errors import AamError
 from aam.models import SequencePredictor
 from aam.models.summary import model_summary
 from aam.training.checkpoint import load_checkpoint, save_checkpoint
+from aam.training.distributed import check_identical, shutdown
 from aam.training.losses import MultiTaskLoss, build_target_loss
 from aam.training.metrics import default_best_metric
 from aam.training.plots import confusion_matrix_plot, loss_curves, prediction_scatter
 from aam.training.prediction import PredictionDecoder
-from aam.training.runtime import configure_logging, resolve_device, seed_everything, write_tsv
+from aam.training.runtime import configure_logging, write_tsv
 from aam.training.trainer import EvalResult, FitResult, Trainer
 from aam.workflows.common import (
+    Session,
     build_loaders,
     check_options,
     load_amplicon_data,
     load_distance_targets,
-    run_directory,
+    session_directory,
+    start_session,
     write_run_config,
 )
 from aam.workflows.config_mapping import predictor_config_from_options, trainer_config_from_options
@@ -56,18 +59,21 @@ def run_train(opts: dict[str, Any]) -> FitResult:
     """Fine-tune a SequencePredictor as described by the resolved ``aam train`` options."""
     check_options(opts)
     _check_train_options(opts)
-    with run_directory(opts["output_dir"], resume=bool(opts.get("resume_from"))) as output_dir:
-        return _run(opts, output_dir)
+    session = start_session(opts)
+    try:
+        with session_directory(session, opts) as output_dir:
+            return _run(opts, output_dir, session)
+    finally:
+        shutdown()
 
 
-def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
+def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
+    main, seed, device = session.is_main, session.seed, session.device
     pretrained = None
     if opts.get("pretrained_encoder"):
         pretrained = load_checkpoint(opts["pretrained_encoder"], expected_kind=("encoder", "predictor"))
         opts = adopt_pretrained_architecture(opts, pretrained)
-    configure_logging(output_dir / "training.log", opts.get("verbose", True))
-    seed = seed_everything(opts.get("seed"))
-    device = resolve_device(opts["device"])
+    configure_logging(output_dir / "training.log" if main else None, opts.get("verbose", True) and main)
 
     data = load_amplicon_data(opts["table"], sequences_path=opts.get("sequences"), max_bp=opts["max_bp"],
                               rarefy_depth=opts.get("rarefy_depth"), seed=seed)
@@ -84,8 +90,10 @@ def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
     ids = _ids_with_target(metadata, column, ids, opts)
     stratify = metadata.loc[ids, column].astype(str).to_numpy() if opts["classifier"] else None
     train_ids, val_ids = train_val_split(ids, opts["test_size"], seed, stratify=stratify)
-    write_ids(output_dir / "train_samples.txt", train_ids)
-    write_ids(output_dir / "val_samples.txt", val_ids)
+    check_identical((train_ids, val_ids), "the train/validation split")
+    if main:
+        write_ids(output_dir / "train_samples.txt", train_ids)
+        write_ids(output_dir / "val_samples.txt", val_ids)
 
     setup = _fit_targets(opts, metadata, column, train_ids, ids)
     encoder = CategoricalEncoder().fit(metadata.loc[train_ids], categorical_columns) if categorical_columns else None
@@ -100,7 +108,7 @@ def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
         train_targets=by_row["targets"][train_rows], val_targets=by_row["targets"][val_rows],
         train_categoricals=None if encoder is None else by_row["categoricals"][train_rows],
         val_categoricals=None if encoder is None else by_row["categoricals"][val_rows],
-        train_weights=train_weights, pin_memory=device.type == "cuda")
+        train_weights=train_weights, pin_memory=device.type == "cuda", distributed=session.distributed)
 
     config = predictor_config_from_options(
         opts, out_dim=len(setup.class_labels) if setup.class_labels else 1,
@@ -121,9 +129,10 @@ def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
         "categorical_encoder": encoder.to_dict() if encoder else None, "quantiles": config.quantiles, "seed": seed,
     }
     best_metric = opts.get("best_metric") or default_best_metric(opts["classifier"])
-    write_run_config(output_dir, "train", {**opts, "seed": seed, "best_metric": best_metric},
-                     {"model_config": config.to_dict(), "data": data_info, "n_train": len(train_ids),
-                      "n_val": len(val_ids)})
+    if main:
+        write_run_config(output_dir, "train", {**opts, "seed": seed, "best_metric": best_metric},
+                         {"model_config": config.to_dict(), "data": data_info, "n_train": len(train_ids),
+                          "n_val": len(val_ids)})
 
     def save(name: str, module, training_state: dict) -> None:
         save_checkpoint(output_dir / "checkpoints" / f"{name}_model.pt", kind="predictor", model=module,
@@ -139,10 +148,12 @@ def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
                                 class_labels=setup.class_labels or (), quantiles=config.quantiles,
                                 actual=by_row["actual"])
     loss_fn = _build_loss(opts, config, setup, targets is not None)
-    writer = open_writer(output_dir)
-    trainer = Trainer(model, loss_fn, trainer_config_from_options(opts, best_metric=best_metric, separate_nucleotide_pass=True), device=device,
-                      decoder=decoder, save_checkpoint=save, on_best=on_best, writer=writer,
-                      category_names=categorical_columns)
+    writer = open_writer(output_dir) if main else None
+    trainer_config = trainer_config_from_options(opts, best_metric=best_metric, separate_nucleotide_pass=True)
+    trainer = Trainer(model, loss_fn, trainer_config, device=device, decoder=decoder,
+                      save_checkpoint=save if main else None, on_best=on_best if main else None, writer=writer,
+                      category_names=categorical_columns, distributed=session.distributed,
+                      distance_lookup=targets.lookup if targets is not None else None)
     if opts.get("resume_from"):
         resume_into(trainer, load_checkpoint(opts["resume_from"], expected_kind="predictor"), opts["resume_from"])
     if opts.get("freeze_base"):
@@ -152,7 +163,8 @@ def _run(opts: dict[str, Any], output_dir: Path) -> FitResult:
     finally:
         if writer is not None:
             writer.close()
-    _write_plots(output_dir, result, opts["classifier"], setup.class_labels, column)
+    if main:
+        _write_plots(output_dir, result, opts["classifier"], setup.class_labels, column)
     _log_summary(result, best_metric, output_dir)
     return result
 

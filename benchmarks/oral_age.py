@@ -1,0 +1,404 @@
+"""Oral microbiome -> host age: cross-validated accuracy of AAM next to a random forest and simple baselines.
+
+Protocols (on the dev split in ../shared/data):
+
+* ``random``: 5-fold KFold, shuffled with a fixed seed. Optimistic: the same studies (and the same people,
+  sampled daily) are on both sides of the split.
+* ``loso``: leave-one-study-out; train on 8 studies, predict the 9th. The honest protocol.
+
+Methods, each fold:
+
+* ``rf``: ``aam rf-baseline`` (500 trees, relative abundances) on the fold's train/val sample lists.
+* ``train_mean``: predict the mean age of the training samples (reference floor).
+* ``study_mean`` (random only): predict each validation sample's age as the mean age of the training samples of
+  its study. Uses ``study``, so it measures leakage; it is not a model.
+* ``aam``: ``aam train`` on a BIOM table holding only the fold's training samples (it makes its own
+  early-stopping split of those with ``--test-size``), then ``aam predict`` with ``checkpoints/best_model.pt``
+  on a BIOM table holding only the fold's validation samples. The validation fold is never seen in training or
+  checkpoint selection. The per-fold metadata given to ``aam train`` has only ``sample_id`` and ``age``, so
+  ``study`` cannot reach the model.
+* ``aam_pre`` (optional, ``--pretrain``): as ``aam``, after ``aam pretrain`` on the fold's training samples only.
+
+Finished (fold, method) results are kept in OUT and skipped when the command is rerun, so a long run can be
+continued; a summary (summary.md, summary.json, oof_predictions.tsv) is rewritten from all results in OUT at
+the end of every run. Example::
+
+    .venv/bin/python benchmarks/oral_age.py --methods rf,train_mean,study_mean    # all folds, minutes
+    .venv/bin/python benchmarks/oral_age.py --methods aam --folds-limit 1         # time one AAM fold
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
+
+# Named AAM recipes (flags for `aam train`, and the model flags reused by `aam pretrain`). Chosen for CPU time,
+# not tuned on validation folds.
+RECIPES = {
+    "cpu-small": (
+        "--embedding-dim 64 --attention-heads 4 --attention-layers 2 --max-bp 100 --token-limit 128 "
+        "--batch-size 16 --lr 5e-4 --count-embedding --loss-type huber --epochs 30 --patience 8 --nuc-penalty 0"
+    ),
+    "cpu-tiny": (
+        "--embedding-dim 32 --attention-heads 4 --attention-layers 1 --max-bp 100 --token-limit 128 "
+        "--batch-size 16 --lr 5e-4 --count-embedding --loss-type huber --epochs 20 --patience 6 --nuc-penalty 0"
+    ),
+}
+# Flags of a recipe that `aam pretrain` also takes (model shape and input); the rest are fine-tuning only.
+PRETRAIN_SHARED = {"--embedding-dim", "--attention-heads", "--attention-layers", "--max-bp", "--token-limit",
+                   "--batch-size", "--lr", "--count-embedding", "--nuc-penalty", "--ffn-ratio", "--dropout"}
+METHODS = ("rf", "train_mean", "study_mean", "aam", "aam_pre")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", default=str(DATA / "oral_dev.biom"))
+    p.add_argument("--metadata", default=str(DATA / "oral_dev_metadata.tsv"))
+    p.add_argument("--tree", default=str(DATA / "oral.upgma.nwk"), help="for --pretrain (UniFrac targets)")
+    p.add_argument("--target", default="age")
+    p.add_argument("--group", default="study", help="grouping column (never a model input)")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "oral_age"))
+    p.add_argument("--protocols", default="random,loso", help="comma list of random, loso")
+    p.add_argument("--methods", default="rf,train_mean,study_mean,aam",
+                   help=f"comma list of {', '.join(METHODS)}")
+    p.add_argument("--folds-limit", type=int, default=None, help="run only the first N folds of each protocol")
+    p.add_argument("--n-folds", type=int, default=5, help="folds of the random protocol")
+    p.add_argument("--seed", type=int, default=42, help="fold shuffling, forest and AAM seed")
+    p.add_argument("--recipe", default="cpu-small", help=f"named AAM recipe: {', '.join(RECIPES)}")
+    p.add_argument("--aam-args", default="", help="extra `aam train` flags appended to the recipe (win)")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's --epochs")
+    p.add_argument("--aam-test-size", type=float, default=0.1,
+                   help="aam train's own early-stopping split of the fold's training samples")
+    p.add_argument("--pretrain", action="store_true", help="also run aam_pre (pretrain on fold train samples)")
+    p.add_argument("--pretrain-epochs", type=int, default=10)
+    p.add_argument("--rf-jobs", type=int, default=-1)
+    p.add_argument("--force", action="store_true", help="rerun (fold, method) results already in --out")
+    p.add_argument("--summary-only", action="store_true", help="only rewrite the summary from --out")
+    return p.parse_args(argv)
+
+
+def aam_exe() -> list[str]:
+    exe = Path(sys.executable).parent / "aam"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "aam"]
+
+
+# ---------------------------------------------------------------- data and folds
+
+def load_metadata(path: str, target: str, group: str) -> pd.DataFrame:
+    meta = pd.read_csv(path, sep="\t", dtype={"sample_id": str})
+    return meta.set_index("sample_id")[[target, group]]
+
+
+def table_ids(path: str) -> list[str]:
+    import biom
+    return list(biom.load_table(path).ids(axis="sample"))
+
+
+def make_folds(ids: list[str], meta: pd.DataFrame, group: str, protocols: list[str], n_folds: int,
+               seed: int) -> pd.DataFrame:
+    from sklearn.model_selection import KFold
+    rows = []
+    ids = np.asarray(ids)
+    if "random" in protocols:
+        kf = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        for k, (_, val) in enumerate(kf.split(ids)):
+            rows += [(s, "random", f"fold{k}") for s in ids[val]]
+    if "loso" in protocols:
+        studies = meta.loc[ids, group].astype(str).to_numpy()
+        for study in sorted(set(studies)):
+            rows += [(s, "loso", study) for s in ids[studies == study]]
+    return pd.DataFrame(rows, columns=["sample_id", "protocol", "fold"])
+
+
+def write_subset(table_path: str, ids: list[str], out: Path) -> None:
+    """BIOM 2.1 (HDF5) table with only ``ids`` (and the ASVs present in them)."""
+    import biom
+    import h5py
+    table = biom.load_table(table_path)
+    sub = table.filter(set(ids), axis="sample", inplace=False)
+    sub = sub.filter(lambda v, i, md: v.sum() > 0, axis="observation", inplace=False)
+    tmp = out.with_suffix(".tmp.biom")
+    with h5py.File(tmp, "w") as fh:
+        sub.to_hdf5(fh, "aam oral_age benchmark")
+    os.replace(tmp, out)
+
+
+# ---------------------------------------------------------------- metrics
+
+def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    err = p - y
+    ss_res = float(np.sum(err ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return {"n": int(len(y)), "mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2))),
+            "r2": (1.0 - ss_res / ss_tot) if ss_tot > 0 else float("nan")}
+
+
+# ---------------------------------------------------------------- methods
+
+def run_logged(cmd: list[str], log_path: Path) -> None:
+    with open(log_path, "w") as fh:
+        fh.write("$ " + shlex.join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log_path.read_text().splitlines()[-15:]
+        raise RuntimeError(f"command failed ({proc.returncode}): {shlex.join(cmd)}\n" + "\n".join(tail))
+
+
+def method_rf(args, fold_dir: Path, train: list[str], val: list[str], meta) -> pd.DataFrame:
+    out = fold_dir / "rf_predictions.tsv"
+    cmd = aam_exe() + ["rf-baseline", "--table", args.table, "--metadata", args.metadata,
+                       "--metadata-column", args.target, "--train-samples", str(fold_dir / "train_samples.txt"),
+                       "--val-samples", str(fold_dir / "val_samples.txt"), "--output", str(out),
+                       "--n-estimators", "500", "--random-seed", str(args.seed), "--n-jobs", str(args.rf_jobs)]
+    run_logged(cmd, fold_dir / "rf.log")
+    pred = pd.read_csv(out, sep="\t", dtype={"sample_id": str})
+    return pred[["sample_id", "prediction"]]
+
+
+def method_train_mean(args, fold_dir, train, val, meta) -> pd.DataFrame:
+    return pd.DataFrame({"sample_id": val, "prediction": float(meta.loc[train, args.target].mean())})
+
+
+def method_study_mean(args, fold_dir, train, val, meta) -> pd.DataFrame:
+    means = meta.loc[train].groupby(args.group)[args.target].mean()
+    fallback = float(meta.loc[train, args.target].mean())
+    pred = [float(means.get(meta.at[s, args.group], fallback)) for s in val]
+    return pd.DataFrame({"sample_id": val, "prediction": pred})
+
+
+def recipe_args(args) -> list[str]:
+    flags = shlex.split(RECIPES[args.recipe]) if args.recipe in RECIPES else shlex.split(args.recipe)
+    flags += shlex.split(args.aam_args)
+    if args.epochs is not None:
+        flags += ["--epochs", str(args.epochs)]
+    return flags
+
+
+def pretrain_args(flags: list[str]) -> list[str]:
+    """The recipe's flags that `aam pretrain` shares (model shape, input, optimisation)."""
+    out, i = [], 0
+    while i < len(flags):
+        name = flags[i]
+        takes_value = i + 1 < len(flags) and not flags[i + 1].startswith("--")
+        if name in PRETRAIN_SHARED:
+            out += flags[i:i + 2] if takes_value else [name]
+        i += 2 if takes_value else 1
+    return out
+
+
+def _aam_common(args, fold_dir: Path, train: list[str], val: list[str], meta) -> tuple[Path, Path, Path]:
+    train_biom, val_biom = fold_dir / "train.biom", fold_dir / "val.biom"
+    if not train_biom.exists():
+        write_subset(args.table, train, train_biom)
+    if not val_biom.exists():
+        write_subset(args.table, val, val_biom)
+    # Only sample_id and the target: the grouping column can never reach the model.
+    train_meta = fold_dir / "train_metadata.tsv"
+    meta.loc[train, [args.target]].rename_axis("sample_id").to_csv(train_meta, sep="\t")
+    return train_biom, val_biom, train_meta
+
+
+def method_aam(args, fold_dir: Path, train: list[str], val: list[str], meta, pretrain: bool = False):
+    name = "aam_pre" if pretrain else "aam"
+    train_biom, val_biom, train_meta = _aam_common(args, fold_dir, train, val, meta)
+    flags = recipe_args(args)
+    run_dir = fold_dir / name
+    extra = []
+    if pretrain:
+        pre_dir = fold_dir / "aam_pretrain"
+        cmd = aam_exe() + ["pretrain", "--table", str(train_biom), "--tree", args.tree,
+                           "--output-dir", str(pre_dir), "--test-size", str(args.aam_test_size),
+                           "--seed", str(args.seed), "--quiet"] + pretrain_args(flags) + \
+            ["--epochs", str(args.pretrain_epochs)]
+        run_logged(cmd, fold_dir / "aam_pretrain.log")
+        extra = ["--pretrained-encoder", str(pre_dir / "pretrained_encoder.pt")]
+    cmd = aam_exe() + ["train", "--table", str(train_biom), "--metadata", str(train_meta),
+                       "--metadata-column", args.target, "--output-dir", str(run_dir),
+                       "--test-size", str(args.aam_test_size), "--seed", str(args.seed), "--quiet"] + flags + extra
+    run_logged(cmd, fold_dir / f"{name}_train.log")
+    out = fold_dir / f"{name}_predictions.tsv"
+    cmd = aam_exe() + ["predict", "--model", str(run_dir / "checkpoints" / "best_model.pt"),
+                       "--table", str(val_biom), "--output", str(out), "--batch-size", "32",
+                       "--seed", str(args.seed), "--quiet"]
+    run_logged(cmd, fold_dir / f"{name}_predict.log")
+    pred = pd.read_csv(out, sep="\t", dtype={"sample_id": str})
+    return pred[["sample_id", "prediction"]]
+
+
+RUNNERS = {"rf": method_rf, "train_mean": method_train_mean, "study_mean": method_study_mean,
+           "aam": method_aam, "aam_pre": lambda *a: method_aam(*a, pretrain=True)}
+
+
+# ---------------------------------------------------------------- summary
+
+def summarise(out: Path, meta: pd.DataFrame, args) -> str:
+    records, oof = [], []
+    for res in sorted(out.glob("*/*/result_*.json")):
+        r = json.loads(res.read_text())
+        records.append(r)
+        pred = pd.read_csv(res.parent / f"oof_{r['method']}.tsv", sep="\t", dtype={"sample_id": str})
+        pred["protocol"], pred["fold"], pred["method"] = r["protocol"], r["fold"], r["method"]
+        oof.append(pred)
+    if not records:
+        return "no results yet\n"
+    oof = pd.concat(oof, ignore_index=True)
+    oof["actual"] = meta.loc[oof["sample_id"], args.target].to_numpy()
+    oof["study"] = meta.loc[oof["sample_id"], args.group].astype(str).to_numpy()
+    oof.to_csv(out / "oof_predictions.tsv", sep="\t", index=False)
+    folds = pd.read_csv(out / "folds.tsv", sep="\t", dtype={"sample_id": str})
+    n_folds = folds.groupby("protocol")["fold"].nunique().to_dict()
+
+    res = pd.DataFrame(records)
+    lines, rows = [], []
+    order = {m: i for i, m in enumerate(METHODS)}
+    for protocol in ("random", "loso"):
+        sub = res[res.protocol == protocol]
+        if sub.empty:
+            continue
+        lines.append(f"\n### {protocol} ({n_folds.get(protocol, '?')} folds)\n")
+        lines.append("| method | folds run | MAE (mean +/- sd over folds) | RMSE | R^2 | pooled OOF MAE | pooled R^2 "
+                     "| wall time per fold (mean) | total wall time |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for method in sorted(sub.method.unique(), key=lambda m: order.get(m, 99)):
+            m = sub[sub.method == method]
+            o = oof[(oof.protocol == protocol) & (oof.method == method)]
+            pooled = metrics(o.actual.to_numpy(), o.prediction.to_numpy())
+            f = lambda c: f"{m[c].mean():.2f} +/- {m[c].std(ddof=1) if len(m) > 1 else float('nan'):.2f}"  # noqa
+            lines.append(f"| {method} | {len(m)}/{n_folds.get(protocol, '?')} ({', '.join(sorted(m.fold))}) | "
+                         f"{f('mae')} | {f('rmse')} | {f('r2')} | {pooled['mae']:.2f} | {pooled['r2']:.2f} | "
+                         f"{m.wall_s.mean():.0f} s | {m.wall_s.sum() / 60:.1f} min |")
+            rows.append({"protocol": protocol, "method": method, "folds": sorted(m.fold),
+                         **{f"{c}_mean": float(m[c].mean()) for c in ("mae", "rmse", "r2")},
+                         **{f"{c}_sd": float(m[c].std(ddof=1)) if len(m) > 1 else None
+                            for c in ("mae", "rmse", "r2")},
+                         "pooled": pooled, "wall_s_total": float(m.wall_s.sum())})
+        # per-fold table
+        lines.append(f"\nPer fold ({protocol}): MAE / R^2 (n validation samples)\n")
+        methods = sorted(sub.method.unique(), key=lambda m: order.get(m, 99))
+        lines.append("| fold | n | " + " | ".join(methods) + " |")
+        lines.append("| --- | --- | " + " | ".join("---" for _ in methods) + " |")
+        for fold in sorted(sub.fold.unique()):
+            cells = []
+            for method in methods:
+                r = sub[(sub.fold == fold) & (sub.method == method)]
+                cells.append(f"{r.mae.iloc[0]:.2f} / {r.r2.iloc[0]:.2f}" if len(r) else "not run")
+            n = int(sub[sub.fold == fold].n.iloc[0])
+            lines.append(f"| {fold} | {n} | " + " | ".join(cells) + " |")
+        # per-study MAE on concatenated out-of-fold predictions
+        lines.append(f"\nPer-study MAE ({protocol}, out-of-fold predictions concatenated; "
+                     "only samples of folds that the method ran)\n")
+        studies = sorted(oof[oof.protocol == protocol].study.unique())
+        lines.append("| study | n | age mean (range) | " + " | ".join(methods) + " |")
+        lines.append("| --- | --- | --- | " + " | ".join("---" for _ in methods) + " |")
+        for study in studies:
+            ages = meta[meta[args.group].astype(str) == study][args.target]
+            cells = []
+            for method in methods:
+                o = oof[(oof.protocol == protocol) & (oof.method == method) & (oof.study == study)]
+                cells.append(f"{(o.prediction - o.actual).abs().mean():.2f} ({len(o)})" if len(o) else "-")
+            lines.append(f"| {study} | {len(ages)} | {ages.mean():.1f} ({ages.min():.0f}-{ages.max():.0f}) | "
+                         + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    (out / "summary.json").write_text(json.dumps({"rows": rows, "folds": records}, indent=1))
+    return text
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = load_metadata(args.metadata, args.target, args.group)
+    if args.summary_only:
+        print(summarise(out, meta, args))
+        return 0
+    protocols = [p for p in args.protocols.split(",") if p]
+    methods = [m for m in args.methods.split(",") if m]
+    if args.pretrain and "aam_pre" not in methods:
+        methods.append("aam_pre")
+    bad = [m for m in methods if m not in METHODS] + [p for p in protocols if p not in ("random", "loso")]
+    if bad:
+        sys.exit(f"unknown method/protocol: {bad}")
+    if args.recipe not in RECIPES and not args.recipe.startswith("--"):
+        sys.exit(f"--recipe: a name ({', '.join(RECIPES)}) or a quoted string of aam train flags")
+
+    ids = [s for s in table_ids(args.table) if s in meta.index]
+    meta = meta.loc[ids]
+    folds_path = out / "folds.tsv"
+    folds = make_folds(ids, meta, args.group, ["random", "loso"], args.n_folds, args.seed)
+    if folds_path.exists():
+        old = pd.read_csv(folds_path, sep="\t", dtype={"sample_id": str})
+        if not old.sort_values(list(old.columns)).reset_index(drop=True).equals(
+                folds.sort_values(list(folds.columns)).reset_index(drop=True)):
+            sys.exit(f"{folds_path} differs from the folds of this --seed/--n-folds; use another --out")
+    folds.to_csv(folds_path, sep="\t", index=False)
+
+    env = {"python": platform.python_version(), "argv": sys.argv, "recipe": shlex.join(recipe_args(args)),
+           "cpus": os.cpu_count()}
+    try:
+        import torch
+        env.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+    except Exception:  # noqa: BLE001
+        pass
+    with open(out / "runs.jsonl", "a") as fh:
+        fh.write(json.dumps({"started": time.strftime("%Y-%m-%d %H:%M:%S"), **env}) + "\n")
+
+    for protocol in protocols:
+        pf = folds[folds.protocol == protocol]
+        fold_names = list(dict.fromkeys(pf.fold))[: args.folds_limit]
+        for fold in fold_names:
+            val = pf[pf.fold == fold].sample_id.tolist()
+            vset = set(val)
+            train = [s for s in ids if s not in vset]
+            fold_dir = out / protocol / fold
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            (fold_dir / "train_samples.txt").write_text("\n".join(train) + "\n")
+            (fold_dir / "val_samples.txt").write_text("\n".join(val) + "\n")
+            for method in methods:
+                if method == "study_mean" and protocol == "loso":
+                    continue  # the held-out study has no training samples
+                result_path = fold_dir / f"result_{method}.json"
+                if result_path.exists() and not args.force:
+                    print(f"[skip] {protocol}/{fold} {method}: done", flush=True)
+                    continue
+                print(f"[run ] {protocol}/{fold} {method} ({len(train)} train, {len(val)} val) "
+                      f"{time.strftime('%H:%M:%S')}", flush=True)
+                t0 = time.perf_counter()
+                try:
+                    pred = RUNNERS[method](args, fold_dir, train, val, meta)
+                except RuntimeError as exc:
+                    print(f"[FAIL] {protocol}/{fold} {method}: {exc}", flush=True)
+                    continue
+                wall = time.perf_counter() - t0
+                pred = pred.set_index("sample_id").loc[val].reset_index()
+                pred.to_csv(fold_dir / f"oof_{method}.tsv", sep="\t", index=False)
+                score = metrics(meta.loc[val, args.target].to_numpy(), pred.prediction.to_numpy())
+                result = {"protocol": protocol, "fold": fold, "method": method, "wall_s": wall, **score}
+                if method.startswith("aam"):
+                    result["recipe"] = shlex.join(recipe_args(args))
+                result_path.write_text(json.dumps(result, indent=1))
+                print(f"[done] {protocol}/{fold} {method}: MAE {score['mae']:.2f} RMSE {score['rmse']:.2f} "
+                      f"R2 {score['r2']:.3f} in {wall:.0f} s", flush=True)
+    print(summarise(out, meta, args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
