@@ -1,4 +1,4 @@
-"""Reading BIOM tables (1.0 JSON and 2.1 HDF5) and optional rarefaction."""
+"""BIOM tables: reading (1.0 JSON, 2.1 HDF5), optional rarefaction, and samples x ASVs CSR counts."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import csv
 import logging
 import os
 from collections.abc import Sequence
@@ -60,20 +60,30 @@ def _is_header(line: str) -> bool:
 
 
 def _parse_tsv(text: str, path: Path) -> pd.DataFrame:
-    """Every cell as str; blank and ``#`` lines after the header dropped."""
+    """Every cell as str (csv ``excel-tab`` quoting); blank and ``#`` lines after the header dropped.
+
+    Short rows are padded with empty cells; a row with more non-empty cells than the header is an error.
+    """
     lines = text.splitlines()
-    header = next((i for i, line in enumerate(lines) if _is_header(line)), None)
-    if header is None:
+    header_at = next((i for i, line in enumerate(lines) if _is_header(line)), None)
+    if header_at is None:
         raise AamError("the metadata file has no header line", source=path)
-    body = [line for line in lines[header + 1:] if line.strip() and not line.startswith("#")]
-    try:
-        frame = pd.read_csv(io.StringIO("\n".join([lines[header], *body])), sep="\t", dtype=str,
-                            keep_default_na=False, na_filter=False)
-    except (pd.errors.ParserError, ValueError) as err:
-        raise AamError(f"cannot parse as tab-separated text ({' '.join(str(err).split())})", source=path,
-                       hint="every row needs as many tab-separated fields as the header") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
+    header = [cell.strip() for cell in next(csv.reader([lines[header_at]], dialect="excel-tab"))]
+    while header and not header[-1]:  # trailing tabs
+        header.pop()
+    repeated = next((name for name in header if header.count(name) > 1), None)
+    if repeated is not None:
+        raise AamError(f"column {repeated!r} appears more than once in the header", source=path)
+    rows = []
+    for number, line in enumerate(lines[header_at + 1:], start=header_at + 2):
+        if not line.strip() or line.startswith("#"):
+            continue
+        cells = next(csv.reader([line], dialect="excel-tab"))
+        if len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
+            raise AamError(f"line {number} has {len(cells)} tab-separated fields, the header has {len(header)}",
+                           source=path, hint="every row needs as many tab-separated fields as the header")
+        rows.append((cells + [""] * len(header))[:len(header)])
+    return pd.DataFrame(rows, columns=header, dtype=object)
 
 
 def _sample_ids(column: pd.Series, path: Path) -> list[str]:

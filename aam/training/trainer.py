@@ -379,6 +379,20 @@ class Trainer:
             if grads:
                 self.writer.add_scalar(f"grad_norm/{name}", torch.stack(grads).norm().item(), self.global_step)
 
+    def find_lr(self, loader: Iterable, num_iters: int = 100):
+        """Learning-rate range test on ``loader``; model and optimizer are restored afterwards."""
+        from aam.training.optim import find_lr
+
+        def step(batch) -> torch.Tensor:
+            batch = batch.to(self.device)
+            with self._autocast():
+                outputs = self._forward(self.forward_model, batch, self.config.mask_nucleotides,
+                                        separate=self.config.separate_nucleotide_pass)
+                return self._training_losses(outputs, batch)["total"]
+
+        self.forward_model.train()
+        return find_lr(self.model, lambda: iter(loader), step, self.optimizer, num_iters=num_iters)
+
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, loader: Iterable) -> EvalResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,14 +48,10 @@ def load_amplicon_data(table_path: str | Path, *, sequences_path: str | Path | N
     """Read a BIOM table (optionally rarefied) and tokenise its ASV sequences once."""
     table = load_table(table_path)
     if rarefy_depth is not None:
-        table, n_dropped = rarefy(table, rarefy_depth, seed)
-        log.info("rarefied to %d reads per sample; %d sample(s) below the depth dropped", rarefy_depth, n_dropped)
+        table, _ = rarefy(table, rarefy_depth, seed)  # logs how many samples were too shallow
     count_table = table_to_csr(table)
     sequences = resolve_sequences(count_table.feature_ids, sequences_path, source=table_path)
-    tokenized = tokenize(sequences, max_bp)
-    if tokenized.n_truncated:
-        log.info("%d of %d ASV sequences are longer than --max-bp %d and were truncated",
-                 tokenized.n_truncated, len(sequences), max_bp)
+    tokenized = tokenize(sequences, max_bp)  # logs how many sequences were truncated
     log.info("table %s: %d samples x %d ASVs", table_path, count_table.counts.shape[0], count_table.counts.shape[1])
     return AmpliconData(count_table.counts, tokenized.tokens, count_table.sample_ids, count_table.feature_ids,
                         sequences=sequences)
@@ -70,7 +67,7 @@ class DistanceTargets:
 
 
 def load_distance_targets(data: AmpliconData, *, unifrac_matrix: str | None, tree: str | None,
-                          metric: str, sequences_path: str | None = None) -> DistanceTargets | None:
+                          metric: str) -> DistanceTargets | None:
     """Distance targets from ``--unifrac-matrix`` or computed on the fly from ``--tree``; None when neither."""
     if unifrac_matrix and tree:
         raise AamError("give either --unifrac-matrix or --tree, not both", source="--tree")
@@ -198,7 +195,15 @@ def start_session(opts: dict[str, Any]) -> Session:
         flag = "--fsdp" if opts.get("fsdp") else "--data-parallel"
         raise AamError("is not available in this version", source=flag,
                        hint="use --distributed (DDP) with torchrun --nproc_per_node N; it covers one or many GPUs")
+    if opts.get("use_expandable_segments"):
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     device = resolve_device(opts["device"])
+    if opts.get("tf32") and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    for flag, name in (("--auto-batch-size", "auto_batch_size"), ("--memory-profile", "memory_profile")):
+        if opts.get(name):
+            log.warning("%s is not available in this version and is ignored", flag)
     context = init_distributed(device) if opts.get("distributed") else None
     if context is not None:
         device = context.device

@@ -158,6 +158,8 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
         resume_into(trainer, load_checkpoint(opts["resume_from"], expected_kind="predictor"), opts["resume_from"])
     if opts.get("freeze_base"):
         trainer.cache_asv_embeddings(data.tokens)
+    if opts.get("find_lr"):
+        return _report_lr_range(trainer, train_loader, output_dir, main)
     try:
         result = trainer.fit(train_loader, val_loader)
     finally:
@@ -167,6 +169,17 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
         _write_plots(output_dir, result, opts["classifier"], setup.class_labels, column)
     _log_summary(result, best_metric, output_dir)
     return result
+
+
+def _report_lr_range(trainer: Trainer, loader, output_dir: Path, main: bool) -> FitResult:
+    """``--find-lr``: sweep the learning rate, write the curve and print the suggestion; no training."""
+    sweep = trainer.find_lr(loader)
+    if main:
+        write_tsv(output_dir / "lr_range_test.tsv", pd.DataFrame({"lr": sweep.lrs, "smoothed_loss": sweep.losses}))
+        suggestion = "none (the loss never fell)" if sweep.suggested_lr is None else f"{sweep.suggested_lr:.3g}"
+        log.info("learning-rate range test over %d steps: suggested --lr %s (curve in %s)", len(sweep.lrs),
+                 suggestion, output_dir / "lr_range_test.tsv")
+    return FitResult(sweep.suggested_lr or float("nan"), -1, [], None)
 
 
 def _check_train_options(opts: dict[str, Any]) -> None:
