@@ -12,6 +12,7 @@ from aam.data.split import train_val_split, write_ids
 from aam.errors import AamError
 from aam.models import SequenceEncoder
 from aam.models.summary import model_summary
+from aam.training.calibration import calibrate_distance_head
 from aam.training.checkpoint import load_checkpoint, save_checkpoint
 from aam.training.distributed import check_identical, shutdown
 from aam.training.losses import MultiTaskLoss
@@ -86,6 +87,8 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
 
     loss_fn = MultiTaskLoss(target_penalty=0.0, penalty=opts["penalty"] if targets is not None else 0.0,
                             nuc_penalty=opts["nuc_penalty"], count_penalty=0.0)
+    if targets is not None and not opts.get("resume_from"):
+        calibrate_distance_head(model.to(device), train_loader, device)  # before DDP copies rank 0's weights
     writer = open_writer(output_dir) if main else None
     trainer = Trainer(model, loss_fn, trainer_config_from_options(opts, best_metric="val_loss"), device=device,
                       save_checkpoint=save if main else None, writer=writer, distributed=session.distributed,

@@ -197,6 +197,9 @@ def _check_train_options(opts: dict[str, Any]) -> None:
         raise AamError("needs --categorical-columns", source="--conditional-output-scaling")
     if opts["classifier"] and opts.get("output_constraint") not in (None, "none"):
         raise AamError("output constraints are for regression", source="--output-constraint")
+    if opts.get("conditional_output_scaling") and opts["categorical_fusion"] in ("gmu", "cross-attention"):
+        log.warning("--conditional-output-scaling with --categorical-fusion %s models the same effect twice; "
+                    "see aam train --categorical-help", opts["categorical_fusion"])
 
 
 def _csv(value: str | None) -> list[str]:
