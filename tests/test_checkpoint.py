@@ -1,0 +1,76 @@
+"""Self-contained checkpoints: wrapper prefixes stripped, exact rebuild, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from aam.errors import AamError
+from aam.models import EncoderConfig, PredictorConfig, SequencePredictor
+from aam.training.checkpoint import load_checkpoint, save_checkpoint, strip_wrapper_prefixes, unwrap_model
+from aam.workflows.predict import load_predictor
+
+
+def tiny_predictor() -> SequencePredictor:
+    torch.manual_seed(0)
+    return SequencePredictor(PredictorConfig(encoder=EncoderConfig(max_bp=20, embedding_dim=16, attention_heads=2,
+                                                                   attention_layers=1, token_limit=8)))
+
+
+def inputs():
+    torch.manual_seed(1)
+    tokens = torch.cat([torch.full((5, 1), 6), torch.randint(1, 5, (5, 20))], dim=1)
+    asv_index = torch.tensor([[0, 1, 2], [3, 4, 0]])
+    asv_mask = torch.tensor([[True, True, True], [True, True, False]])
+    return tokens, asv_index, asv_mask, torch.tensor([[5.0, 3, 1], [2, 2, 0]])
+
+
+def test_strip_prefixes_in_any_order():
+    state = {"module._orig_mod.head.weight": 1, "_orig_mod.module.x": 2, "plain": 3}
+    assert strip_wrapper_prefixes(state) == {"head.weight": 1, "x": 2, "plain": 3}
+
+
+@pytest.mark.parametrize("wrap", ["dataparallel", "compiled_prefix"])
+def test_wrapped_model_round_trip(tmp_path, wrap):
+    model = tiny_predictor().eval()
+    wrapped = nn.DataParallel(model) if wrap == "dataparallel" else model
+    assert unwrap_model(wrapped) is model
+    path = tmp_path / "best_model.pt"
+    save_checkpoint(path, kind="predictor", model=wrapped, model_config=model.config.to_dict(), data={"max_bp": 20})
+    if wrap == "compiled_prefix":  # a state dict saved by another tool from a compiled DDP model
+        payload = torch.load(path, weights_only=False)
+        payload["model_state"] = {f"module._orig_mod.{k}": v for k, v in payload["model_state"].items()}
+        torch.save(payload, path)
+    rebuilt, info = load_predictor(path)
+    assert info == {"max_bp": 20}
+    batch = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(*batch)["prediction"], model(*batch)["prediction"])
+
+
+def test_kind_and_version_errors(tmp_path):
+    model = tiny_predictor()
+    path = tmp_path / "encoder.pt"
+    save_checkpoint(path, kind="encoder", model=model.base, model_config=model.config.encoder.to_dict())
+    with pytest.raises(AamError, match="expected predictor"):
+        load_checkpoint(path, expected_kind="predictor")
+    payload = torch.load(path, weights_only=False)
+    payload["version"] = 99
+    torch.save(payload, path)
+    with pytest.raises(AamError, match="newer"):
+        load_checkpoint(path)
+    torch.save({"weights": 1}, path)
+    with pytest.raises(AamError, match="not an aam checkpoint"):
+        load_checkpoint(path)
+
+
+def test_weights_that_do_not_fit(tmp_path):
+    model = tiny_predictor()
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, kind="predictor", model=model, model_config=model.config.to_dict())
+    payload = torch.load(path, weights_only=False)
+    payload["model_state"].pop(next(iter(payload["model_state"])))
+    torch.save(payload, path)
+    with pytest.raises(AamError, match="does not fit"):
+        load_predictor(path)
