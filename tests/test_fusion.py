@@ -20,13 +20,6 @@ from aam.models.fusion import (
 B, S, D, E = 3, 5, 16, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models run fastest on one thread; several threads on shared cores spin and slow down ~20x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _inputs(seed: int = 0, dtype=torch.float32):

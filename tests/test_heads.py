@@ -14,13 +14,6 @@ from aam.models.heads import CountHead, DistanceHead, LearnableSoftplus, head_na
 D = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models run fastest on one thread; several threads on shared cores spin and slow down ~20x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _batch():

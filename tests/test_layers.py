@@ -22,13 +22,6 @@ from aam.models.layers import (
 D = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models run fastest on one thread; several threads on shared cores spin and slow down ~20x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _mask(rows: list[list[int]]) -> torch.Tensor:

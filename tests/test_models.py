@@ -33,13 +33,6 @@ from aam.models.sample_encoder import abundance_feature
 GOLDEN_DIR = Path(__file__).parent / "golden"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models run fastest on one thread; several threads on shared cores spin and slow down ~20x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_encoder(**overrides) -> EncoderConfig:

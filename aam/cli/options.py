@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -231,16 +230,3 @@ DISTRIBUTED_OPTIONS = [
     option("--sync-batchnorm", is_flag=True, default=False, section="Distributed",
            help="Accepted for compatibility (the model has no BatchNorm)."),
 ]
-
-
-def parse_csv_list(value: str | None, *, flag: str, cast: Callable[[str], Any] = str) -> list[Any]:
-    """Parse ``"a,b,c"`` into a list, raising ``AamError`` naming ``flag`` on empty items or bad values."""
-    if value is None or value == "":
-        return []
-    items = [item.strip() for item in str(value).split(",")]
-    if any(item == "" for item in items):
-        raise AamError(f"empty item in '{value}'", source=flag, hint="separate values with single commas")
-    try:
-        return [cast(item) for item in items]
-    except ValueError:
-        raise AamError(f"cannot parse '{value}' as a list of {cast.__name__}", source=flag) from None

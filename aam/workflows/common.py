@@ -33,7 +33,13 @@ from aam.data.distances import (
 )
 from aam.data.sequences import resolve_sequences, tokenize
 from aam.errors import AamError
-from aam.training.distributed import DistributedContext, ShardSampler, broadcast_object, init_distributed
+from aam.training.distributed import (
+    DistributedContext,
+    ShardSampler,
+    broadcast_object,
+    init_distributed,
+    shutdown,
+)
 from aam.training.runtime import detach_log_files, resolve_device, seed_everything, write_json
 
 log = logging.getLogger("aam")
@@ -210,6 +216,16 @@ def start_session(opts: dict[str, Any]) -> Session:
     seed = broadcast_object(seed_everything(opts.get("seed")))
     seed_everything(seed)
     return Session(device, seed, context)
+
+
+def run_in_session(opts: dict[str, Any], body: Callable[[dict[str, Any], Path, Session], Any]) -> Any:
+    """Start a session, run ``body(opts, output_dir, session)`` in its run folder, leave the process group."""
+    session = start_session(opts)
+    try:
+        with session_directory(session, opts) as output_dir:
+            return body(opts, output_dir, session)
+    finally:
+        shutdown()
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from aam.models import SequenceEncoder
 from aam.models.summary import model_summary
 from aam.training.calibration import calibrate_distance_head
 from aam.training.checkpoint import load_checkpoint, save_checkpoint
-from aam.training.distributed import check_identical, shutdown
+from aam.training.distributed import check_identical
 from aam.training.losses import MultiTaskLoss
 from aam.training.plots import loss_curves, prediction_scatter
 from aam.training.runtime import configure_logging
@@ -25,8 +25,7 @@ from aam.workflows.common import (
     check_options,
     load_amplicon_data,
     load_distance_targets,
-    session_directory,
-    start_session,
+    run_in_session,
     write_run_config,
 )
 from aam.workflows.config_mapping import encoder_config_from_options, trainer_config_from_options
@@ -41,12 +40,7 @@ def run_pretrain(opts: dict[str, Any]) -> FitResult:
     if not opts.get("unifrac_matrix") and not opts.get("tree") and opts["penalty"] > 0:
         raise AamError("pretraining needs distance targets", source="--unifrac-matrix",
                        hint="give --unifrac-matrix FILE or --tree FILE.nwk (or --penalty 0 for nucleotides only)")
-    session = start_session(opts)
-    try:
-        with session_directory(session, opts) as output_dir:
-            return _run(opts, output_dir, session)
-    finally:
-        shutdown()
+    return run_in_session(opts, _run)
 
 
 def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:

@@ -19,7 +19,7 @@ from aam.errors import AamError
 from aam.models import SequencePredictor
 from aam.models.summary import model_summary
 from aam.training.checkpoint import load_checkpoint, save_checkpoint
-from aam.training.distributed import check_identical, shutdown
+from aam.training.distributed import check_identical
 from aam.training.losses import MultiTaskLoss, build_target_loss
 from aam.training.metrics import default_best_metric
 from aam.training.plots import confusion_matrix_plot, loss_curves, prediction_scatter
@@ -32,8 +32,7 @@ from aam.workflows.common import (
     check_options,
     load_amplicon_data,
     load_distance_targets,
-    session_directory,
-    start_session,
+    run_in_session,
     write_run_config,
 )
 from aam.workflows.config_mapping import predictor_config_from_options, trainer_config_from_options
@@ -59,12 +58,7 @@ def run_train(opts: dict[str, Any]) -> FitResult:
     """Fine-tune a SequencePredictor as described by the resolved ``aam train`` options."""
     check_options(opts)
     _check_train_options(opts)
-    session = start_session(opts)
-    try:
-        with session_directory(session, opts) as output_dir:
-            return _run(opts, output_dir, session)
-    finally:
-        shutdown()
+    return run_in_session(opts, _run)
 
 
 def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
