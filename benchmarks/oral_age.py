@@ -48,18 +48,23 @@ DATA = REPO.parent / "shared" / "data"
 # Named AAM recipes (flags for `aam train`, and the model flags reused by `aam pretrain`). Chosen for CPU time,
 # not tuned on validation folds.
 RECIPES = {
+    # Default: fits ~6 min per fold on 2 shared CPU cores (~25 training samples/s). --dropout 0 matters on CPU:
+    # scaled_dot_product_attention with dropout_p > 0 is ~10x slower there than without.
+    "cpu-fast": (
+        "--embedding-dim 32 --attention-heads 4 --attention-layers 1 --max-bp 100 --token-limit 32 "
+        "--batch-size 64 --lr 1e-3 --dropout 0 --count-embedding --loss-type huber --epochs 6 --patience 6 "
+        "--nuc-penalty 0"
+    ),
+    # The starting point of issue #7 (~3 training samples/s on 2 CPU cores: ~7 min per epoch; GPU-sized).
     "cpu-small": (
         "--embedding-dim 64 --attention-heads 4 --attention-layers 2 --max-bp 100 --token-limit 128 "
         "--batch-size 16 --lr 5e-4 --count-embedding --loss-type huber --epochs 30 --patience 8 --nuc-penalty 0"
     ),
-    "cpu-tiny": (
-        "--embedding-dim 32 --attention-heads 4 --attention-layers 1 --max-bp 100 --token-limit 128 "
-        "--batch-size 16 --lr 5e-4 --count-embedding --loss-type huber --epochs 20 --patience 6 --nuc-penalty 0"
-    ),
 }
 # Flags of a recipe that `aam pretrain` also takes (model shape and input); the rest are fine-tuning only.
 PRETRAIN_SHARED = {"--embedding-dim", "--attention-heads", "--attention-layers", "--max-bp", "--token-limit",
-                   "--batch-size", "--lr", "--count-embedding", "--nuc-penalty", "--ffn-ratio", "--dropout"}
+                   "--batch-size", "--lr", "--count-embedding", "--nuc-penalty", "--ffn-ratio", "--dropout",
+                   "--no-count-embedding"}
 METHODS = ("rf", "train_mean", "study_mean", "aam", "aam_pre")
 
 
@@ -78,7 +83,7 @@ def parse_args(argv=None):
     p.add_argument("--folds-limit", type=int, default=None, help="run only the first N folds of each protocol")
     p.add_argument("--n-folds", type=int, default=5, help="folds of the random protocol")
     p.add_argument("--seed", type=int, default=42, help="fold shuffling, forest and AAM seed")
-    p.add_argument("--recipe", default="cpu-small", help=f"named AAM recipe: {', '.join(RECIPES)}")
+    p.add_argument("--recipe", default="cpu-fast", help=f"named AAM recipe: {', '.join(RECIPES)}")
     p.add_argument("--aam-args", default="", help="extra `aam train` flags appended to the recipe (win)")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's --epochs")
     p.add_argument("--aam-test-size", type=float, default=0.1,

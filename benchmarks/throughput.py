@@ -221,6 +221,12 @@ def run_worker(spec: dict) -> dict:
     batches = [batch.to(device) for batch in batches]
 
     model = build_model(config, mode).to(device)
+    if spec.get("attention_dropout") is not None:  # probe: dropout on attention probabilities only
+        from aam.models.layers import MultiHeadAttention
+
+        for module in model.modules():
+            if isinstance(module, MultiHeadAttention):
+                module.dropout = spec["attention_dropout"]
     loss_fn = build_loss(mode)
     training = mode != "predict"
     model.train(training)
@@ -318,7 +324,8 @@ def plan(args) -> list[dict]:
                 steps = config.baseline_steps if base else config.steps
                 slots = config.baseline_train_slots if base and mode in ("pretrain", "train") else None
                 runs.append(dict(config=config.__dict__, mode=mode, path=path, threads=args.threads, batch=batch,
-                                 steps=steps, device=args.device, memory_cap_gib=args.memory_cap_gib, slots=slots))
+                                 steps=steps, device=args.device, memory_cap_gib=args.memory_cap_gib, slots=slots,
+                                 attention_dropout=args.attention_dropout))
             if name == "small":
                 for threads in args.thread_study:
                     if threads != args.threads and mode != "frozen":
@@ -363,6 +370,8 @@ def main() -> None:
                         help="thread counts also measured for the aam path at the small config")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attention-dropout", type=float, default=None,
+                        help="override the dropout on attention probabilities (default: the model's, 0.1)")
     parser.add_argument("--memory-cap-gib", type=float, default=12.0,
                         help="address-space limit of each CPU worker (a run above it is reported as failed)")
     parser.add_argument("--json", help="also write every figure to this JSON file")

@@ -102,13 +102,18 @@ class FeedForward(nn.Sequential):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN transformer block: x + Attn(LN(x)), then x + FFN(LN(x)), on [N, T, D]."""
+    """Pre-LN transformer block: x + Attn(LN(x)), then x + FFN(LN(x)), on [N, T, D].
+
+    ``dropout`` applies to the residual branches; ``attention_dropout`` (default 0) to the attention weights.
+    Any attention dropout makes CPU SDPA fall back from its flash kernel to the math kernel, which stores the
+    full weight matrix: 2.3x the peak memory and about half the speed in training (BENCHMARKS.md).
+    """
 
     def __init__(self, dim: int, heads: int, ffn_ratio: int = 4, dropout: float = 0.1,
-                 attn_implementation: str = "sdpa"):
+                 attn_implementation: str = "sdpa", attention_dropout: float = 0.0):
         super().__init__()
         self.attention_norm = nn.LayerNorm(dim)
-        self.attention = MultiHeadAttention(dim, heads, dropout, attn_implementation=attn_implementation)
+        self.attention = MultiHeadAttention(dim, heads, attention_dropout, attn_implementation=attn_implementation)
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_ratio, dropout)
         self.dropout = nn.Dropout(dropout)

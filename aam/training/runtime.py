@@ -37,12 +37,17 @@ def seed_everything(seed: int | None) -> int:
     return seed
 
 
-def configure_threads(num_threads: int | None = None) -> int:
-    """Use one intra-op thread per physical core unless told otherwise (see BENCHMARKS.md)."""
-    if num_threads is None and "OMP_NUM_THREADS" not in os.environ:
-        num_threads = torch.get_num_threads()
-    if num_threads:
-        torch.set_num_threads(num_threads)
+SMALL_MACHINE_CORES = 2
+
+
+def configure_threads(device: torch.device) -> int:
+    """Intra-op threads for CPU runs: 1 on machines with at most 2 cores, else torch's default.
+
+    On 2-vCPU machines a training step with torch's default of 2 threads measured 3-5x slower than with 1
+    (BENCHMARKS.md, thread study). ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` set by the user win.
+    """
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and (os.cpu_count() or 1) <= SMALL_MACHINE_CORES:
+        torch.set_num_threads(1)
     return torch.get_num_threads()
 
 

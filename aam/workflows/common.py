@@ -40,7 +40,13 @@ from aam.training.distributed import (
     init_distributed,
     shutdown,
 )
-from aam.training.runtime import detach_log_files, resolve_device, seed_everything, write_json
+from aam.training.runtime import (
+    configure_threads,
+    detach_log_files,
+    resolve_device,
+    seed_everything,
+    write_json,
+)
 
 log = logging.getLogger("aam")
 
@@ -213,6 +219,7 @@ def start_session(opts: dict[str, Any]) -> Session:
     context = init_distributed(device) if opts.get("distributed") else None
     if context is not None:
         device = context.device
+    log.info("device %s, %d intra-op thread(s)", device, configure_threads(device))
     seed = broadcast_object(seed_everything(opts.get("seed")))
     seed_everything(seed)
     return Session(device, seed, context)

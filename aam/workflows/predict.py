@@ -18,7 +18,7 @@ from aam.errors import AamError
 from aam.models import PredictorConfig, SequencePredictor
 from aam.training.checkpoint import load_checkpoint
 from aam.training.prediction import PredictionDecoder
-from aam.training.runtime import resolve_device, write_tsv
+from aam.training.runtime import configure_threads, resolve_device, write_tsv
 from aam.training.trainer import forward_batch
 from aam.workflows.common import load_amplicon_data
 from aam.workflows.session import load_weights
@@ -49,6 +49,7 @@ def run_predict(*, model_path: str, table: str, output: str, metadata: str | Non
     if prediction_passes < 1:
         raise AamError("must be at least 1", source="--prediction-passes")
     torch_device = resolve_device(device)
+    configure_threads(torch_device)
     model, info = load_predictor(model_path, torch_device)
     sampling = asv_sampling or ("random" if prediction_passes > 1 else "abundance")
     if prediction_passes > 1 and sampling != "random":
