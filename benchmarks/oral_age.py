@@ -55,6 +55,12 @@ RECIPES = {
         "--batch-size 64 --lr 1e-3 --dropout 0 --count-embedding --loss-type huber --epochs 6 --patience 6 "
         "--nuc-penalty 0"
     ),
+    # cpu-fast trained 5x longer: ~3.5 min per fold on 2 CPU cores at ~250 training samples/s.
+    "cpu-fast-long": (
+        "--embedding-dim 32 --attention-heads 4 --attention-layers 1 --max-bp 100 --token-limit 32 "
+        "--batch-size 64 --lr 1e-3 --dropout 0 --count-embedding --loss-type huber --epochs 30 --patience 8 "
+        "--nuc-penalty 0"
+    ),
     # The starting point of issue #7 (~3 training samples/s on 2 CPU cores: ~7 min per epoch; GPU-sized).
     "cpu-small": (
         "--embedding-dim 64 --attention-heads 4 --attention-layers 2 --max-bp 100 --token-limit 128 "
@@ -84,6 +90,8 @@ def parse_args(argv=None):
     p.add_argument("--n-folds", type=int, default=5, help="folds of the random protocol")
     p.add_argument("--seed", type=int, default=42, help="fold shuffling, forest and AAM seed")
     p.add_argument("--recipe", default="cpu-fast", help=f"named AAM recipe: {', '.join(RECIPES)}")
+    p.add_argument("--suffix", default="",
+                   help="appended to the aam/aam_pre method names (e.g. _long), to keep several recipes apart")
     p.add_argument("--aam-args", default="", help="extra `aam train` flags appended to the recipe (win)")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's --epochs")
     p.add_argument("--aam-test-size", type=float, default=0.1,
@@ -94,6 +102,18 @@ def parse_args(argv=None):
     p.add_argument("--force", action="store_true", help="rerun (fold, method) results already in --out")
     p.add_argument("--summary-only", action="store_true", help="only rewrite the summary from --out")
     return p.parse_args(argv)
+
+
+def code_version() -> str:
+    """Commit of the repository and whether aam/ has uncommitted changes (results depend on the code)."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "aam"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty-aam" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def aam_exe() -> list[str]:
@@ -219,18 +239,18 @@ def _aam_common(args, fold_dir: Path, train: list[str], val: list[str], meta) ->
 
 
 def method_aam(args, fold_dir: Path, train: list[str], val: list[str], meta, pretrain: bool = False):
-    name = "aam_pre" if pretrain else "aam"
+    name = ("aam_pre" if pretrain else "aam") + args.suffix
     train_biom, val_biom, train_meta = _aam_common(args, fold_dir, train, val, meta)
     flags = recipe_args(args)
     run_dir = fold_dir / name
     extra = []
     if pretrain:
-        pre_dir = fold_dir / "aam_pretrain"
+        pre_dir = fold_dir / f"aam_pretrain{args.suffix}"
         cmd = aam_exe() + ["pretrain", "--table", str(train_biom), "--tree", args.tree,
                            "--output-dir", str(pre_dir), "--test-size", str(args.aam_test_size),
                            "--seed", str(args.seed), "--quiet"] + pretrain_args(flags) + \
             ["--epochs", str(args.pretrain_epochs)]
-        run_logged(cmd, fold_dir / "aam_pretrain.log")
+        run_logged(cmd, fold_dir / f"aam_pretrain{args.suffix}.log")
         extra = ["--pretrained-encoder", str(pre_dir / "pretrained_encoder.pt")]
     cmd = aam_exe() + ["train", "--table", str(train_biom), "--metadata", str(train_meta),
                        "--metadata-column", args.target, "--output-dir", str(run_dir),
@@ -270,7 +290,11 @@ def summarise(out: Path, meta: pd.DataFrame, args) -> str:
 
     res = pd.DataFrame(records)
     lines, rows = [], []
-    order = {m: i for i, m in enumerate(METHODS)}
+    base_order = {m: i for i, m in enumerate(METHODS)}
+
+    def order(m: str) -> tuple:
+        base = "aam_pre" if m.startswith("aam_pre") else "aam" if m.startswith("aam") else m
+        return base_order.get(base, 99), m
     for protocol in ("random", "loso"):
         sub = res[res.protocol == protocol]
         if sub.empty:
@@ -279,7 +303,7 @@ def summarise(out: Path, meta: pd.DataFrame, args) -> str:
         lines.append("| method | folds run | MAE (mean +/- sd over folds) | RMSE | R^2 | pooled OOF MAE | pooled R^2 "
                      "| wall time per fold (mean) | total wall time |")
         lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        for method in sorted(sub.method.unique(), key=lambda m: order.get(m, 99)):
+        for method in sorted(sub.method.unique(), key=order):
             m = sub[sub.method == method]
             o = oof[(oof.protocol == protocol) & (oof.method == method)]
             pooled = metrics(o.actual.to_numpy(), o.prediction.to_numpy())
@@ -294,7 +318,7 @@ def summarise(out: Path, meta: pd.DataFrame, args) -> str:
                          "pooled": pooled, "wall_s_total": float(m.wall_s.sum())})
         # per-fold table
         lines.append(f"\nPer fold ({protocol}): MAE / R^2 (n validation samples)\n")
-        methods = sorted(sub.method.unique(), key=lambda m: order.get(m, 99))
+        methods = sorted(sub.method.unique(), key=order)
         lines.append("| fold | n | " + " | ".join(methods) + " |")
         lines.append("| --- | --- | " + " | ".join("---" for _ in methods) + " |")
         for fold in sorted(sub.fold.unique()):
@@ -376,7 +400,8 @@ def main(argv=None) -> int:
             fold_dir.mkdir(parents=True, exist_ok=True)
             (fold_dir / "train_samples.txt").write_text("\n".join(train) + "\n")
             (fold_dir / "val_samples.txt").write_text("\n".join(val) + "\n")
-            for method in methods:
+            for base in methods:
+                method = base + args.suffix if base.startswith("aam") else base
                 if method == "study_mean" and protocol == "loso":
                     continue  # the held-out study has no training samples
                 result_path = fold_dir / f"result_{method}.json"
@@ -385,9 +410,10 @@ def main(argv=None) -> int:
                     continue
                 print(f"[run ] {protocol}/{fold} {method} ({len(train)} train, {len(val)} val) "
                       f"{time.strftime('%H:%M:%S')}", flush=True)
+                version = code_version()
                 t0 = time.perf_counter()
                 try:
-                    pred = RUNNERS[method](args, fold_dir, train, val, meta)
+                    pred = RUNNERS[base](args, fold_dir, train, val, meta)
                 except RuntimeError as exc:
                     print(f"[FAIL] {protocol}/{fold} {method}: {exc}", flush=True)
                     continue
@@ -395,8 +421,9 @@ def main(argv=None) -> int:
                 pred = pred.set_index("sample_id").loc[val].reset_index()
                 pred.to_csv(fold_dir / f"oof_{method}.tsv", sep="\t", index=False)
                 score = metrics(meta.loc[val, args.target].to_numpy(), pred.prediction.to_numpy())
-                result = {"protocol": protocol, "fold": fold, "method": method, "wall_s": wall, **score}
-                if method.startswith("aam"):
+                result = {"protocol": protocol, "fold": fold, "method": method, "wall_s": wall, **score,
+                          "code": version, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+                if base.startswith("aam"):
                     result["recipe"] = shlex.join(recipe_args(args))
                 result_path.write_text(json.dumps(result, indent=1))
                 print(f"[done] {protocol}/{fold} {method}: MAE {score['mae']:.2f} RMSE {score['rmse']:.2f} "

@@ -21,14 +21,23 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def calibrate_distance_head(model: nn.Module, loader: Iterable, device: torch.device, max_batches: int = 4) -> None:
-    """Set the distance head's rate so that predictions match the mean target over a few batches."""
+def calibrate_distance_head(model: nn.Module, loader: Iterable, device: torch.device, max_batches: int = 16) -> None:
+    """Set the distance head's rate so that predictions match the mean target over a few batches.
+
+    Runs in training mode and on the way fills the ASV normalisation's running statistics with the average
+    over these batches, so training starts from well-scaled embeddings.
+    """
     from aam.training.trainer import forward_batch
 
     bare = unwrap_model(model)
     head = bare.base.distance_head if hasattr(bare, "base") else bare.distance_head
+    norms = [m for m in bare.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration batches
     was_training = bare.training
-    bare.eval()
+    bare.train()
     distance_sum, target_sum, pairs = 0.0, 0.0, 0
     try:
         for i, batch in enumerate(loader):
@@ -45,6 +54,8 @@ def calibrate_distance_head(model: nn.Module, loader: Iterable, device: torch.de
             pairs += distances.numel()
     finally:
         bare.train(was_training)
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
     if pairs == 0 or distance_sum <= 0:
         return
     mean_distance, mean_target = distance_sum / pairs, min(max(target_sum / pairs, 1e-3), 0.999)

@@ -72,7 +72,6 @@ class TrainerConfig:
     compile_model: bool = False
     best_metric: str = "val_loss"
     mask_nucleotides: bool = True
-    separate_nucleotide_pass: bool = False
     log_grad_norms: bool = False
     progress: bool = True
 
@@ -105,23 +104,16 @@ class FitResult:
 
 
 def forward_batch(model: nn.Module, batch, *, mask_nucleotides: bool = False,
-                  asv_embeddings: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                  asv_embeddings: torch.Tensor | None = None,
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Run ``model`` on a :class:`Batch` (the one place that maps batch fields onto model arguments)."""
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if asv_embeddings is not None:
         kwargs["asv_embeddings"] = asv_embeddings
+    if generator is not None:
+        kwargs["generator"] = generator
     return model(batch.tokens, batch.asv_index, batch.asv_mask, counts=batch.counts,
                  categoricals=batch.categoricals, mask_nucleotides=mask_nucleotides, **kwargs)
-
-
-def nucleotide_outputs(model: nn.Module, tokens: torch.Tensor,
-                       generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Masked-nucleotide logits, mask and targets from the ASV encoder alone (a pass separate from the
-    clean forward pass that feeds targets and distances)."""
-    bare = unwrap_model(model)
-    encoder = bare.base.asv_encoder if hasattr(bare, "base") else bare.asv_encoder
-    outputs = encoder(tokens, mask_nucleotides=True, generator=generator)
-    return {k: v for k, v in outputs.items() if k.startswith("nucleotide_")}
 
 
 def rng_state() -> dict[str, Any]:
@@ -181,8 +173,6 @@ class Trainer:
             self.forward_model = nn.parallel.DistributedDataParallel(
                 self.eval_model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=True)
-            # the separate masked pass would use parameters outside DDP's forward: one shared pass instead
-            self.config = config = dataclasses.replace(config, separate_nucleotide_pass=False)
         self.scheduler = None
         self.start_epoch = 0
         self.global_step = 0
@@ -289,16 +279,11 @@ class Trainer:
             self.epochs_without_improvement += 1
         return better
 
-    def _forward(self, model: nn.Module, batch, mask_nucleotides: bool, separate: bool,
-                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Model outputs; with ``separate`` the targets see clean input and nucleotides a masked pass."""
+    def _forward(self, model: nn.Module, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Model outputs: embeddings of clean sequences, plus masked-nucleotide outputs when that objective is on."""
         if self.asv_embeddings is not None:
             return forward_batch(model, batch, asv_embeddings=self.asv_embeddings[batch.asv_ids])
-        if mask_nucleotides and separate:
-            outputs = forward_batch(model, batch)
-            outputs.update(nucleotide_outputs(model, batch.tokens, generator))
-            return outputs
-        return forward_batch(model, batch, mask_nucleotides=mask_nucleotides)
+        return forward_batch(model, batch, mask_nucleotides=self.config.mask_nucleotides, generator=generator)
 
     def _training_losses(self, outputs: dict[str, torch.Tensor], batch) -> dict[str, torch.Tensor]:
         """The multi-task loss; under DDP the pairwise UniFrac term covers every pair of the global batch."""
@@ -335,8 +320,7 @@ class Trainer:
         for i, batch in enumerate(bar):
             batch = batch.to(self.device, non_blocking=True)
             with self._autocast():
-                outputs = self._forward(self.forward_model, batch, cfg.mask_nucleotides,
-                                        separate=cfg.separate_nucleotide_pass)
+                outputs = self._forward(self.forward_model, batch)
                 losses = self._training_losses(outputs, batch)
             self.scaler.scale(losses["total"] / accumulation).backward()
             if (i + 1) % accumulation == 0 or i + 1 == n_batches:
@@ -386,9 +370,7 @@ class Trainer:
         def step(batch) -> torch.Tensor:
             batch = batch.to(self.device)
             with self._autocast():
-                outputs = self._forward(self.forward_model, batch, self.config.mask_nucleotides,
-                                        separate=self.config.separate_nucleotide_pass)
-                return self._training_losses(outputs, batch)["total"]
+                return self._training_losses(self._forward(self.forward_model, batch), batch)["total"]
 
         self.forward_model.train()
         return find_lr(self.model, lambda: iter(loader), step, self.optimizer, num_iters=num_iters)
@@ -411,14 +393,13 @@ class Trainer:
         rows: list[Any] = []
         gates: list[torch.Tensor] = []
         cross_weights: list[torch.Tensor] = []
-        # targets and distances are measured on clean input (as `aam predict` sees it); masked-nucleotide
-        # accuracy on a separate masked pass, masked as in training with a fixed seed
+        # targets and distances come from clean input (as `aam predict` sees it); nucleotides are masked as
+        # in training, with a fixed seed
         generator = torch.Generator(device=self.device).manual_seed(0)
         for batch in loader:
             batch = batch.to(self.device, non_blocking=True)
             with self._autocast():
-                outputs = self._forward(self.eval_model, batch, self.config.mask_nucleotides, separate=True,
-                                        generator=generator)
+                outputs = self._forward(self.eval_model, batch, generator=generator)
                 losses = self.loss_fn(outputs, batch)
             size = len(batch)
             n_samples += size

@@ -93,10 +93,8 @@ def predictor_config_from_options(opts: dict[str, Any], *, out_dim: int, cardina
         raise AamError(str(err), source="model options") from None
 
 
-def trainer_config_from_options(opts: dict[str, Any], *, best_metric: str,
-                                separate_nucleotide_pass: bool = False) -> TrainerConfig:
-    """TrainerConfig from the training options. ``separate_nucleotide_pass`` (fine-tuning) keeps the target
-    branch on clean sequences and runs the masked-nucleotide objective as its own pass."""
+def trainer_config_from_options(opts: dict[str, Any], *, best_metric: str) -> TrainerConfig:
+    """TrainerConfig from the training options."""
     mixed = opts.get("mixed_precision")
     return TrainerConfig(
         epochs=opts["epochs"], optimizer=opts["optimizer"], lr=opts["lr"], weight_decay=opts["weight_decay"],
@@ -108,7 +106,6 @@ def trainer_config_from_options(opts: dict[str, Any], *, best_metric: str,
         gradient_accumulation_steps=opts["gradient_accumulation_steps"],
         mixed_precision=None if mixed in (None, "none") else mixed, compile_model=opts["compile_model"],
         best_metric=best_metric, mask_nucleotides=opts["nuc_mask_ratio"] > 0 and opts["nuc_penalty"] > 0
-        and not opts.get("freeze_base"), separate_nucleotide_pass=separate_nucleotide_pass,
-        log_grad_norms=opts.get("log_grad_norms", False),
+        and not opts.get("freeze_base"), log_grad_norms=opts.get("log_grad_norms", False),
         progress=opts.get("verbose", True),
     )

@@ -143,7 +143,7 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
                                 actual=by_row["actual"])
     loss_fn = _build_loss(opts, config, setup, targets is not None)
     writer = open_writer(output_dir) if main else None
-    trainer_config = trainer_config_from_options(opts, best_metric=best_metric, separate_nucleotide_pass=True)
+    trainer_config = trainer_config_from_options(opts, best_metric=best_metric)
     trainer = Trainer(model, loss_fn, trainer_config, device=device, decoder=decoder,
                       save_checkpoint=save if main else None, on_best=on_best if main else None, writer=writer,
                       category_names=categorical_columns, distributed=session.distributed,
