@@ -25,6 +25,8 @@ the end of every run. Example::
 
     .venv/bin/python benchmarks/oral_age.py --methods rf,train_mean,study_mean    # all folds, minutes
     .venv/bin/python benchmarks/oral_age.py --methods aam --folds-limit 1         # time one AAM fold
+    .venv/bin/python benchmarks/oral_age.py --methods aam --recipe cpu-fast-long --suffix _long
+    .venv/bin/python benchmarks/oral_age.py --summary-only
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ DATA = REPO.parent / "shared" / "data"
 # Named AAM recipes (flags for `aam train`, and the model flags reused by `aam pretrain`). Chosen for CPU time,
 # not tuned on validation folds.
 RECIPES = {
-    # Default: fits ~6 min per fold on 2 shared CPU cores (~25 training samples/s). --dropout 0 matters on CPU:
-    # scaled_dot_product_attention with dropout_p > 0 is ~10x slower there than without.
+    # Default: ~1-2 min per fold on 2 shared CPU cores (~250 training samples/s when the machine is quiet).
+    # --dropout 0: before 6e14387, scaled_dot_product_attention with dropout_p > 0 was ~10x slower on CPU.
     "cpu-fast": (
         "--embedding-dim 32 --attention-heads 4 --attention-layers 1 --max-bp 100 --token-limit 32 "
         "--batch-size 64 --lr 1e-3 --dropout 0 --count-embedding --loss-type huber --epochs 6 --patience 6 "
