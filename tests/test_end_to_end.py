@@ -140,3 +140,21 @@ def test_config_json_feeds_back(synthetic_dir, pretrained, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["options"]["embedding_dim"] == 16 and config["options"]["epochs"] == 1
     assert result.exit_code == 0
+
+
+def test_val_samples_fixes_the_split_and_rf_baseline_uses_it(synthetic_dir, pretrained, tmp_path):
+    fold = tmp_path / "fold.txt"
+    ids = (pretrained / "val_samples.txt").read_text().split()
+    fold.write_text("\n".join(ids + ["not_a_sample"]) + "\n")
+    out = tmp_path / "fixed"
+    run_ok("train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+           "--metadata-column", "target", "--val-samples", fold, "--output-dir", out, "--epochs", 1, *TINY)
+    assert sorted((out / "val_samples.txt").read_text().split()) == sorted(ids)
+    val = pd.read_csv(out / "val_predictions.tsv", sep="\t", dtype={"sample_id": str})
+    assert sorted(val["sample_id"]) == sorted(ids)
+    run_ok("rf-baseline", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+           "--metadata-column", "target", "--train-samples", out / "train_samples.txt", "--val-samples",
+           out / "val_samples.txt", "--output", tmp_path / "rf.tsv", "--n-estimators", 20, "--n-jobs", 1, "--quiet")
+    forest = pd.read_csv(tmp_path / "rf.tsv", sep="\t", dtype={"sample_id": str})
+    assert list(forest.columns) == ["sample_id", "prediction", "actual"]
+    assert sorted(forest["sample_id"]) == sorted(ids)

@@ -123,6 +123,9 @@ def data_options(pretrain: bool) -> list[Callable]:
                     "counts used as given)."),
         option("--test-size", type=float, default=0.2, section="Input",
                help="Validation fraction of samples, in (0, 1)."),
+        option("--val-samples", type=click.Path(dir_okay=False), default=None, section="Input",
+               help="File of validation sample ids, one per line (e.g. a cross-validation fold, or "
+                    "val_samples.txt of another run); the other samples train. Replaces --test-size."),
         option("--max-bp", type=int, default=150, section="Input",
                help="Nucleotides kept per ASV; longer sequences are truncated (and counted in the log)."),
         option("--token-limit", type=int, default=1024, section="Input", help="Maximum ASVs per sample."),

@@ -32,6 +32,7 @@ from aam.data.distances import (
     read_sample_vector,
 )
 from aam.data.sequences import resolve_sequences, tokenize
+from aam.data.split import read_ids, train_val_split
 from aam.errors import AamError
 from aam.training.distributed import (
     DistributedContext,
@@ -161,6 +162,24 @@ def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarr
     val_loader = make_loader(val_set, collator, batch_size, shuffle=False, num_workers=num_workers,
                              pin_memory=pin_memory, sampler=val_sampler)
     return train_loader, val_loader
+
+
+def split_samples(ids: list[str], opts: dict[str, Any], seed: int,
+                  stratify: np.ndarray | None = None) -> tuple[list[str], list[str]]:
+    """Train and validation ids: from ``--val-samples FILE`` (e.g. a cross-validation fold) when given, else a
+    seeded random split of ``--test-size``."""
+    if not opts.get("val_samples"):
+        return train_val_split(ids, opts["test_size"], seed, stratify=stratify)
+    listed = set(read_ids(opts["val_samples"]))
+    val_ids = [s for s in ids if s in listed]
+    train_ids = [s for s in ids if s not in listed]
+    missing = len(listed) - len(val_ids)
+    if missing:
+        log.warning("%d id(s) of %s are not usable samples of this run and are ignored", missing, opts["val_samples"])
+    if not val_ids or not train_ids:
+        raise AamError(f"leaves an empty {'validation' if not val_ids else 'training'} split", source="--val-samples",
+                       hint="list some, but not all, of the table's sample ids (one per line)")
+    return train_ids, val_ids
 
 
 def check_options(opts: dict[str, Any]) -> None:

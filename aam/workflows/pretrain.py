@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from aam.data.split import train_val_split, write_ids
+from aam.data.split import write_ids
 from aam.errors import AamError
 from aam.models import SequenceEncoder
 from aam.models.summary import model_summary
@@ -26,6 +26,7 @@ from aam.workflows.common import (
     load_amplicon_data,
     load_distance_targets,
     run_in_session,
+    split_samples,
     write_run_config,
 )
 from aam.workflows.config_mapping import encoder_config_from_options, trainer_config_from_options
@@ -52,7 +53,7 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     targets = load_distance_targets(data, unifrac_matrix=opts.get("unifrac_matrix"), tree=opts.get("tree"),
                                     metric=opts["unifrac_metric"])
     rows = targets.rows if targets is not None else np.arange(data.n_samples)
-    train_ids, val_ids = train_val_split([data.sample_ids[r] for r in rows], opts["test_size"], seed)
+    train_ids, val_ids = split_samples([data.sample_ids[r] for r in rows], opts, seed)
     check_identical((train_ids, val_ids), "the train/validation split")
     if main:
         write_ids(output_dir / "train_samples.txt", train_ids)

@@ -14,7 +14,7 @@ import pandas as pd
 from aam.data.categorical import CategoricalEncoder, CategoryWeights, category_keys
 from aam.data.metadata import align_samples, numeric_target, read_metadata, require_column
 from aam.data.normalization import DEFAULT_REGRESSION_TRANSFORM, TARGET_TRANSFORMS, resolve_target_transform
-from aam.data.split import train_val_split, write_ids
+from aam.data.split import write_ids
 from aam.errors import AamError
 from aam.models import SequencePredictor
 from aam.models.summary import model_summary
@@ -33,6 +33,7 @@ from aam.workflows.common import (
     load_amplicon_data,
     load_distance_targets,
     run_in_session,
+    split_samples,
     write_run_config,
 )
 from aam.workflows.config_mapping import predictor_config_from_options, trainer_config_from_options
@@ -83,7 +84,7 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
         ids = [s for s in ids if s in with_distance]
     ids = _ids_with_target(metadata, column, ids, opts)
     stratify = metadata.loc[ids, column].astype(str).to_numpy() if opts["classifier"] else None
-    train_ids, val_ids = train_val_split(ids, opts["test_size"], seed, stratify=stratify)
+    train_ids, val_ids = split_samples(ids, opts, seed, stratify=stratify)
     check_identical((train_ids, val_ids), "the train/validation split")
     if main:
         write_ids(output_dir / "train_samples.txt", train_ids)
