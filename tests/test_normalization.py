@@ -5,13 +5,9 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 
 from aam.data.normalization import (
     TARGET_TRANSFORMS,
-    count_features,
-    count_targets,
-    relative_abundance,
     resolve_target_transform,
     transform_from_dict,
 )
@@ -169,13 +165,3 @@ def test_resolve_target_transform_errors(args):
         resolve_target_transform(**args)
 
 
-def test_count_normalisation_numpy_and_torch():
-    counts = np.array([[3.0, 1.0, 0.0], [0.0, 0.0, 0.0]], dtype=np.float32)  # second row: all padding
-    np.testing.assert_allclose(count_features(counts), np.log1p(counts))
-    np.testing.assert_allclose(relative_abundance(counts), [[0.75, 0.25, 0.0], [0.0, 0.0, 0.0]])
-    targets = count_targets(torch.from_numpy(counts))
-    assert isinstance(targets, torch.Tensor)
-    np.testing.assert_allclose(targets.numpy(), [[0.75, 0.25, 0.0], [0.0, 0.0, 0.0]])
-    assert torch.allclose(count_features(torch.from_numpy(counts)), torch.log1p(torch.from_numpy(counts)))
-    big = np.array([[1e6, 3e6]])
-    assert np.all((count_targets(big) >= 0) & (count_targets(big) <= 1))

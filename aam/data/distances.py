@@ -16,9 +16,6 @@ the file. Writers are atomic: a temporary file in the same folder, then ``os.rep
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from aam.errors import AamError
+from aam.fileio import atomic_path
 
 SYMMETRY_TOLERANCE = 1e-6
 MAX_NAMED = 5
@@ -249,20 +247,6 @@ align = align_distance_matrix  # the name in the layer contract (_design_plan/00
 
 
 # ---------------------------------------------------------------- writing
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces it when the block succeeds and vanishes when it fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
 
 def write_distance_matrix(path: str | os.PathLike, ids: list[str], values: np.ndarray) -> None:
     """Write [N, N] distances labelled by ``ids``: ``.h5`` (unifrac-binaries layout), ``.tsv`` (scikit-bio

@@ -1,12 +1,13 @@
-"""Target transforms (``--target-transform``) and count normalisation.
+"""Target transforms (``--target-transform``).
 
 Every target transform is an affine map ``z = (f(y) - center) / scale`` where ``f`` is the identity or
 ``log1p``; ``center``/``scale`` are fitted on the training split, stored in the checkpoint (`to_dict`) and
 undone by `inverse` so that metrics and predictions are in the original units. `inverse` accepts ``[N]`` and
 ``[N, ...]`` arrays (e.g. ``[N, Q]`` quantile outputs); per-sample statistics broadcast over trailing axes.
 
-Counts are handled separately from targets: `count_features` (``log1p`` counts, the model's count input)
-and `count_targets` (relative abundance in [0, 1], the count head's target), whatever the target transform.
+Counts are not transformed here: the count head's target is each sample's relative abundance
+(`aam.training.losses.relative_abundance`) and the model's count input its own abundance feature, whatever the
+target transform.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from aam.errors import AamError
 
@@ -324,27 +324,3 @@ def resolve_target_transform(
     if name not in GROUPED_TRANSFORMS and by_columns:
         raise AamError(f"--normalize-by only applies to zscore-category, not {name}", source="--normalize-by")
     return name, by_columns, warnings
-
-
-def count_features(counts: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """The model's count input: ``log1p(counts)``, elementwise (padding 0 stays 0)."""
-    return torch.log1p(counts) if isinstance(counts, torch.Tensor) else np.log1p(counts)
-
-
-def relative_abundance(counts: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """Counts [..., S] divided by their sum over the last axis (rows summing to 0 stay 0)."""
-    if isinstance(counts, torch.Tensor):
-        total = counts.sum(dim=-1, keepdim=True)
-        return counts / total.clamp_min(torch.finfo(counts.dtype).tiny)
-    counts = np.asarray(counts)
-    total = counts.sum(axis=-1, keepdims=True)
-    return counts / np.maximum(total, np.finfo(np.result_type(counts, np.float32)).tiny)
-
-
-def count_targets(counts: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """The count head's target: per-sample relative abundance [..., S], always in [0, 1].
-
-    Independent of the target transform (the reference left counts raw against a sigmoid head unless the
-    target transform was min-max). Padding slots hold 0 counts, so they add nothing to the sums.
-    """
-    return relative_abundance(counts)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from aam.errors import AamError
+from aam.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +75,8 @@ def _stratify_labels(stratify: Sequence | np.ndarray, n: int, n_val: int) -> np.
 
 def write_ids(path: str | os.PathLike, ids: Sequence[str]) -> None:
     """Write one id per line, atomically (a temporary file in the same folder, then renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.writelines(f"{i}\n" for i in ids)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    text = "".join(f"{i}\n" for i in ids)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def read_ids(path: str | os.PathLike) -> list[str]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from aam.training.checkpoint import unwrap_model
+from aam.training.trainer import forward_batch
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,6 @@ def calibrate_distance_head(model: nn.Module, loader: Iterable, device: torch.de
     Runs in training mode and on the way fills the ASV normalisation's running statistics with the average
     over these batches, so training starts from well-scaled embeddings.
     """
-    from aam.training.trainer import forward_batch
-
     bare = unwrap_model(model)
     head = bare.base.distance_head if hasattr(bare, "base") else bare.distance_head
     norms = [m for m in bare.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

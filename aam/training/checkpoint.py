@@ -64,11 +64,6 @@ def versions() -> dict[str, str]:
     return {"aam": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
 def save_checkpoint(
     path: str | Path,
     *,
@@ -90,7 +85,7 @@ def save_checkpoint(
         "training_state": dict(training_state) if training_state is not None else None,
         "versions": versions(),
     }
-    atomic_torch_save(payload, path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",

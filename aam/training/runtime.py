@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from aam.errors import AamError
-from aam.fileio import atomic_write, write_json, write_tsv  # noqa: F401  (re-exported for callers)
 
 log = logging.getLogger("aam")
 

@@ -34,6 +34,7 @@ from aam.data.distances import (
 from aam.data.sequences import resolve_sequences, tokenize
 from aam.data.split import read_ids, train_val_split
 from aam.errors import AamError
+from aam.fileio import write_json
 from aam.training.distributed import (
     DistributedContext,
     ShardSampler,
@@ -46,7 +47,6 @@ from aam.training.runtime import (
     detach_log_files,
     resolve_device,
     seed_everything,
-    write_json,
 )
 
 log = logging.getLogger("aam")

@@ -15,10 +15,11 @@ from aam.data.dataset import BatchCollator, SampleDataset, make_loader
 from aam.data.metadata import read_metadata
 from aam.data.normalization import transform_from_dict
 from aam.errors import AamError
+from aam.fileio import write_tsv
 from aam.models import PredictorConfig, SequencePredictor
 from aam.training.checkpoint import load_checkpoint
 from aam.training.prediction import PredictionDecoder
-from aam.training.runtime import configure_threads, resolve_device, write_tsv
+from aam.training.runtime import configure_threads, resolve_device
 from aam.training.trainer import forward_batch
 from aam.workflows.common import load_amplicon_data
 from aam.workflows.session import load_weights

@@ -13,9 +13,9 @@ from aam.data.biom_table import load_table, table_to_csr
 from aam.data.metadata import numeric_target, read_metadata, require_column
 from aam.data.split import read_ids
 from aam.errors import AamError
+from aam.fileio import write_tsv
 from aam.training.metrics import ClassificationMetrics, RegressionMetrics
 from aam.training.plots import prediction_scatter
-from aam.training.runtime import write_tsv
 
 log = logging.getLogger("aam")
 

@@ -16,6 +16,7 @@ from aam.data.metadata import align_samples, numeric_target, read_metadata, requ
 from aam.data.normalization import DEFAULT_REGRESSION_TRANSFORM, TARGET_TRANSFORMS, resolve_target_transform
 from aam.data.split import write_ids
 from aam.errors import AamError
+from aam.fileio import write_tsv
 from aam.models import SequencePredictor
 from aam.models.summary import model_summary
 from aam.training.checkpoint import load_checkpoint, save_checkpoint
@@ -24,7 +25,7 @@ from aam.training.losses import MultiTaskLoss, build_target_loss
 from aam.training.metrics import default_best_metric
 from aam.training.plots import confusion_matrix_plot, loss_curves, prediction_scatter
 from aam.training.prediction import PredictionDecoder
-from aam.training.runtime import configure_logging, write_tsv
+from aam.training.runtime import configure_logging
 from aam.training.trainer import EvalResult, FitResult, Trainer
 from aam.workflows.common import (
     Session,
