@@ -320,6 +320,34 @@ def test_gradients_reach_every_parameter(fusion, count_method):
     assert_all_grads(model)
 
 
+@pytest.mark.parametrize("pooling", ["abundance", "attention+abundance"])
+def test_target_pooling_variants_train_every_parameter(pooling):
+    torch.manual_seed(0)
+    model = build_model(tiny_predictor(categorical_cardinalities=(), target_pooling=pooling))
+    out = model(**make_batch(), mask_nucleotides=True)
+    (out["prediction"].sum() + out["distances"].sum() + out["count_prediction"].sum()
+     + out["nucleotide_logits"].logsumexp(-1).sum()).backward()
+    assert_all_grads(model)
+    assert (model.target_pooling is None) == (pooling == "abundance")
+
+
+def test_abundance_pooling_is_the_read_weighted_mean_of_the_target_transformer():
+    torch.manual_seed(0)
+    model = build_model(tiny_predictor(categorical_cardinalities=(), target_pooling="abundance")).eval()
+    batch = make_batch()
+    captured = {}
+    model.target_encoder.register_forward_hook(lambda module, args, output: captured.update(hidden=output))
+    model(**batch)
+    hidden, mask, counts = captured["hidden"], batch["asv_mask"], batch["counts"]
+    for b in range(len(counts)):
+        weights = counts[b][mask[b]] / counts[b][mask[b]].sum()
+        expected = (weights[:, None] * hidden[b][mask[b]]).sum(0)
+        torch.testing.assert_close(model._pool(hidden, mask, counts)[b], expected)
+    # scaling a sample's reads leaves its prediction unchanged (relative abundance)
+    scaled = dict(batch, counts=batch["counts"] * torch.tensor([[1.0], [7.0], [0.5]]))
+    torch.testing.assert_close(model(**scaled)["prediction"], model(**batch)["prediction"])
+
+
 def test_predictor_without_categoricals_ignores_fusion_and_accepts_none():
     model = build_model(tiny_predictor(categorical_cardinalities=()))
     assert model.fusion is None and model.categorical_embedder is None

@@ -23,6 +23,7 @@ NUCLEOTIDE_TOKENS = (A, C, G, T, UNK)  # positions eligible for masked-nucleotid
 
 DISTANCE_METRICS = ("unifrac", "weighted", "faith_pd")
 GMU_GATES = ("learned", "open", "closed")
+TARGET_POOLINGS = ("attention", "abundance", "attention+abundance")
 
 _ConfigT = TypeVar("_ConfigT", bound="_Config")
 
@@ -131,6 +132,9 @@ class PredictorConfig(_Config):
     unknown), in the column order of `Batch.categoricals`; `conditional_output_scaling_columns` are indices
     into that order. `target_layers`/`count_layers` default to `encoder.attention_layers`.
     `gmu_gate_bias_init` = 2.0 starts the gate at sigmoid(2) ~ 0.88 weight on the sequence branch.
+    `target_pooling` reduces the target transformer's [B, S, D] to [B, D]: `attention` (learned softmax
+    weights), `abundance` (weighted by each ASV's relative abundance) or `attention+abundance` (both, mixed
+    by a linear layer).
     """
 
     encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
@@ -154,6 +158,7 @@ class PredictorConfig(_Config):
     regressor_dropout: float = 0.0
     residual_regression_head: bool = False
     target_layer_norm: bool = True
+    target_pooling: str = "attention"
     freeze_base: bool = False
 
     def __post_init__(self) -> None:
@@ -180,6 +185,7 @@ class PredictorConfig(_Config):
         _check_choice("categorical_fusion", self.categorical_fusion, fusions)
         _check_choice("gmu_gate", self.gmu_gate, GMU_GATES)
         _check_choice("output_constraint", self.output_constraint, constraints)
+        _check_choice("target_pooling", self.target_pooling, TARGET_POOLINGS)
         for hidden in self.regressor_hidden_dims:
             _check_positive("regressor_hidden_dims", hidden)
         if any(card < 2 for card in self.categorical_cardinalities):

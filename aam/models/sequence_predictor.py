@@ -33,6 +33,12 @@ from aam.models.layers import AttentionPooling, TransformerStack
 from aam.models.sequence_encoder import SequenceEncoder
 
 
+def relative_abundance(counts: Tensor | None, asv_mask: Tensor) -> Tensor:
+    """[B, S] share of each kept ASV in the sample's kept reads (uniform when counts are missing); 0 on padding."""
+    weights = asv_mask.to(torch.float32) if counts is None else counts.float() * asv_mask
+    return weights / weights.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+
+
 class SequencePredictor(nn.Module):
     """Batch -> base outputs + `prediction` (+ `count_prediction`, fusion diagnostics)."""
 
@@ -54,7 +60,9 @@ class SequencePredictor(nn.Module):
         self.fusion = FUSIONS[config.categorical_fusion].from_config(config) if has_categoricals else None
         replaced = self.fusion is not None and self.fusion.stage == "replace"
         self.target_encoder = None if replaced else TransformerStack(dim, heads, config.layers("target"), **common)
-        self.target_pooling = None if replaced else AttentionPooling(dim)
+        pooling = config.target_pooling
+        self.target_pooling = None if replaced or "attention" not in pooling else AttentionPooling(dim)
+        self.pooling_mix = nn.Linear(2 * dim, dim) if not replaced and pooling == "attention+abundance" else None
         self.target_norm = nn.LayerNorm(dim) if config.target_layer_norm else nn.Identity()
 
         quantiles = config.num_quantiles
@@ -113,7 +121,7 @@ class SequencePredictor(nn.Module):
             outputs["count_prediction"] = self.count_head(sample_embeddings, asv_mask)
         if categoricals is None and self.categorical_embedder is not None:
             categoricals = asv_index.new_zeros(asv_index.shape[0], self.categorical_embedder.num_columns)
-        pooled, diagnostics = self._target_branch(sample_embeddings, asv_mask, categoricals)
+        pooled, diagnostics = self._target_branch(sample_embeddings, asv_mask, counts, categoricals)
         outputs.update(diagnostics)
         prediction = self.head(pooled)  # [B, out_dim * Q]
         if self.quantile_reshape is not None:
@@ -123,8 +131,23 @@ class SequencePredictor(nn.Module):
         outputs["prediction"] = self.output(prediction)
         return outputs
 
-    def _target_branch(self, hidden: Tensor, asv_mask: Tensor, categoricals: Tensor | None
-                       ) -> tuple[Tensor, dict[str, Tensor]]:
+    def _pool(self, hidden: Tensor, asv_mask: Tensor, counts: Tensor | None) -> Tensor:
+        """[B, S, D] -> [B, D]: attention pooling, the abundance-weighted mean, or both mixed (`target_pooling`).
+
+        Attention weights are learned and sum to one whatever the sample holds; the abundance-weighted mean
+        is the composition itself projected through the ASV vectors (the view a forest on relative
+        abundances has).
+        """
+        parts = []
+        if self.target_pooling is not None:
+            parts.append(self.target_pooling(hidden, asv_mask))
+        if "abundance" in self.config.target_pooling:
+            weights = relative_abundance(counts, asv_mask).to(hidden.dtype)
+            parts.append(torch.einsum("bs,bsd->bd", weights, hidden))
+        return self.pooling_mix(torch.cat(parts, dim=-1)) if self.pooling_mix is not None else parts[0]
+
+    def _target_branch(self, hidden: Tensor, asv_mask: Tensor, counts: Tensor | None,
+                       categoricals: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         """[B, S, D] -> pooled [B, D] and fusion diagnostics."""
         fusion, diagnostics = self.fusion, {}
         stage = None if fusion is None else fusion.stage
@@ -135,7 +158,7 @@ class SequencePredictor(nn.Module):
         if stage == "replace":
             pooled, diagnostics = fusion(hidden, asv_mask, metadata, present)
         else:
-            pooled = self.target_pooling(self.target_encoder(hidden, asv_mask), asv_mask)
+            pooled = self._pool(self.target_encoder(hidden, asv_mask), asv_mask, counts)
         pooled = self.target_norm(pooled)
         if stage == "pooled":
             pooled, diagnostics = fusion(pooled, asv_mask, metadata, present)

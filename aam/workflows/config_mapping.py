@@ -87,7 +87,8 @@ def predictor_config_from_options(opts: dict[str, Any], *, out_dim: int, cardina
             conditional_output_scaling_columns=output_scaling_columns,
             output_constraint=output_constraint_from_options(opts), regressor_hidden_dims=hidden,
             regressor_dropout=opts["regressor_dropout"], residual_regression_head=opts["residual_regression_head"],
-            target_layer_norm=opts["target_layer_norm"], freeze_base=bool(opts.get("freeze_base")),
+            target_layer_norm=opts["target_layer_norm"],
+            target_pooling=opts.get("target_pooling", "attention"), freeze_base=bool(opts.get("freeze_base")),
         )
     except ValueError as err:
         raise AamError(str(err), source="model options") from None
