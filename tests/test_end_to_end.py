@@ -105,24 +105,24 @@ class _Crash(Exception):
 
 
 def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path, monkeypatch):
-    import aam.workflows.train as train_workflow
+    import aam.training.checkpoint as checkpoint_module
 
     base = ["train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
             "--metadata-column", "target", "--lr", "1e-3", "--patience", 50, "--epochs", 3,
             "--count-embedding", *TINY]
     run_ok(*base, "--output-dir", tmp_path / "full")
 
-    original = train_workflow.save_checkpoint
+    original = checkpoint_module.save_checkpoint
 
     def crash_after_second_epoch(path, **kwargs):
         original(path, **kwargs)
         if kwargs["training_state"] and kwargs["training_state"]["epoch"] == 1 and "last" in str(path):
             raise _Crash
 
-    monkeypatch.setattr(train_workflow, "save_checkpoint", crash_after_second_epoch)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", crash_after_second_epoch)
     with pytest.raises(_Crash):
         invoke(*base, "--output-dir", tmp_path / "part")
-    monkeypatch.setattr(train_workflow, "save_checkpoint", original)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", original)
     run_ok(*base, "--output-dir", tmp_path / "part",
            "--resume-from", tmp_path / "part" / "checkpoints" / "last_model.pt")
 

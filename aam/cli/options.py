@@ -194,8 +194,9 @@ TRAINING_OPTIONS = [
     option("--max-grad-norm", type=float, default=None, section="Training", help="Clip gradients to this norm."),
     option("--log-grad-norms", is_flag=True, default=False, section="Training",
            help="Log per-module gradient norms (fusion gates, mixing parameters) to TensorBoard each epoch."),
-    option("--resume-from", type=click.Path(dir_okay=False), default=None, section="Training",
-           help="last_model.pt or best_model.pt to resume (model, optimizer, scheduler, epoch, RNG, best)."),
+    option("--resume-from", type=click.Path(), default=None, section="Training",
+           help="last_model.pt or best_model.pt (or a checkpoint directory written with --fsdp-sharded-checkpoint) "
+                "to resume (model, optimizer, scheduler, epoch, RNG, best)."),
     option("--auto-batch-size/--no-auto-batch-size", default=False, section="Training",
            help="CUDA only: search the largest batch that fits (changed: off by default)."),
     option("--max-memory-fraction", type=float, default=0.8, section="Training",
@@ -225,11 +226,16 @@ DISTRIBUTED_OPTIONS = [
     option("--distributed", is_flag=True, default=False, section="Distributed",
            help="DistributedDataParallel; launch with torchrun (nccl on GPU, gloo on CPU)."),
     option("--data-parallel", is_flag=True, default=False, section="Distributed",
-           help="Single-process DataParallel over all visible GPUs."),
-    option("--fsdp", is_flag=True, default=False, section="Distributed", help="Fully sharded data parallel "
-                                                                               "(FULL_SHARD); launch with torchrun."),
+           help="Single-process DataParallel over all visible CUDA GPUs, batches split per sample; needs CUDA "
+                "(on CPU or for one process per GPU use --distributed)."),
+    option("--fsdp", is_flag=True, default=False, section="Distributed",
+           help="Fully sharded data parallel (FSDP2, FULL_SHARD: every transformer block sharded over ranks); "
+                "launch with torchrun (nccl on GPU, gloo on CPU). Checkpoints are gathered to rank 0 as one file "
+                "unless --fsdp-sharded-checkpoint."),
     option("--fsdp-sharded-checkpoint", is_flag=True, default=False, section="Distributed",
-           help="With --fsdp: save per-rank shards."),
+           help="With --fsdp: each rank writes its shards into a checkpoint directory (checkpoints/best_model/, "
+                "pretrained_encoder/) instead of one gathered file; aam predict --model, --pretrained-encoder and "
+                "--resume-from accept the directory."),
     option("--sync-batchnorm", is_flag=True, default=False, section="Distributed",
            help="Accepted for compatibility (the model has no BatchNorm)."),
 ]

@@ -9,9 +9,9 @@ from aam.cli import options as o
 
 @click.command("predict", cls=o.SectionedCommand)
 @o.apply([
-    o.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, section="Input",
-             help="checkpoints/best_model.pt (or last_model.pt) of an aam train run; the model is rebuilt from "
-                  "it alone."),
+    o.option("--model", "model_path", type=click.Path(), required=True, section="Input",
+             help="checkpoints/best_model.pt (or last_model.pt, or the best_model/ directory of a "
+                  "--fsdp-sharded-checkpoint run) of an aam train run; the model is rebuilt from it alone."),
     o.option("--table", type=click.Path(dir_okay=False), required=True, section="Input",
              help="BIOM table of the samples to predict (not rarefied)."),
     o.option("--sequences", type=click.Path(dir_okay=False), default=None, section="Input",

@@ -73,8 +73,9 @@ TRAIN_OPTIONS = [
     o.option("--regressor-dropout", type=float, default=0.0, section="Model", help="Dropout in the MLP head."),
     o.option("--residual-regression-head", is_flag=True, default=False, section="Model",
              help="Head = Linear(x) + MLP(x); needs --regressor-hidden-dims."),
-    o.option("--pretrained-encoder", type=click.Path(dir_okay=False), default=None, section="Model",
-             help="pretrained_encoder.pt from aam pretrain."),
+    o.option("--pretrained-encoder", type=click.Path(), default=None, section="Model",
+             help="pretrained_encoder.pt from aam pretrain (a pretrained_encoder/ directory with "
+                  "--fsdp-sharded-checkpoint)."),
     o.option("--freeze-base", is_flag=True, default=False, section="Model",
              help="Freeze the pretrained encoder (kept in eval mode; its losses are off)."),
     o.option("--count-prediction/--no-count-prediction", default=True, section="Model",

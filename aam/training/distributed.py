@@ -1,7 +1,8 @@
-"""Multi-process training through PyTorch's own engine (torchrun + DistributedDataParallel).
+"""Multi-process training through PyTorch's own engine (torchrun + DDP or FSDP2).
 
 One process per device, launched by ``torchrun``; the backend follows the device (nccl on CUDA/ROCm, gloo on
-CPU). Every rank builds the same split from the same seed (rank 0's seed is broadcast), sees its own shard of
+CPU). The strategy is ``ddp`` (replicated weights, ``--distributed``) or ``fsdp`` (sharded weights,
+``--fsdp``, see :mod:`aam.training.sharding`). Every rank builds the same split from the same seed (rank 0's seed is broadcast), sees its own shard of
 each batch, and only rank 0 writes files.
 
 The UniFrac objective needs every pair of the *global* batch: each rank gathers all ranks' sample
@@ -16,6 +17,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import torch
@@ -29,12 +31,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DistributedContext:
-    """Where this process stands: rank, world size and its device."""
+    """Where this process stands: rank, world size, its device and the strategy (``ddp`` or ``fsdp``)."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    strategy: str = "ddp"
 
     @property
     def enabled(self) -> bool:
@@ -49,18 +52,19 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init_distributed(device: torch.device) -> DistributedContext:
+def init_distributed(device: torch.device, strategy: str = "ddp") -> DistributedContext:
     """Join the process group torchrun set up; nccl on CUDA, gloo on CPU."""
+    flag = "--fsdp" if strategy == "fsdp" else "--distributed"
     if not launched_by_torchrun():
-        raise AamError("--distributed/--fsdp need a torchrun launch", source="--distributed",
-                       hint="run: torchrun --nproc_per_node N -m aam train ... --distributed")
+        raise AamError("needs a torchrun launch", source=flag,
+                       hint=f"run: torchrun --nproc_per_node N -m aam train ... {flag}")
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
     if device.type == "cuda":
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(rank, world, local, device)
+    return DistributedContext(rank, world, local, device, strategy)
 
 
 def shutdown() -> None:
@@ -130,6 +134,13 @@ def gather_with_grad(local: torch.Tensor, grad_scale: float = 1.0) -> torch.Tens
     parts = [buffer[: int(size.item())] for buffer, size in zip(buffers, sizes)]
     parts[dist.get_rank()] = _ScaleGrad.apply(local, grad_scale) if grad_scale != 1.0 else local
     return torch.cat(parts)
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers to every rank (what DDP does when it wraps a model)."""
+    if dist.is_initialized():
+        for tensor in chain(module.parameters(), module.buffers()):
+            dist.broadcast(tensor.data, src=src)
 
 
 def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:

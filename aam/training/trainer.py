@@ -4,7 +4,8 @@ The Trainer knows nothing about files or flags beyond its :class:`TrainerConfig`
 multi-task loss, data loaders of :class:`~aam.data.dataset.Batch`, an optional :class:`PredictionDecoder` (for
 target metrics in original units) and a ``save_checkpoint`` callback. It handles optimisation (accumulation,
 clipping, AMP, schedulers stepped exactly once per optimizer step or epoch), validation over every sample,
-early stopping on the selected metric, resumable state and TensorBoard logging.
+early stopping on the selected metric, resumable state and TensorBoard logging, in one process (optionally
+over all GPUs with DataParallel) or on every rank of a DDP or FSDP run.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from aam.training.checkpoint import unwrap_model
+from aam.training import sharding
+from aam.training.asv_cache import encode_all_asvs
+from aam.training.checkpoint import Snapshot, distance_head_of, strip_wrapper_prefixes, unwrap_model
+from aam.training.data_parallel import BatchDataParallel
 from aam.training.distributed import (
     DistributedContext,
     all_gather_objects,
     broadcast_buffers,
+    broadcast_module,
     gather_with_grad,
     reduce_sum,
 )
@@ -138,24 +143,43 @@ class Trainer:
         config: optimisation settings.
         device: where the model and batches live.
         decoder: maps target predictions back to original units; None for pretraining.
-        save_checkpoint: ``fn(name, model, training_state)`` called for ``best`` and ``last``.
+        save_checkpoint: ``fn(name, snapshot)`` called on every rank for ``best`` and ``last`` with a
+            :class:`~aam.training.checkpoint.Snapshot` (already gathered under FSDP) to write.
         on_best: ``fn(eval_result, epoch)`` called when the selected metric improves (writes predictions).
         writer: a TensorBoard ``SummaryWriter`` or None.
         category_names: metadata column names, for cross-attention heatmaps.
+        distributed: this rank's place in a DDP or FSDP run (None: one process).
+        distance_lookup: UniFrac targets of AmpliconData rows, for the pairs of the global batch (DDP/FSDP).
+        data_parallel: one process over all visible GPUs (:class:`BatchDataParallel`).
+        sharded_checkpoint: under FSDP, snapshots hold each rank's shards instead of the gathered state.
+        asv_tokens: the table's tokenised ASVs [N_asvs, L]: with a frozen encoder every ASV is encoded once,
+            before training, and steps skip the ASV encoder.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, config: TrainerConfig, *,
                  device: torch.device, decoder: PredictionDecoder | None = None,
-                 save_checkpoint: Callable[[str, nn.Module, dict], None] | None = None,
+                 save_checkpoint: Callable[[str, Snapshot], None] | None = None,
                  on_best: Callable[[EvalResult, int], None] | None = None,
                  writer: Any = None, category_names: list[str] | None = None,
                  distributed: DistributedContext | None = None,
-                 distance_lookup: Callable[[np.ndarray], np.ndarray] | None = None):
+                 distance_lookup: Callable[[np.ndarray], np.ndarray] | None = None,
+                 data_parallel: bool = False, sharded_checkpoint: bool = False,
+                 asv_tokens: np.ndarray | None = None):
         self.config = config
         self.distributed = distributed if distributed is not None and distributed.enabled else None
+        self.fsdp = self.distributed is not None and self.distributed.strategy == "fsdp"
+        self.sharded_checkpoint = sharded_checkpoint and self.fsdp
         self.distance_lookup = distance_lookup
         self.device = device
         self.model = model.to(device)
+        if self.distributed is not None:  # e.g. calibration ran on each rank's own batches; FSDP does not broadcast
+            broadcast_module(self.model)
+        self.asv_embeddings: torch.Tensor | None = None  # [N_asvs, D] cache for a frozen encoder
+        if asv_tokens is not None:
+            self.asv_embeddings = encode_all_asvs(self.model, asv_tokens, device)
+            log.info("cached embeddings of %d ASVs (frozen encoder)", len(self.asv_embeddings))
+        if self.fsdp:
+            sharding.shard_model(self.model, device)
         self.loss_fn = loss_fn
         self.decoder = decoder
         self.save_checkpoint = save_checkpoint
@@ -168,7 +192,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
         self.eval_model = torch.compile(self.model) if config.compile_model else self.model
         self.forward_model = self.eval_model
-        if self.distributed is not None:
+        if data_parallel:
+            self.forward_model = BatchDataParallel(self.eval_model)
+        elif self.distributed is not None and not self.fsdp:
             # some heads see no gradient in some configurations (e.g. distances without UniFrac targets)
             self.forward_model = nn.parallel.DistributedDataParallel(
                 self.eval_model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -182,22 +208,25 @@ class Trainer:
         self.epochs_without_improvement = 0
         self.history: list[dict[str, float]] = []
         self._pending_state: dict[str, Any] | None = None
-        self.asv_embeddings: torch.Tensor | None = None  # [N_asvs, D] cache for a frozen encoder
-
-    def cache_asv_embeddings(self, tokens: np.ndarray) -> None:
-        """Encode every ASV of the table once with the frozen encoder; steps then skip the ASV encoder."""
-        from aam.training.asv_cache import encode_all_asvs
-
-        self.asv_embeddings = encode_all_asvs(self.model, tokens, self.device)
-        log.info("cached embeddings of %d ASVs (frozen encoder)", len(self.asv_embeddings))
 
     # ------------------------------------------------------------------ state
-    def training_state(self, epoch: int) -> dict[str, Any]:
+    def snapshot(self, epoch: int) -> Snapshot:
+        """Weights and training state to write; under FSDP a collective (every rank calls it)."""
+        if not self.fsdp:
+            model_state = strip_wrapper_prefixes(unwrap_model(self.model).state_dict())
+            optimizer_state = self.optimizer.state_dict()
+        elif self.sharded_checkpoint:
+            model_state, optimizer_state = sharding.sharded_state(self.model, self.optimizer)
+        else:
+            model_state, optimizer_state = sharding.full_state(self.model, self.optimizer)
+        return Snapshot(model_state, self.training_state(epoch, optimizer_state), sharded=self.sharded_checkpoint)
+
+    def training_state(self, epoch: int, optimizer_state: dict[str, Any]) -> dict[str, Any]:
         """Everything ``--resume-from`` needs besides the weights."""
         return {
             "epoch": epoch,
             "global_step": self.global_step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
@@ -232,7 +261,7 @@ class Trainer:
             mode=metric_direction(cfg.best_metric))
         if self._pending_state is not None:
             # after the scheduler is built: building it resets the learning rates the optimizer state restores
-            self.optimizer.load_state_dict(self._pending_state["optimizer"])
+            sharding.load_optimizer_state(self.model, self.optimizer, self._pending_state["optimizer"])
             if self._pending_state.get("scheduler") is not None:
                 self.scheduler.load_state_dict(self._pending_state["scheduler"])
             set_rng_state(self._pending_state["rng"])
@@ -252,14 +281,15 @@ class Trainer:
                 self.scheduler.step(result.metrics.get(self.best_key))
             improved = self._update_best(result.metrics, epoch)
             self._log_epoch(row, result, epoch, improved)
+            snapshot = self.snapshot(epoch) if self.save_checkpoint is not None else None
             if improved:
                 best_eval = result
                 if self.on_best is not None:
                     self.on_best(result, epoch)
-                if self.save_checkpoint is not None:
-                    self.save_checkpoint("best", self.model, self.training_state(epoch))
-            if self.save_checkpoint is not None:
-                self.save_checkpoint("last", self.model, self.training_state(epoch))
+                if snapshot is not None:
+                    self.save_checkpoint("best", snapshot)
+            if snapshot is not None:
+                self.save_checkpoint("last", snapshot)
             if self.epochs_without_improvement >= cfg.patience:
                 log.info("early stopping: %s did not improve for %d epochs (best %.4g at epoch %d)",
                          cfg.best_metric, cfg.patience, self.best_value, self.best_epoch)
@@ -286,18 +316,16 @@ class Trainer:
         return forward_batch(model, batch, mask_nucleotides=self.config.mask_nucleotides, generator=generator)
 
     def _training_losses(self, outputs: dict[str, torch.Tensor], batch) -> dict[str, torch.Tensor]:
-        """The multi-task loss; under DDP the pairwise UniFrac term covers every pair of the global batch."""
+        """The multi-task loss; under DDP/FSDP the pairwise UniFrac term covers every pair of the global batch."""
         if self.distributed is None or self.distance_lookup is None or "embeddings" not in outputs:
             return self.loss_fn(outputs, batch)
-        world = self.distributed.world_size  # DDP averages over ranks; the local slice's gradient is scaled back
+        world = self.distributed.world_size  # gradients are averaged over ranks; the local slice's is scaled back
         embeddings = gather_with_grad(outputs["embeddings"], grad_scale=world)  # [G, D], graph for local slice
         rows = gather_with_grad(batch.sample_index).cpu().numpy()  # [G]
         targets = torch.as_tensor(self.distance_lookup(rows), device=embeddings.device)
         if targets.dim() != 2:  # per-sample targets (Faith PD) need no pairs
             return self.loss_fn(outputs, batch)
-        bare = unwrap_model(self.model)
-        head = bare.base.distance_head if hasattr(bare, "base") else bare.distance_head
-        global_outputs = {**outputs, "distances": head(embeddings)}
+        global_outputs = {**outputs, "distances": distance_head_of(self.model)(embeddings)}
         return self.loss_fn(global_outputs, dataclasses.replace(batch, distances=targets))
 
     def _autocast(self):
@@ -333,6 +361,9 @@ class Trainer:
                 rate = n_samples / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{(sums['total'] / n_samples).item():.4f}", samples_s=f"{rate:.1f}")
         elapsed = time.perf_counter() - start
+        if self.distributed is not None:  # losses and throughput of the whole run, not of this rank
+            n_samples = int(reduce_sum(torch.tensor(float(n_samples), device=self.device)).item())
+            sums = {k: reduce_sum(torch.as_tensor(v, device=self.device)) for k, v in sorted(sums.items())}
         metrics = {f"train_{self._loss_name(k)}": (v / max(n_samples, 1)).item() for k, v in sums.items()}
         metrics["train_samples_per_s"] = n_samples / max(elapsed, 1e-9)
         return metrics
@@ -343,12 +374,15 @@ class Trainer:
 
     def _optimizer_step(self, log_norms: bool) -> None:
         cfg = self.config
+        if self.fsdp:
+            sharding.average_replicated_grads(self.model)
         self.scaler.unscale_(self.optimizer)
-        if log_norms and self.writer is not None:
+        if log_norms:
             self._log_grad_norms()
         if cfg.max_grad_norm is not None:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            clip = sharding.clip_grad_norm_ if self.fsdp else torch.nn.utils.clip_grad_norm_
+            clip(params, cfg.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -357,11 +391,14 @@ class Trainer:
             self.scheduler.step()
 
     def _log_grad_norms(self) -> None:
-        """Gradient norm per top-level submodule (fusion gates, mixing parameters...) to TensorBoard."""
+        """Gradient norm per top-level submodule (fusion gates, mixing parameters...) to TensorBoard.
+
+        Every rank computes them (a collective under FSDP); the rank with the writer logs them.
+        """
         for name, module in unwrap_model(self.model).named_children():
-            grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
-            if grads:
-                self.writer.add_scalar(f"grad_norm/{name}", torch.stack(grads).norm().item(), self.global_step)
+            norm = sharding.grad_norm(module.parameters())
+            if norm is not None and self.writer is not None:
+                self.writer.add_scalar(f"grad_norm/{name}", norm.item(), self.global_step)
 
     def find_lr(self, loader: Iterable, num_iters: int = 100):
         """Learning-rate range test on ``loader``; model and optimizer are restored afterwards."""
@@ -370,7 +407,12 @@ class Trainer:
         def step(batch) -> torch.Tensor:
             batch = batch.to(self.device)
             with self._autocast():
-                return self._training_losses(self._forward(self.forward_model, batch), batch)["total"]
+                total = self._training_losses(self._forward(self.forward_model, batch), batch)["total"]
+            if self.distributed is None:
+                return total
+            # every rank sees the mean loss (and keeps its own gradient), so all ranks end the sweep together
+            mean = reduce_sum(total.detach()) / self.distributed.world_size
+            return total + (mean - total.detach())
 
         self.forward_model.train()
         return find_lr(self.model, lambda: iter(loader), step, self.optimizer, num_iters=num_iters)
@@ -382,6 +424,11 @@ class Trainer:
         self.eval_model.eval()
         if self.distributed is not None:  # evaluate every shard with the weights and statistics rank 0 saves
             broadcast_buffers(self.model)
+        # FSDP: gather the weights once, so ranks with fewer validation batches than others need no collective
+        with sharding.gathered_parameters(self.model) if self.fsdp else nullcontext():
+            return self._evaluate(loader)
+
+    def _evaluate(self, loader: Iterable) -> EvalResult:
         sums: dict[str, torch.Tensor] = {}
         n_samples = 0
         distances = DistanceMetrics()

@@ -191,6 +191,9 @@ def check_options(opts: dict[str, Any]) -> None:
                             "--data-parallel: one process, all GPUs")
     if opts.get("fsdp_sharded_checkpoint") and not opts.get("fsdp"):
         raise AamError("needs --fsdp", source="--fsdp-sharded-checkpoint")
+    if opts.get("fsdp") and opts.get("mixed_precision") == "fp16":
+        raise AamError("fp16 loss scaling does not combine with --fsdp", source="--mixed-precision",
+                       hint="use --mixed-precision bf16 (no loss scaling needed)")
     positive = ("epochs", "batch_size", "gradient_accumulation_steps", "max_bp", "token_limit", "embedding_dim",
                 "attention_heads", "attention_layers", "ffn_ratio")
     for name in positive:
@@ -214,6 +217,7 @@ class Session:
     device: torch.device
     seed: int
     distributed: DistributedContext | None = None
+    data_parallel: bool = False  # one process over all visible GPUs
 
     @property
     def is_main(self) -> bool:
@@ -222,10 +226,6 @@ class Session:
 
 def start_session(opts: dict[str, Any]) -> Session:
     """Pick the device, join torchrun's process group when asked, and agree on one seed across ranks."""
-    if opts.get("data_parallel") or opts.get("fsdp"):
-        flag = "--fsdp" if opts.get("fsdp") else "--data-parallel"
-        raise AamError("is not available in this version", source=flag,
-                       hint="use --distributed (DDP) with torchrun --nproc_per_node N; it covers one or many GPUs")
     if opts.get("use_expandable_segments"):
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     device = resolve_device(opts["device"])
@@ -235,13 +235,21 @@ def start_session(opts: dict[str, Any]) -> Session:
     for flag, name in (("--auto-batch-size", "auto_batch_size"), ("--memory-profile", "memory_profile")):
         if opts.get(name):
             log.warning("%s is not available in this version and is ignored", flag)
-    context = init_distributed(device) if opts.get("distributed") else None
+    data_parallel = bool(opts.get("data_parallel"))
+    if data_parallel and device.type != "cuda":
+        raise AamError("needs CUDA GPUs", source="--data-parallel",
+                       hint="on CPU, or for one process per device, use --distributed with "
+                            "torchrun --nproc_per_node N")
+    if data_parallel:
+        log.info("DataParallel over %d GPU(s)", torch.cuda.device_count())
+    strategy = "fsdp" if opts.get("fsdp") else "ddp" if opts.get("distributed") else None
+    context = init_distributed(device, strategy) if strategy is not None else None
     if context is not None:
         device = context.device
     log.info("device %s, %d intra-op thread(s)", device, configure_threads(device))
     seed = broadcast_object(seed_everything(opts.get("seed")))
     seed_everything(seed)
-    return Session(device, seed, context)
+    return Session(device, seed, context, data_parallel)
 
 
 def run_in_session(opts: dict[str, Any], body: Callable[[dict[str, Any], Path, Session], Any]) -> Any:
@@ -273,7 +281,7 @@ def run_directory(path: str | Path, resume: bool) -> Iterator[Path]:
     half-written behind.
     """
     path = Path(path)
-    if (path / "checkpoints" / "last_model.pt").exists() and not resume:
+    if any((path / "checkpoints" / name).exists() for name in ("last_model.pt", "last_model")) and not resume:
         raise AamError("already holds an aam run", source=path,
                        hint="choose a new --output-dir, or pass --resume-from to continue it")
     created = not path.exists()

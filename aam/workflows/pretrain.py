@@ -13,7 +13,7 @@ from aam.errors import AamError
 from aam.models import SequenceEncoder
 from aam.models.summary import model_summary
 from aam.training.calibration import calibrate_distance_head
-from aam.training.checkpoint import load_checkpoint, save_checkpoint
+from aam.training.checkpoint import Snapshot
 from aam.training.distributed import check_identical
 from aam.training.losses import MultiTaskLoss
 from aam.training.plots import loss_curves, prediction_scatter
@@ -30,7 +30,7 @@ from aam.workflows.common import (
     write_run_config,
 )
 from aam.workflows.config_mapping import encoder_config_from_options, trainer_config_from_options
-from aam.workflows.session import open_writer, resume_into
+from aam.workflows.session import load_resume_weights, open_writer, resume_into
 
 log = logging.getLogger("aam")
 
@@ -73,23 +73,27 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
         write_run_config(output_dir, "pretrain", {**opts, "seed": seed},
                          {"model_config": config.to_dict(), "n_train": len(train_ids), "n_val": len(val_ids)})
 
-    def save(name: str, module, training_state: dict) -> None:
-        save_checkpoint(output_dir / "checkpoints" / f"{name}_model.pt", kind="encoder", model=module,
-                        model_config=config.to_dict(), data=data_info, training_state=training_state)
+    encoder_stem = output_dir / "pretrained_encoder"
+
+    def save(name: str, snapshot: Snapshot) -> None:  # on every rank
+        snapshot.write(output_dir / "checkpoints" / f"{name}_model", kind="encoder", model_config=config.to_dict(),
+                       data=data_info)
         if name == "best":
-            save_checkpoint(output_dir / "pretrained_encoder.pt", kind="encoder", model=module,
-                            model_config=config.to_dict(), data=data_info)
+            snapshot.write(encoder_stem, kind="encoder", model_config=config.to_dict(), data=data_info,
+                           with_training_state=False)
 
     loss_fn = MultiTaskLoss(target_penalty=0.0, penalty=opts["penalty"] if targets is not None else 0.0,
                             nuc_penalty=opts["nuc_penalty"], count_penalty=0.0)
-    if targets is not None and not opts.get("resume_from"):
-        calibrate_distance_head(model.to(device), train_loader, device)  # before DDP copies rank 0's weights
+    resumed = load_resume_weights(model, opts["resume_from"], "encoder") if opts.get("resume_from") else None
+    if targets is not None and resumed is None:
+        calibrate_distance_head(model.to(device), train_loader, device)  # before the Trainer copies rank 0's weights
     writer = open_writer(output_dir) if main else None
     trainer = Trainer(model, loss_fn, trainer_config_from_options(opts, best_metric="val_loss"), device=device,
-                      save_checkpoint=save if main else None, writer=writer, distributed=session.distributed,
-                      distance_lookup=targets.lookup if targets is not None else None)
-    if opts.get("resume_from"):
-        resume_into(trainer, load_checkpoint(opts["resume_from"], expected_kind="encoder"), opts["resume_from"])
+                      save_checkpoint=save, writer=writer, distributed=session.distributed,
+                      distance_lookup=targets.lookup if targets is not None else None,
+                      data_parallel=session.data_parallel, sharded_checkpoint=bool(opts.get("fsdp_sharded_checkpoint")))
+    if resumed is not None:
+        resume_into(trainer, resumed, opts["resume_from"])
     try:
         result = trainer.fit(train_loader, val_loader)
     finally:
@@ -98,7 +102,7 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     if main:
         _write_plots(output_dir, result)
     log.info("pretraining finished: best %s %.4g at epoch %d; encoder at %s", "val_loss", result.best_metric,
-             result.best_epoch + 1, output_dir / "pretrained_encoder.pt")
+             result.best_epoch + 1, encoder_stem if trainer.sharded_checkpoint else encoder_stem.with_suffix(".pt"))
     return result
 
 

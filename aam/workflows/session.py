@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from aam.errors import AamError
+from aam.training.checkpoint import load_checkpoint
 from aam.training.trainer import Trainer
 
 log = logging.getLogger("aam")
@@ -44,12 +45,19 @@ def _key_mismatch(model: nn.Module, state: dict[str, Any]) -> tuple[list[str], l
     return sorted(expected - set(state)), sorted(set(state) - expected)
 
 
-def resume_into(trainer: Trainer, checkpoint: dict[str, Any], source: str | Path) -> None:
-    """Restore model weights and the training state of ``checkpoint`` into ``trainer``."""
+def load_resume_weights(model: nn.Module, path: str | Path, kind: str) -> dict[str, Any]:
+    """Read the ``--resume-from`` checkpoint and load its weights into the bare ``model``, before a Trainer
+    wraps or shards it; returns the checkpoint for :func:`resume_into`."""
+    checkpoint = load_checkpoint(path, expected_kind=kind)
     if not checkpoint.get("training_state"):
-        raise AamError("checkpoint has no training state to resume from", source=source,
+        raise AamError("checkpoint has no training state to resume from", source=path,
                        hint="resume from checkpoints/last_model.pt or best_model.pt of a run")
-    load_weights(trainer.model, checkpoint["model_state"], source)
+    load_weights(model, checkpoint["model_state"], path)
+    return checkpoint
+
+
+def resume_into(trainer: Trainer, checkpoint: dict[str, Any], source: str | Path) -> None:
+    """Restore the training state of ``checkpoint`` (from :func:`load_resume_weights`) into ``trainer``."""
     try:
         trainer.load_training_state(checkpoint["training_state"])
     except (KeyError, ValueError) as err:

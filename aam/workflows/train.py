@@ -19,7 +19,7 @@ from aam.errors import AamError
 from aam.fileio import write_tsv
 from aam.models import SequencePredictor
 from aam.models.summary import model_summary
-from aam.training.checkpoint import load_checkpoint, save_checkpoint
+from aam.training.checkpoint import Snapshot, load_checkpoint
 from aam.training.distributed import check_identical
 from aam.training.losses import MultiTaskLoss, build_target_loss
 from aam.training.metrics import default_best_metric
@@ -38,7 +38,7 @@ from aam.workflows.common import (
     write_run_config,
 )
 from aam.workflows.config_mapping import predictor_config_from_options, trainer_config_from_options
-from aam.workflows.session import load_weights, open_writer, resume_into
+from aam.workflows.session import load_resume_weights, load_weights, open_writer, resume_into
 
 log = logging.getLogger("aam")
 
@@ -130,9 +130,9 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
                          {"model_config": config.to_dict(), "data": data_info, "n_train": len(train_ids),
                           "n_val": len(val_ids)})
 
-    def save(name: str, module, training_state: dict) -> None:
-        save_checkpoint(output_dir / "checkpoints" / f"{name}_model.pt", kind="predictor", model=module,
-                        model_config=config.to_dict(), data=data_info, training_state=training_state)
+    def save(name: str, snapshot: Snapshot) -> None:  # on every rank
+        snapshot.write(output_dir / "checkpoints" / f"{name}_model", kind="predictor",
+                       model_config=config.to_dict(), data=data_info)
 
     def on_best(result: EvalResult, epoch: int) -> None:
         frame = result.predictions.drop(columns=[c for c in ("actual_index", "prediction_index")
@@ -146,14 +146,15 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     loss_fn = _build_loss(opts, config, setup, targets is not None)
     writer = open_writer(output_dir) if main else None
     trainer_config = trainer_config_from_options(opts, best_metric=best_metric)
+    resumed = load_resume_weights(model, opts["resume_from"], "predictor") if opts.get("resume_from") else None
     trainer = Trainer(model, loss_fn, trainer_config, device=device, decoder=decoder,
-                      save_checkpoint=save if main else None, on_best=on_best if main else None, writer=writer,
+                      save_checkpoint=save, on_best=on_best if main else None, writer=writer,
                       category_names=categorical_columns, distributed=session.distributed,
-                      distance_lookup=targets.lookup if targets is not None else None)
-    if opts.get("resume_from"):
-        resume_into(trainer, load_checkpoint(opts["resume_from"], expected_kind="predictor"), opts["resume_from"])
-    if opts.get("freeze_base"):
-        trainer.cache_asv_embeddings(data.tokens)
+                      distance_lookup=targets.lookup if targets is not None else None,
+                      data_parallel=session.data_parallel, sharded_checkpoint=bool(opts.get("fsdp_sharded_checkpoint")),
+                      asv_tokens=data.tokens if opts.get("freeze_base") else None)
+    if resumed is not None:
+        resume_into(trainer, resumed, opts["resume_from"])
     if opts.get("find_lr"):
         return _report_lr_range(trainer, train_loader, output_dir, main)
     try:
