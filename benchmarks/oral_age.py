@@ -63,6 +63,13 @@ RECIPES = {
         "--batch-size 64 --lr 1e-3 --dropout 0 --count-embedding --loss-type huber --epochs 30 --patience 8 "
         "--nuc-penalty 0"
     ),
+    # cpu-fast-long with 4x the optimizer steps (batch 16) and abundance-weighted target pooling: the best of
+    # the single-split tuning runs in BENCHMARKS.md (inner split of random fold 0's training samples only).
+    "cpu-b16-abundance": (
+        "--embedding-dim 32 --attention-heads 4 --attention-layers 1 --max-bp 100 --token-limit 32 "
+        "--batch-size 16 --lr 1e-3 --dropout 0 --count-embedding --loss-type huber --epochs 30 --patience 8 "
+        "--nuc-penalty 0 --target-pooling abundance"
+    ),
     # The starting point of issue #7 (~3 training samples/s on 2 CPU cores: ~7 min per epoch; GPU-sized).
     "cpu-small": (
         "--embedding-dim 64 --attention-heads 4 --attention-layers 2 --max-bp 100 --token-limit 128 "
