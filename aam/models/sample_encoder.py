@@ -18,10 +18,15 @@ from aam.models.layers import TransformerStack
 ABUNDANCE_SCALE = 1e4  # relative abundance is read per 10,000 reads before the log
 
 
+def relative_abundance(counts: Tensor | None, asv_mask: Tensor) -> Tensor:
+    """[B, S] share of each kept ASV in the sample's kept reads (uniform when counts are missing); 0 on padding."""
+    weights = asv_mask.to(torch.get_default_dtype()) if counts is None else counts * asv_mask.to(counts.dtype)
+    return weights / weights.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+
+
 def abundance_feature(counts: Tensor, asv_mask: Tensor) -> Tensor:
     """[B, S] counts -> [B, S, 1] log1p(1e4 * relative abundance) / log1p(1e4), in [0, 1], 0 on padding."""
-    counts = counts * asv_mask.to(counts.dtype)
-    relative = counts / counts.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(counts.dtype).tiny)
+    relative = relative_abundance(counts, asv_mask)
     return (torch.log1p(ABUNDANCE_SCALE * relative) / math.log1p(ABUNDANCE_SCALE)).unsqueeze(-1)
 
 

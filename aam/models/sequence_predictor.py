@@ -30,13 +30,8 @@ from aam.models.heads import (
     head_name,
 )
 from aam.models.layers import AttentionPooling, TransformerStack
+from aam.models.sample_encoder import relative_abundance
 from aam.models.sequence_encoder import SequenceEncoder
-
-
-def relative_abundance(counts: Tensor | None, asv_mask: Tensor) -> Tensor:
-    """[B, S] share of each kept ASV in the sample's kept reads (uniform when counts are missing); 0 on padding."""
-    weights = asv_mask.to(torch.float32) if counts is None else counts.float() * asv_mask
-    return weights / weights.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
 
 
 class SequencePredictor(nn.Module):

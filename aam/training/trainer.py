@@ -362,11 +362,16 @@ class Trainer:
                 bar.set_postfix(loss=f"{(sums['total'] / n_samples).item():.4f}", samples_s=f"{rate:.1f}")
         elapsed = time.perf_counter() - start
         if self.distributed is not None:  # losses and throughput of the whole run, not of this rank
-            n_samples = int(reduce_sum(torch.tensor(float(n_samples), device=self.device)).item())
-            sums = {k: reduce_sum(torch.as_tensor(v, device=self.device)) for k, v in sorted(sums.items())}
+            n_samples, sums = self._global_sums(n_samples, sums)
         metrics = {f"train_{self._loss_name(k)}": (v / max(n_samples, 1)).item() for k, v in sums.items()}
         metrics["train_samples_per_s"] = n_samples / max(elapsed, 1e-9)
         return metrics
+
+    def _global_sums(self, n_samples: int, sums: dict[str, Any]) -> tuple[int, dict[str, torch.Tensor]]:
+        """Sample count and per-loss sums added over all ranks (every rank calls it, keys in the same order)."""
+        total = reduce_sum(torch.tensor(float(n_samples), device=self.device))
+        return int(total.item()), {k: reduce_sum(torch.as_tensor(v, device=self.device))
+                                   for k, v in sorted(sums.items())}
 
     @staticmethod
     def _loss_name(key: str) -> str:
@@ -466,9 +471,7 @@ class Trainer:
             if self.decoder is not None and batch.targets is not None:
                 rows.append(self.decoder.decode_batch(outputs["prediction"].float(), batch))
         if self.distributed is not None:  # every rank ends with the metrics of the whole validation set
-            total = reduce_sum(torch.tensor(float(n_samples), device=self.device))
-            sums = {k: reduce_sum(torch.as_tensor(v, device=self.device)) for k, v in sorted(sums.items())}
-            n_samples = int(total.item())
+            n_samples, sums = self._global_sums(n_samples, sums)
             nuc_correct, nuc_total = reduce_sum(nuc_correct), reduce_sum(nuc_total)
             states = all_gather_objects({k: None if v is None else v.cpu() for k, v in distances.state().items()})
             distances.reset()
