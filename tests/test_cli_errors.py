@@ -104,6 +104,14 @@ def test_exclusive_parallel_flags(synthetic_dir, tmp_path):
     fails(*train_args(synthetic_dir, tmp_path / "out", "--distributed", "--data-parallel"), expect="--data-parallel")
 
 
+def test_ema_with_fsdp_is_refused(synthetic_dir, tmp_path):
+    fails(*train_args(synthetic_dir, tmp_path / "out", "--fsdp", "--ema-decay", "0.99"), expect="--ema-decay")
+
+
+def test_kmer_size_out_of_range(synthetic_dir, tmp_path):
+    fails(*train_args(synthetic_dir, tmp_path / "out", "--kmer-size", "9"), expect="--kmer-size")
+
+
 def test_test_size_leaving_empty_split(synthetic_dir, tmp_path):
     fails(*train_args(synthetic_dir, tmp_path / "out", "--test-size", "0.999"), expect="--test-size")
     assert not (tmp_path / "out").exists()

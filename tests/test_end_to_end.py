@@ -104,12 +104,13 @@ class _Crash(Exception):
     pass
 
 
-def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [[], ["--ema-decay", "0.9"]], ids=["plain", "ema"])
+def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path, monkeypatch, extra):
     import aam.training.checkpoint as checkpoint_module
 
     base = ["train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
             "--metadata-column", "target", "--lr", "1e-3", "--patience", 50, "--epochs", 3,
-            "--count-embedding", *TINY]
+            "--count-embedding", *TINY, *extra]
     run_ok(*base, "--output-dir", tmp_path / "full")
 
     original = checkpoint_module.save_checkpoint
@@ -132,6 +133,13 @@ def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path, monkeypatch):
     for key, value in full["model_state"].items():
         torch.testing.assert_close(resumed["model_state"][key], value, rtol=1e-5, atol=1e-6)
     assert resumed["training_state"]["best_value"] == pytest.approx(full["training_state"]["best_value"])
+    if extra:  # checkpoints hold the average; the raw weights, also restored on resume, differ from it
+        raw, average = full["training_state"]["raw_model_state"], full["model_state"]
+        assert full["training_state"]["ema_n_averaged"] == resumed["training_state"]["ema_n_averaged"] > 0
+        assert any(not torch.equal(raw[k], average[k]) for k in raw if k.endswith("weight"))
+        for key, value in raw.items():
+            torch.testing.assert_close(resumed["training_state"]["raw_model_state"][key], value,
+                                       rtol=1e-5, atol=1e-6)
 
 
 def test_config_json_feeds_back(synthetic_dir, pretrained, tmp_path):

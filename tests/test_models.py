@@ -26,8 +26,8 @@ from aam.models import (
     model_summary,
     to_config,
 )
-from aam.models.asv_encoder import nucleotide_positions, span_mask
-from aam.models.config import MASK, PAD, START
+from aam.models.asv_encoder import kmer_ids, nucleotide_positions, span_mask
+from aam.models.config import MASK, PAD, START, UNK, A, C, G, T
 from aam.models.sample_encoder import abundance_feature
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -96,6 +96,8 @@ def test_config_defaults_and_per_stack_layers():
     (dict(distance_metric="bray"), "distance_metric"),
     (dict(dropout=1.0), "dropout"),
     (dict(attention_layers=-1), "attention_layers"),
+    (dict(kmer_size=9), "kmer_size"),
+    (dict(kmer_size=-1), "kmer_size"),
 ])
 def test_encoder_config_rejects_invalid_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -208,6 +210,29 @@ def test_all_padding_token_row_is_finite():
     tokens[2] = PAD
     out = encoder(tokens)["embeddings"]
     assert torch.isfinite(out).all() and torch.all(out[2] == 0)
+
+
+def test_kmer_ids_read_windows_base_four_and_skip_non_nucleotides():
+    tokens = torch.tensor([[START, A, C, G, T, A, PAD, PAD],
+                           [START, A, UNK, T, T, T, T, PAD]])
+    empty = 4**3
+    expected = torch.tensor([[empty, 0 * 16 + 1 * 4 + 2, 1 * 16 + 2 * 4 + 3, 2 * 16 + 3 * 4 + 0, empty, empty],
+                             [empty, empty, empty, 63, 63, empty]])
+    assert torch.equal(kmer_ids(tokens, 3), expected)
+
+
+def test_kmer_embedding_separates_one_substitution_and_trains():
+    torch.manual_seed(0)
+    model = SequenceEncoder(tiny_encoder(kmer_size=4, attention_layers=0))
+    tokens = make_batch()["tokens"][:3]
+    tokens[1] = tokens[0]
+    tokens[1, 5] = A if tokens[0, 5] != A else C
+    kmer_only = model.asv_encoder.kmer_embedding(tokens)
+    assert not torch.allclose(kmer_only[0], kmer_only[1])
+    embeddings = model.asv_encoder(tokens)["embeddings"]
+    embeddings.square().sum().backward()
+    assert model.asv_encoder.kmer_embedding.bag.weight.grad.abs().sum() > 0
+    assert torch.all(model.asv_encoder.kmer_embedding.bag.weight.grad[4**4] == 0)  # the empty slot
 
 
 # --------------------------------------------------------------------------- de-duplication and padding

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from aam.models.config import MASK, NUCLEOTIDE_TOKENS, PAD
+from aam.models.config import MASK, NUCLEOTIDE_TOKENS, PAD, A
 from aam.models.layers import AttentionPooling, PositionEmbedding, TransformerStack
 
 SPAN_LENGTHS = (3, 5)  # inclusive range of span lengths for `span` masking
@@ -90,12 +90,49 @@ class ASVNorm(nn.BatchNorm1d):
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 
+def kmer_ids(tokens: Tensor, k: int) -> Tensor:
+    """[U, L] tokens -> [U, L - k + 1] ids in [0, 4^k] of each window of `k` nucleotides, read base 4.
+
+    A window holding anything but A, C, G or T (UNK, PAD, START, MASK) gets the id 4^k, the empty bag slot.
+    """
+    digits = tokens - A  # A, C, G, T -> 0..3
+    acgt = (digits >= 0) & (digits < 4)
+    digits = digits.clamp(0, 3)
+    width = tokens.shape[1] - k + 1
+    if width < 1:
+        return torch.full((tokens.shape[0], 1), 4**k, dtype=torch.long, device=tokens.device)
+    ids = torch.zeros(tokens.shape[0], width, dtype=torch.long, device=tokens.device)
+    valid = torch.ones_like(ids, dtype=torch.bool)
+    for offset in range(k):
+        ids = ids * 4 + digits[:, offset:offset + width]
+        valid &= acgt[:, offset:offset + width]
+    return ids.masked_fill(~valid, 4**k)
+
+
+class KmerEmbedding(nn.Module):
+    """Mean of learned vectors of an ASV's overlapping k-mers: [U, L] tokens -> [U, D].
+
+    A direct, order-free signature of the sequence: two ASVs one substitution apart differ in up to `k` of
+    their ~L k-mers, and an ASV never seen in training still shares most k-mers with its relatives.
+    """
+
+    def __init__(self, k: int, dim: int):
+        super().__init__()
+        self.k = k
+        self.bag = nn.EmbeddingBag(4**k + 1, dim, mode="mean", padding_idx=4**k)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.bag(kmer_ids(tokens, self.k))
+
+
 class ASVEncoder(nn.Module):
-    """Token + learned position embedding -> transformer over [U, L] -> attention pooling -> ASVNorm -> [U, D]."""
+    """Token + learned position embedding -> transformer over [U, L] -> attention pooling (+ optional k-mer
+    bag) -> ASVNorm -> [U, D]."""
 
     def __init__(self, vocab_size: int, max_length: int, dim: int, heads: int, layers: int, ffn_ratio: int = 4,
                  dropout: float = 0.1, attn_implementation: str = "sdpa", gradient_checkpointing: bool = False,
-                 mask_ratio: float = 0.15, mask_strategy: str = "random", chunk_size: int | None = None):
+                 mask_ratio: float = 0.15, mask_strategy: str = "random", chunk_size: int | None = None,
+                 kmer_size: int = 0):
         super().__init__()
         self.mask_ratio = mask_ratio
         self.mask_strategy = mask_strategy
@@ -112,6 +149,7 @@ class ASVEncoder(nn.Module):
         self.pooling = AttentionPooling(dim)
         self.norm = ASVNorm(dim, momentum=0.3)  # tracks the features quickly while they move early in training
         self.nucleotide_head = nn.Linear(dim, vocab_size)
+        self.kmer_embedding = KmerEmbedding(kmer_size, dim) if kmer_size else None
 
     def mask_tokens(self, tokens: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """[U, L] bool: positions to mask under the configured strategy and ratio."""
@@ -128,6 +166,8 @@ class ASVEncoder(nn.Module):
         """
         chunk = self.chunk_size or max(tokens.shape[0], 1)
         pooled = torch.cat([self._encode(part)[1] for part in tokens.split(chunk)])  # [U, D]
+        if self.kmer_embedding is not None:
+            pooled = pooled + self.kmer_embedding(tokens)
         real = (tokens != PAD).any(dim=1, keepdim=True)  # [U, 1]; the collator never emits all-PAD rows
         outputs = {"embeddings": self.norm(pooled) * real.to(pooled.dtype)}
         if mask_nucleotides and self.mask_ratio > 0:

@@ -24,6 +24,7 @@ NUCLEOTIDE_TOKENS = (A, C, G, T, UNK)  # positions eligible for masked-nucleotid
 DISTANCE_METRICS = ("unifrac", "weighted", "faith_pd")
 GMU_GATES = ("learned", "open", "closed")
 TARGET_POOLINGS = ("attention", "abundance", "attention+abundance")
+MAX_KMER_SIZE = 8  # a k-mer table has 4^k rows
 
 _ConfigT = TypeVar("_ConfigT", bound="_Config")
 
@@ -74,6 +75,7 @@ class EncoderConfig(_Config):
 
     `attention_layers` sets every stack unless `asv_layers`, `sample_layers` or `encoder_layers` override it.
     `asv_chunk_size` encodes the batch's distinct ASVs in chunks of that many rows (memory, not results).
+    `kmer_size` > 0 adds the mean of learned k-mer vectors to each ASV's pooled nucleotide encoding.
     """
 
     vocab_size: int = VOCAB_SIZE
@@ -95,6 +97,7 @@ class EncoderConfig(_Config):
     gradient_checkpointing: bool = False
     distance_metric: str = "unifrac"
     asv_chunk_size: int | None = None
+    kmer_size: int = 0
 
     def __post_init__(self) -> None:
         from aam.models.asv_encoder import MASK_STRATEGIES
@@ -106,6 +109,8 @@ class EncoderConfig(_Config):
         for name in ("attention_layers", "asv_layers", "sample_layers", "encoder_layers"):
             _check_positive(name, getattr(self, name), allow_zero=True)
         _check_divides("attention_heads", self.attention_heads, self.embedding_dim)
+        if not 0 <= self.kmer_size <= MAX_KMER_SIZE:
+            raise ValueError(f"kmer_size must be 0 (off) to {MAX_KMER_SIZE}; got {self.kmer_size}")
         _check_range("dropout", self.dropout, 0.0, 1.0)
         _check_range("nuc_mask_ratio", self.nuc_mask_ratio, 0.0, 1.0)
         _check_choice("count_embedding_method", self.count_embedding_method, COUNT_EMBEDDINGS)

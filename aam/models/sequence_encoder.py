@@ -28,7 +28,8 @@ class SequenceEncoder(nn.Module):
                       gradient_checkpointing=config.gradient_checkpointing)
         self.asv_encoder = ASVEncoder(config.vocab_size, config.max_length, dim, heads, config.layers("asv"),
                                       mask_ratio=config.nuc_mask_ratio, mask_strategy=config.nuc_mask_strategy,
-                                      chunk_size=config.asv_chunk_size, **common)
+                                      chunk_size=config.asv_chunk_size, kmer_size=config.kmer_size,
+                                      **common)
         count_embedding = config.count_embedding_method if config.count_embedding else None
         self.sample_encoder = SampleSequenceEncoder(dim, heads, config.layers("sample"),
                                                     count_embedding=count_embedding, **common)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from aam.training import sharding
@@ -37,6 +38,7 @@ from aam.training.distributed import (
     gather_with_grad,
     reduce_sum,
 )
+from aam.training.ema import ema_model
 from aam.training.metrics import (
     ClassificationMetrics,
     DistanceMetrics,
@@ -79,6 +81,7 @@ class TrainerConfig:
     mask_nucleotides: bool = True
     log_grad_norms: bool = False
     progress: bool = True
+    ema_decay: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -152,6 +155,8 @@ class Trainer:
         distance_lookup: UniFrac targets of AmpliconData rows, for the pairs of the global batch (DDP/FSDP).
         data_parallel: one process over all visible GPUs (:class:`BatchDataParallel`).
         sharded_checkpoint: under FSDP, snapshots hold each rank's shards instead of the gathered state.
+            With ``config.ema_decay`` an exponential moving average of the weights (updated after every optimizer
+            step) is what validation scores and checkpoints hold; the raw weights ride in the training state.
         asv_tokens: the table's tokenised ASVs [N_asvs, L]: with a frozen encoder every ASV is encoded once,
             before training, and steps skip the ASV encoder.
     """
@@ -192,6 +197,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
         self.eval_model = torch.compile(self.model) if config.compile_model else self.model
         self.forward_model = self.eval_model
+        self.ema: AveragedModel | None = None
+        if config.ema_decay is not None:
+            if self.fsdp:
+                raise ValueError("a weight EMA is not supported with FSDP")
+            self.ema = ema_model(unwrap_model(self.model), config.ema_decay)
         if data_parallel:
             self.forward_model = BatchDataParallel(self.eval_model)
         elif self.distributed is not None and not self.fsdp:
@@ -213,7 +223,7 @@ class Trainer:
     def snapshot(self, epoch: int) -> Snapshot:
         """Weights and training state to write; under FSDP a collective (every rank calls it)."""
         if not self.fsdp:
-            model_state = strip_wrapper_prefixes(unwrap_model(self.model).state_dict())
+            model_state = strip_wrapper_prefixes(self._scored_model().state_dict())
             optimizer_state = self.optimizer.state_dict()
         elif self.sharded_checkpoint:
             model_state, optimizer_state = sharding.sharded_state(self.model, self.optimizer)
@@ -235,7 +245,15 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "epochs_without_improvement": self.epochs_without_improvement,
             "history": list(self.history),
+            **({} if self.ema is None else {
+                "ema_n_averaged": int(self.ema.n_averaged),
+                "raw_model_state": {k: v.detach().cpu() for k, v in
+                                    strip_wrapper_prefixes(unwrap_model(self.model).state_dict()).items()}}),
         }
+
+    def _scored_model(self) -> nn.Module:
+        """The weights validation scores and checkpoints keep: the EMA if there is one, else the bare model."""
+        return unwrap_model(self.model) if self.ema is None else self.ema.module
 
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`training_state`; the next epoch is ``state['epoch'] + 1``."""
@@ -247,6 +265,9 @@ class Trainer:
             self.best_epoch = state["best_epoch"]
             self.epochs_without_improvement = state["epochs_without_improvement"]
         self.history = list(state.get("history", []))
+        if self.ema is not None and "raw_model_state" in state:  # the checkpoint's weights are the average
+            self.ema.n_averaged.fill_(state["ema_n_averaged"])
+            unwrap_model(self.model).load_state_dict(state["raw_model_state"])
         self._pending_state = state  # optimizer, scheduler and RNG are restored once the scheduler exists
 
     # ------------------------------------------------------------------ loop
@@ -391,6 +412,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(unwrap_model(self.model))
         self.global_step += 1
         if self.scheduler.interval == "step":
             self.scheduler.step()
@@ -426,6 +449,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, loader: Iterable) -> EvalResult:
         """Loss and metrics over every sample of ``loader`` (original units for targets)."""
+        if self.ema is not None:
+            self.ema.eval()
         self.eval_model.eval()
         if self.distributed is not None:  # evaluate every shard with the weights and statistics rank 0 saves
             broadcast_buffers(self.model)
@@ -451,7 +476,8 @@ class Trainer:
         for batch in loader:
             batch = batch.to(self.device, non_blocking=True)
             with self._autocast():
-                outputs = self._forward(self.eval_model, batch, generator=generator)
+                outputs = self._forward(self.eval_model if self.ema is None else self.ema.module, batch,
+                                        generator=generator)
                 losses = self.loss_fn(outputs, batch)
             size = len(batch)
             n_samples += size

@@ -189,6 +189,9 @@ def check_options(opts: dict[str, Any]) -> None:
         raise AamError(f"{' and '.join(chosen)} cannot be combined", source=chosen[1],
                        hint="--distributed: DDP via torchrun; --fsdp: sharded DDP via torchrun; "
                             "--data-parallel: one process, all GPUs")
+    if opts.get("fsdp") and opts.get("ema_decay") is not None:
+        raise AamError("a weight average does not combine with --fsdp", source="--ema-decay",
+                       hint="drop --ema-decay, or use --distributed (DDP)")
     if opts.get("fsdp_sharded_checkpoint") and not opts.get("fsdp"):
         raise AamError("needs --fsdp", source="--fsdp-sharded-checkpoint")
     if opts.get("fsdp") and opts.get("mixed_precision") == "fp16":

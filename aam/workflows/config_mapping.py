@@ -29,7 +29,7 @@ def encoder_config_from_options(opts: dict[str, Any]) -> EncoderConfig:
             count_embedding_method=opts["count_embedding_method"], nuc_mask_ratio=opts["nuc_mask_ratio"],
             nuc_mask_strategy=opts["nuc_mask_strategy"], attn_implementation=opts["attn_implementation"],
             gradient_checkpointing=opts["gradient_checkpointing"],
-            asv_chunk_size=opts.get("asv_chunk_size"),
+            asv_chunk_size=opts.get("asv_chunk_size"), kmer_size=opts.get("kmer_size", 0),
             distance_metric=opts["unifrac_metric"],
         )
     except ValueError as err:
@@ -108,5 +108,5 @@ def trainer_config_from_options(opts: dict[str, Any], *, best_metric: str) -> Tr
         mixed_precision=None if mixed in (None, "none") else mixed, compile_model=opts["compile_model"],
         best_metric=best_metric, mask_nucleotides=opts["nuc_mask_ratio"] > 0 and opts["nuc_penalty"] > 0
         and not opts.get("freeze_base"), log_grad_norms=opts.get("log_grad_norms", False),
-        progress=opts.get("verbose", True),
+        progress=opts.get("verbose", True), ema_decay=opts.get("ema_decay"),
     )

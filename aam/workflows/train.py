@@ -313,7 +313,7 @@ def _build_loss(opts: dict[str, Any], config, setup: TargetSetup, has_distances:
 
 
 # encoder fields that define the pretrained weights' shapes (option name = field name)
-ARCHITECTURE_FIELDS = ("max_bp", "embedding_dim", "attention_heads", "attention_layers", "ffn_ratio")
+ARCHITECTURE_FIELDS = ("max_bp", "embedding_dim", "attention_heads", "attention_layers", "ffn_ratio", "kmer_size")
 OPTIONAL_BASE_MODULES = ("sample_encoder.count_embedding.", "faith_head.")  # may be added when fine-tuning
 
 
