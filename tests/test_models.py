@@ -345,7 +345,7 @@ def test_gradients_reach_every_parameter(fusion, count_method):
     assert_all_grads(model)
 
 
-@pytest.mark.parametrize("pooling", ["abundance", "attention+abundance"])
+@pytest.mark.parametrize("pooling", ["abundance", "attention+abundance", "mean"])
 def test_target_pooling_variants_train_every_parameter(pooling):
     torch.manual_seed(0)
     model = build_model(tiny_predictor(categorical_cardinalities=(), target_pooling=pooling))
@@ -353,7 +353,7 @@ def test_target_pooling_variants_train_every_parameter(pooling):
     (out["prediction"].sum() + out["distances"].sum() + out["count_prediction"].sum()
      + out["nucleotide_logits"].logsumexp(-1).sum()).backward()
     assert_all_grads(model)
-    assert (model.target_pooling is None) == (pooling == "abundance")
+    assert (model.target_pooling is None) == (pooling in ("abundance", "mean"))
 
 
 def test_abundance_pooling_is_the_read_weighted_mean_of_the_target_transformer():
@@ -371,6 +371,16 @@ def test_abundance_pooling_is_the_read_weighted_mean_of_the_target_transformer()
     # scaling a sample's reads leaves its prediction unchanged (relative abundance)
     scaled = dict(batch, counts=batch["counts"] * torch.tensor([[1.0], [7.0], [0.5]]))
     torch.testing.assert_close(model(**scaled)["prediction"], model(**batch)["prediction"])
+
+
+def test_mean_pooling_weighs_every_present_asv_alike():
+    torch.manual_seed(0)
+    model = build_model(tiny_predictor(categorical_cardinalities=(), target_pooling="mean")).eval()
+    batch = make_batch()
+    hidden, mask = torch.randn(3, 4, 16), batch["asv_mask"]
+    pooled = model._pool(hidden, mask, batch["counts"])
+    for b in range(len(mask)):
+        torch.testing.assert_close(pooled[b], hidden[b][mask[b]].mean(0))
 
 
 def test_predictor_without_categoricals_ignores_fusion_and_accepts_none():

@@ -127,17 +127,19 @@ class SequencePredictor(nn.Module):
         return outputs
 
     def _pool(self, hidden: Tensor, asv_mask: Tensor, counts: Tensor | None) -> Tensor:
-        """[B, S, D] -> [B, D]: attention pooling, the abundance-weighted mean, or both mixed (`target_pooling`).
+        """[B, S, D] -> [B, D]: attention pooling, the abundance-weighted mean, both mixed, or the plain mean
+        over the sample's ASVs (`target_pooling`).
 
         Attention weights are learned and sum to one whatever the sample holds; the abundance-weighted mean
         is the composition itself projected through the ASV vectors (the view a forest on relative
-        abundances has).
+        abundances has); the plain mean weighs rare and dominant ASVs alike (which ASVs are present).
         """
         parts = []
         if self.target_pooling is not None:
             parts.append(self.target_pooling(hidden, asv_mask))
-        if "abundance" in self.config.target_pooling:
-            weights = relative_abundance(counts, asv_mask).to(hidden.dtype)
+        if self.config.target_pooling in ("abundance", "attention+abundance", "mean"):
+            uniform = self.config.target_pooling == "mean"  # each present ASV counts once
+            weights = relative_abundance(None if uniform else counts, asv_mask).to(hidden.dtype)
             parts.append(torch.einsum("bs,bsd->bd", weights, hidden))
         return self.pooling_mix(torch.cat(parts, dim=-1)) if self.pooling_mix is not None else parts[0]
 
