@@ -70,6 +70,13 @@ RECIPES = {
         "--batch-size 16 --lr 1e-3 --dropout 0 --count-embedding --loss-type huber --epochs 30 --patience 8 "
         "--nuc-penalty 0 --target-pooling abundance"
     ),
+    # Session 3 (inner split of random fold 0 only): cpu-b16-abundance with an EMA of the weights (smooth
+    # validation curves, no lucky-epoch selection), the L1 loss (the MAE it is scored on) and lr 3e-3.
+    "cpu-l1-ema": (
+        "--embedding-dim 32 --attention-heads 4 --attention-layers 1 --max-bp 100 --token-limit 32 "
+        "--batch-size 16 --lr 3e-3 --dropout 0 --count-embedding --loss-type mae --epochs 30 --patience 8 "
+        "--nuc-penalty 0 --target-pooling abundance --ema-decay 0.99"
+    ),
     # The starting point of issue #7 (~3 training samples/s on 2 CPU cores: ~7 min per epoch; GPU-sized).
     "cpu-small": (
         "--embedding-dim 64 --attention-heads 4 --attention-layers 2 --max-bp 100 --token-limit 128 "
