@@ -12,6 +12,9 @@ Methods, each fold:
 * ``train_mean``: predict the mean age of the training samples (reference floor).
 * ``study_mean`` (random only): predict each validation sample's age as the mean age of the training samples of
   its study. Uses ``study``, so it measures leakage; it is not a model.
+* ``nearest``: the age of the single most similar training sample (1-nearest neighbour, cosine distance on
+  log1p(1e4 x relative abundance)). A re-identification yardstick: it wins when the same people or studies are
+  on both sides of the split, and it has nothing to transfer to an unseen study.
 * ``aam``: ``aam train`` on a BIOM table holding only the fold's training samples (it makes its own
   early-stopping split of those with ``--test-size``), then ``aam predict`` with ``checkpoints/best_model.pt``
   on a BIOM table holding only the fold's validation samples. The validation fold is never seen in training or
@@ -87,7 +90,7 @@ RECIPES = {
 PRETRAIN_SHARED = {"--embedding-dim", "--attention-heads", "--attention-layers", "--max-bp", "--token-limit",
                    "--batch-size", "--lr", "--count-embedding", "--nuc-penalty", "--ffn-ratio", "--dropout",
                    "--no-count-embedding"}
-METHODS = ("rf", "train_mean", "study_mean", "aam", "aam_pre")
+METHODS = ("rf", "train_mean", "study_mean", "nearest", "aam", "aam_pre")
 
 
 def parse_args(argv=None):
@@ -103,6 +106,8 @@ def parse_args(argv=None):
     p.add_argument("--methods", default="rf,train_mean,study_mean,aam",
                    help=f"comma list of {', '.join(METHODS)}")
     p.add_argument("--folds-limit", type=int, default=None, help="run only the first N folds of each protocol")
+    p.add_argument("--only-folds", default=None,
+                   help="comma list of fold names to run (e.g. fold3,qiita_550), to split a grid over processes")
     p.add_argument("--n-folds", type=int, default=5, help="folds of the random protocol")
     p.add_argument("--seed", type=int, default=42, help="fold shuffling, forest and AAM seed")
     p.add_argument("--recipe", default="cpu-fast", help=f"named AAM recipe: {', '.join(RECIPES)}")
@@ -215,6 +220,18 @@ def method_train_mean(args, fold_dir, train, val, meta) -> pd.DataFrame:
     return pd.DataFrame({"sample_id": val, "prediction": float(meta.loc[train, args.target].mean())})
 
 
+def method_nearest(args, fold_dir, train, val, meta) -> pd.DataFrame:
+    """The age of the most similar training sample (cosine on log1p(1e4 x relative abundance))."""
+    import biom
+    from sklearn.neighbors import KNeighborsRegressor
+    table = biom.load_table(args.table)
+    counts = pd.DataFrame(table.matrix_data.toarray().T, index=table.ids(axis="sample"))
+    features = np.log1p(1e4 * counts.div(counts.sum(axis=1), axis=0))
+    model = KNeighborsRegressor(n_neighbors=1, metric="cosine").fit(features.loc[train].to_numpy(),
+                                                                     meta.loc[train, args.target].to_numpy())
+    return pd.DataFrame({"sample_id": val, "prediction": model.predict(features.loc[val].to_numpy())})
+
+
 def method_study_mean(args, fold_dir, train, val, meta) -> pd.DataFrame:
     means = meta.loc[train].groupby(args.group)[args.target].mean()
     fallback = float(meta.loc[train, args.target].mean())
@@ -282,7 +299,7 @@ def method_aam(args, fold_dir: Path, train: list[str], val: list[str], meta, pre
 
 
 RUNNERS = {"rf": method_rf, "train_mean": method_train_mean, "study_mean": method_study_mean,
-           "aam": method_aam, "aam_pre": lambda *a: method_aam(*a, pretrain=True)}
+           "nearest": method_nearest, "aam": method_aam, "aam_pre": lambda *a: method_aam(*a, pretrain=True)}
 
 
 # ---------------------------------------------------------------- summary
@@ -408,6 +425,8 @@ def main(argv=None) -> int:
     for protocol in protocols:
         pf = folds[folds.protocol == protocol]
         fold_names = list(dict.fromkeys(pf.fold))[: args.folds_limit]
+        if args.only_folds:
+            fold_names = [f for f in fold_names if f in args.only_folds.split(",")]
         for fold in fold_names:
             val = pf[pf.fold == fold].sample_id.tolist()
             vset = set(val)
