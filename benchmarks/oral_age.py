@@ -119,6 +119,8 @@ def parse_args(argv=None):
                    help="aam train's own early-stopping split of the fold's training samples")
     p.add_argument("--pretrain", action="store_true", help="also run aam_pre (pretrain on fold train samples)")
     p.add_argument("--pretrain-epochs", type=int, default=10)
+    p.add_argument("--pretrain-args", default="",
+                   help="extra `aam pretrain` flags after the recipe's shared ones (e.g. '--batch-size 64')")
     p.add_argument("--rf-jobs", type=int, default=-1)
     p.add_argument("--force", action="store_true", help="rerun (fold, method) results already in --out")
     p.add_argument("--summary-only", action="store_true", help="only rewrite the summary from --out")
@@ -282,7 +284,7 @@ def method_aam(args, fold_dir: Path, train: list[str], val: list[str], meta, pre
         cmd = aam_exe() + ["pretrain", "--table", str(train_biom), "--tree", args.tree,
                            "--output-dir", str(pre_dir), "--test-size", str(args.aam_test_size),
                            "--seed", str(args.seed), "--quiet"] + pretrain_args(flags) + \
-            ["--epochs", str(args.pretrain_epochs)]
+            shlex.split(args.pretrain_args) + ["--epochs", str(args.pretrain_epochs)]
         run_logged(cmd, fold_dir / f"aam_pretrain{args.suffix}.log")
         extra = ["--pretrained-encoder", str(pre_dir / "pretrained_encoder.pt")]
     cmd = aam_exe() + ["train", "--table", str(train_biom), "--metadata", str(train_meta),
