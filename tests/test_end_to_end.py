@@ -142,6 +142,24 @@ def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path, monkeypatch, 
                                        rtol=1e-5, atol=1e-6)
 
 
+def test_preset_sets_defaults_that_flags_override(synthetic_dir, tmp_path):
+    from aam.cli.presets import PRESETS
+
+    pre, out = tmp_path / "pre", tmp_path / "train"
+    run_ok("pretrain", "--preset", "small-data", "--table", synthetic_dir["table"], "--tree", synthetic_dir["tree"],
+           "--output-dir", pre, "--epochs", 1, "--token-limit", 24, "--seed", 1, "--device", "cpu", "--quiet")
+    run_ok("train", "--preset", "small-data", "--table", synthetic_dir["table"], "--metadata",
+           synthetic_dir["metadata"], "--metadata-column", "target", "--output-dir", out, "--epochs", 1,
+           "--pretrained-encoder", pre / "pretrained_encoder.pt", "--seed", 1, "--device", "cpu", "--quiet")
+    for run, command in ((pre, "pretrain"), (out, "train")):
+        options = json.loads((run / "config.json").read_text())["options"]
+        preset = {k: v for k, v in PRESETS["small-data"][command].items() if k != "epochs"}
+        assert {k: options[k] for k in preset} == {**preset, **({"token_limit": 24} if command == "pretrain" else {})}
+        assert options["epochs"] == 1
+    checkpoint = torch.load(out / "checkpoints" / "best_model.pt", weights_only=False)
+    assert checkpoint["training_state"]["ema_n_averaged"] > 0
+
+
 def test_config_json_feeds_back(synthetic_dir, pretrained, tmp_path):
     out = tmp_path / "again"
     result = run_ok("pretrain", "--config", pretrained / "config.json", "--output-dir", out, "--epochs", 1)

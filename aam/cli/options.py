@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from aam.cli.presets import PRESETS
 from aam.errors import AamError
 
 SECTION_ORDER = ("Input", "Model", "Categorical", "Target", "Loss", "Training", "Performance", "Distributed",
@@ -93,6 +94,18 @@ CONFIG = click.option("--config", type=click.Path(dir_okay=False), callback=_loa
                       expose_value=False, cls=SectionOption, section="Other",
                       help="JSON or YAML file supplying any option (flag names as keys); flags on the command "
                            "line win. A run's config.json can be fed back.")
+
+def _load_preset(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--preset NAME``: a named option set (``aam.cli.presets``) becomes the defaults."""
+    if value is not None:
+        ctx.default_map = {**(ctx.default_map or {}), **PRESETS[value][ctx.command.name]}
+    return value
+
+
+PRESET = click.option("--preset", type=click.Choice(sorted(PRESETS)), callback=_load_preset, is_eager=True,
+                      expose_value=False, cls=SectionOption, section="Other",
+                      help="Named defaults: small-data = the CPU recipe of the oral-age benchmark (D 32, one layer, "
+                           "32 ASVs, L1 loss, weight EMA; see README). Flags on the command line win.")
 
 SEED = option("--seed", type=int, default=None, section="Other",
               help="Random seed for splits, rarefaction, initialisation and masking; makes runs repeatable.")

@@ -9,6 +9,7 @@ from aam.cli import options as o
 
 @click.command("pretrain", cls=o.SectionedCommand)
 @o.CONFIG
+@o.PRESET
 @o.apply(o.data_options(pretrain=True) + o.MODEL_OPTIONS + o.LOSS_WEIGHT_OPTIONS + [
     o.option("--count-penalty", type=float, default=1.0, section="Loss",
              help="Accepted for compatibility; the encoder has no count head."),

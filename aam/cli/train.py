@@ -125,6 +125,7 @@ TRAIN_OPTIONS = [
 
 @click.command("train", cls=o.SectionedCommand)
 @o.CONFIG
+@o.PRESET
 @o.apply(o.data_options(pretrain=False) + o.MODEL_OPTIONS + TRAIN_OPTIONS + o.LOSS_WEIGHT_OPTIONS
          + o.TRAINING_OPTIONS + o.PERFORMANCE_OPTIONS + o.DISTRIBUTED_OPTIONS + [o.SEED, o.VERBOSE])
 def command(**opts) -> None:
