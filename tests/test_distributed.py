@@ -211,8 +211,9 @@ def test_torchrun_pretrain_and_train_then_predict(synthetic_dir, tmp_path, strat
     assert "split is identical on all 2 ranks" in log
     assert sorted(p.name for p in (tmp_path / "pre" / "checkpoints").iterdir()) == ["best_model.pt", "last_model.pt"]
 
+    ema = ["--ema-decay", "0.9"] if strategy == "--distributed" else []  # checkpoints then hold the average
     train = torchrun(*train_args(synthetic_dir, tmp_path / "train", strategy, "--pretrained-encoder",
-                                 tmp_path / "pre" / "pretrained_encoder.pt"), cwd=tmp_path)
+                                 tmp_path / "pre" / "pretrained_encoder.pt", *ema), cwd=tmp_path)
     assert train.returncode == 0, train.stderr[-3000:]
     run = tmp_path / "train"
     predict_matches_validation(synthetic_dir, run, run / "checkpoints" / "best_model.pt", tmp_path / "p.tsv")

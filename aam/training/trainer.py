@@ -140,6 +140,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 class Trainer:
     """Fits ``model`` with ``loss_fn`` (a :class:`~aam.training.losses.MultiTaskLoss`).
 
+    With ``config.ema_decay`` an exponential moving average of the weights (:mod:`aam.training.ema`, updated
+    after every optimizer step) is what validation scores and checkpoints hold; the raw weights and the
+    average's update count ride in the training state, so ``--resume-from`` restores both.
+
     Args:
         model: a SequenceEncoder or SequencePredictor (possibly frozen in part).
         loss_fn: maps (model outputs, batch) to a dict with ``total`` and per-objective losses.
@@ -155,8 +159,6 @@ class Trainer:
         distance_lookup: UniFrac targets of AmpliconData rows, for the pairs of the global batch (DDP/FSDP).
         data_parallel: one process over all visible GPUs (:class:`BatchDataParallel`).
         sharded_checkpoint: under FSDP, snapshots hold each rank's shards instead of the gathered state.
-            With ``config.ema_decay`` an exponential moving average of the weights (updated after every optimizer
-            step) is what validation scores and checkpoints hold; the raw weights ride in the training state.
         asv_tokens: the table's tokenised ASVs [N_asvs, L]: with a frozen encoder every ASV is encoded once,
             before training, and steps skip the ASV encoder.
     """
@@ -449,16 +451,17 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, loader: Iterable) -> EvalResult:
         """Loss and metrics over every sample of ``loader`` (original units for targets)."""
-        if self.ema is not None:
-            self.ema.eval()
-        self.eval_model.eval()
+        model = self.eval_model if self.ema is None else self.ema.module
+        model.eval()
         if self.distributed is not None:  # evaluate every shard with the weights and statistics rank 0 saves
             broadcast_buffers(self.model)
+            if self.ema is not None:
+                broadcast_buffers(self.ema.module)
         # FSDP: gather the weights once, so ranks with fewer validation batches than others need no collective
         with sharding.gathered_parameters(self.model) if self.fsdp else nullcontext():
-            return self._evaluate(loader)
+            return self._evaluate(loader, model)
 
-    def _evaluate(self, loader: Iterable) -> EvalResult:
+    def _evaluate(self, loader: Iterable, model: nn.Module) -> EvalResult:
         sums: dict[str, torch.Tensor] = {}
         n_samples = 0
         distances = DistanceMetrics()
@@ -476,8 +479,7 @@ class Trainer:
         for batch in loader:
             batch = batch.to(self.device, non_blocking=True)
             with self._autocast():
-                outputs = self._forward(self.eval_model if self.ema is None else self.ema.module, batch,
-                                        generator=generator)
+                outputs = self._forward(model, batch, generator=generator)
                 losses = self.loss_fn(outputs, batch)
             size = len(batch)
             n_samples += size
