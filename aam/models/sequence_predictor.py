@@ -137,7 +137,7 @@ class SequencePredictor(nn.Module):
         parts = []
         if self.target_pooling is not None:
             parts.append(self.target_pooling(hidden, asv_mask))
-        if self.config.target_pooling in ("abundance", "attention+abundance", "mean"):
+        if self.config.target_pooling != "attention":  # a weighted mean over the ASVs
             uniform = self.config.target_pooling == "mean"  # each present ASV counts once
             weights = relative_abundance(None if uniform else counts, asv_mask).to(hidden.dtype)
             parts.append(torch.einsum("bs,bsd->bd", weights, hidden))
