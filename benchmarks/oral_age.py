@@ -22,6 +22,11 @@ Methods, each fold:
   ``study`` cannot reach the model.
 * ``aam_pre`` (optional, ``--pretrain``): as ``aam``, after ``aam pretrain`` on the fold's training samples only.
 
+With ``--members N`` an AAM method trains the recipe N times (seeds ``--seed``, ``--seed``+1, ...) and predicts
+with ``aam predict --model M1 ... --model MN`` (the average); its name gets ``_xN``. Member runs whose training
+finished are reused (so ``--members 3`` after ``--members 1`` trains only the two new seeds), and so is a
+fold's finished pretraining.
+
 Finished (fold, method) results are kept in OUT and skipped when the command is rerun, so a long run can be
 continued; a summary (summary.md, summary.json, oof_predictions.tsv) is rewritten from all results in OUT at
 the end of every run. Example::
@@ -115,6 +120,8 @@ def parse_args(argv=None):
                    help="appended to the aam/aam_pre method names (e.g. _long), to keep several recipes apart")
     p.add_argument("--aam-args", default="", help="extra `aam train` flags appended to the recipe (win)")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's --epochs")
+    p.add_argument("--members", type=int, default=1,
+                   help="AAM ensemble size: train with this many seeds and average their predictions")
     p.add_argument("--aam-test-size", type=float, default=0.1,
                    help="aam train's own early-stopping split of the fold's training samples")
     p.add_argument("--pretrain", action="store_true", help="also run aam_pre (pretrain on fold train samples)")
@@ -273,27 +280,46 @@ def _aam_common(args, fold_dir: Path, train: list[str], val: list[str], meta) ->
     return train_biom, val_biom, train_meta
 
 
+def aam_method_name(base: str, args) -> str:
+    """``aam``/``aam_pre`` + ``--suffix`` (+ ``_xN`` for an ensemble of N seeds)."""
+    return base + args.suffix + (f"_x{args.members}" if args.members > 1 else "")
+
+
+def _finished(run_dir: Path) -> bool:
+    log_path = run_dir / "training.log"
+    return log_path.is_file() and "training finished:" in log_path.read_text()
+
+
 def method_aam(args, fold_dir: Path, train: list[str], val: list[str], meta, pretrain: bool = False):
-    name = ("aam_pre" if pretrain else "aam") + args.suffix
+    base = ("aam_pre" if pretrain else "aam") + args.suffix
+    name = aam_method_name("aam_pre" if pretrain else "aam", args)
     train_biom, val_biom, train_meta = _aam_common(args, fold_dir, train, val, meta)
     flags = recipe_args(args)
-    run_dir = fold_dir / name
     extra = []
     if pretrain:
         pre_dir = fold_dir / f"aam_pretrain{args.suffix}"
-        cmd = aam_exe() + ["pretrain", "--table", str(train_biom), "--tree", args.tree,
-                           "--output-dir", str(pre_dir), "--test-size", str(args.aam_test_size),
-                           "--seed", str(args.seed), "--quiet"] + pretrain_args(flags) + \
-            shlex.split(args.pretrain_args) + ["--epochs", str(args.pretrain_epochs)]
-        run_logged(cmd, fold_dir / f"aam_pretrain{args.suffix}.log")
+        if args.force or not (pre_dir / "pretrained_encoder.pt").is_file():
+            cmd = aam_exe() + ["pretrain", "--table", str(train_biom), "--tree", args.tree,
+                               "--output-dir", str(pre_dir), "--test-size", str(args.aam_test_size),
+                               "--seed", str(args.seed), "--quiet"] + pretrain_args(flags) + \
+                shlex.split(args.pretrain_args) + ["--epochs", str(args.pretrain_epochs)]
+            run_logged(cmd, fold_dir / f"aam_pretrain{args.suffix}.log")
         extra = ["--pretrained-encoder", str(pre_dir / "pretrained_encoder.pt")]
-    cmd = aam_exe() + ["train", "--table", str(train_biom), "--metadata", str(train_meta),
-                       "--metadata-column", args.target, "--output-dir", str(run_dir),
-                       "--test-size", str(args.aam_test_size), "--seed", str(args.seed), "--quiet"] + flags + extra
-    run_logged(cmd, fold_dir / f"{name}_train.log")
+    models = []
+    for i in range(args.members):
+        seed = args.seed + i
+        run_dir = fold_dir / (base if i == 0 else f"{base}_seed{seed}")
+        if args.force or not _finished(run_dir):
+            cmd = aam_exe() + ["train", "--table", str(train_biom), "--metadata", str(train_meta),
+                               "--metadata-column", args.target, "--output-dir", str(run_dir),
+                               "--test-size", str(args.aam_test_size), "--seed", str(seed), "--quiet"] + \
+                flags + extra
+            run_logged(cmd, fold_dir / f"{run_dir.name}_train.log")
+        else:
+            print(f"       reusing the finished run {run_dir}", flush=True)
+        models += ["--model", str(run_dir / "checkpoints" / "best_model.pt")]
     out = fold_dir / f"{name}_predictions.tsv"
-    cmd = aam_exe() + ["predict", "--model", str(run_dir / "checkpoints" / "best_model.pt"),
-                       "--table", str(val_biom), "--output", str(out), "--batch-size", "32",
+    cmd = aam_exe() + ["predict", *models, "--table", str(val_biom), "--output", str(out), "--batch-size", "32",
                        "--seed", str(args.seed), "--quiet"]
     run_logged(cmd, fold_dir / f"{name}_predict.log")
     pred = pd.read_csv(out, sep="\t", dtype={"sample_id": str})
@@ -438,7 +464,7 @@ def main(argv=None) -> int:
             (fold_dir / "train_samples.txt").write_text("\n".join(train) + "\n")
             (fold_dir / "val_samples.txt").write_text("\n".join(val) + "\n")
             for base in methods:
-                method = base + args.suffix if base.startswith("aam") else base
+                method = aam_method_name(base, args) if base.startswith("aam") else base
                 if method == "study_mean" and protocol == "loso":
                     continue  # the held-out study has no training samples
                 result_path = fold_dir / f"result_{method}.json"
@@ -461,7 +487,7 @@ def main(argv=None) -> int:
                 result = {"protocol": protocol, "fold": fold, "method": method, "wall_s": wall, **score,
                           "code": version, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
                 if base.startswith("aam"):
-                    result["recipe"] = shlex.join(recipe_args(args))
+                    result.update(recipe=shlex.join(recipe_args(args)), members=args.members)
                 result_path.write_text(json.dumps(result, indent=1))
                 print(f"[done] {protocol}/{fold} {method}: MAE {score['mae']:.2f} RMSE {score['rmse']:.2f} "
                       f"R2 {score['r2']:.3f} in {wall:.0f} s", flush=True)

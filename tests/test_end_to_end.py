@@ -100,6 +100,40 @@ def test_every_fusion_trains_and_predicts(synthetic_dir, tmp_path, fusion):
     assert np.isfinite(predicted["prediction"]).all()
 
 
+def test_predict_averages_an_ensemble_of_checkpoints(synthetic_dir, tmp_path):
+    """Several --model: the mean of the members' predictions, their spread as prediction_std."""
+    members = []
+    for seed in (3, 4):
+        out = tmp_path / f"seed{seed}"
+        run_ok("train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+               "--metadata-column", "target", "--output-dir", out, "--epochs", 1, *TINY, "--seed", seed)
+        members.append(out / "checkpoints" / "best_model.pt")
+    alone = []
+    for i, member in enumerate(members):
+        path = tmp_path / f"member{i}.tsv"
+        run_ok("predict", "--model", member, "--table", synthetic_dir["table"], "--output", path,
+               "--device", "cpu", "--quiet")
+        alone.append(pd.read_csv(path, sep="\t", dtype={"sample_id": str}).set_index("sample_id")["prediction"])
+    assert not np.allclose(alone[0], alone[1])  # the seeds give different members
+
+    ensemble_path = tmp_path / "ensemble.tsv"
+    run_ok("predict", "--model", members[0], "--model", members[1], "--table", synthetic_dir["table"],
+           "--output", ensemble_path, "--device", "cpu", "--quiet")
+    ensemble = pd.read_csv(ensemble_path, sep="\t", dtype={"sample_id": str}).set_index("sample_id")
+    assert list(ensemble.columns) == ["prediction", "prediction_std"]
+    stacked = np.stack([a.loc[ensemble.index].to_numpy() for a in alone])
+    np.testing.assert_allclose(ensemble["prediction"], stacked.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ensemble["prediction_std"], stacked.std(0, ddof=1), rtol=1e-4, atol=1e-5)
+
+    classifier = tmp_path / "clf"
+    run_ok("train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+           "--metadata-column", "label", "--classifier", "--output-dir", classifier, "--epochs", 1, *TINY)
+    mixed = invoke("predict", "--model", members[0], "--model", classifier / "checkpoints" / "best_model.pt",
+                   "--table", synthetic_dir["table"], "--output", tmp_path / "mixed.tsv", "--device", "cpu")
+    assert mixed.exit_code == 2 and "task (regression or classification)" in mixed.output
+    assert not (tmp_path / "mixed.tsv").exists()
+
+
 class _Crash(Exception):
     pass
 

@@ -9,9 +9,10 @@ from aam.cli import options as o
 
 @click.command("predict", cls=o.SectionedCommand)
 @o.apply([
-    o.option("--model", "model_path", type=click.Path(), required=True, section="Input",
+    o.option("--model", "model_paths", type=click.Path(), required=True, multiple=True, section="Input",
              help="checkpoints/best_model.pt (or last_model.pt, or the best_model/ directory of a "
-                  "--fsdp-sharded-checkpoint run) of an aam train run; the model is rebuilt from it alone."),
+                  "--fsdp-sharded-checkpoint run) of an aam train run; the model is rebuilt from it alone. "
+                  "Repeat to average an ensemble (e.g. one recipe trained with several --seed values)."),
     o.option("--table", type=click.Path(dir_okay=False), required=True, section="Input",
              help="BIOM table of the samples to predict (not rarefied)."),
     o.option("--sequences", type=click.Path(dir_okay=False), default=None, section="Input",
@@ -27,12 +28,12 @@ from aam.cli import options as o
     o.option("--prediction-passes", type=int, default=1, section="Output",
              help="Average this many passes over random ASV subsets; adds prediction_std."),
     o.option("--output-variance", is_flag=True, default=False, section="Output",
-             help="Add a prediction_std column (standard deviation over passes)."),
+             help="Add a prediction_std column (standard deviation over passes and ensemble members)."),
     o.option("--no-sequence-cache", is_flag=True, default=False, section="Input",
              help="Accepted for compatibility; sequences are always tokenised once."),
     o.DEVICE, o.SEED, o.VERBOSE,
 ])
-def command(model_path: str, table: str, sequences: str | None, metadata: str | None, output: str,
+def command(model_paths: tuple[str, ...], table: str, sequences: str | None, metadata: str | None, output: str,
             batch_size: int, asv_sampling: str | None, prediction_passes: int, output_variance: bool,
             no_sequence_cache: bool, device: str, seed: int | None, verbose: bool) -> None:
     """Predict a trained model's target for every sample of --table, in the target's original units."""
@@ -40,6 +41,6 @@ def command(model_path: str, table: str, sequences: str | None, metadata: str | 
     from aam.workflows.predict import run_predict
 
     configure_logging(None, verbose)
-    run_predict(model_path=model_path, table=table, output=output, metadata=metadata, sequences=sequences,
+    run_predict(model_path=list(model_paths), table=table, output=output, metadata=metadata, sequences=sequences,
                 batch_size=batch_size, device=device, prediction_passes=prediction_passes,
                 asv_sampling=asv_sampling, seed=seed, output_variance=output_variance)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,50 +41,95 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> tupl
     return model.to(device).eval(), checkpoint.get("data", {})
 
 
-def run_predict(*, model_path: str, table: str, output: str, metadata: str | None = None,
+def run_predict(*, model_path: str | Sequence[str], table: str, output: str, metadata: str | None = None,
                 sequences: str | None = None, batch_size: int = 8, device: str = "auto",
                 prediction_passes: int = 1, asv_sampling: str | None = None, seed: int | None = None,
                 output_variance: bool = False) -> pd.DataFrame:
-    """Predict every usable sample of ``table``; writes ``output`` (TSV) and returns the frame."""
+    """Predict every usable sample of ``table``; writes ``output`` (TSV) and returns the frame.
+
+    ``model_path`` may name several checkpoints (an ensemble, e.g. the same recipe trained with different
+    seeds): their predictions are averaged (class probabilities for classifiers) and ``prediction_std`` is
+    the spread over members and passes.
+    """
+    paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
+    if not paths:
+        raise AamError("give at least one checkpoint", source="--model")
     if batch_size < 1:
         raise AamError("must be at least 1", source="--batch-size")
     if prediction_passes < 1:
         raise AamError("must be at least 1", source="--prediction-passes")
     torch_device = resolve_device(device)
     configure_threads(torch_device)
-    model, info = load_predictor(model_path, torch_device)
     sampling = asv_sampling or ("random" if prediction_passes > 1 else "abundance")
     if prediction_passes > 1 and sampling != "random":
         log.warning("--prediction-passes > 1 only varies with --asv-sampling random; using one pass")
         prediction_passes = 1
-    data = load_amplicon_data(table, sequences_path=sequences, max_bp=info.get("max_bp", 150))
-    frame = _metadata_frame(metadata, info, data.sample_ids)
-    categoricals = _categoricals(frame, info, data.sample_ids, metadata)
-    groups = category_keys(frame, data.sample_ids, info["normalize_by"]) if info.get("normalize_by") else None
-    dataset = SampleDataset(data, None, None, categoricals, info.get("token_limit", 1024), sampling, seed)
-    if dataset.skipped_ids:
-        log.warning("skipped %d sample(s) with no usable ASV", len(dataset.skipped_ids))
-    loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), batch_size, shuffle=False)
-    decoder = PredictionDecoder(
-        transform=transform_from_dict(info["target_transform"]) if info.get("target_transform") else None,
-        groups=groups, classifier=bool(info.get("classifier")), class_labels=info.get("class_labels") or (),
-        quantiles=info.get("quantiles"))
-    passes = [_one_pass(model, loader, decoder, dataset, epoch) for epoch in range(prediction_passes)]
-    result = _combine_passes(passes, decoder, output_variance or prediction_passes > 1)
+    if len(paths) > 1:
+        log.info("ensemble of %d models", len(paths))
+    tables: dict[int, Any] = {}  # the tokenised table per max_bp (members usually share one)
+    frame = read_metadata(metadata) if metadata is not None else None
+    passes: list[pd.DataFrame] = []
+    first_info: dict[str, Any] | None = None
+    for path in paths:  # one member in memory at a time
+        model, info = load_predictor(path, torch_device)
+        if first_info is None:
+            first_info = info
+        else:
+            _check_compatible(first_info, info, paths[0], path)
+        max_bp = int(info.get("max_bp", 150))
+        if max_bp not in tables:
+            tables[max_bp] = load_amplicon_data(table, sequences_path=sequences, max_bp=max_bp)
+        data = tables[max_bp]
+        member_frame = frame if frame is not None else _no_metadata(info, data.sample_ids)
+        categoricals = _categoricals(member_frame, info, data.sample_ids, metadata)
+        groups = (category_keys(member_frame, data.sample_ids, info["normalize_by"])
+                  if info.get("normalize_by") else None)
+        dataset = SampleDataset(data, None, None, categoricals, info.get("token_limit", 1024), sampling, seed)
+        if dataset.skipped_ids and not passes:
+            log.warning("skipped %d sample(s) with no usable ASV", len(dataset.skipped_ids))
+        loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), batch_size, shuffle=False)
+        decoder = PredictionDecoder(
+            transform=transform_from_dict(info["target_transform"]) if info.get("target_transform") else None,
+            groups=groups, classifier=bool(info.get("classifier")), class_labels=info.get("class_labels") or (),
+            quantiles=info.get("quantiles"))
+        passes += [_one_pass(model, loader, decoder, dataset, epoch) for epoch in range(prediction_passes)]
+        del model
+    result = _combine_passes(_align(passes, paths), decoder, output_variance or len(passes) > 1)
     write_tsv(output, result)
     log.info("wrote %d predictions to %s", len(result), output)
     return result
 
 
-def _metadata_frame(metadata: str | None, info: dict[str, Any], sample_ids: list[str]) -> pd.DataFrame:
-    needs = bool(info.get("categorical_columns")) or bool(info.get("normalize_by"))
-    if metadata is None:
-        if needs:
-            columns = sorted(set(info.get("categorical_columns") or []) | set(info.get("normalize_by") or []))
-            raise AamError(f"this model uses metadata columns {', '.join(columns)}", source="--metadata",
-                           hint="pass --metadata FILE.tsv with those columns")
-        return pd.DataFrame(index=pd.Index(sample_ids, name="sample_id"))
-    return read_metadata(metadata)
+def _check_compatible(first: dict[str, Any], info: dict[str, Any], first_path: str, path: str) -> None:
+    """Ensemble members must answer the same question in the same units."""
+    for key, what in (("classifier", "task (regression or classification)"), ("class_labels", "classes"),
+                      ("quantiles", "quantile levels")):
+        if (info.get(key) or None) != (first.get(key) or None):
+            raise AamError(f"ensemble member differs in {what} from {first_path}", source=path,
+                           hint="pass checkpoints trained on the same --metadata-column and task")
+
+
+def _align(passes: list[pd.DataFrame], paths: list[str]) -> list[pd.DataFrame]:
+    """Every pass in the first pass's sample order."""
+    order = passes[0]["sample_id"]
+    aligned = [passes[0]]
+    for frame in passes[1:]:
+        if not frame["sample_id"].equals(order):
+            if set(frame["sample_id"]) != set(order):
+                raise AamError("ensemble members kept different samples of the table", source=",".join(paths),
+                               hint="use members trained with the same --max-bp")
+            frame = frame.set_index("sample_id").loc[order].reset_index()
+        aligned.append(frame)
+    return aligned
+
+
+def _no_metadata(info: dict[str, Any], sample_ids: list[str]) -> pd.DataFrame:
+    """The empty metadata frame of a run without --metadata (an error if the model needs columns)."""
+    columns = sorted(set(info.get("categorical_columns") or []) | set(info.get("normalize_by") or []))
+    if columns:
+        raise AamError(f"this model uses metadata columns {', '.join(columns)}", source="--metadata",
+                       hint="pass --metadata FILE.tsv with those columns")
+    return pd.DataFrame(index=pd.Index(sample_ids, name="sample_id"))
 
 
 def _categoricals(frame: pd.DataFrame, info: dict[str, Any], sample_ids: list[str],
@@ -129,5 +175,7 @@ def _combine_passes(passes: list[pd.DataFrame], decoder: PredictionDecoder, with
         return first
     values = np.stack([p["prediction"].to_numpy(float) for p in passes])  # [passes, N]
     first["prediction"] = values.mean(0)
+    for column in (c for c in first.columns if c.startswith("quantile_")):
+        first[column] = np.mean([p[column].to_numpy(float) for p in passes], axis=0)
     first["prediction_std"] = values.std(0, ddof=1)
     return first
