@@ -125,13 +125,39 @@ def test_predict_averages_an_ensemble_of_checkpoints(synthetic_dir, tmp_path):
     np.testing.assert_allclose(ensemble["prediction"], stacked.mean(0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ensemble["prediction_std"], stacked.std(0, ddof=1), rtol=1e-4, atol=1e-5)
 
-    classifier = tmp_path / "clf"
-    run_ok("train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
-           "--metadata-column", "label", "--classifier", "--output-dir", classifier, "--epochs", 1, *TINY)
-    mixed = invoke("predict", "--model", members[0], "--model", classifier / "checkpoints" / "best_model.pt",
+    mixed = invoke("predict", "--model", members[0], "--model", _classifiers(synthetic_dir, tmp_path)[0],
                    "--table", synthetic_dir["table"], "--output", tmp_path / "mixed.tsv", "--device", "cpu")
     assert mixed.exit_code == 2 and "task (regression or classification)" in mixed.output
     assert not (tmp_path / "mixed.tsv").exists()
+
+
+def _classifiers(synthetic_dir, tmp_path) -> list:
+    paths = []
+    for seed in (3, 4):
+        out = tmp_path / f"clf{seed}"
+        if not out.exists():
+            run_ok("train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+                   "--metadata-column", "label", "--classifier", "--output-dir", out, "--epochs", 1, *TINY,
+                   "--seed", seed)
+        paths.append(out / "checkpoints" / "best_model.pt")
+    return paths
+
+
+def test_predict_ensemble_of_classifiers_averages_probabilities(synthetic_dir, tmp_path):
+    members = _classifiers(synthetic_dir, tmp_path)
+    frames = []
+    for i, args in enumerate([["--model", members[0]], ["--model", members[1]],
+                              ["--model", members[0], "--model", members[1]]]):
+        path = tmp_path / f"pred{i}.tsv"
+        run_ok("predict", *args, "--table", synthetic_dir["table"], "--output", path, "--device", "cpu", "--quiet")
+        frames.append(pd.read_csv(path, sep="\t", dtype={"sample_id": str}).set_index("sample_id"))
+    columns = [c for c in frames[0].columns if c.startswith("prob_")]
+    assert len(columns) >= 2
+    expected = (frames[0][columns] + frames[1].loc[frames[0].index, columns]) / 2
+    ensemble = frames[2].loc[frames[0].index]
+    np.testing.assert_allclose(ensemble[columns], expected, rtol=1e-5, atol=1e-6)
+    labels = [c.removeprefix("prob_") for c in columns]
+    assert list(ensemble["prediction"].astype(str)) == [labels[i] for i in expected.to_numpy().argmax(1)]
 
 
 class _Crash(Exception):
