@@ -291,8 +291,8 @@ def _finished(run_dir: Path) -> bool:
 
 
 def method_aam(args, fold_dir: Path, train: list[str], val: list[str], meta, pretrain: bool = False):
-    base = ("aam_pre" if pretrain else "aam") + args.suffix
-    name = aam_method_name("aam_pre" if pretrain else "aam", args)
+    kind = "aam_pre" if pretrain else "aam"
+    base, name = kind + args.suffix, aam_method_name(kind, args)
     train_biom, val_biom, train_meta = _aam_common(args, fold_dir, train, val, meta)
     flags = recipe_args(args)
     extra = []

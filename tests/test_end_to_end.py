@@ -125,26 +125,21 @@ def test_predict_averages_an_ensemble_of_checkpoints(synthetic_dir, tmp_path):
     np.testing.assert_allclose(ensemble["prediction"], stacked.mean(0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ensemble["prediction_std"], stacked.std(0, ddof=1), rtol=1e-4, atol=1e-5)
 
-    mixed = invoke("predict", "--model", members[0], "--model", _classifiers(synthetic_dir, tmp_path)[0],
+    mixed = invoke("predict", "--model", members[0], "--model", _classifier(synthetic_dir, tmp_path, 3),
                    "--table", synthetic_dir["table"], "--output", tmp_path / "mixed.tsv", "--device", "cpu")
     assert mixed.exit_code == 2 and "task (regression or classification)" in mixed.output
     assert not (tmp_path / "mixed.tsv").exists()
 
 
-def _classifiers(synthetic_dir, tmp_path) -> list:
-    paths = []
-    for seed in (3, 4):
-        out = tmp_path / f"clf{seed}"
-        if not out.exists():
-            run_ok("train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
-                   "--metadata-column", "label", "--classifier", "--output-dir", out, "--epochs", 1, *TINY,
-                   "--seed", seed)
-        paths.append(out / "checkpoints" / "best_model.pt")
-    return paths
+def _classifier(synthetic_dir, tmp_path, seed: int):
+    out = tmp_path / f"clf{seed}"
+    run_ok("train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+           "--metadata-column", "label", "--classifier", "--output-dir", out, "--epochs", 1, *TINY, "--seed", seed)
+    return out / "checkpoints" / "best_model.pt"
 
 
 def test_predict_ensemble_of_classifiers_averages_probabilities(synthetic_dir, tmp_path):
-    members = _classifiers(synthetic_dir, tmp_path)
+    members = [_classifier(synthetic_dir, tmp_path, seed) for seed in (3, 4)]
     frames = []
     for i, args in enumerate([["--model", members[0]], ["--model", members[1]],
                               ["--model", members[0], "--model", members[1]]]):

@@ -69,10 +69,10 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
     tables: dict[int, Any] = {}  # the tokenised table per max_bp (members usually share one)
     frame = read_metadata(metadata) if metadata is not None else None
     passes: list[pd.DataFrame] = []
-    first_info: dict[str, Any] | None = None
-    for path in paths:  # one member in memory at a time
+    first_info: dict[str, Any] = {}
+    for i, path in enumerate(paths):  # one member in memory at a time
         model, info = load_predictor(path, torch_device)
-        if first_info is None:
+        if i == 0:
             first_info = info
         else:
             _check_compatible(first_info, info, paths[0], path)
