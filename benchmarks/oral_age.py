@@ -22,10 +22,13 @@ Methods, each fold:
   ``study`` cannot reach the model.
 * ``aam_pre`` (optional, ``--pretrain``): as ``aam``, after ``aam pretrain`` on the fold's training samples only.
 
-With ``--members N`` an AAM method trains the recipe N times (seeds ``--seed``, ``--seed``+1, ...) and predicts
-with ``aam predict --model M1 ... --model MN`` (the average); its name gets ``_xN``. Member runs whose training
-finished are reused (so ``--members 3`` after ``--members 1`` trains only the two new seeds), and so is a
-fold's finished pretraining.
+With ``--members N`` an AAM method trains the recipe N times (seeds ``--seed``, ``--seed``+1, ...; or the seeds
+of ``--member-seeds``) and predicts with ``aam predict --model M1 ... --model MN`` (the average); its name gets
+``_xN``. ``--variant SUFFIX=FLAGS`` also trains each member seed with the recipe + FLAGS (a different recipe,
+run dirs with SUFFIX) into the same average: ``--variant '_k6=--kmer-size 6'`` averages the recipe with and
+without a k-mer bag. Member runs whose training finished are reused (so ``--members 3`` after ``--members 1``
+trains only the two new seeds, and ``--variant '_k6=...'`` reuses the runs of ``--suffix <suffix>_k6``), and
+so is a fold's finished pretraining.
 
 Finished (fold, method) results are kept in OUT and skipped when the command is rerun, so a long run can be
 continued; a summary (summary.md, summary.json, oof_predictions.tsv) is rewritten from all results in OUT at
@@ -121,7 +124,12 @@ def parse_args(argv=None):
     p.add_argument("--aam-args", default="", help="extra `aam train` flags appended to the recipe (win)")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's --epochs")
     p.add_argument("--members", type=int, default=1,
-                   help="AAM ensemble size: train with this many seeds and average their predictions")
+                   help="AAM ensemble size: train with seeds --seed, --seed+1, ... and average their predictions")
+    p.add_argument("--member-seeds", default=None,
+                   help="comma list of AAM member seeds (e.g. 44,45), instead of --members")
+    p.add_argument("--variant", action="append", default=[], metavar="SUFFIX=FLAGS",
+                   help="also train each member seed with the recipe + FLAGS (run dirs get SUFFIX) and average "
+                        "all runs, e.g. --variant '_k6=--kmer-size 6'; repeatable")
     p.add_argument("--aam-test-size", type=float, default=0.1,
                    help="aam train's own early-stopping split of the fold's training samples")
     p.add_argument("--pretrain", action="store_true", help="also run aam_pre (pretrain on fold train samples)")
@@ -131,7 +139,14 @@ def parse_args(argv=None):
     p.add_argument("--rf-jobs", type=int, default=-1)
     p.add_argument("--force", action="store_true", help="rerun (fold, method) results already in --out")
     p.add_argument("--summary-only", action="store_true", help="only rewrite the summary from --out")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.member_seeds = ([int(x) for x in args.member_seeds.split(",") if x] if args.member_seeds
+                         else [args.seed + i for i in range(args.members)])
+    try:
+        args.variant = [(suffix, flags) for suffix, flags in (v.split("=", 1) for v in args.variant)]
+    except ValueError:
+        p.error("--variant takes SUFFIX=FLAGS, e.g. --variant '_k6=--kmer-size 6'")
+    return args
 
 
 def code_version() -> str:
@@ -280,9 +295,22 @@ def _aam_common(args, fold_dir: Path, train: list[str], val: list[str], meta) ->
     return train_biom, val_biom, train_meta
 
 
-def aam_method_name(base: str, args) -> str:
-    """``aam``/``aam_pre`` + ``--suffix`` (+ ``_xN`` for an ensemble of N seeds)."""
-    return base + args.suffix + (f"_x{args.members}" if args.members > 1 else "")
+def aam_method_name(kind: str, args) -> str:
+    """``aam``/``aam_pre`` + ``--suffix``, ``+SUFFIX`` per ``--variant``, ``_xN`` for N member seeds and
+    ``_sS`` when the first member seed S is not ``--seed`` (e.g. ``aam_l1ema+k6_x2_s44``)."""
+    seeds = args.member_seeds
+    return (kind + args.suffix + "".join("+" + suffix.lstrip("_") for suffix, _ in args.variant)
+            + (f"_x{len(seeds)}" if len(seeds) > 1 else "") + (f"_s{seeds[0]}" if seeds[0] != args.seed else ""))
+
+
+def member_runs(kind: str, args) -> list[tuple[str, int, list[str]]]:
+    """(run dir name, seed, extra flags) of every ensemble member: each member seed x (recipe + variants)."""
+    runs = []
+    for suffix, flags in [("", "")] + args.variant:
+        base = kind + args.suffix + suffix
+        runs += [(base if seed == args.seed else f"{base}_seed{seed}", seed, shlex.split(flags))
+                 for seed in args.member_seeds]
+    return runs
 
 
 def _finished(run_dir: Path) -> bool:
@@ -292,7 +320,7 @@ def _finished(run_dir: Path) -> bool:
 
 def method_aam(args, fold_dir: Path, train: list[str], val: list[str], meta, pretrain: bool = False):
     kind = "aam_pre" if pretrain else "aam"
-    base, name = kind + args.suffix, aam_method_name(kind, args)
+    name = aam_method_name(kind, args)
     train_biom, val_biom, train_meta = _aam_common(args, fold_dir, train, val, meta)
     flags = recipe_args(args)
     extra = []
@@ -306,14 +334,13 @@ def method_aam(args, fold_dir: Path, train: list[str], val: list[str], meta, pre
             run_logged(cmd, fold_dir / f"aam_pretrain{args.suffix}.log")
         extra = ["--pretrained-encoder", str(pre_dir / "pretrained_encoder.pt")]
     models = []
-    for i in range(args.members):
-        seed = args.seed + i
-        run_dir = fold_dir / (base if i == 0 else f"{base}_seed{seed}")
+    for run_name, seed, variant_flags in member_runs(kind, args):
+        run_dir = fold_dir / run_name
         if args.force or not _finished(run_dir):
             cmd = aam_exe() + ["train", "--table", str(train_biom), "--metadata", str(train_meta),
                                "--metadata-column", args.target, "--output-dir", str(run_dir),
                                "--test-size", str(args.aam_test_size), "--seed", str(seed), "--quiet"] + \
-                flags + extra
+                flags + variant_flags + extra
             run_logged(cmd, fold_dir / f"{run_dir.name}_train.log")
         else:
             print(f"       reusing the finished run {run_dir}", flush=True)
@@ -487,7 +514,8 @@ def main(argv=None) -> int:
                 result = {"protocol": protocol, "fold": fold, "method": method, "wall_s": wall, **score,
                           "code": version, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
                 if base.startswith("aam"):
-                    result.update(recipe=shlex.join(recipe_args(args)), members=args.members)
+                    result.update(recipe=shlex.join(recipe_args(args)), member_seeds=args.member_seeds,
+                                  variants=dict(args.variant))
                 result_path.write_text(json.dumps(result, indent=1))
                 print(f"[done] {protocol}/{fold} {method}: MAE {score['mae']:.2f} RMSE {score['rmse']:.2f} "
                       f"R2 {score['r2']:.3f} in {wall:.0f} s", flush=True)

@@ -218,11 +218,12 @@ TRAINING_OPTIONS = [
            help="last_model.pt or best_model.pt (or a checkpoint directory written with --fsdp-sharded-checkpoint) "
                 "to resume (model, optimizer, scheduler, epoch, RNG, best)."),
     option("--auto-batch-size/--no-auto-batch-size", default=False, section="Training",
-           help="CUDA only: search the largest batch that fits (changed: off by default)."),
+           help="One CUDA GPU: measure training steps on the widest samples and use the largest even batch "
+                "(2-256) that fits in --max-memory-fraction (changed: off by default)."),
     option("--max-memory-fraction", type=float, default=0.8, section="Training",
-           help="GPU memory fraction the batch-size search may use."),
+           help="GPU memory fraction the batch-size search may use, optimizer state included."),
     option("--target-effective-batch-size", type=int, default=None, section="Training",
-           help="With --auto-batch-size: accumulate to reach this effective batch."),
+           help="With --auto-batch-size: accumulate gradients to reach at least this effective batch."),
 ]
 
 PERFORMANCE_OPTIONS = [
@@ -239,6 +240,9 @@ PERFORMANCE_OPTIONS = [
            help="Encode distinct ASVs in chunks of this many (bounds nucleotide-attention memory)."),
     option("--use-expandable-segments", is_flag=True, default=False, section="Performance",
            help="Set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True."),
+    option("--memory-profile", is_flag=True, default=False, section="Performance",
+           help="Log peak memory each epoch (CUDA allocated and process RSS) to training.log and TensorBoard, "
+                "and the memory after the model moves to the device."),
     DEVICE,
 ]
 

@@ -13,8 +13,6 @@ from aam.cli import options as o
 @o.apply(o.data_options(pretrain=True) + o.MODEL_OPTIONS + o.LOSS_WEIGHT_OPTIONS + [
     o.option("--count-penalty", type=float, default=1.0, section="Loss",
              help="Accepted for compatibility; the encoder has no count head."),
-    o.option("--memory-profile", is_flag=True, default=False, section="Performance",
-             help="Log peak CUDA memory per epoch."),
 ] + o.TRAINING_OPTIONS + o.PERFORMANCE_OPTIONS + o.DISTRIBUTED_OPTIONS + [o.SEED, o.VERBOSE])
 def command(**opts) -> None:
     """Pretrain the sequence encoder: predict pairwise UniFrac distances between samples from their

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import resource
 import sys
 from pathlib import Path
 
@@ -48,6 +49,20 @@ def configure_threads(device: torch.device) -> int:
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and (os.cpu_count() or 1) <= SMALL_MACHINE_CORES:
         torch.set_num_threads(1)
     return torch.get_num_threads()
+
+
+def memory_usage(device: torch.device, reset: bool = False) -> dict[str, float]:
+    """Peak memory in MiB: ``cuda_peak_mib`` (allocated since the last reset; ``reset`` starts a new period) on
+    CUDA, and ``cpu_peak_rss_mib`` (the process's peak resident set since it started) on every device."""
+    # ru_maxrss is in KiB on Linux and in bytes on macOS
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    usage = {"cpu_peak_rss_mib": float(rss)}
+    if device.type == "cuda":
+        usage["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        usage["cuda_reserved_mib"] = torch.cuda.memory_reserved(device) / 2**20
+        if reset:
+            torch.cuda.reset_peak_memory_stats(device)
+    return usage
 
 
 def configure_logging(log_file: str | Path | None = None, verbose: bool = True) -> None:

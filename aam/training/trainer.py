@@ -47,6 +47,7 @@ from aam.training.metrics import (
 )
 from aam.training.optim import build_optimizer, param_group_lrs
 from aam.training.prediction import PredictionDecoder
+from aam.training.runtime import memory_usage
 from aam.training.schedulers import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class TrainerConfig:
     log_grad_norms: bool = False
     progress: bool = True
     ema_decay: float | None = None
+    memory_profile: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -295,9 +297,13 @@ class Trainer:
                 for part in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
                     if hasattr(part, "set_epoch"):
                         part.set_epoch(epoch)
+            if cfg.memory_profile:
+                memory_usage(self.device, reset=True)
             train_metrics = self.train_epoch(train_loader, epoch)
             result = self.evaluate(val_loader)
             row = {"epoch": epoch, **train_metrics, **result.metrics}
+            if cfg.memory_profile:  # peak of this epoch's training and validation
+                row.update(memory_usage(self.device))
             row.update({f"lr_{name}": lr for name, lr in param_group_lrs(self.optimizer).items()})
             self.history.append(row)
             if self.scheduler.interval == "epoch":
@@ -420,6 +426,26 @@ class Trainer:
         if self.scheduler.interval == "step":
             self.scheduler.step()
 
+    def probe_step(self, batch) -> None:
+        """Forward, losses and backward on ``batch`` without an optimizer step, for memory probing.
+
+        Weights, buffers (e.g. BatchNorm statistics), gradients and random streams are as they were before.
+        """
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        state = rng_state()
+        self.forward_model.train()
+        try:
+            batch = batch.to(self.device)
+            with self._autocast():
+                losses = self._training_losses(self._forward(self.forward_model, batch), batch)
+            self.scaler.scale(losses["total"]).backward()
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
+                    buffer.copy_(saved)
+            set_rng_state(state)
+
     def _log_grad_norms(self) -> None:
         """Gradient norm per top-level submodule (fusion gates, mixing parameters...) to TensorBoard.
 
@@ -537,7 +563,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging
     def _log_epoch(self, row: dict[str, float], result: EvalResult, epoch: int, improved: bool) -> None:
-        shown = {k: v for k, v in row.items() if k.startswith("val_") or k in ("train_loss", "train_samples_per_s")}
+        shown = {k: v for k, v in row.items() if k.startswith("val_") or k in (
+            "train_loss", "train_samples_per_s", "cuda_peak_mib", "cpu_peak_rss_mib")}
         text = "  ".join(f"{k}={v:.4g}" for k, v in shown.items())
         log.info("epoch %d/%d  %s%s", epoch + 1, self.config.epochs, text, "  *best*" if improved else "")
         if self.writer is None:

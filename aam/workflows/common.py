@@ -211,6 +211,10 @@ def check_options(opts: dict[str, Any]) -> None:
         raise AamError("must be positive", source="--lr")
     if not 0 <= opts.get("dropout", 0) < 1:
         raise AamError("must be in [0, 1)", source="--dropout")
+    if not 0 < opts.get("max_memory_fraction", 1) <= 1:
+        raise AamError("must be in (0, 1]", source="--max-memory-fraction")
+    if (opts.get("target_effective_batch_size") or 1) < 1:
+        raise AamError("must be at least 1", source="--target-effective-batch-size")
 
 
 @dataclass
@@ -235,9 +239,6 @@ def start_session(opts: dict[str, Any]) -> Session:
     if opts.get("tf32") and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    for flag, name in (("--auto-batch-size", "auto_batch_size"), ("--memory-profile", "memory_profile")):
-        if opts.get(name):
-            log.warning("%s is not available in this version and is ignored", flag)
     data_parallel = bool(opts.get("data_parallel"))
     if data_parallel and device.type != "cuda":
         raise AamError("needs CUDA GPUs", source="--data-parallel",
@@ -253,6 +254,38 @@ def start_session(opts: dict[str, Any]) -> Session:
     seed = broadcast_object(seed_everything(opts.get("seed")))
     seed_everything(seed)
     return Session(device, seed, context, data_parallel)
+
+
+def search_batch_size(opts: dict[str, Any], session: Session, trainer: Any, train_loader: Any,
+                      resumed: bool) -> dict[str, int] | None:
+    """``--auto-batch-size``: ``batch_size`` and ``gradient_accumulation_steps`` for this GPU, or None.
+
+    Without ``--target-effective-batch-size`` the accumulation steps stay as given; with it, they are the
+    fewest that reach it. Runs that cannot be measured on one device (CPU, DDP, FSDP, DataParallel) and
+    resumed runs (their schedule is laid out in steps of the old batch) keep ``--batch-size``.
+    """
+    if not opts.get("auto_batch_size"):
+        return None
+    why = ("it measures CUDA memory" if session.device.type != "cuda"
+           else "it measures one process on one GPU" if session.distributed is not None or session.data_parallel
+           else "a resumed run keeps its batch size" if resumed else None)
+    if why is not None:
+        log.info("--auto-batch-size skipped (%s): using --batch-size %d", why, opts["batch_size"])
+        return None
+    from aam.training.batch_size_finder import find_batch_size
+
+    size = find_batch_size(trainer, train_loader.dataset, train_loader.collate_fn,
+                           max_memory_fraction=opts["max_memory_fraction"])
+    if size is None:
+        raise AamError(f"2 samples per batch need more than {opts['max_memory_fraction']:g} of the GPU's memory",
+                       source="--auto-batch-size",
+                       hint="lower --token-limit or --embedding-dim, or add --mixed-precision bf16 or "
+                            "--gradient-checkpointing")
+    target = opts.get("target_effective_batch_size")
+    steps = -(-target // size) if target else opts["gradient_accumulation_steps"]
+    log.info("auto batch size: --batch-size %d --gradient-accumulation-steps %d (effective batch %d)",
+             size, steps, size * steps)
+    return {"batch_size": size, "gradient_accumulation_steps": steps}
 
 
 def run_in_session(opts: dict[str, Any], body: Callable[[dict[str, Any], Path, Session], Any]) -> Any:

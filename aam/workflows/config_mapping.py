@@ -109,4 +109,5 @@ def trainer_config_from_options(opts: dict[str, Any], *, best_metric: str) -> Tr
         best_metric=best_metric, mask_nucleotides=opts["nuc_mask_ratio"] > 0 and opts["nuc_penalty"] > 0
         and not opts.get("freeze_base"), log_grad_norms=opts.get("log_grad_norms", False),
         progress=opts.get("verbose", True), ema_decay=opts.get("ema_decay"),
+        memory_profile=bool(opts.get("memory_profile")),
     )

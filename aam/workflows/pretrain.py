@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from aam.training.checkpoint import Snapshot
 from aam.training.distributed import check_identical
 from aam.training.losses import MultiTaskLoss
 from aam.training.plots import loss_curves, prediction_scatter
-from aam.training.runtime import configure_logging
+from aam.training.runtime import configure_logging, memory_usage
 from aam.training.trainer import FitResult, Trainer
 from aam.workflows.common import (
     Session,
@@ -26,6 +28,7 @@ from aam.workflows.common import (
     load_amplicon_data,
     load_distance_targets,
     run_in_session,
+    search_batch_size,
     split_samples,
     write_run_config,
 )
@@ -58,20 +61,18 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     if main:
         write_ids(output_dir / "train_samples.txt", train_ids)
         write_ids(output_dir / "val_samples.txt", val_ids)
-    train_loader, val_loader = build_loaders(
-        data, data.rows_of(train_ids), data.rows_of(val_ids), batch_size=opts["batch_size"],
+    loaders = partial(
+        build_loaders, data, data.rows_of(train_ids), data.rows_of(val_ids),
         token_limit=opts["token_limit"], asv_sampling=opts["asv_sampling"], seed=seed,
         num_workers=opts["num_workers"], distance_lookup=targets.lookup if targets is not None else None,
         pin_memory=device.type == "cuda", distributed=session.distributed)
+    train_loader, val_loader = loaders(batch_size=opts["batch_size"])
 
     config = encoder_config_from_options(opts)
     model = SequenceEncoder(config)
     log.info("model:\n%s", model_summary(model))
     data_info = {"max_bp": opts["max_bp"], "token_limit": opts["token_limit"], "asv_sampling": opts["asv_sampling"],
                  "unifrac_metric": opts["unifrac_metric"], "seed": seed}
-    if main:
-        write_run_config(output_dir, "pretrain", {**opts, "seed": seed},
-                         {"model_config": config.to_dict(), "n_train": len(train_ids), "n_val": len(val_ids)})
 
     encoder_stem = output_dir / "pretrained_encoder"
 
@@ -94,6 +95,16 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
                       data_parallel=session.data_parallel, sharded_checkpoint=bool(opts.get("fsdp_sharded_checkpoint")))
     if resumed is not None:
         resume_into(trainer, resumed, opts["resume_from"])
+    found = search_batch_size(opts, session, trainer, train_loader, resumed=resumed is not None)
+    if found is not None:
+        opts = {**opts, **found}
+        train_loader, val_loader = loaders(batch_size=found["batch_size"])
+        trainer.config = replace(trainer.config, gradient_accumulation_steps=found["gradient_accumulation_steps"])
+    if opts.get("memory_profile"):
+        log.info("memory with the model on %s: %s", device, memory_usage(device))
+    if main:
+        write_run_config(output_dir, "pretrain", {**opts, "seed": seed},
+                         {"model_config": config.to_dict(), "n_train": len(train_ids), "n_val": len(val_ids)})
     try:
         result = trainer.fit(train_loader, val_loader)
     finally:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from aam.training.losses import MultiTaskLoss, build_target_loss
 from aam.training.metrics import default_best_metric
 from aam.training.plots import confusion_matrix_plot, loss_curves, prediction_scatter
 from aam.training.prediction import PredictionDecoder
-from aam.training.runtime import configure_logging
+from aam.training.runtime import configure_logging, memory_usage
 from aam.training.trainer import EvalResult, FitResult, Trainer
 from aam.workflows.common import (
     Session,
@@ -34,6 +35,7 @@ from aam.workflows.common import (
     load_amplicon_data,
     load_distance_targets,
     run_in_session,
+    search_batch_size,
     split_samples,
     write_run_config,
 )
@@ -97,14 +99,15 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     by_row = _row_arrays(data.n_samples, rows, setup, encoder, metadata, ids)
     train_rows, val_rows = data.rows_of(train_ids), data.rows_of(val_ids)
     train_weights = _category_loss_weights(opts, metadata, categorical_columns, train_ids)
-    train_loader, val_loader = build_loaders(
-        data, train_rows, val_rows, batch_size=opts["batch_size"], token_limit=opts["token_limit"],
+    loaders = partial(
+        build_loaders, data, train_rows, val_rows, token_limit=opts["token_limit"],
         asv_sampling=opts["asv_sampling"], seed=seed, num_workers=opts["num_workers"],
         distance_lookup=targets.lookup if targets is not None else None,
         train_targets=by_row["targets"][train_rows], val_targets=by_row["targets"][val_rows],
         train_categoricals=None if encoder is None else by_row["categoricals"][train_rows],
         val_categoricals=None if encoder is None else by_row["categoricals"][val_rows],
         train_weights=train_weights, pin_memory=device.type == "cuda", distributed=session.distributed)
+    train_loader, val_loader = loaders(batch_size=opts["batch_size"])
 
     config = predictor_config_from_options(
         opts, out_dim=len(setup.class_labels) if setup.class_labels else 1,
@@ -125,10 +128,6 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
         "categorical_encoder": encoder.to_dict() if encoder else None, "quantiles": config.quantiles, "seed": seed,
     }
     best_metric = opts.get("best_metric") or default_best_metric(opts["classifier"])
-    if main:
-        write_run_config(output_dir, "train", {**opts, "seed": seed, "best_metric": best_metric},
-                         {"model_config": config.to_dict(), "data": data_info, "n_train": len(train_ids),
-                          "n_val": len(val_ids)})
 
     def save(name: str, snapshot: Snapshot) -> None:  # on every rank
         snapshot.write(output_dir / "checkpoints" / f"{name}_model", kind="predictor",
@@ -155,6 +154,17 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
                       asv_tokens=data.tokens if opts.get("freeze_base") else None)
     if resumed is not None:
         resume_into(trainer, resumed, opts["resume_from"])
+    found = search_batch_size(opts, session, trainer, train_loader, resumed=resumed is not None)
+    if found is not None:
+        opts = {**opts, **found}
+        train_loader, val_loader = loaders(batch_size=found["batch_size"])
+        trainer.config = replace(trainer.config, gradient_accumulation_steps=found["gradient_accumulation_steps"])
+    if opts.get("memory_profile"):
+        log.info("memory with the model on %s: %s", device, memory_usage(device))
+    if main:
+        write_run_config(output_dir, "train", {**opts, "seed": seed, "best_metric": best_metric},
+                         {"model_config": config.to_dict(), "data": data_info, "n_train": len(train_ids),
+                          "n_val": len(val_ids)})
     if opts.get("find_lr"):
         return _report_lr_range(trainer, train_loader, output_dir, main)
     try:
