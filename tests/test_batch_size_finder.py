@@ -155,7 +155,9 @@ def test_cli_on_cpu_skips_the_search_and_profiles_memory(synthetic_dir, tmp_path
     assert result.exit_code == 0, result.output
     log_text = (out / "training.log").read_text()
     assert "--auto-batch-size skipped (it measures CUDA memory): using --batch-size 8" in log_text
-    assert log_text.count("cpu_peak_rss_mib=") == 2  # one per epoch
+    assert "memory with the model on cpu (MiB): cpu_peak_rss_mib=" in log_text
+    epochs = [line for line in log_text.splitlines() if "epoch " in line and "/2 " in line]
+    assert len(epochs) == 2 and all("cpu_peak_rss_mib=" in line for line in epochs)
     config = json.loads((out / "config.json").read_text())
     assert config["options"]["batch_size"] == 8 and config["options"]["memory_profile"] is True
 

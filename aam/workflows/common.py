@@ -7,7 +7,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from aam.training.distributed import (
 from aam.training.runtime import (
     configure_threads,
     detach_log_files,
+    memory_usage,
     resolve_device,
     seed_everything,
 )
@@ -286,6 +287,24 @@ def search_batch_size(opts: dict[str, Any], session: Session, trainer: Any, trai
     log.info("auto batch size: --batch-size %d --gradient-accumulation-steps %d (effective batch %d)",
              size, steps, size * steps)
     return {"batch_size": size, "gradient_accumulation_steps": steps}
+
+
+def adopt_batch_size(opts: dict[str, Any], session: Session, trainer: Any, loaders: Callable[..., tuple],
+                     current: tuple[Any, Any], resumed: bool) -> tuple[dict[str, Any], Any, Any]:
+    """Options and (train, validation) loaders after ``--auto-batch-size``; logs ``--memory-profile``'s start.
+
+    ``loaders(batch_size=...)`` rebuilds both loaders; ``current`` are the ones built with ``--batch-size``.
+    The trainer's accumulation steps follow the search.
+    """
+    found = search_batch_size(opts, session, trainer, current[0], resumed=resumed)
+    if found is not None:
+        opts = {**opts, **found}
+        current = loaders(batch_size=found["batch_size"])
+        trainer.config = replace(trainer.config, gradient_accumulation_steps=found["gradient_accumulation_steps"])
+    if opts.get("memory_profile"):
+        log.info("memory with the model on %s (MiB): %s", session.device,
+                 ", ".join(f"{k}={v:.0f}" for k, v in memory_usage(session.device).items()))
+    return opts, *current
 
 
 def run_in_session(opts: dict[str, Any], body: Callable[[dict[str, Any], Path, Session], Any]) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,16 @@ from aam.training.checkpoint import Snapshot
 from aam.training.distributed import check_identical
 from aam.training.losses import MultiTaskLoss
 from aam.training.plots import loss_curves, prediction_scatter
-from aam.training.runtime import configure_logging, memory_usage
+from aam.training.runtime import configure_logging
 from aam.training.trainer import FitResult, Trainer
 from aam.workflows.common import (
     Session,
+    adopt_batch_size,
     build_loaders,
     check_options,
     load_amplicon_data,
     load_distance_targets,
     run_in_session,
-    search_batch_size,
     split_samples,
     write_run_config,
 )
@@ -95,13 +94,8 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
                       data_parallel=session.data_parallel, sharded_checkpoint=bool(opts.get("fsdp_sharded_checkpoint")))
     if resumed is not None:
         resume_into(trainer, resumed, opts["resume_from"])
-    found = search_batch_size(opts, session, trainer, train_loader, resumed=resumed is not None)
-    if found is not None:
-        opts = {**opts, **found}
-        train_loader, val_loader = loaders(batch_size=found["batch_size"])
-        trainer.config = replace(trainer.config, gradient_accumulation_steps=found["gradient_accumulation_steps"])
-    if opts.get("memory_profile"):
-        log.info("memory with the model on %s: %s", device, memory_usage(device))
+    opts, train_loader, val_loader = adopt_batch_size(opts, session, trainer, loaders, (train_loader, val_loader),
+                                                      resumed=resumed is not None)
     if main:
         write_run_config(output_dir, "pretrain", {**opts, "seed": seed},
                          {"model_config": config.to_dict(), "n_train": len(train_ids), "n_val": len(val_ids)})

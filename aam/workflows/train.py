@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,16 +26,16 @@ from aam.training.losses import MultiTaskLoss, build_target_loss
 from aam.training.metrics import default_best_metric
 from aam.training.plots import confusion_matrix_plot, loss_curves, prediction_scatter
 from aam.training.prediction import PredictionDecoder
-from aam.training.runtime import configure_logging, memory_usage
+from aam.training.runtime import configure_logging
 from aam.training.trainer import EvalResult, FitResult, Trainer
 from aam.workflows.common import (
     Session,
+    adopt_batch_size,
     build_loaders,
     check_options,
     load_amplicon_data,
     load_distance_targets,
     run_in_session,
-    search_batch_size,
     split_samples,
     write_run_config,
 )
@@ -154,13 +154,8 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
                       asv_tokens=data.tokens if opts.get("freeze_base") else None)
     if resumed is not None:
         resume_into(trainer, resumed, opts["resume_from"])
-    found = search_batch_size(opts, session, trainer, train_loader, resumed=resumed is not None)
-    if found is not None:
-        opts = {**opts, **found}
-        train_loader, val_loader = loaders(batch_size=found["batch_size"])
-        trainer.config = replace(trainer.config, gradient_accumulation_steps=found["gradient_accumulation_steps"])
-    if opts.get("memory_profile"):
-        log.info("memory with the model on %s: %s", device, memory_usage(device))
+    opts, train_loader, val_loader = adopt_batch_size(opts, session, trainer, loaders, (train_loader, val_loader),
+                                                      resumed=resumed is not None)
     if main:
         write_run_config(output_dir, "train", {**opts, "seed": seed, "best_metric": best_metric},
                          {"model_config": config.to_dict(), "data": data_info, "n_train": len(train_ids),
