@@ -101,12 +101,13 @@ def test_every_fusion_trains_and_predicts(synthetic_dir, tmp_path, fusion):
 
 
 def test_predict_averages_an_ensemble_of_checkpoints(synthetic_dir, tmp_path):
-    """Several --model: the mean of the members' predictions, their spread as prediction_std."""
+    """Several --model: the mean of the members' predictions, their spread as prediction_std. Members may differ
+    in architecture (here one has a k-mer bag, the other not)."""
     members = []
-    for seed in (3, 4):
+    for seed, extra in ((3, []), (4, ["--kmer-size", "4"])):
         out = tmp_path / f"seed{seed}"
         run_ok("train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
-               "--metadata-column", "target", "--output-dir", out, "--epochs", 1, *TINY, "--seed", seed)
+               "--metadata-column", "target", "--output-dir", out, "--epochs", 1, *TINY, "--seed", seed, *extra)
         members.append(out / "checkpoints" / "best_model.pt")
     alone = []
     for i, member in enumerate(members):
