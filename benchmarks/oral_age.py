@@ -126,7 +126,8 @@ def parse_args(argv=None):
     p.add_argument("--members", type=int, default=1,
                    help="AAM ensemble size: train with seeds --seed, --seed+1, ... and average their predictions")
     p.add_argument("--member-seeds", default=None,
-                   help="comma list of AAM member seeds (e.g. 44,45), instead of --members")
+                   help="comma list of AAM member seeds (e.g. 44,45), instead of --members; the method name gets "
+                        "_s44-45")
     p.add_argument("--variant", action="append", default=[], metavar="SUFFIX=FLAGS",
                    help="also train each member seed with the recipe + FLAGS (run dirs get SUFFIX) and average "
                         "all runs, e.g. --variant '_k6=--kmer-size 6'; repeatable")
@@ -296,11 +297,14 @@ def _aam_common(args, fold_dir: Path, train: list[str], val: list[str], meta) ->
 
 
 def aam_method_name(kind: str, args) -> str:
-    """``aam``/``aam_pre`` + ``--suffix``, ``+SUFFIX`` per ``--variant``, ``_xN`` for N member seeds and
-    ``_sS`` when the first member seed S is not ``--seed`` (e.g. ``aam_l1ema+k6_x2_s44``)."""
+    """``aam``/``aam_pre`` + ``--suffix``, ``+SUFFIX`` per ``--variant``, then ``_xN`` for the N seeds ``--seed``,
+    ``--seed``+1, ... (nothing for one) or ``_s`` and the seeds otherwise: ``aam_l1ema_x3``, ``aam_l1ema+k6_s44-45``."""
     seeds = args.member_seeds
-    return (kind + args.suffix + "".join("+" + suffix.lstrip("_") for suffix, _ in args.variant)
-            + (f"_x{len(seeds)}" if len(seeds) > 1 else "") + (f"_s{seeds[0]}" if seeds[0] != args.seed else ""))
+    if seeds == list(range(args.seed, args.seed + len(seeds))):
+        tag = f"_x{len(seeds)}" if len(seeds) > 1 else ""
+    else:
+        tag = "_s" + "-".join(map(str, seeds))
+    return kind + args.suffix + "".join("+" + suffix.lstrip("_") for suffix, _ in args.variant) + tag
 
 
 def member_runs(kind: str, args) -> list[tuple[str, int, list[str]]]:
