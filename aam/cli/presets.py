@@ -3,7 +3,8 @@
 ``small-data`` is the recipe measured in BENCHMARKS.md on the oral-age benchmark (1,900 samples, 2 CPU
 cores): a narrow model (D 32, one layer per stack) over each sample's 32 most abundant ASVs, batches of 16,
 the L1 loss, an EMA of the weights and abundance-weighted target pooling; pretraining on UniFrac alone in
-batches of 64. It sets no ``--max-bp`` (give your ASV length).
+batches of 64. It sets no ``--max-bp`` (give your ASV length). The benchmarked recommendation trains it twice,
+as is and with ``--kmer-size 6``, and averages the two with ``aam predict --model A --model B``.
 """
 
 from __future__ import annotations
