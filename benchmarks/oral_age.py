@@ -8,7 +8,8 @@ Protocols (on the dev split in ../shared/data):
 
 Methods, each fold:
 
-* ``rf``: ``aam rf-baseline`` (500 trees, relative abundances) on the fold's train/val sample lists.
+* ``rf``: ``aam rf-baseline`` (500 trees, relative abundances) on the fold's train/val sample lists (the same
+  as ``aam rf-baseline --folds OUT/folds_random.tsv`` or ``folds_loso.tsv``, which the script writes too).
 * ``train_mean``: predict the mean age of the training samples (reference floor).
 * ``study_mean`` (random only): predict each validation sample's age as the mean age of the training samples of
   its study. Uses ``study``, so it measures leakage; it is not a model.
@@ -470,6 +471,8 @@ def main(argv=None) -> int:
                 folds.sort_values(list(folds.columns)).reset_index(drop=True)):
             sys.exit(f"{folds_path} differs from the folds of this --seed/--n-folds; use another --out")
     folds.to_csv(folds_path, sep="\t", index=False)
+    for protocol, part in folds.groupby("protocol"):  # one file per protocol, for `aam rf-baseline --folds`
+        part[["sample_id", "fold"]].to_csv(out / f"folds_{protocol}.tsv", sep="\t", index=False)
 
     env = {"python": platform.python_version(), "argv": sys.argv, "recipe": shlex.join(recipe_args(args)),
            "cpus": os.cpu_count()}

@@ -13,12 +13,17 @@ from aam.cli import options as o
     o.option("--metadata", type=click.Path(dir_okay=False), required=True, section="Input", help="Metadata TSV."),
     o.option("--metadata-column", required=True, section="Target", help="Column to predict."),
     o.option("--classifier", is_flag=True, default=False, section="Target", help="Classify instead of regress."),
-    o.option("--train-samples", type=click.Path(dir_okay=False), required=True, section="Input",
+    o.option("--train-samples", type=click.Path(dir_okay=False), default=None, section="Input",
              help="train_samples.txt written by aam train (one id per line)."),
-    o.option("--val-samples", type=click.Path(dir_okay=False), required=True, section="Input",
+    o.option("--val-samples", type=click.Path(dir_okay=False), default=None, section="Input",
              help="val_samples.txt written by aam train."),
+    o.option("--folds", type=click.Path(dir_okay=False), default=None, section="Input",
+             help="Instead of the two lists: a TSV of sample ids and their fold; each fold is predicted by a "
+                  "forest fitted on the others (cross-validation)."),
+    o.option("--fold-column", default="fold", section="Input", help="The fold column of --folds."),
     o.option("--output", type=click.Path(dir_okay=False), required=True, section="Output",
-             help="TSV sample_id, prediction, actual (plus a PNG scatter with the same stem)."),
+             help="TSV sample_id, prediction, actual (+ fold with --folds), a PNG scatter with the same stem, "
+                  "and with --folds per-fold metrics in <stem>_metrics.tsv."),
     o.option("--n-estimators", type=int, default=500, section="Model", help="Trees."),
     o.option("--max-features", default="sqrt", section="Model",
              help="Features per split: sqrt, log2, none, a fraction or a count."),
@@ -27,8 +32,8 @@ from aam.cli import options as o
     o.VERBOSE,
 ])
 def command(verbose: bool, **kwargs) -> None:
-    """Random forest on relative abundances, fitted on --train-samples and scored on --val-samples with the
-    same metrics and output format as aam train."""
+    """Random forest on relative abundances, fitted on --train-samples and scored on --val-samples (or
+    cross-validated over --folds) with the same metrics and output format as aam train."""
     from aam.training.runtime import configure_logging
     from aam.workflows.rf_baseline import run_rf_baseline
 
