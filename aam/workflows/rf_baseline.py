@@ -56,8 +56,8 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
     ``folds``); regression also writes a scatter plot with the same stem, and ``folds`` a per-fold metrics
     table ``<stem>_metrics.tsv`` (with a ``pooled`` row). Returns the metrics (pooled over folds).
     """
-    if (folds is None) == (train_samples is None or val_samples is None) or (
-            folds is not None and (train_samples or val_samples)):
+    lists = (train_samples, val_samples)
+    if (folds is not None and any(lists)) or (folds is None and not all(lists)):
         raise AamError("give either --train-samples and --val-samples, or --folds", source="--folds")
     counts = table_to_csr(load_table(table))
     frame = read_metadata(metadata)
