@@ -149,11 +149,7 @@ def _pooled_metrics(result: pd.DataFrame, classifier: bool) -> dict[str, float]:
         return {"accuracy": float(accuracy_score(actual, predicted)),
                 "f1_macro": float(f1_score(actual, predicted, average="macro")),
                 "f1_weighted": float(f1_score(actual, predicted, average="weighted"))}
-    scores = RegressionMetrics()
-    scores.update(torch.tensor(result["prediction"].to_numpy(np.float64)),
-                  torch.tensor(result["actual"].to_numpy(np.float64)))
-    computed = scores.compute()
-    return {k: computed[k] for k in ("mae", "rmse", "r2")}
+    return _regression_metrics(result["prediction"], result["actual"])
 
 
 def _usable(ids: list[str], table_ids: list[str], frame: pd.DataFrame, column: str, classifier: bool,
@@ -180,7 +176,13 @@ def _metrics(model, x_val, y_val, predicted, classifier: bool) -> dict[str, floa
         scores.update(torch.as_tensor(probabilities).clamp_min(1e-12).log()[keep], target[keep])
         computed = scores.compute()
         return {k: computed[k] for k in ("accuracy", "f1_macro", "f1_weighted") if k in computed}
+    return _regression_metrics(predicted, y_val)
+
+
+def _regression_metrics(predicted, actual) -> dict[str, float]:
+    """MAE, RMSE and R^2 as ``aam train`` reports them."""
     scores = RegressionMetrics()
-    scores.update(torch.tensor(np.asarray(predicted, dtype=np.float64)), torch.tensor(np.asarray(y_val, dtype=np.float64)))
+    scores.update(torch.tensor(np.asarray(predicted, dtype=np.float64)),
+                  torch.tensor(np.asarray(actual, dtype=np.float64)))
     computed = scores.compute()
     return {k: computed[k] for k in ("mae", "rmse", "r2")}
