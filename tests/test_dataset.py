@@ -13,6 +13,7 @@ from aam.data.dataset import (
     MatrixDistanceLookup,
     SampleDataset,
     make_loader,
+    thin_reads,
 )
 from aam.errors import AamError
 
@@ -183,3 +184,37 @@ def test_loader_with_workers_matches_single_process(data):
     for a, b in zip(single, workers, strict=True):
         assert torch.equal(a.tokens, b.tokens) and torch.equal(a.asv_index, b.asv_index)
         assert torch.equal(a.distances, b.distances)
+
+
+def test_thinned_reads_are_a_binomial_draw_new_each_epoch(data):
+    """--augment-reads: each ASV keeps Binomial(count, f) reads, drawn anew per epoch, repeatable per seed."""
+    asvs = np.arange(3, dtype=np.int64)
+    counts = np.array([400.0, 100.0, 20.0], dtype=np.float32)
+    rng = np.random.default_rng(0)
+    draws = np.zeros(3)
+    for _ in range(2000):
+        kept, thinned = thin_reads(asvs, counts, 0.25, rng)
+        draws[kept] += thinned
+    np.testing.assert_allclose(draws / 2000, counts * 0.25, rtol=0.03)  # binomial mean
+    kept, thinned = thin_reads(asvs, np.array([1.0, 1.0, 1.0], np.float32), 1e-6, np.random.default_rng(1))
+    assert len(kept) == 1 and thinned[0] == 1  # a sample never empties
+
+    full = SampleDataset(data, token_limit=50)
+    augmented = SampleDataset(data, token_limit=3, seed=5, read_fraction=0.5)
+    same_seed = SampleDataset(data, token_limit=3, seed=5, read_fraction=0.5)
+    epochs = []
+    for epoch in range(3):
+        augmented.set_epoch(epoch)
+        same_seed.set_epoch(epoch)
+        items = [augmented[i] for i in range(len(augmented))]
+        for item, again, whole in zip(items, [same_seed[i] for i in range(len(same_seed))],
+                                      [full[i] for i in range(len(full))]):
+            np.testing.assert_array_equal(item["asv_index"], again["asv_index"])
+            assert len(item["asv_index"]) <= 3 and set(item["asv_index"]) <= set(whole["asv_index"])
+            original = dict(zip(whole["asv_index"], whole["counts"]))
+            assert all(0 < c <= original[a] for a, c in zip(item["asv_index"], item["counts"]))
+            assert np.all(np.diff(item["counts"]) <= 0)  # most abundant first
+        epochs.append(np.concatenate([i["counts"] for i in items]))
+    assert not all(np.array_equal(epochs[0], e) for e in epochs[1:])
+    with pytest.raises(AamError, match="--augment-reads"):
+        SampleDataset(data, read_fraction=1.5)

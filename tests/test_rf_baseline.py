@@ -32,7 +32,8 @@ def test_folds_give_out_of_fold_predictions_equal_to_each_split_run(synthetic_di
     result = _run(*common, "--folds", path, "--output", tmp_path / "cv.tsv")
     assert result.exit_code == 0, result.output
     cv = pd.read_csv(tmp_path / "cv.tsv", sep="\t", dtype={"sample_id": str, "fold": str})
-    assert list(cv.columns) == ["sample_id", "prediction", "actual", "fold"]
+    probabilities = ["prob_type_a", "prob_type_b", "prob_type_c"] if task == "label" else []
+    assert list(cv.columns) == ["sample_id", "prediction", "actual", *probabilities, "fold"]
     assert sorted(cv["sample_id"]) == sorted(ids)  # every sample predicted once, by the forest without its fold
     per_fold = pd.read_csv(tmp_path / "cv_metrics.tsv", sep="\t", dtype={"fold": str})
     assert per_fold["fold"].tolist() == ["f0", "f1", "f2", "pooled"]
@@ -58,10 +59,10 @@ def test_folds_and_split_lists_are_exclusive_and_folds_need_two(synthetic_dir, f
     base = ["--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"], "--metadata-column",
             "target", "--output", tmp_path / "out.tsv", *FOREST]
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
-    for extra in ([], ["--folds", path, "--train-samples", tmp_path / "ids.txt"],
-                  ["--train-samples", tmp_path / "ids.txt"]):
-        result = _run(*base, *extra)
-        assert result.exit_code == 2 and "--folds" in result.output, result.output
+    result = _run(*base, "--folds", path, "--train-samples", tmp_path / "ids.txt")
+    assert result.exit_code == 2 and "--folds" in result.output, result.output
+    result = _run(*base, "--train-samples", tmp_path / "ids.txt")  # one list without the other
+    assert result.exit_code == 2 and "--val-samples" in result.output, result.output
     one = tmp_path / "one_fold.tsv"
     pd.DataFrame({"sample_id": ids, "fold": "a"}).to_csv(one, sep="\t", index=False)
     result = _run(*base, "--folds", one)

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "predict": "predict",
     "rf-baseline": "rf_baseline",
+    "cross-validate": "cross_validate",
 }
 
 log = logging.getLogger("aam")

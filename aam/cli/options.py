@@ -15,8 +15,8 @@ import click
 from aam.cli.presets import PRESETS
 from aam.errors import AamError
 
-SECTION_ORDER = ("Input", "Model", "Categorical", "Target", "Loss", "Training", "Performance", "Distributed",
-                 "Output", "Other")
+SECTION_ORDER = ("Input", "Model", "Categorical", "Target", "Loss", "Training", "Cross-validation", "Performance",
+                 "Distributed", "Output", "Other")
 
 
 class SectionOption(click.Option):
@@ -98,7 +98,8 @@ CONFIG = click.option("--config", type=click.Path(dir_okay=False), callback=_loa
 def _load_preset(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--preset NAME``: a named option set (``aam.cli.presets``) becomes the defaults."""
     if value is not None:
-        ctx.default_map = {**(ctx.default_map or {}), **PRESETS[value][ctx.command.name]}
+        command = "train" if ctx.command.name == "cross-validate" else ctx.command.name  # it runs aam train
+        ctx.default_map = {**(ctx.default_map or {}), **PRESETS[value][command]}
     return value
 
 
@@ -139,6 +140,13 @@ def data_options(pretrain: bool) -> list[Callable]:
         option("--val-samples", type=click.Path(dir_okay=False), default=None, section="Input",
                help="File of validation sample ids, one per line (e.g. a cross-validation fold, or "
                     "val_samples.txt of another run); the other samples train. Replaces --test-size."),
+        option("--group-column", default=None, section="Input",
+               help="Metadata column of groups (a subject or study id): every group lies on one side of the "
+                    "train/validation split, so early stopping rewards what transfers to new subjects."
+                    + (" Needs --metadata." if pretrain else "")),
+        option("--exclude-samples", type=click.Path(dir_okay=False), default=None, section="Input",
+               help="File of sample ids (one per line) kept out of training and validation, e.g. a held-out "
+                    "test set or an outer cross-validation fold."),
         option("--max-bp", type=int, default=150, section="Input",
                help="Nucleotides kept per ASV; longer sequences are truncated (and counted in the log)."),
         option("--token-limit", type=int, default=1024, section="Input", help="Maximum ASVs per sample."),

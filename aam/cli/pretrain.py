@@ -10,7 +10,10 @@ from aam.cli import options as o
 @click.command("pretrain", cls=o.SectionedCommand)
 @o.CONFIG
 @o.PRESET
-@o.apply(o.data_options(pretrain=True) + o.MODEL_OPTIONS + o.LOSS_WEIGHT_OPTIONS + [
+@o.apply(o.data_options(pretrain=True) + [
+    o.option("--metadata", type=click.Path(dir_okay=False), default=None, section="Input",
+             help="Metadata TSV, needed only for --group-column; samples missing from it are left out."),
+] + o.MODEL_OPTIONS + o.LOSS_WEIGHT_OPTIONS + [
     o.option("--count-penalty", type=float, default=1.0, section="Loss",
              help="Accepted for compatibility; the encoder has no count head."),
 ] + o.TRAINING_OPTIONS + o.PERFORMANCE_OPTIONS + o.DISTRIBUTED_OPTIONS + [o.SEED, o.VERBOSE])

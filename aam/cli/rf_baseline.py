@@ -14,13 +14,21 @@ from aam.cli import options as o
     o.option("--metadata-column", required=True, section="Target", help="Column to predict."),
     o.option("--classifier", is_flag=True, default=False, section="Target", help="Classify instead of regress."),
     o.option("--train-samples", type=click.Path(dir_okay=False), default=None, section="Input",
-             help="train_samples.txt written by aam train (one id per line)."),
+             help="train_samples.txt written by aam train (one id per line); without the two lists and --folds, "
+                  "the forest splits the samples itself (--test-size, --group-column)."),
     o.option("--val-samples", type=click.Path(dir_okay=False), default=None, section="Input",
              help="val_samples.txt written by aam train."),
     o.option("--folds", type=click.Path(dir_okay=False), default=None, section="Input",
              help="Instead of the two lists: a TSV of sample ids and their fold; each fold is predicted by a "
                   "forest fitted on the others (cross-validation)."),
     o.option("--fold-column", default="fold", section="Input", help="The fold column of --folds."),
+    o.option("--group-column", default=None, section="Input",
+             help="Metadata column of groups (subject or study): a split made here keeps each group on one side; "
+                  "with lists or --folds, groups on both sides are reported; per-group metrics go to "
+                  "<stem>_groups.tsv."),
+    o.option("--test-size", type=float, default=0.2, section="Input",
+             help="Without lists or --folds: the validation fraction of the split made here (written as "
+                  "<stem>_train_samples.txt and <stem>_val_samples.txt)."),
     o.option("--output", type=click.Path(dir_okay=False), required=True, section="Output",
              help="TSV sample_id, prediction, actual (+ fold with --folds), a PNG scatter with the same stem, "
                   "and with --folds per-fold metrics in <stem>_metrics.tsv."),

@@ -116,6 +116,10 @@ TRAIN_OPTIONS = [
     o.option("--best-metric", type=click.Choice(["val_loss", "r2", "mae", "accuracy", "f1"]), default=None,
              section="Training", help="Checkpoint selection (changed: default mae for regression, f1 for "
                                       "classification, not the mixed loss)."),
+    o.option("--augment-reads", type=click.FloatRange(0.0, 1.0, min_open=True), default=None, section="Training",
+             help="Augmentation: each epoch, keep each training read with this probability (a new "
+                  "rarefaction-like draw per epoch: rare ASVs drop out at random, abundances jitter); "
+                  "validation and prediction read every ASV. Off by default."),
     o.option("--val-prediction-passes", type=click.IntRange(1, 100), default=1, section="Training",
              help="Accepted for compatibility; validation uses abundance-first ASVs (one pass)."),
     o.option("--find-lr", is_flag=True, default=False, section="Training",

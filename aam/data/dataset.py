@@ -152,7 +152,10 @@ class SampleDataset(Dataset):
         asv_sampling: str = "abundance",
         seed: int | None = None,
         sample_weights: np.ndarray | None = None,
+        read_fraction: float | None = None,
     ):
+        if read_fraction is not None and not 0.0 < read_fraction <= 1.0:
+            raise AamError(f"must be in (0, 1], got {read_fraction}", source="--augment-reads")
         if isinstance(token_limit, bool) or not isinstance(token_limit, int | np.integer) or token_limit < 1:
             raise AamError(f"must be a positive integer, got {token_limit!r}", source="--token-limit")
         if asv_sampling not in ASV_SAMPLERS:
@@ -176,6 +179,7 @@ class SampleDataset(Dataset):
         self.sample_weights = None if sample_weights is None else np.asarray(sample_weights, np.float32)[keep]
         self.token_limit = int(token_limit)
         self.asv_sampling = asv_sampling
+        self.read_fraction = None if read_fraction is None or read_fraction == 1.0 else float(read_fraction)
         self.seed = int(np.random.SeedSequence().entropy if seed is None else seed) % 2**64  # >= 0 for numpy
         self.epoch = 0
 
@@ -191,10 +195,27 @@ class SampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def _thinned(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """``read_fraction`` of the sample's reads, drawn anew each epoch, then ``asv_sampling`` up to the limit."""
+        rng = np.random.default_rng((self.seed, self.epoch, row, 1))
+        asvs, counts = thin_reads(*self.data.by_abundance(row), self.read_fraction, rng)
+        if len(asvs) <= self.token_limit:
+            return asvs, counts
+        if self.asv_sampling == "random":
+            keep = np.sort(rng.choice(len(asvs), size=self.token_limit, replace=False))
+        elif self.asv_sampling == "first":
+            keep = np.argsort(asvs, kind="stable")[: self.token_limit]  # table order
+        else:
+            keep = np.arange(self.token_limit)
+        return asvs[keep], counts[keep]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = int(self.indices[i])
-        select = ASV_SAMPLERS[self.asv_sampling]
-        asvs, counts = select(self.data, row, self.token_limit, (self.seed, self.epoch, row))
+        if self.read_fraction is not None:
+            asvs, counts = self._thinned(row)
+        else:
+            select = ASV_SAMPLERS[self.asv_sampling]
+            asvs, counts = select(self.data, row, self.token_limit, (self.seed, self.epoch, row))
         item: dict[str, Any] = {"sample_index": row, "asv_index": asvs, "counts": counts}  # [n], [n]
         if self.targets is not None:
             item["target"] = self.targets[i]
@@ -203,6 +224,19 @@ class SampleDataset(Dataset):
         if self.sample_weights is not None:
             item["sample_weight"] = self.sample_weights[i]
         return item
+
+
+def thin_reads(asvs: np.ndarray, counts: np.ndarray, fraction: float,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Keep each read with probability ``fraction`` (binomial thinning: a rarefaction-like re-draw); ASVs left
+    without reads drop out; the result is most abundant first (ties by column). At least one read survives."""
+    drawn = rng.binomial(np.maximum(np.rint(counts), 1).astype(np.int64), fraction)  # [n]
+    if not drawn.any():  # an empty sample would vanish from the batch: keep one read of the most abundant ASV
+        drawn[np.argmax(counts)] = 1
+    keep = drawn > 0
+    asvs, drawn = asvs[keep], drawn[keep]
+    order = np.lexsort((asvs, -drawn))
+    return asvs[order], drawn[order].astype(np.float32)
 
 
 def _as_targets(targets: Sequence[float] | np.ndarray, n: int) -> np.ndarray:

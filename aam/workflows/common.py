@@ -31,8 +31,15 @@ from aam.data.distances import (
     read_distance_matrix,
     read_sample_vector,
 )
+from aam.data.metadata import require_column
 from aam.data.sequences import resolve_sequences, tokenize
-from aam.data.split import read_ids, train_val_split
+from aam.data.split import (
+    group_labels,
+    grouped_train_val_split,
+    read_ids,
+    suggest_group_column,
+    train_val_split,
+)
 from aam.errors import AamError
 from aam.fileio import write_json
 from aam.training.distributed import (
@@ -146,11 +153,13 @@ def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarr
                   distance_lookup: Callable | None = None, train_targets: np.ndarray | None = None,
                   val_targets: np.ndarray | None = None, train_categoricals: np.ndarray | None = None,
                   val_categoricals: np.ndarray | None = None, train_weights: np.ndarray | None = None,
-                  pin_memory: bool = False, distributed: DistributedContext | None = None):
-    """Training loader (shuffled, ``asv_sampling``) and validation loader (every sample, abundance-first)."""
+                  pin_memory: bool = False, distributed: DistributedContext | None = None,
+                  read_fraction: float | None = None):
+    """Training loader (shuffled, ``asv_sampling``, reads thinned to ``read_fraction`` each epoch when given)
+    and validation loader (every sample, abundance-first, all reads)."""
     collator = BatchCollator(data.tokens, data.sample_ids, distance_lookup)
     train_set = SampleDataset(data, train_rows, train_targets, train_categoricals, token_limit, asv_sampling, seed,
-                              sample_weights=train_weights)
+                              sample_weights=train_weights, read_fraction=read_fraction)
     val_set = SampleDataset(data, val_rows, val_targets, val_categoricals, token_limit, "abundance", seed)
     if distributed is not None:  # same permutation on every rank, each takes its share
         train_sampler = DistributedSampler(train_set, distributed.world_size, distributed.rank, shuffle=True,
@@ -165,11 +174,13 @@ def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarr
     return train_loader, val_loader
 
 
-def split_samples(ids: list[str], opts: dict[str, Any], seed: int,
-                  stratify: np.ndarray | None = None) -> tuple[list[str], list[str]]:
+def split_samples(ids: list[str], opts: dict[str, Any], seed: int, stratify: np.ndarray | None = None,
+                  groups: np.ndarray | None = None) -> tuple[list[str], list[str]]:
     """Train and validation ids: from ``--val-samples FILE`` (e.g. a cross-validation fold) when given, else a
-    seeded random split of ``--test-size``."""
+    seeded split of ``--test-size``, grouped (every group on one side) when ``groups`` are given."""
     if not opts.get("val_samples"):
+        if groups is not None:
+            return grouped_train_val_split(ids, groups, opts["test_size"], seed, stratify=stratify)
         return train_val_split(ids, opts["test_size"], seed, stratify=stratify)
     listed = set(read_ids(opts["val_samples"]))
     val_ids = [s for s in ids if s in listed]
@@ -180,7 +191,46 @@ def split_samples(ids: list[str], opts: dict[str, Any], seed: int,
     if not val_ids or not train_ids:
         raise AamError(f"leaves an empty {'validation' if not val_ids else 'training'} split", source="--val-samples",
                        hint="list some, but not all, of the table's sample ids (one per line)")
+    if groups is not None:
+        group_of = dict(zip(ids, groups))
+        shared = {group_of[s] for s in val_ids} & {group_of[s] for s in train_ids}
+        if shared:
+            log.warning("%d group(s) of --group-column have samples on both sides of --val-samples (e.g. %s): "
+                        "validation scores will flatter the model", len(shared), sorted(shared)[0])
     return train_ids, val_ids
+
+
+def sample_groups(metadata: Any, ids: list[str], opts: dict[str, Any], target: str | None = None,
+                  inputs: tuple[str, ...] = ()) -> np.ndarray | None:
+    """``--group-column``'s group of each id (None without it); without it, suggests a subject-like column once."""
+    column = (opts.get("group_column") or "").strip()
+    if not column:
+        if metadata is not None and not opts.get("val_samples"):
+            suggestion = suggest_group_column(metadata, ids, exclude=(target, *inputs))
+            if suggestion is not None:
+                log.warning("metadata column %r has %d values shared by %d samples: if they mark the same subject "
+                            "or study, pass --group-column %s so validation measures new subjects (samples of "
+                            "one subject on both sides flatter early stopping)", suggestion[0], suggestion[1],
+                            len(ids), suggestion[0])
+        return None
+    if metadata is None:
+        raise AamError("needs --metadata (the file with the group column)", source="--group-column")
+    require_column(metadata, column, source=opts.get("metadata"), flag="--group-column")
+    if column == target:
+        raise AamError("the group column cannot be the target", source="--group-column")
+    return group_labels(metadata.loc[ids, column].to_numpy(), ids)
+
+
+def exclude_samples(ids: list[str], opts: dict[str, Any]) -> list[str]:
+    """``ids`` without those listed in ``--exclude-samples FILE`` (e.g. an outer cross-validation test fold)."""
+    if not opts.get("exclude_samples"):
+        return ids
+    excluded = set(read_ids(opts["exclude_samples"]))
+    kept = [s for s in ids if s not in excluded]
+    if not kept:
+        raise AamError("excludes every usable sample", source="--exclude-samples")
+    log.info("--exclude-samples: %d sample(s) left out of training and validation", len(ids) - len(kept))
+    return kept
 
 
 def check_options(opts: dict[str, Any]) -> None:

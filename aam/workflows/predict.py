@@ -44,8 +44,9 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> tupl
 def run_predict(*, model_path: str | Sequence[str], table: str, output: str, metadata: str | None = None,
                 sequences: str | None = None, batch_size: int = 8, device: str = "auto",
                 prediction_passes: int = 1, asv_sampling: str | None = None, seed: int | None = None,
-                output_variance: bool = False) -> pd.DataFrame:
-    """Predict every usable sample of ``table``; writes ``output`` (TSV) and returns the frame.
+                output_variance: bool = False, sample_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Predict every usable sample of ``table`` (or those of ``sample_ids``); writes ``output`` (TSV) and
+    returns the frame.
 
     ``model_path`` may name several checkpoints (an ensemble, e.g. the same recipe trained with different
     seeds): their predictions are averaged (class probabilities for classifiers) and ``prediction_std`` is
@@ -84,7 +85,11 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
         categoricals = _categoricals(member_frame, info, data.sample_ids, metadata)
         groups = (category_keys(member_frame, data.sample_ids, info["normalize_by"])
                   if info.get("normalize_by") else None)
-        dataset = SampleDataset(data, None, None, categoricals, info.get("token_limit", 1024), sampling, seed)
+        rows = None
+        if sample_ids is not None:
+            rows = data.rows_of([str(i) for i in sample_ids])
+            categoricals = None if categoricals is None else categoricals[rows]
+        dataset = SampleDataset(data, rows, None, categoricals, info.get("token_limit", 1024), sampling, seed)
         if dataset.skipped_ids and not passes:
             log.warning("skipped %d sample(s) with no usable ASV", len(dataset.skipped_ids))
         loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), batch_size, shuffle=False)

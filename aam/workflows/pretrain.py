@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from aam.data.split import write_ids
+from aam.data.metadata import align_samples, read_metadata
+from aam.data.split import write_split
 from aam.errors import AamError
 from aam.models import SequenceEncoder
 from aam.models.summary import model_summary
@@ -25,9 +26,11 @@ from aam.workflows.common import (
     adopt_batch_size,
     build_loaders,
     check_options,
+    exclude_samples,
     load_amplicon_data,
     load_distance_targets,
     run_in_session,
+    sample_groups,
     split_samples,
     write_run_config,
 )
@@ -55,11 +58,15 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     targets = load_distance_targets(data, unifrac_matrix=opts.get("unifrac_matrix"), tree=opts.get("tree"),
                                     metric=opts["unifrac_metric"])
     rows = targets.rows if targets is not None else np.arange(data.n_samples)
-    train_ids, val_ids = split_samples([data.sample_ids[r] for r in rows], opts, seed)
+    ids = exclude_samples([data.sample_ids[r] for r in rows], opts)
+    metadata = read_metadata(opts["metadata"]) if opts.get("metadata") else None
+    if metadata is not None:
+        ids = align_samples(ids, metadata, source=opts["metadata"])
+    groups = sample_groups(metadata, ids, opts)
+    train_ids, val_ids = split_samples(ids, opts, seed, groups=groups)
     check_identical((train_ids, val_ids), "the train/validation split")
     if main:
-        write_ids(output_dir / "train_samples.txt", train_ids)
-        write_ids(output_dir / "val_samples.txt", val_ids)
+        write_split(output_dir, train_ids, val_ids, None if groups is None else dict(zip(ids, groups)))
     loaders = partial(
         build_loaders, data, data.rows_of(train_ids), data.rows_of(val_ids),
         token_limit=opts["token_limit"], asv_sampling=opts["asv_sampling"], seed=seed,

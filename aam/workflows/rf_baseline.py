@@ -7,16 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import sparse
 
 from aam.data.biom_table import load_table, table_to_csr
 from aam.data.metadata import numeric_target, read_metadata, require_column
-from aam.data.split import read_ids
+from aam.data.split import group_labels, grouped_train_val_split, read_ids, train_val_split, write_split
 from aam.errors import AamError
 from aam.fileio import write_tsv
-from aam.training.metrics import ClassificationMetrics, RegressionMetrics
 from aam.training.plots import prediction_scatter
+from aam.workflows.scoring import probability_columns, score_predictions, scores_by
 
 log = logging.getLogger("aam")
 
@@ -47,26 +46,39 @@ def relative_abundance_matrix(counts: sparse.csr_matrix) -> sparse.csr_matrix:
 
 def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: str,
                     train_samples: str | None = None, val_samples: str | None = None, folds: str | None = None,
-                    fold_column: str = "fold", n_estimators: int = 500, max_features="sqrt",
-                    random_seed: int = 42, n_jobs: int = -1, classifier: bool = False) -> dict[str, float]:
-    """Fit on ``train_samples`` and predict ``val_samples``, or cross-validate over ``folds``.
+                    fold_column: str = "fold", group_column: str | None = None, test_size: float = 0.2,
+                    n_estimators: int = 500, max_features="sqrt", random_seed: int = 42, n_jobs: int = -1,
+                    classifier: bool = False) -> dict[str, float]:
+    """Fit on ``train_samples`` and predict ``val_samples``, cross-validate over ``folds``, or, given neither,
+    split the samples itself (``test_size``, grouped by ``group_column``, stratified for classifiers).
 
     ``folds``: a TSV with a sample id column and ``fold_column``; each fold is predicted by a forest fitted on
     the other folds' samples. ``output`` gets the predictions (out-of-fold, with their ``fold``, for
-    ``folds``); regression also writes a scatter plot with the same stem, and ``folds`` a per-fold metrics
-    table ``<stem>_metrics.tsv`` (with a ``pooled`` row). Returns the metrics (pooled over folds).
+    ``folds``); regression also writes a scatter plot with the same stem, ``folds`` a per-fold metrics table
+    ``<stem>_metrics.tsv`` (with a ``pooled`` row), ``group_column`` per-group metrics ``<stem>_groups.tsv``
+    and a split made here ``<stem>_train_samples.txt``/``_val_samples.txt`` (+ ``_split.tsv`` with groups).
+    Returns the metrics (pooled over folds).
     """
     lists = (train_samples, val_samples)
-    if (folds is not None and any(lists)) or (folds is None and not all(lists)):
+    if folds is not None and any(lists):
         raise AamError("give either --train-samples and --val-samples, or --folds", source="--folds")
+    if any(lists) and not all(lists):
+        raise AamError("give both --train-samples and --val-samples (or neither, to split here)",
+                       source="--train-samples" if train_samples is None else "--val-samples")
     counts = table_to_csr(load_table(table))
     frame = read_metadata(metadata)
     column = metadata_column.strip()
     require_column(frame, column, source=metadata)
-    if folds is None:
+    if group_column:
+        require_column(frame, group_column, source=metadata, flag="--group-column")
+    if folds is not None:
+        splits = read_folds(folds, fold_column)
+    elif all(lists):
         splits = {None: (read_ids(train_samples), read_ids(val_samples))}
     else:
-        splits = read_folds(folds, fold_column)
+        splits = {None: _own_split(counts.sample_ids, frame, column, classifier, metadata, group_column, test_size,
+                                   random_seed, output)}
+    group_of = None if not group_column else frame[group_column].to_dict()
     row = {s: i for i, s in enumerate(counts.sample_ids)}
     features = relative_abundance_matrix(counts.counts).tocsr()
     params = {"n_estimators": n_estimators, "max_features": parse_max_features(max_features),
@@ -78,6 +90,8 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
                             "--train-samples" if fold is None else f"--folds{where}")
         val_ids = _usable(val_ids, counts.sample_ids, frame, column, classifier, metadata,
                           "--val-samples" if fold is None else f"--folds{where}")
+        if group_of is not None:
+            _warn_shared_groups(train_ids, val_ids, group_of, where)
         result, metrics = _fit_and_score(features, row, frame, column, train_ids, val_ids, classifier, params,
                                          metadata)
         log.info("random forest%s on %d training samples, %d validation samples: %s", where, len(train_ids),
@@ -87,14 +101,19 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
             per_fold.append({"fold": fold, "n": len(val_ids), **metrics})
         frames.append(result)
     result = pd.concat(frames, ignore_index=True)
-    metrics = metrics if folds is None else _pooled_metrics(result, classifier)
+    result[probability_columns(result)] = result[probability_columns(result)].fillna(0.0)
+    metrics = metrics if folds is None else score_predictions(result, classifier)
+    stem = Path(output).with_suffix("")
     if per_fold:
         table_rows = pd.DataFrame(per_fold + [{"fold": "pooled", "n": len(result), **metrics}])
-        write_tsv(Path(output).with_name(Path(output).stem + "_metrics.tsv"), table_rows)
+        write_tsv(f"{stem}_metrics.tsv", table_rows)
         means = pd.DataFrame(per_fold).drop(columns=["fold", "n"])
         log.info("%d folds: %s (pooled: %s)", len(per_fold), "  ".join(
             f"{k}={means[k].mean():.4g} +/- {means[k].std(ddof=1):.2g}" for k in means.columns),
             "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    if group_of is not None:
+        grouped = result.assign(group=result["sample_id"].map(group_of))
+        write_tsv(f"{stem}_groups.tsv", scores_by(grouped, "group", classifier))
     write_tsv(output, result)
     if not classifier:
         title = "random forest" + (" (out-of-fold)" if per_fold else "")
@@ -102,6 +121,34 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
                            Path(output).with_suffix(".png"), unit=column,
                            title=f"{title}  MAE {metrics['mae']:.3g}  R² {metrics['r2']:.3f}")
     return metrics
+
+
+def _own_split(table_ids: list[str], frame: pd.DataFrame, column: str, classifier: bool, metadata: str,
+               group_column: str | None, test_size: float, seed: int, output: str) -> tuple[list[str], list[str]]:
+    """A split made here (no lists, no folds), written beside ``output`` so ``aam train --val-samples`` can
+    reuse it."""
+    ids = _usable([s for s in table_ids if s in frame.index], table_ids, frame, column, classifier, metadata,
+                  "--metadata")
+    stratify = frame.loc[ids, column].astype(str).to_numpy() if classifier else None
+    stem = Path(output).with_suffix("")
+    if group_column:
+        groups = group_labels(frame.loc[ids, group_column].to_numpy(), ids)
+        train_ids, val_ids = grouped_train_val_split(ids, groups, test_size, seed, stratify=stratify)
+        write_split(stem.parent, train_ids, val_ids, dict(zip(ids, groups)), prefix=f"{stem.name}_")
+    else:
+        train_ids, val_ids = train_val_split(ids, test_size, seed, stratify=stratify)
+        write_split(stem.parent, train_ids, val_ids, prefix=f"{stem.name}_")
+    log.info("split %d samples into %d training and %d validation samples%s", len(ids), len(train_ids),
+             len(val_ids), f" by {group_column!r}" if group_column else "")
+    return train_ids, val_ids
+
+
+def _warn_shared_groups(train_ids: list[str], val_ids: list[str], group_of: dict, where: str) -> None:
+    shared = {group_of.get(s) for s in train_ids} & {group_of.get(s) for s in val_ids}
+    shared.discard(None)
+    if shared:
+        log.warning("%d group(s) of --group-column lie on both sides of the split%s (e.g. %s): scores will flatter "
+                    "the forest", len(shared), where, sorted(map(str, shared))[0])
 
 
 def read_folds(path: str, fold_column: str = "fold") -> dict[str, tuple[list[str], list[str]]]:
@@ -127,29 +174,20 @@ def _fit_and_score(features, row: dict[str, int], frame: pd.DataFrame, column: s
 
     x_train, x_val = features[[row[s] for s in train_ids]], features[[row[s] for s in val_ids]]
     if classifier:
-        y_train = frame.loc[train_ids, column].astype(str).to_numpy()
-        y_val = frame.loc[val_ids, column].astype(str).to_numpy()
+        y_train = frame.loc[train_ids, column].astype(str).str.strip().to_numpy()
+        y_val = frame.loc[val_ids, column].astype(str).str.strip().to_numpy()
         model = RandomForestClassifier(**params)
     else:
         y_train = numeric_target(frame.loc[train_ids], column, source=metadata).to_numpy()
         y_val = numeric_target(frame.loc[val_ids], column, source=metadata).to_numpy()
         model = RandomForestRegressor(**params)
     model.fit(x_train, y_train)
-    predicted = model.predict(x_val)
-    result = pd.DataFrame({"sample_id": val_ids, "prediction": predicted, "actual": y_val})
-    return result, _metrics(model, x_val, y_val, predicted, classifier)
-
-
-def _pooled_metrics(result: pd.DataFrame, classifier: bool) -> dict[str, float]:
-    """Metrics of the concatenated out-of-fold predictions."""
-    if classifier:
-        from sklearn.metrics import accuracy_score, f1_score
-
-        actual, predicted = result["actual"].astype(str), result["prediction"].astype(str)
-        return {"accuracy": float(accuracy_score(actual, predicted)),
-                "f1_macro": float(f1_score(actual, predicted, average="macro")),
-                "f1_weighted": float(f1_score(actual, predicted, average="weighted"))}
-    return _regression_metrics(result["prediction"], result["actual"])
+    result = pd.DataFrame({"sample_id": val_ids, "prediction": model.predict(x_val), "actual": y_val})
+    if classifier:  # one probability column per class seen in training, as aam predict writes them
+        probabilities = model.predict_proba(x_val)
+        for k, label in enumerate(model.classes_):
+            result[f"prob_{label}"] = probabilities[:, k]
+    return result, score_predictions(result, classifier)
 
 
 def _usable(ids: list[str], table_ids: list[str], frame: pd.DataFrame, column: str, classifier: bool,
@@ -159,30 +197,12 @@ def _usable(ids: list[str], table_ids: list[str], frame: pd.DataFrame, column: s
     if len(kept) < len(ids):
         log.warning("%s: %d sample(s) are missing from the table or metadata and are left out", flag,
                     len(ids) - len(kept))
-    if not classifier and kept:
-        kept = list(numeric_target(frame.loc[kept], column, source=metadata).index)
+    if kept:
+        if classifier:
+            values = frame.loc[kept, column]
+            kept = [s for s, v in zip(kept, values) if isinstance(v, str) and v.strip()]
+        else:
+            kept = list(numeric_target(frame.loc[kept], column, source=metadata).index)
     if not kept:
         raise AamError("no listed sample is in both the table and the metadata", source=flag)
     return kept
-
-
-def _metrics(model, x_val, y_val, predicted, classifier: bool) -> dict[str, float]:
-    if classifier:
-        labels = list(model.classes_)
-        probabilities = model.predict_proba(x_val)
-        target = torch.tensor([labels.index(v) if v in labels else -1 for v in y_val])
-        scores = ClassificationMetrics(len(labels))
-        keep = target >= 0
-        scores.update(torch.as_tensor(probabilities).clamp_min(1e-12).log()[keep], target[keep])
-        computed = scores.compute()
-        return {k: computed[k] for k in ("accuracy", "f1_macro", "f1_weighted") if k in computed}
-    return _regression_metrics(predicted, y_val)
-
-
-def _regression_metrics(predicted, actual) -> dict[str, float]:
-    """MAE, RMSE and R^2 as ``aam train`` reports them."""
-    scores = RegressionMetrics()
-    scores.update(torch.tensor(np.asarray(predicted, dtype=np.float64)),
-                  torch.tensor(np.asarray(actual, dtype=np.float64)))
-    computed = scores.compute()
-    return {k: computed[k] for k in ("mae", "rmse", "r2")}

@@ -15,7 +15,7 @@ import pandas as pd
 from aam.data.categorical import CategoricalEncoder, CategoryWeights, category_keys
 from aam.data.metadata import align_samples, numeric_target, read_metadata, require_column
 from aam.data.normalization import DEFAULT_REGRESSION_TRANSFORM, TARGET_TRANSFORMS, resolve_target_transform
-from aam.data.split import write_ids
+from aam.data.split import write_split
 from aam.errors import AamError
 from aam.fileio import write_tsv
 from aam.models import SequencePredictor
@@ -33,9 +33,11 @@ from aam.workflows.common import (
     adopt_batch_size,
     build_loaders,
     check_options,
+    exclude_samples,
     load_amplicon_data,
     load_distance_targets,
     run_in_session,
+    sample_groups,
     split_samples,
     write_run_config,
 )
@@ -85,13 +87,13 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     if targets is not None:
         with_distance = {data.sample_ids[r] for r in targets.rows}
         ids = [s for s in ids if s in with_distance]
-    ids = _ids_with_target(metadata, column, ids, opts)
+    ids = exclude_samples(_ids_with_target(metadata, column, ids, opts), opts)
     stratify = metadata.loc[ids, column].astype(str).to_numpy() if opts["classifier"] else None
-    train_ids, val_ids = split_samples(ids, opts, seed, stratify=stratify)
+    groups = sample_groups(metadata, ids, opts, target=column, inputs=tuple(categorical_columns))
+    train_ids, val_ids = split_samples(ids, opts, seed, stratify=stratify, groups=groups)
     check_identical((train_ids, val_ids), "the train/validation split")
     if main:
-        write_ids(output_dir / "train_samples.txt", train_ids)
-        write_ids(output_dir / "val_samples.txt", val_ids)
+        write_split(output_dir, train_ids, val_ids, None if groups is None else dict(zip(ids, groups)))
 
     setup = _fit_targets(opts, metadata, column, train_ids, ids)
     encoder = CategoricalEncoder().fit(metadata.loc[train_ids], categorical_columns) if categorical_columns else None
@@ -106,7 +108,8 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
         train_targets=by_row["targets"][train_rows], val_targets=by_row["targets"][val_rows],
         train_categoricals=None if encoder is None else by_row["categoricals"][train_rows],
         val_categoricals=None if encoder is None else by_row["categoricals"][val_rows],
-        train_weights=train_weights, pin_memory=device.type == "cuda", distributed=session.distributed)
+        train_weights=train_weights, pin_memory=device.type == "cuda", distributed=session.distributed,
+        read_fraction=opts.get("augment_reads"))
     train_loader, val_loader = loaders(batch_size=opts["batch_size"])
 
     config = predictor_config_from_options(

@@ -1,0 +1,43 @@
+"""``aam cross-validate``: cross-validate an ``aam train`` recipe next to the random forest, on the same folds."""
+
+from __future__ import annotations
+
+import click
+
+from aam.cli import options as o
+from aam.cli.train import TRAIN_OPTIONS
+
+CV_OPTIONS = [
+    o.option("--n-folds", type=int, default=5, section="Cross-validation",
+             help="Outer folds: stratified by class for classifiers, grouped with --group-column."),
+    o.option("--leave-one-group-out", is_flag=True, default=False, section="Cross-validation",
+             help="One outer fold per value of --group-column (e.g. leave one study out)."),
+    o.option("--folds", type=click.Path(dir_okay=False), default=None, section="Cross-validation",
+             help="TSV of sample ids and their outer fold (e.g. folds.tsv of another run) instead of making folds."),
+    o.option("--fold-column", default="fold", section="Cross-validation", help="The fold column of --folds."),
+    o.option("--members", type=int, default=1, section="Cross-validation",
+             help="Models per fold, seeds --seed, --seed+1, ...; their average is the fold's prediction "
+                  "(as aam predict --model A --model B)."),
+    o.option("--forest/--no-forest", default=True, section="Cross-validation",
+             help="Also fit aam rf-baseline's random forest on the same folds and compare."),
+    o.option("--rf-n-estimators", type=int, default=500, section="Cross-validation", help="Trees of the forest."),
+    o.option("--rf-max-features", default="sqrt", section="Cross-validation",
+             help="Forest features per split: sqrt, log2, none, a fraction or a count."),
+    o.option("--rf-n-jobs", type=int, default=-1, section="Cross-validation", help="Forest jobs (-1: all cores)."),
+]
+
+
+@click.command("cross-validate", cls=o.SectionedCommand)
+@o.CONFIG
+@o.PRESET
+@o.apply(o.data_options(pretrain=False) + o.MODEL_OPTIONS + TRAIN_OPTIONS + o.LOSS_WEIGHT_OPTIONS
+         + o.TRAINING_OPTIONS + o.PERFORMANCE_OPTIONS + CV_OPTIONS + [o.SEED, o.VERBOSE])
+def command(**opts) -> None:
+    """Cross-validate an aam train recipe (every train flag applies to each fold) and the random forest on the
+    same outer folds: k-fold, grouped (--group-column), leave-one-group-out or a --folds file. Each fold
+    trains on the other folds (early stopping on an inner split that honours --group-column) and predicts
+    its held-out samples. Writes out-of-fold predictions, per-fold, pooled and per-group scores, a side-by-side
+    table and a plot to --output-dir; rerunning the command resumes after an interruption."""
+    from aam.workflows.cross_validate import run_cross_validate
+
+    run_cross_validate(opts)

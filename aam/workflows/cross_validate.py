@@ -1,0 +1,351 @@
+"""``aam cross-validate``: an ``aam train`` recipe and the random forest, cross-validated on the same folds.
+
+Layout of ``--output-dir``::
+
+    folds.tsv                      sample_id, fold (and group): the outer folds, fixed at the first run
+    folds/<fold>/test_samples.txt  the fold's held-out samples (never trained on, never used to stop early)
+    folds/<fold>/model[_s<seed>]/  the aam train run(s) of the fold (inner split honours --group-column)
+    folds/<fold>/predictions.tsv   the fold's out-of-fold AAM predictions (written last: the fold is done)
+    forest/                        aam rf-baseline over folds.tsv (predictions, per-fold and per-group metrics)
+    oof_predictions.tsv            every sample's AAM and forest prediction, with fold, group and actual
+    comparison.tsv                 per fold: AAM's and the forest's scores and who won; pooled and mean rows
+    groups.tsv                     per group (with --group-column): both methods' scores
+    summary.json, plots/cross_validation.png, cross_validate.log
+
+A rerun of the same command skips finished folds and resumes an interrupted fold from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aam.data.biom_table import load_table
+from aam.data.metadata import align_samples, read_metadata, require_column
+from aam.data.split import group_labels, make_folds, read_ids, write_ids
+from aam.errors import AamError
+from aam.fileio import write_json, write_tsv
+from aam.training.metrics import metric_direction
+from aam.training.runtime import configure_logging
+from aam.workflows.common import check_options
+from aam.workflows.scoring import probability_columns, score_predictions, scores_by
+
+log = logging.getLogger("aam")
+
+PRIMARY_METRIC = {False: "mae", True: "auroc"}  # how folds are won: regression, classification
+
+
+def run_cross_validate(opts: dict[str, Any]) -> dict[str, Any]:
+    """Cross-validate the ``aam train`` recipe in ``opts`` and the forest; returns the summary."""
+    from aam.workflows.train import _check_train_options
+
+    check_options(opts)
+    _check_train_options(opts)
+    for flag in ("val_samples", "resume_from", "find_lr", "distributed", "fsdp"):
+        if opts.get(flag):
+            raise AamError("is not available in cross-validation", source=f"--{flag.replace('_', '-')}",
+                           hint="inner early-stopping splits come from --test-size and --group-column; a rerun "
+                                "resumes by itself")
+    members = int(opts.get("members") or 1)
+    if members < 1:
+        raise AamError("must be at least 1", source="--members")
+    out = Path(opts["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    configure_logging(out / "cross_validate.log", opts.get("verbose", True))
+    seed = opts["seed"] if opts.get("seed") is not None else random.SystemRandom().randrange(2**31)
+    classifier = bool(opts["classifier"])
+    ids, metadata, column = _usable_samples(opts)
+    group_column = (opts.get("group_column") or "").strip() or None
+    folds = _folds(opts, out, ids, metadata, column, group_column, seed)
+    n_done = sum((out / "folds" / name / "predictions.tsv").is_file() for name in folds)
+    if n_done:
+        log.info("resuming: %d of %d folds are finished", n_done, len(folds))
+    write_json(out / "cv_config.json", {"command": "cross-validate", "seed": seed, "n_samples": len(ids),
+                                        "folds": {k: len(v) for k, v in folds.items()},
+                                        "options": {k: v for k, v in opts.items() if k != "config"}})
+    forest = _run_forest(opts, out, column, group_column, seed) if opts.get("forest", True) else None
+    configure_logging(out / "cross_validate.log", opts.get("verbose", True))
+    frames = []
+    for k, (name, test_ids) in enumerate(folds.items()):
+        frames.append(_run_fold(opts, out, name, test_ids, metadata, column, seed, members,
+                                f"fold {k + 1}/{len(folds)} ({name})"))
+        configure_logging(out / "cross_validate.log", opts.get("verbose", True))
+    aam = pd.concat(frames, ignore_index=True)
+    return _summarise(out, aam, forest, metadata, group_column, classifier, column)
+
+
+def _usable_samples(opts: dict[str, Any]) -> tuple[list[str], pd.DataFrame, str]:
+    """Ids of the table with a usable target (minus ``--exclude-samples``), the metadata and the target."""
+    from aam.workflows.common import exclude_samples
+    from aam.workflows.train import _ids_with_target
+
+    metadata = read_metadata(opts["metadata"])
+    column = opts["metadata_column"].strip()
+    require_column(metadata, column, source=opts["metadata"])
+    table_ids = [str(s) for s in load_table(opts["table"]).ids(axis="sample")]
+    ids = align_samples(table_ids, metadata, source=opts["metadata"])
+    return exclude_samples(_ids_with_target(metadata, column, ids, opts), opts), metadata, column
+
+
+def _folds(opts: dict[str, Any], out: Path, ids: list[str], metadata: pd.DataFrame, column: str,
+           group_column: str | None, seed: int) -> dict[str, list[str]]:
+    """The outer folds: from ``folds.tsv`` of an earlier run, from ``--folds FILE``, or made here."""
+    saved = out / "folds.tsv"
+    if saved.is_file():
+        folds = _read_fold_file(saved, "fold", ids)
+        log.info("using the folds of %s", saved)
+        return folds
+    if opts.get("folds"):
+        folds = _read_fold_file(opts["folds"], opts.get("fold_column") or "fold", ids)
+    else:
+        groups = None
+        if group_column:
+            require_column(metadata, group_column, source=opts["metadata"], flag="--group-column")
+            if group_column == column:
+                raise AamError("the group column cannot be the target", source="--group-column")
+            groups = metadata.loc[ids, group_column].to_numpy()
+        elif opts.get("leave_one_group_out"):
+            raise AamError("needs --group-column", source="--leave-one-group-out")
+        stratify = metadata.loc[ids, column].astype(str).to_numpy() if opts["classifier"] else None
+        folds = make_folds(ids, opts.get("n_folds") or 5, seed, groups=groups, stratify=stratify,
+                           leave_one_group_out=bool(opts.get("leave_one_group_out")))
+    fold_of = {s: name for name, members in folds.items() for s in members}
+    frame = pd.DataFrame({"sample_id": list(fold_of), "fold": list(fold_of.values())})
+    if group_column:
+        keys = group_labels(metadata.loc[frame["sample_id"], group_column].to_numpy(), frame["sample_id"].tolist())
+        frame["group"] = [k.lstrip("\x00") for k in keys]
+        _check_groups_within_folds(frame)
+    write_tsv(saved, frame)
+    log.info("%d folds of %s samples: %s", len(folds), len(frame),
+             ", ".join(f"{k} ({len(v)})" for k, v in folds.items()))
+    return folds
+
+
+def _read_fold_file(path: str | Path, fold_column: str, ids: list[str]) -> dict[str, list[str]]:
+    """``{fold: test ids}`` from a TSV of sample ids and folds, restricted to the usable ``ids``."""
+    from aam.workflows.rf_baseline import read_folds
+
+    usable = set(ids)
+    folds = {name: [s for s in test if s in usable] for name, (_, test) in read_folds(str(path), fold_column).items()}
+    listed = {s for test in folds.values() for s in test}
+    if len(listed) < len(ids):
+        log.warning("%d usable sample(s) are in no fold of %s and are left out", len(ids) - len(listed), path)
+    empty = [name for name, test in folds.items() if not test]
+    if empty:
+        raise AamError(f"fold {empty[0]!r} holds no usable sample", source=path,
+                       hint="every fold needs samples of the table with a target value")
+    return folds
+
+
+def _check_groups_within_folds(frame: pd.DataFrame) -> None:
+    spread = frame.groupby("group")["fold"].nunique()
+    crossing = spread[spread > 1]
+    if len(crossing):
+        log.warning("%d group(s) have samples in more than one fold (e.g. %s): those folds are not grouped",
+                    len(crossing), crossing.index[0])
+
+
+def _run_forest(opts: dict[str, Any], out: Path, column: str, group_column: str | None, seed: int) -> pd.DataFrame:
+    """The forest's out-of-fold predictions over ``folds.tsv`` (fitted once; reused on a rerun)."""
+    from aam.workflows.rf_baseline import run_rf_baseline
+
+    output = out / "forest" / "predictions.tsv"
+    if not output.is_file():
+        log.info("random forest (%d trees) on the same folds", opts.get("rf_n_estimators") or 500)
+        run_rf_baseline(table=opts["table"], metadata=opts["metadata"], metadata_column=column, output=str(output),
+                        folds=str(out / "folds.tsv"), group_column=group_column,
+                        n_estimators=opts.get("rf_n_estimators") or 500,
+                        max_features=opts.get("rf_max_features") or "sqrt", random_seed=seed,
+                        n_jobs=opts.get("rf_n_jobs") or -1, classifier=bool(opts["classifier"]))
+    return pd.read_csv(output, sep="\t", dtype={"sample_id": str, "fold": str})
+
+
+def _run_fold(opts: dict[str, Any], out: Path, name: str, test_ids: list[str], metadata: pd.DataFrame,
+              column: str, seed: int, members: int, label: str) -> pd.DataFrame:
+    """Train the recipe (``members`` seeds) without the fold's samples, then predict them; cached."""
+    from aam.workflows.predict import run_predict
+    from aam.workflows.train import run_train
+
+    fold_dir = out / "folds" / name
+    done = fold_dir / "predictions.tsv"
+    if done.is_file():
+        return _read_predictions(done)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    excluded = set(test_ids) | (set(read_ids(opts["exclude_samples"])) if opts.get("exclude_samples") else set())
+    write_ids(fold_dir / "test_samples.txt", sorted(excluded))
+    checkpoints = []
+    for member in range(members):
+        member_seed = seed + member
+        run_dir = fold_dir / ("model" if members == 1 else f"model_s{member_seed}")
+        checkpoints.append(run_dir / "checkpoints" / "best_model.pt")
+        if (run_dir / "train_finished.txt").is_file():
+            continue
+        last = run_dir / "checkpoints" / "last_model.pt"
+        log.info("%s: training%s on %d samples less", label, f" member {member + 1}/{members}" if members > 1 else "",
+                 len(excluded))
+        fold_opts = {**opts, "output_dir": str(run_dir), "exclude_samples": str(fold_dir / "test_samples.txt"),
+                     "seed": member_seed, "resume_from": str(last) if last.is_file() else None}
+        try:
+            run_train(fold_opts)
+        except KeyboardInterrupt:
+            log.warning("interrupted during %s; run the same command again to resume it", label)
+            raise
+        (run_dir / "train_finished.txt").write_text("finished\n", encoding="utf-8")
+    missing = [str(p) for p in checkpoints if not p.is_file()]
+    if missing:
+        raise AamError("training wrote no best checkpoint (no epoch gave a finite score)", source=missing[0],
+                       hint="check the fold's training.log")
+    frame = run_predict(model_path=[str(p) for p in checkpoints], table=opts["table"],
+                        output=str(fold_dir / "raw_predictions.tsv"),
+                        metadata=opts["metadata"], sequences=opts.get("sequences"),
+                        batch_size=max(32, opts["batch_size"]), device=opts.get("device", "auto"), seed=seed,
+                        sample_ids=test_ids)
+    frame = _with_actual(frame, metadata, column, opts["classifier"]).assign(fold=name)
+    write_tsv(done, frame)  # the fold is finished once this file exists
+    score = score_predictions(frame, bool(opts["classifier"]))
+    log.info("%s: AAM %s", label, "  ".join(f"{k}={v:.4g}" for k, v in score.items()))
+    return _read_predictions(done)
+
+
+def _with_actual(frame: pd.DataFrame, metadata: pd.DataFrame, column: str, classifier: bool) -> pd.DataFrame:
+    values = metadata.loc[frame["sample_id"], column]
+    actual = values.astype(str).str.strip() if classifier else values.astype(float)
+    return frame.assign(actual=actual.to_numpy())
+
+
+def _read_predictions(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype={"sample_id": str, "fold": str, "prediction": object})
+
+
+def _numeric(frame: pd.DataFrame, classifier: bool) -> pd.DataFrame:
+    if classifier:
+        return frame.assign(prediction=frame["prediction"].astype(str), actual=frame["actual"].astype(str))
+    return frame.assign(prediction=frame["prediction"].astype(float), actual=frame["actual"].astype(float))
+
+
+def _summarise(out: Path, aam: pd.DataFrame, forest: pd.DataFrame | None, metadata: pd.DataFrame,
+               group_column: str | None, classifier: bool, column: str) -> dict[str, Any]:
+    """Write the out-of-fold table, the per-fold comparison, per-group scores, the summary and the plot."""
+    aam = _numeric(aam, classifier)
+    methods = {"aam": aam}
+    if forest is not None:
+        methods["forest"] = _numeric(forest, classifier)
+    if group_column:
+        for name, frame in methods.items():
+            methods[name] = frame.assign(group=frame["sample_id"].map(metadata[group_column]).astype(str))
+    _write_oof(out, methods, classifier)
+    comparison = _comparison(methods, classifier)
+    write_tsv(out / "comparison.tsv", comparison)
+    summary: dict[str, Any] = {"metric": PRIMARY_METRIC[classifier], "target": column,
+                               "n_folds": int(aam["fold"].nunique()), "n_samples": len(aam)}
+    for name, frame in methods.items():
+        per_fold = scores_by(frame, "fold", classifier)
+        summary[name] = {"pooled": score_predictions(frame, classifier),
+                         "fold_mean": per_fold.drop(columns=["fold", "n"]).mean().to_dict(),
+                         "fold_sd": per_fold.drop(columns=["fold", "n"]).std(ddof=1).to_dict()}
+    if forest is not None:
+        wins = comparison.loc[~comparison["fold"].isin(["pooled", "mean", "sd"]), "winner"]
+        summary["aam_fold_wins"] = int((wins == "aam").sum())
+    if group_column:
+        groups = _side_by_side([scores_by(f, "group", classifier) for f in methods.values()], list(methods), "group")
+        write_tsv(out / "groups.tsv", groups)
+    write_json(out / "summary.json", summary)
+    _plot(out / "plots" / "cross_validation.png", comparison, methods, classifier, column)
+    _log_summary(summary, forest is not None, out)
+    return summary
+
+
+def _write_oof(out: Path, methods: dict[str, pd.DataFrame], classifier: bool) -> None:
+    """One row per sample: fold, group, actual, and each method's prediction (and class probabilities)."""
+    keys = [c for c in ("sample_id", "fold", "group", "actual") if c in methods["aam"].columns]
+    table = methods["aam"][keys].copy()
+    for name, frame in methods.items():
+        keep = ["prediction"] + (probability_columns(frame) if classifier else [])
+        renamed = frame.set_index("sample_id")[keep].add_prefix(f"{name}_")
+        table = table.join(renamed, on="sample_id")
+    write_tsv(out / "oof_predictions.tsv", table)
+
+
+def _side_by_side(tables: list[pd.DataFrame], names: list[str], key: str) -> pd.DataFrame:
+    merged = None
+    for name, table in zip(names, tables):
+        scored = table.set_index([key, "n"]).add_prefix(f"{name}_")
+        merged = scored if merged is None else merged.join(scored, how="outer")
+    return merged.reset_index()
+
+
+def _comparison(methods: dict[str, pd.DataFrame], classifier: bool) -> pd.DataFrame:
+    """Per-fold scores side by side, the winner of each fold on the primary metric, and pooled/mean/sd rows."""
+    names = list(methods)
+    per_fold = _side_by_side([scores_by(f, "fold", classifier) for f in methods.values()], names, "fold")
+    metric = PRIMARY_METRIC[classifier]
+    pooled = {"fold": "pooled", "n": len(methods["aam"])}
+    for name, frame in methods.items():
+        pooled.update({f"{name}_{k}": v for k, v in score_predictions(frame, classifier).items()})
+    numeric = per_fold.drop(columns=["fold", "n"])
+    rows = [pooled, {"fold": "mean", "n": np.nan, **numeric.mean().to_dict()},
+            {"fold": "sd", "n": np.nan, **numeric.std(ddof=1).to_dict()}]
+    table = pd.concat([per_fold, pd.DataFrame(rows)], ignore_index=True)
+    if "forest" in methods:
+        better = np.less if metric_direction(metric) == "min" else np.greater
+        a, f = table[f"aam_{metric}"].to_numpy(float), table[f"forest_{metric}"].to_numpy(float)
+        undecided = np.isnan(a) | np.isnan(f) | (table["fold"] == "sd").to_numpy()
+        table["winner"] = np.where(undecided, "", np.where(better(a, f), "aam", np.where(a == f, "tie", "forest")))
+    return table
+
+
+def _plot(path: Path, comparison: pd.DataFrame, methods: dict[str, pd.DataFrame], classifier: bool,
+          column: str) -> None:
+    """Per-fold scores of each method (left) and, for regression, out-of-fold predictions vs actual (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from aam.fileio import atomic_path
+
+    metric = PRIMARY_METRIC[classifier]
+    folds = comparison[~comparison["fold"].isin(["pooled", "mean", "sd"])]
+    figure, axes = plt.subplots(1, 1 if classifier else 2, figsize=(5 if classifier else 10, 4), squeeze=False)
+    ax = axes[0, 0]
+    x = np.arange(len(folds))
+    width = 0.8 / len(methods)
+    for k, name in enumerate(methods):
+        ax.bar(x + k * width - 0.4 + width / 2, folds[f"{name}_{metric}"].astype(float), width, label=name)
+    ax.set_xticks(x, folds["fold"].astype(str), rotation=45 if len(folds) > 6 else 0, ha="right")
+    ax.set_ylabel(metric.upper())
+    ax.set_title(f"{metric.upper()} per fold")
+    ax.legend()
+    if not classifier:
+        ax = axes[0, 1]
+        for name, frame in methods.items():
+            ax.scatter(frame["actual"], frame["prediction"], s=6, alpha=0.5, label=name)
+        low = min(frame["actual"].min() for frame in methods.values())
+        high = max(frame["actual"].max() for frame in methods.values())
+        ax.plot([low, high], [low, high], color="grey", linewidth=1)
+        ax.set_xlabel(f"actual {column}")
+        ax.set_ylabel("out-of-fold prediction")
+        ax.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+
+
+def _log_summary(summary: dict[str, Any], with_forest: bool, out: Path) -> None:
+    metric = summary["metric"]
+    aam = summary["aam"]
+    text = (f"cross-validation over {summary['n_folds']} folds: AAM {metric} {aam['fold_mean'][metric]:.4g} "
+            f"+/- {aam['fold_sd'][metric]:.2g} (pooled {aam['pooled'][metric]:.4g})")
+    if with_forest:
+        forest = summary["forest"]
+        text += (f"; forest {forest['fold_mean'][metric]:.4g} +/- {forest['fold_sd'][metric]:.2g} "
+                 f"(pooled {forest['pooled'][metric]:.4g}); AAM better on {summary['aam_fold_wins']} of "
+                 f"{summary['n_folds']} folds")
+    log.info(text)
+    log.info("outputs: %s (comparison.tsv, oof_predictions.tsv, summary.json, plots/cross_validation.png)", out)

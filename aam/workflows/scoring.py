@@ -1,0 +1,47 @@
+"""Scores of a prediction table (``sample_id``, ``prediction``, ``actual``, and ``prob_<class>`` for
+classifiers), as ``aam train`` reports them: overall, per fold and per group."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from aam.training.metrics import ClassificationMetrics, RegressionMetrics
+
+REGRESSION_KEYS = ("mae", "rmse", "r2")
+CLASSIFICATION_KEYS = ("auroc", "accuracy", "f1_macro", "f1_weighted")
+
+
+def probability_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("prob_")]
+
+
+def score_predictions(frame: pd.DataFrame, classifier: bool) -> dict[str, float]:
+    """MAE, RMSE and R^2 (regression) or AUROC, accuracy and F1 (classification, from ``prob_<class>``)."""
+    if not classifier:
+        scores = RegressionMetrics()
+        scores.update(torch.tensor(frame["prediction"].to_numpy(np.float64)),
+                      torch.tensor(frame["actual"].to_numpy(np.float64)))
+        computed = scores.compute()
+        return {k: computed[k] for k in REGRESSION_KEYS}
+    columns = probability_columns(frame)
+    labels = [c[len("prob_"):] for c in columns]
+    index = {label: i for i, label in enumerate(labels)}
+    target = torch.tensor([index.get(str(v), -1) for v in frame["actual"]])
+    keep = target >= 0
+    probabilities = torch.tensor(frame[columns].to_numpy(np.float64))
+    scores = ClassificationMetrics(len(labels))
+    scores.update(probabilities.clamp_min(1e-12).log()[keep], target[keep])
+    computed = scores.compute()
+    return {k: computed[k] for k in CLASSIFICATION_KEYS}
+
+
+def scores_by(frame: pd.DataFrame, column: str, classifier: bool) -> pd.DataFrame:
+    """One row of scores per value of ``column`` (e.g. fold or group), with its sample count ``n``.
+
+    A group of one class has no AUROC (NaN); its accuracy still says how often it was called right.
+    """
+    rows = [{column: key, "n": len(part), **score_predictions(part, classifier)}
+            for key, part in frame.groupby(column, sort=False)]
+    return pd.DataFrame(rows)

@@ -1,0 +1,217 @@
+"""`aam cross-validate` and `--group-column`: grouped outer and inner splits, the forest on the same folds, the
+scores, and resuming after a real interruption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import roc_auc_score
+
+from aam.cli import cli
+
+TINY = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--token-limit", "24",
+        "--max-bp", "150", "--batch-size", "8", "--seed", "3", "--device", "cpu", "--quiet"]
+FOREST = ["--rf-n-estimators", "20", "--rf-n-jobs", "1"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def run_ok(*args):
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def subjects(synthetic_dir, tmp_path_factory):
+    """The synthetic metadata with a ``subject`` column: 12 subjects of 4 consecutive samples."""
+    frame = pd.read_csv(synthetic_dir["metadata"], sep="\t", dtype={"sample_id": str})
+    frame["subject"] = [f"P{i // 4:02d}" for i in range(len(frame))]
+    path = tmp_path_factory.mktemp("subjects") / "metadata.tsv"
+    frame.to_csv(path, sep="\t", index=False)
+    return path, frame.set_index("sample_id")["subject"].to_dict()
+
+
+def _cv(synthetic_dir, metadata, out, *extra):
+    return ["cross-validate", "--table", synthetic_dir["table"], "--metadata", metadata, "--output-dir", out,
+            "--epochs", 3, "--lr", "1e-3", *TINY, *FOREST, *extra]
+
+
+def _ids(path):
+    return path.read_text().split()
+
+
+@pytest.fixture(scope="module")
+def grouped_run(synthetic_dir, subjects, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cv") / "grouped"
+    run_ok(*_cv(synthetic_dir, subjects[0], out, "--metadata-column", "target", "--group-column", "subject",
+                "--n-folds", 3))
+    return out
+
+
+def test_outer_and_inner_splits_are_grouped_and_test_folds_never_train(grouped_run, subjects):
+    subject_of = subjects[1]
+    folds = pd.read_csv(grouped_run / "folds.tsv", sep="\t", dtype=str)
+    assert sorted(folds["sample_id"]) == sorted(subject_of) and folds["fold"].nunique() == 3
+    assert (folds.groupby("group")["fold"].nunique() == 1).all()  # every subject in one outer fold
+    for fold, test in folds.groupby("fold"):
+        run = grouped_run / "folds" / fold / "model"
+        train, val = _ids(run / "train_samples.txt"), _ids(run / "val_samples.txt")
+        assert set(train + val).isdisjoint(test["sample_id"])  # held out of training and of early stopping
+        assert sorted(train + val + test["sample_id"].tolist()) == sorted(subject_of)
+        assert {subject_of[s] for s in train}.isdisjoint(subject_of[s] for s in val)  # inner split grouped too
+        split = pd.read_csv(run / "split.tsv", sep="\t", dtype=str)
+        assert split.groupby("group")["split"].nunique().max() == 1
+
+
+def test_outputs_score_both_methods_on_the_same_folds(grouped_run, synthetic_dir, tmp_path):
+    oof = pd.read_csv(grouped_run / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str, "fold": str})
+    assert list(oof.columns) == ["sample_id", "fold", "group", "actual", "aam_prediction", "forest_prediction"]
+    assert oof["sample_id"].is_unique and len(oof) == 48 and np.isfinite(oof["aam_prediction"]).all()
+    comparison = pd.read_csv(grouped_run / "comparison.tsv", sep="\t", dtype={"fold": str})
+    assert comparison["fold"].tolist() == ["fold0", "fold1", "fold2", "pooled", "mean", "sd"]
+    pooled = comparison.set_index("fold").loc["pooled"]
+    assert pooled["aam_mae"] == pytest.approx((oof["aam_prediction"] - oof["actual"]).abs().mean(), rel=1e-4)
+    assert pooled["forest_mae"] == pytest.approx((oof["forest_prediction"] - oof["actual"]).abs().mean(), rel=1e-4)
+    for _, row in comparison.iloc[:4].iterrows():
+        assert row["winner"] == ("aam" if row["aam_mae"] < row["forest_mae"] else "forest")
+    groups = pd.read_csv(grouped_run / "groups.tsv", sep="\t")
+    assert len(groups) == 12 and groups["n"].sum() == 48 and {"aam_mae", "forest_mae"} <= set(groups.columns)
+    assert (grouped_run / "plots" / "cross_validation.png").stat().st_size > 1000
+    # the forest is exactly aam rf-baseline over the same folds file with the same seed
+    run_ok("rf-baseline", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+           "--metadata-column", "target", "--folds", grouped_run / "folds.tsv", "--n-estimators", 20, "--n-jobs", 1,
+           "--random-seed", 3, "--output", tmp_path / "rf.tsv", "--quiet")
+    alone = pd.read_csv(tmp_path / "rf.tsv", sep="\t", dtype={"sample_id": str}).set_index("sample_id")
+    np.testing.assert_allclose(oof.set_index("sample_id").loc[alone.index, "forest_prediction"], alone["prediction"])
+
+
+def test_classifier_folds_are_stratified_and_scored_by_auroc(synthetic_dir, subjects, tmp_path):
+    out = tmp_path / "cls"
+    run_ok(*_cv(synthetic_dir, subjects[0], out, "--metadata-column", "label", "--classifier", "--n-folds", 3,
+                "--epochs", 1))
+    oof = pd.read_csv(out / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str, "fold": str})
+    classes = sorted(oof["actual"].unique())
+    for method in ("aam", "forest"):
+        probabilities = oof[[f"{method}_prob_{c}" for c in classes]].to_numpy()
+        np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-4)
+        reference = roc_auc_score(oof["actual"], probabilities, multi_class="ovr", labels=classes)
+        pooled = pd.read_csv(out / "comparison.tsv", sep="\t").set_index("fold").loc["pooled", f"{method}_auroc"]
+        assert pooled == pytest.approx(reference, abs=1e-4)
+    folds = pd.read_csv(out / "folds.tsv", sep="\t", dtype=str).set_index("sample_id")["fold"]
+    counts = pd.crosstab(folds, oof.set_index("sample_id").loc[folds.index, "actual"])
+    assert (counts.max() - counts.min()).max() <= 1  # stratified: each class spread evenly over the folds
+
+
+def test_leave_one_group_out_and_folds_file(synthetic_dir, subjects, grouped_run, tmp_path):
+    frame = pd.read_csv(subjects[0], sep="\t", dtype=str)
+    frame["study"] = ["A" if i < 16 else "B" if i < 36 else "C" for i in range(len(frame))]
+    frame.to_csv(tmp_path / "meta.tsv", sep="\t", index=False)
+    out = tmp_path / "logo"
+    run_ok(*_cv(synthetic_dir, tmp_path / "meta.tsv", out, "--metadata-column", "target", "--group-column", "study",
+                "--leave-one-group-out", "--no-forest", "--epochs", 1))
+    comparison = pd.read_csv(out / "comparison.tsv", sep="\t", dtype={"fold": str})
+    assert comparison["fold"].tolist()[:3] == ["A", "B", "C"] and comparison["n"].tolist()[:3] == [16, 20, 12]
+    assert "winner" not in comparison.columns and not (out / "forest").exists()
+    out = tmp_path / "from_file"  # a folds file of another run gives the same folds
+    run_ok(*_cv(synthetic_dir, subjects[0], out, "--metadata-column", "target", "--folds",
+                grouped_run / "folds.tsv", "--no-forest", "--epochs", 1))
+    assert (pd.read_csv(out / "folds.tsv", sep="\t", dtype=str)[["sample_id", "fold"]]
+            .equals(pd.read_csv(grouped_run / "folds.tsv", sep="\t", dtype=str)[["sample_id", "fold"]]))
+
+
+@pytest.mark.parametrize(("extra", "flag"), [
+    (["--leave-one-group-out"], "--leave-one-group-out"),
+    (["--group-column", "nope"], "--group-column"),
+    (["--val-samples", "x.txt"], "--val-samples"),
+    (["--n-folds", "1"], "--n-folds"),
+])
+def test_bad_cross_validation_options_are_one_line_errors(synthetic_dir, subjects, tmp_path, extra, flag):
+    (tmp_path / "x.txt").write_text("S001\n")
+    extra = [str(tmp_path / e) if e == "x.txt" else e for e in extra]
+    result = invoke(*_cv(synthetic_dir, subjects[0], tmp_path / "bad", "--metadata-column", "target", *extra))
+    assert result.exit_code == 2 and flag in result.output and "Traceback" not in result.output
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(synthetic_dir, subjects, tmp_path):
+    """SIGINT while fold 1 trains; the rerun keeps fold 0, resumes fold 1 from its last checkpoint and ends with
+    the predictions of a run never interrupted."""
+    args = _cv(synthetic_dir, subjects[0], tmp_path / "whole", "--metadata-column", "target", "--group-column",
+               "subject", "--n-folds", 3, "--epochs", 12, "--patience", 12, "--no-forest")
+    run_ok(*args)
+    out = tmp_path / "cut"
+    args[args.index("--output-dir") + 1] = out
+    process = subprocess.Popen([sys.executable, "-m", "aam", *map(str, args)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    first, second = out / "folds" / "fold0" / "predictions.tsv", out / "folds" / "fold1" / "model" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not ((second / "last_model.pt").exists() and first.exists()) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    assert process.returncode != 0, "the run finished before it could be interrupted"
+    assert not (out / "folds" / "fold1" / "predictions.tsv").exists()
+    kept = first.stat().st_mtime_ns
+    run_ok(*args)
+    assert first.stat().st_mtime_ns == kept  # the finished fold was not redone
+    whole = pd.read_csv(tmp_path / "whole" / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str})
+    cut = pd.read_csv(out / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str})
+    np.testing.assert_allclose(cut["aam_prediction"], whole["aam_prediction"], rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- --group-column on each command
+def test_train_splits_by_group_and_suggests_the_column(synthetic_dir, subjects, tmp_path):
+    base = ["train", "--table", synthetic_dir["table"], "--metadata", subjects[0], "--metadata-column", "target",
+            "--epochs", 1, *TINY]
+    run_ok(*base, "--group-column", "subject", "--output-dir", tmp_path / "grouped")
+    subject_of = subjects[1]
+    train, val = _ids(tmp_path / "grouped" / "train_samples.txt"), _ids(tmp_path / "grouped" / "val_samples.txt")
+    assert {subject_of[s] for s in train}.isdisjoint(subject_of[s] for s in val) and len(train + val) == 48
+    run_ok(*base, "--output-dir", tmp_path / "plain")
+    log = (tmp_path / "plain" / "training.log").read_text()
+    assert "--group-column subject" in log
+    assert "--group-column" not in (tmp_path / "grouped" / "training.log").read_text()
+
+
+def test_group_column_errors(synthetic_dir, subjects, tmp_path):
+    base = ["train", "--table", synthetic_dir["table"], "--metadata", subjects[0], "--metadata-column", "target",
+            "--epochs", 1, *TINY]
+    missing = invoke(*base, "--group-column", "donor", "--output-dir", tmp_path / "a")
+    assert missing.exit_code == 2 and "'donor' (--group-column)" in missing.output
+    frame = pd.read_csv(subjects[0], sep="\t", dtype=str).assign(subject="P1")
+    frame.to_csv(tmp_path / "one.tsv", sep="\t", index=False)
+    one = invoke(*base[:4], tmp_path / "one.tsv", *base[5:], "--group-column", "subject", "--output-dir",
+                 tmp_path / "b")
+    assert one.exit_code == 2 and "one group" in one.output and not (tmp_path / "b").exists()
+
+
+def test_pretrain_and_rf_baseline_take_the_group_column(synthetic_dir, subjects, tmp_path):
+    subject_of = subjects[1]
+    run_ok("pretrain", "--table", synthetic_dir["table"], "--tree", synthetic_dir["tree"], "--metadata", subjects[0],
+           "--group-column", "subject", "--output-dir", tmp_path / "pre", "--epochs", 1, *TINY)
+    train, val = _ids(tmp_path / "pre" / "train_samples.txt"), _ids(tmp_path / "pre" / "val_samples.txt")
+    assert {subject_of[s] for s in train}.isdisjoint(subject_of[s] for s in val)
+    no_metadata = invoke("pretrain", "--table", synthetic_dir["table"], "--tree", synthetic_dir["tree"],
+                         "--group-column", "subject", "--output-dir", tmp_path / "pre2", "--epochs", 1, *TINY)
+    assert no_metadata.exit_code == 2 and "--group-column" in no_metadata.output
+    run_ok("rf-baseline", "--table", synthetic_dir["table"], "--metadata", subjects[0], "--metadata-column", "label",
+           "--classifier", "--group-column", "subject", "--n-estimators", 20, "--n-jobs", 1, "--output",
+           tmp_path / "rf" / "forest.tsv", "--quiet")
+    train, val = _ids(tmp_path / "rf" / "forest_train_samples.txt"), _ids(tmp_path / "rf" / "forest_val_samples.txt")
+    assert {subject_of[s] for s in train}.isdisjoint(subject_of[s] for s in val)
+    predictions = pd.read_csv(tmp_path / "rf" / "forest.tsv", sep="\t", dtype={"sample_id": str})
+    assert sorted(predictions["sample_id"]) == sorted(val)
+    assert {"prob_type_a", "prob_type_b", "prob_type_c"} <= set(predictions.columns)
+    groups = pd.read_csv(tmp_path / "rf" / "forest_groups.tsv", sep="\t")
+    assert groups["n"].sum() == len(val) and "accuracy" in groups.columns
