@@ -3,6 +3,7 @@ scores, and resuming after a real interruption."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -215,3 +216,34 @@ def test_pretrain_and_rf_baseline_take_the_group_column(synthetic_dir, subjects,
     assert {"prob_type_a", "prob_type_b", "prob_type_c"} <= set(predictions.columns)
     groups = pd.read_csv(tmp_path / "rf" / "forest_groups.tsv", sep="\t")
     assert groups["n"].sum() == len(val) and "accuracy" in groups.columns
+
+
+def test_variants_only_folds_and_samples_in_no_fold(synthetic_dir, subjects, grouped_run, tmp_path):
+    """--variant adds a recipe to each fold's ensemble; --only-folds runs some folds now and the rest later into
+    the same folder; samples of no fold are neither trained on nor predicted."""
+    folds = pd.read_csv(grouped_run / "folds.tsv", sep="\t", dtype=str)
+    partial = folds.iloc[4:]  # the first subject is in no fold
+    partial.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
+    out = tmp_path / "variants"
+    args = _cv(synthetic_dir, subjects[0], out, "--metadata-column", "target", "--folds", tmp_path / "folds.tsv",
+               "--no-forest", "--epochs", 1, "--variant", "--kmer-size 4")
+    run_ok(*args, "--only-folds", "fold1")
+    assert sorted(p.name for p in (out / "folds").iterdir()) == ["fold1"]
+    runs = sorted(p.name for p in (out / "folds" / "fold1").iterdir() if p.is_dir())
+    assert runs == ["model_s0", "model_v1_s0"]
+    variant = json.loads((out / "folds" / "fold1" / "model_v1_s0" / "config.json").read_text())["options"]
+    recipe = json.loads((out / "folds" / "fold1" / "model_s0" / "config.json").read_text())["options"]
+    assert (variant["kmer_size"], recipe["kmer_size"]) == (4, 0) and variant["seed"] == recipe["seed"] == 3
+    assert pd.read_csv(out / "comparison.tsv", sep="\t")["fold"].tolist()[:1] == ["fold1"]
+    run_ok(*args)  # the remaining folds
+    oof = pd.read_csv(out / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str})
+    assert sorted(oof["sample_id"]) == sorted(partial["sample_id"])
+    left_out = set(folds["sample_id"].iloc[:4])
+    for fold in ("fold0", "fold1", "fold2"):
+        for run in ("model_s0", "model_v1_s0"):
+            trained = _ids(out / "folds" / fold / run / "train_samples.txt")
+            assert left_out.isdisjoint(trained + _ids(out / "folds" / fold / run / "val_samples.txt"))
+    bad = invoke(*args[:-2], "--variant", "--bogus 1", "--output-dir", tmp_path / "bad")
+    assert bad.exit_code == 2 and "--variant" in bad.output and not (tmp_path / "bad").exists()
+    bad = invoke(*args, "--only-folds", "fold9", "--output-dir", tmp_path / "bad")
+    assert bad.exit_code == 2 and "fold9" in bad.output and not (tmp_path / "bad").exists()

@@ -18,6 +18,12 @@ CV_OPTIONS = [
     o.option("--members", type=int, default=1, section="Cross-validation",
              help="Models per fold, seeds --seed, --seed+1, ...; their average is the fold's prediction "
                   "(as aam predict --model A --model B)."),
+    o.option("--variant", "variants", multiple=True, default=(), section="Cross-validation",
+             help="Also train, per fold and seed, the recipe with these extra train flags (quoted, e.g. "
+                  "'--kmer-size 6'), and average every model: an ensemble of recipes. Repeatable."),
+    o.option("--only-folds", default=None, section="Cross-validation",
+             help="Comma list of fold names to run now (e.g. one per GPU or job into the same --output-dir); "
+                  "the summary covers every finished fold."),
     o.option("--forest/--no-forest", default=True, section="Cross-validation",
              help="Also fit aam rf-baseline's random forest on the same folds and compare."),
     o.option("--rf-n-estimators", type=int, default=500, section="Cross-validation", help="Trees of the forest."),
@@ -40,4 +46,25 @@ def command(**opts) -> None:
     table and a plot to --output-dir; rerunning the command resumes after an interruption."""
     from aam.workflows.cross_validate import run_cross_validate
 
+    opts["variants"] = [_variant_options(flags, opts) for flags in opts["variants"]]
     run_cross_validate(opts)
+
+
+def _variant_options(flags: str, opts: dict) -> dict:
+    """The options a ``--variant`` changes: its flags parsed by this command over the run's own options."""
+    import shlex
+
+    from aam.errors import AamError
+
+    base = {k: v for k, v in opts.items() if k != "variants"}
+    try:
+        args = shlex.split(flags)
+        context = command.make_context("cross-validate", args, default_map=base, resilient_parsing=False)
+    except (ValueError, click.ClickException) as err:
+        message = err.format_message() if isinstance(err, click.ClickException) else str(err)
+        raise AamError(f"cannot parse {flags!r}: {message}", source="--variant") from None
+    changed = {k: v for k, v in context.params.items() if k in base and v != base[k]}
+    if not changed:
+        raise AamError(f"{flags!r} changes no option", source="--variant",
+                       hint="give train flags that differ from the recipe, e.g. '--kmer-size 6'")
+    return changed

@@ -51,32 +51,67 @@ def run_cross_validate(opts: dict[str, Any]) -> dict[str, Any]:
             raise AamError("is not available in cross-validation", source=f"--{flag.replace('_', '-')}",
                            hint="inner early-stopping splits come from --test-size and --group-column; a rerun "
                                 "resumes by itself")
-    members = int(opts.get("members") or 1)
-    if members < 1:
-        raise AamError("must be at least 1", source="--members")
+    members = _member_runs(opts)
     out = Path(opts["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    configure_logging(out / "cross_validate.log", opts.get("verbose", True))
+    configure_logging(None, opts.get("verbose", True))
     seed = opts["seed"] if opts.get("seed") is not None else random.SystemRandom().randrange(2**31)
     classifier = bool(opts["classifier"])
     ids, metadata, column = _usable_samples(opts)
     group_column = (opts.get("group_column") or "").strip() or None
-    folds = _folds(opts, out, ids, metadata, column, group_column, seed)
+    folds, fold_table = _folds(opts, out, ids, metadata, column, group_column, seed)
+    chosen = _chosen_folds(opts, folds)
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad input leaves nothing behind
+    configure_logging(out / "cross_validate.log", opts.get("verbose", True))
+    if fold_table is not None:
+        write_tsv(out / "folds.tsv", fold_table)
     n_done = sum((out / "folds" / name / "predictions.tsv").is_file() for name in folds)
     if n_done:
         log.info("resuming: %d of %d folds are finished", n_done, len(folds))
     write_json(out / "cv_config.json", {"command": "cross-validate", "seed": seed, "n_samples": len(ids),
                                         "folds": {k: len(v) for k, v in folds.items()},
-                                        "options": {k: v for k, v in opts.items() if k != "config"}})
+                                        "members": [{"name": m[0], "seed_offset": m[1], "options": m[2]}
+                                                    for m in members],
+                                        "options": {k: v for k, v in opts.items() if k not in ("config", "variants")}})
     forest = _run_forest(opts, out, column, group_column, seed) if opts.get("forest", True) else None
     configure_logging(out / "cross_validate.log", opts.get("verbose", True))
-    frames = []
-    for k, (name, test_ids) in enumerate(folds.items()):
-        frames.append(_run_fold(opts, out, name, test_ids, metadata, column, seed, members,
-                                f"fold {k + 1}/{len(folds)} ({name})"))
-        configure_logging(out / "cross_validate.log", opts.get("verbose", True))
-    aam = pd.concat(frames, ignore_index=True)
+    in_folds = {s for test in folds.values() for s in test}
+    outside = [s for s in ids if s not in in_folds]  # in no fold: never trained on either
+    for k, name in enumerate(folds):
+        if name in chosen:
+            _run_fold(opts, out, name, folds[name] + outside, folds[name], metadata, column, seed, members,
+                      f"fold {k + 1}/{len(folds)} ({name})")
+    finished = {name: out / "folds" / name / "predictions.tsv" for name in folds}
+    finished = {name: path for name, path in finished.items() if path.is_file()}
+    if len(finished) < len(folds):
+        log.info("%d of %d folds are finished; the summary covers those (run the others, e.g. with --only-folds, "
+                 "into the same --output-dir)", len(finished), len(folds))
+    aam = pd.concat([_read_predictions(path) for path in finished.values()], ignore_index=True)
+    if forest is not None:
+        forest = forest[forest["fold"].isin(list(finished))]
     return _summarise(out, aam, forest, metadata, group_column, classifier, column)
+
+
+def _member_runs(opts: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
+    """(run name, seed offset, options) of each model of a fold: ``--members`` seeds of the recipe and of each
+    ``--variant`` (the recipe with more flags, already resolved into ``opts["variants"]``)."""
+    n_seeds = int(opts.get("members") or 1)
+    if n_seeds < 1:
+        raise AamError("must be at least 1", source="--members")
+    recipes = [("", {})] + [(f"_v{k + 1}", changes) for k, changes in enumerate(opts.get("variants") or [])]
+    if len(recipes) == 1 and n_seeds == 1:
+        return [("model", 0, {})]
+    return [(f"model{tag}_s{offset}", offset, changes) for tag, changes in recipes for offset in range(n_seeds)]
+
+
+def _chosen_folds(opts: dict[str, Any], folds: dict[str, list[str]]) -> list[str]:
+    """``--only-folds a,b`` (to spread folds over processes or machines), else every fold."""
+    if not opts.get("only_folds"):
+        return list(folds)
+    chosen = [f.strip() for f in str(opts["only_folds"]).split(",") if f.strip()]
+    unknown = [f for f in chosen if f not in folds]
+    if unknown:
+        raise AamError(f"no fold named {unknown[0]!r} (folds: {', '.join(list(folds)[:10])})", source="--only-folds")
+    return chosen
 
 
 def _usable_samples(opts: dict[str, Any]) -> tuple[list[str], pd.DataFrame, str]:
@@ -93,13 +128,14 @@ def _usable_samples(opts: dict[str, Any]) -> tuple[list[str], pd.DataFrame, str]
 
 
 def _folds(opts: dict[str, Any], out: Path, ids: list[str], metadata: pd.DataFrame, column: str,
-           group_column: str | None, seed: int) -> dict[str, list[str]]:
-    """The outer folds: from ``folds.tsv`` of an earlier run, from ``--folds FILE``, or made here."""
+           group_column: str | None, seed: int) -> tuple[dict[str, list[str]], pd.DataFrame | None]:
+    """The outer folds: from ``folds.tsv`` of an earlier run, from ``--folds FILE``, or made here; with the
+    table to write as ``folds.tsv`` (None when it exists)."""
     saved = out / "folds.tsv"
     if saved.is_file():
         folds = _read_fold_file(saved, "fold", ids)
         log.info("using the folds of %s", saved)
-        return folds
+        return folds, None
     if opts.get("folds"):
         folds = _read_fold_file(opts["folds"], opts.get("fold_column") or "fold", ids)
     else:
@@ -120,10 +156,9 @@ def _folds(opts: dict[str, Any], out: Path, ids: list[str], metadata: pd.DataFra
         keys = group_labels(metadata.loc[frame["sample_id"], group_column].to_numpy(), frame["sample_id"].tolist())
         frame["group"] = [k.lstrip("\x00") for k in keys]
         _check_groups_within_folds(frame)
-    write_tsv(saved, frame)
     log.info("%d folds of %s samples: %s", len(folds), len(frame),
              ", ".join(f"{k} ({len(v)})" for k, v in folds.items()))
-    return folds
+    return folds, frame
 
 
 def _read_fold_file(path: str | Path, fold_column: str, ids: list[str]) -> dict[str, list[str]]:
@@ -165,51 +200,53 @@ def _run_forest(opts: dict[str, Any], out: Path, column: str, group_column: str 
     return pd.read_csv(output, sep="\t", dtype={"sample_id": str, "fold": str})
 
 
-def _run_fold(opts: dict[str, Any], out: Path, name: str, test_ids: list[str], metadata: pd.DataFrame,
-              column: str, seed: int, members: int, label: str) -> pd.DataFrame:
-    """Train the recipe (``members`` seeds) without the fold's samples, then predict them; cached."""
+def _run_fold(opts: dict[str, Any], out: Path, name: str, held_out: list[str], test_ids: list[str],
+              metadata: pd.DataFrame, column: str, seed: int, members: list[tuple[str, int, dict[str, Any]]],
+              label: str) -> None:
+    """Train every member without the ``held_out`` samples, then predict the fold's ``test_ids`` with their
+    average; skipped when the fold's predictions exist, resumed from a member's last checkpoint."""
     from aam.workflows.predict import run_predict
     from aam.workflows.train import run_train
 
     fold_dir = out / "folds" / name
     done = fold_dir / "predictions.tsv"
     if done.is_file():
-        return _read_predictions(done)
+        return
     fold_dir.mkdir(parents=True, exist_ok=True)
-    excluded = set(test_ids) | (set(read_ids(opts["exclude_samples"])) if opts.get("exclude_samples") else set())
+    excluded = set(held_out) | (set(read_ids(opts["exclude_samples"])) if opts.get("exclude_samples") else set())
     write_ids(fold_dir / "test_samples.txt", sorted(excluded))
     checkpoints = []
-    for member in range(members):
-        member_seed = seed + member
-        run_dir = fold_dir / ("model" if members == 1 else f"model_s{member_seed}")
+    for k, (run_name, offset, changes) in enumerate(members):
+        run_dir = fold_dir / run_name
         checkpoints.append(run_dir / "checkpoints" / "best_model.pt")
         if (run_dir / "train_finished.txt").is_file():
             continue
         last = run_dir / "checkpoints" / "last_model.pt"
-        log.info("%s: training%s on %d samples less", label, f" member {member + 1}/{members}" if members > 1 else "",
-                 len(excluded))
-        fold_opts = {**opts, "output_dir": str(run_dir), "exclude_samples": str(fold_dir / "test_samples.txt"),
-                     "seed": member_seed, "resume_from": str(last) if last.is_file() else None}
+        log.info("%s: training %s without its %d held-out samples%s", label,
+                 f"member {k + 1}/{len(members)}" if len(members) > 1 else "the model", len(test_ids),
+                 " (resuming)" if last.is_file() else "")
+        fold_opts = {**opts, **changes, "output_dir": str(run_dir), "seed": seed + offset,
+                     "exclude_samples": str(fold_dir / "test_samples.txt"),
+                     "resume_from": str(last) if last.is_file() else None}
         try:
             run_train(fold_opts)
         except KeyboardInterrupt:
             log.warning("interrupted during %s; run the same command again to resume it", label)
             raise
         (run_dir / "train_finished.txt").write_text("finished\n", encoding="utf-8")
+    configure_logging(out / "cross_validate.log", opts.get("verbose", True))  # training logged to its run dir
     missing = [str(p) for p in checkpoints if not p.is_file()]
     if missing:
         raise AamError("training wrote no best checkpoint (no epoch gave a finite score)", source=missing[0],
                        hint="check the fold's training.log")
     frame = run_predict(model_path=[str(p) for p in checkpoints], table=opts["table"],
-                        output=str(fold_dir / "raw_predictions.tsv"),
-                        metadata=opts["metadata"], sequences=opts.get("sequences"),
-                        batch_size=max(32, opts["batch_size"]), device=opts.get("device", "auto"), seed=seed,
-                        sample_ids=test_ids)
+                        output=str(fold_dir / "raw_predictions.tsv"), metadata=opts["metadata"],
+                        sequences=opts.get("sequences"), batch_size=max(32, opts["batch_size"]),
+                        device=opts.get("device", "auto"), seed=seed, sample_ids=test_ids)
     frame = _with_actual(frame, metadata, column, opts["classifier"]).assign(fold=name)
     write_tsv(done, frame)  # the fold is finished once this file exists
     score = score_predictions(frame, bool(opts["classifier"]))
     log.info("%s: AAM %s", label, "  ".join(f"{k}={v:.4g}" for k, v in score.items()))
-    return _read_predictions(done)
 
 
 def _with_actual(frame: pd.DataFrame, metadata: pd.DataFrame, column: str, classifier: bool) -> pd.DataFrame:
