@@ -16,20 +16,18 @@ Methods, each fold:
 * ``nearest``: the age of the single most similar training sample (1-nearest neighbour, cosine distance on
   log1p(1e4 x relative abundance)). A re-identification yardstick: it wins when the same people or studies are
   on both sides of the split, and it has nothing to transfer to an unseen study.
-* ``aam``: ``aam train`` on a BIOM table holding only the fold's training samples (it makes its own
-  early-stopping split of those with ``--test-size``), then ``aam predict`` with ``checkpoints/best_model.pt``
-  on a BIOM table holding only the fold's validation samples. The validation fold is never seen in training or
-  checkpoint selection. The per-fold metadata given to ``aam train`` has only ``sample_id`` and ``age``, so
-  ``study`` cannot reach the model.
-* ``aam_pre`` (optional, ``--pretrain``): as ``aam``, after ``aam pretrain`` on the fold's training samples only.
+* ``aam``: ``aam cross-validate --folds folds_<protocol>.tsv --only-folds <fold> --no-forest`` with the recipe:
+  it trains on the other folds' samples (early stopping on its own ``--aam-test-size`` split of them, grouped
+  by study with ``--inner-group``) and predicts the fold, which is never seen in training or checkpoint
+  selection. The metadata it gets has only ``sample_id`` and ``age`` (and ``study`` with ``--inner-group``,
+  used only to split), so ``study`` cannot reach the model.
+* ``aam_pre`` (optional, ``--pretrain``): as ``aam``, after ``aam pretrain --exclude-samples`` the fold.
 
-With ``--members N`` an AAM method trains the recipe N times (seeds ``--seed``, ``--seed``+1, ...; or the seeds
-of ``--member-seeds``) and predicts with ``aam predict --model M1 ... --model MN`` (the average); its name gets
-``_xN``. ``--variant SUFFIX=FLAGS`` also trains each member seed with the recipe + FLAGS (a different recipe,
-run dirs with SUFFIX) into the same average: ``--variant '_k6=--kmer-size 6'`` averages the recipe with and
-without a k-mer bag. Member runs whose training finished are reused (so ``--members 3`` after ``--members 1``
-trains only the two new seeds, and ``--variant '_k6=...'`` reuses the runs of ``--suffix <suffix>_k6``), and
-so is a fold's finished pretraining.
+With ``--members N`` an AAM method trains the recipe N times (seeds ``--seed``, ``--seed``+1, ...; or the
+consecutive seeds of ``--member-seeds``) and averages them (cross-validate's ``--members``); its name gets
+``_xN``. ``--variant SUFFIX=FLAGS`` also trains each member seed with the recipe + FLAGS (cross-validate's
+``--variant``) into the same average: ``--variant '_k6=--kmer-size 6'`` averages the recipe with and without a
+k-mer bag. Each fold's cross-validate folder keeps its finished member runs, so an interrupted fold resumes.
 
 Finished (fold, method) results are kept in OUT and skipped when the command is rerun, so a long run can be
 continued; a summary (summary.md, summary.json, oof_predictions.tsv) is rewritten from all results in OUT at
@@ -134,6 +132,9 @@ def parse_args(argv=None):
                         "all runs, e.g. --variant '_k6=--kmer-size 6'; repeatable")
     p.add_argument("--aam-test-size", type=float, default=0.1,
                    help="aam train's own early-stopping split of the fold's training samples")
+    p.add_argument("--inner-group", action="store_true",
+                   help="group aam's early-stopping split by --group (study), so early stopping rewards what "
+                        "transfers to a new study; the column is never a model input")
     p.add_argument("--pretrain", action="store_true", help="also run aam_pre (pretrain on fold train samples)")
     p.add_argument("--pretrain-epochs", type=int, default=10)
     p.add_argument("--pretrain-args", default="",
@@ -194,19 +195,6 @@ def make_folds(ids: list[str], meta: pd.DataFrame, group: str, protocols: list[s
         for study in sorted(set(studies)):
             rows += [(s, "loso", study) for s in ids[studies == study]]
     return pd.DataFrame(rows, columns=["sample_id", "protocol", "fold"])
-
-
-def write_subset(table_path: str, ids: list[str], out: Path) -> None:
-    """BIOM 2.1 (HDF5) table with only ``ids`` (and the ASVs present in them)."""
-    import biom
-    import h5py
-    table = biom.load_table(table_path)
-    sub = table.filter(set(ids), axis="sample", inplace=False)
-    sub = sub.filter(lambda v, i, md: v.sum() > 0, axis="observation", inplace=False)
-    tmp = out.with_suffix(".tmp.biom")
-    with h5py.File(tmp, "w") as fh:
-        sub.to_hdf5(fh, "aam oral_age benchmark")
-    os.replace(tmp, out)
 
 
 # ---------------------------------------------------------------- metrics
@@ -285,16 +273,13 @@ def pretrain_args(flags: list[str]) -> list[str]:
     return out
 
 
-def _aam_common(args, fold_dir: Path, train: list[str], val: list[str], meta) -> tuple[Path, Path, Path]:
-    train_biom, val_biom = fold_dir / "train.biom", fold_dir / "val.biom"
-    if not train_biom.exists():
-        write_subset(args.table, train, train_biom)
-    if not val_biom.exists():
-        write_subset(args.table, val, val_biom)
-    # Only sample_id and the target: the grouping column can never reach the model.
-    train_meta = fold_dir / "train_metadata.tsv"
-    meta.loc[train, [args.target]].rename_axis("sample_id").to_csv(train_meta, sep="\t")
-    return train_biom, val_biom, train_meta
+def _target_metadata(args, fold_dir: Path, meta) -> Path:
+    """Metadata with only sample_id, the target and (with ``--inner-group``) the grouping column: nothing else
+    can reach the model, and the grouping column only shapes the early-stopping split."""
+    path = fold_dir / "train_metadata.tsv"
+    columns = [args.target] + ([args.group] if args.inner_group else [])
+    meta[columns].rename_axis("sample_id").to_csv(path, sep="\t")
+    return path
 
 
 def aam_method_name(kind: str, args) -> str:
@@ -308,53 +293,47 @@ def aam_method_name(kind: str, args) -> str:
     return kind + args.suffix + "".join("+" + suffix.lstrip("_") for suffix, _ in args.variant) + tag
 
 
-def member_runs(kind: str, args) -> list[tuple[str, int, list[str]]]:
-    """(run dir name, seed, extra flags) of every ensemble member: each member seed x (recipe + variants)."""
-    runs = []
-    for suffix, flags in [("", "")] + args.variant:
-        base = kind + args.suffix + suffix
-        runs += [(base if seed == args.seed else f"{base}_seed{seed}", seed, shlex.split(flags))
-                 for seed in args.member_seeds]
-    return runs
-
-
-def _finished(run_dir: Path) -> bool:
-    log_path = run_dir / "training.log"
-    return log_path.is_file() and "training finished:" in log_path.read_text()
+def cross_validate_seeds(args) -> list[str]:
+    """``--seed`` and ``--members`` of aam cross-validate for the member seeds (consecutive seeds only)."""
+    seeds = args.member_seeds
+    if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        sys.exit("--member-seeds must be consecutive (aam cross-validate trains seeds S, S+1, ...)")
+    return ["--seed", str(seeds[0]), "--members", str(len(seeds))]
 
 
 def method_aam(args, fold_dir: Path, train: list[str], val: list[str], meta, pretrain: bool = False):
+    """One fold of ``aam cross-validate`` over the protocol's folds file (``--only-folds``): it trains on the
+    other folds' samples (early stopping on its own ``--aam-test-size`` split of them, grouped by study with
+    ``--inner-group``) and predicts this fold; finished runs are reused."""
     kind = "aam_pre" if pretrain else "aam"
     name = aam_method_name(kind, args)
-    train_biom, val_biom, train_meta = _aam_common(args, fold_dir, train, val, meta)
+    protocol, fold = fold_dir.parent.name, fold_dir.name
+    train_meta = _target_metadata(args, fold_dir, meta)
     flags = recipe_args(args)
     extra = []
     if pretrain:
         pre_dir = fold_dir / f"aam_pretrain{args.suffix}"
         if args.force or not (pre_dir / "pretrained_encoder.pt").is_file():
-            cmd = aam_exe() + ["pretrain", "--table", str(train_biom), "--tree", args.tree,
+            cmd = aam_exe() + ["pretrain", "--table", args.table, "--tree", args.tree,
+                               "--exclude-samples", str(fold_dir / "val_samples.txt"),
                                "--output-dir", str(pre_dir), "--test-size", str(args.aam_test_size),
                                "--seed", str(args.seed), "--quiet"] + pretrain_args(flags) + \
                 shlex.split(args.pretrain_args) + ["--epochs", str(args.pretrain_epochs)]
             run_logged(cmd, fold_dir / f"aam_pretrain{args.suffix}.log")
         extra = ["--pretrained-encoder", str(pre_dir / "pretrained_encoder.pt")]
-    models = []
-    for run_name, seed, variant_flags in member_runs(kind, args):
-        run_dir = fold_dir / run_name
-        if args.force or not _finished(run_dir):
-            cmd = aam_exe() + ["train", "--table", str(train_biom), "--metadata", str(train_meta),
-                               "--metadata-column", args.target, "--output-dir", str(run_dir),
-                               "--test-size", str(args.aam_test_size), "--seed", str(seed), "--quiet"] + \
-                flags + variant_flags + extra
-            run_logged(cmd, fold_dir / f"{run_dir.name}_train.log")
-        else:
-            print(f"       reusing the finished run {run_dir}", flush=True)
-        models += ["--model", str(run_dir / "checkpoints" / "best_model.pt")]
-    out = fold_dir / f"{name}_predictions.tsv"
-    cmd = aam_exe() + ["predict", *models, "--table", str(val_biom), "--output", str(out), "--batch-size", "32",
-                       "--seed", str(args.seed), "--quiet"]
-    run_logged(cmd, fold_dir / f"{name}_predict.log")
-    pred = pd.read_csv(out, sep="\t", dtype={"sample_id": str})
+    cv_dir = fold_dir / f"cv_{name}"
+    done = cv_dir / "folds" / fold / "predictions.tsv"
+    if args.force and done.exists():
+        done.unlink()
+    variants = [arg for _, variant in args.variant for arg in ("--variant", variant)]
+    cmd = aam_exe() + ["cross-validate", "--table", args.table, "--metadata", str(train_meta),
+                       "--metadata-column", args.target, "--folds", str(fold_dir.parent.parent /
+                                                                           f"folds_{protocol}.tsv"),
+                       "--only-folds", fold, "--no-forest", "--output-dir", str(cv_dir),
+                       "--test-size", str(args.aam_test_size), "--quiet", *cross_validate_seeds(args), *variants,
+                       *(["--group-column", args.group] if args.inner_group else [])] + flags + extra
+    run_logged(cmd, fold_dir / f"{name}_cross_validate.log")
+    pred = pd.read_csv(done, sep="\t", dtype={"sample_id": str})
     return pred[["sample_id", "prediction"]]
 
 
