@@ -92,6 +92,7 @@ def summarise(out: Path) -> str:
             "forest_auroc": summary["forest"]["fold_mean"]["auroc"],
             "forest_sd": summary["forest"]["fold_sd"]["auroc"],
             "aam_pooled": summary["aam"]["pooled"]["auroc"], "forest_pooled": summary["forest"]["pooled"]["auroc"],
+            "blend_auroc": summary.get("blend", {}).get("fold_mean", {}).get("auroc", float("nan")),
             "wins": f"{summary['aam_fold_wins']}/{summary['n_folds']}",
             "minutes": round(meta.get("wall_s", float("nan")) / 60, 1), "flags": meta.get("recipe", ""),
         })
@@ -99,11 +100,11 @@ def summarise(out: Path) -> str:
         return "no results yet\n"
     frame = pd.DataFrame(rows)
     lines = ["| cohort | recipe | seed | AAM AUROC (folds) | forest AUROC (folds) | AAM pooled | forest pooled | "
-             "AAM wins | minutes | flags |", "| --- " * 10 + "|"]
+             "AAM+forest (folds) | AAM wins | minutes | flags |", "| --- " * 11 + "|"]
     for r in frame.itertuples():
         lines.append(f"| {r.cohort} | {r.recipe} | {r.seed} | {r.aam_auroc:.3f} +/- {r.aam_sd:.3f} | "
                      f"{r.forest_auroc:.3f} +/- {r.forest_sd:.3f} | {r.aam_pooled:.3f} | {r.forest_pooled:.3f} | "
-                     f"{r.wins} | {r.minutes} | `{r.flags}` |")
+                     f"{r.blend_auroc:.3f} | {r.wins} | {r.minutes} | `{r.flags}` |")
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     frame.to_csv(out / "summary.tsv", sep="\t", index=False)

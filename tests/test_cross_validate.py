@@ -77,7 +77,10 @@ def test_outer_and_inner_splits_are_grouped_and_test_folds_never_train(grouped_r
 
 def test_outputs_score_both_methods_on_the_same_folds(grouped_run, synthetic_dir, tmp_path):
     oof = pd.read_csv(grouped_run / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str, "fold": str})
-    assert list(oof.columns) == ["sample_id", "fold", "group", "actual", "aam_prediction", "forest_prediction"]
+    assert list(oof.columns) == ["sample_id", "fold", "group", "actual", "aam_prediction", "forest_prediction",
+                                 "blend_prediction"]
+    np.testing.assert_allclose(oof["blend_prediction"], (oof["aam_prediction"] + oof["forest_prediction"]) / 2,
+                               rtol=1e-5)
     assert oof["sample_id"].is_unique and len(oof) == 48 and np.isfinite(oof["aam_prediction"]).all()
     comparison = pd.read_csv(grouped_run / "comparison.tsv", sep="\t", dtype={"fold": str})
     assert comparison["fold"].tolist() == ["fold0", "fold1", "fold2", "pooled", "mean", "sd"]
@@ -103,7 +106,7 @@ def test_classifier_folds_are_stratified_and_scored_by_auroc(synthetic_dir, subj
                 "--epochs", 1))
     oof = pd.read_csv(out / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str, "fold": str})
     classes = sorted(oof["actual"].unique())
-    for method in ("aam", "forest"):
+    for method in ("aam", "forest", "blend"):
         probabilities = oof[[f"{method}_prob_{c}" for c in classes]].to_numpy()
         np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-4)
         reference = roc_auc_score(oof["actual"], probabilities, multi_class="ovr", labels=classes)

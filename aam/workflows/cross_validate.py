@@ -272,6 +272,7 @@ def _summarise(out: Path, aam: pd.DataFrame, forest: pd.DataFrame | None, metada
     methods = {"aam": aam}
     if forest is not None:
         methods["forest"] = _numeric(forest, classifier)
+        methods["blend"] = _blend(methods["aam"], methods["forest"], classifier)
     if group_column:
         for name, frame in methods.items():
             methods[name] = frame.assign(group=frame["sample_id"].map(metadata[group_column]).astype(str))
@@ -295,6 +296,22 @@ def _summarise(out: Path, aam: pd.DataFrame, forest: pd.DataFrame | None, metada
     _plot(out / "plots" / "cross_validation.png", comparison, methods, classifier, column)
     _log_summary(summary, forest is not None, out)
     return summary
+
+
+def _blend(aam: pd.DataFrame, forest: pd.DataFrame, classifier: bool) -> pd.DataFrame:
+    """The equal-weight average of AAM and the forest, sample by sample: predictions (regression) or class
+    probabilities and their argmax (classification). Scored as a third method, never used to choose."""
+    forest = forest.set_index("sample_id").loc[aam["sample_id"]]
+    blend = aam.copy()
+    if not classifier:
+        blend["prediction"] = (aam["prediction"].to_numpy(float) + forest["prediction"].to_numpy(float)) / 2
+        return blend
+    columns = sorted(set(probability_columns(aam)) | set(probability_columns(forest)))
+    mean = (aam.reindex(columns=columns).fillna(0.0).to_numpy(float)
+            + forest.reindex(columns=columns).fillna(0.0).to_numpy(float)) / 2  # [N, C]
+    blend[columns] = mean
+    blend["prediction"] = [columns[k][len("prob_"):] for k in mean.argmax(1)]
+    return blend
 
 
 def _write_oof(out: Path, methods: dict[str, pd.DataFrame], classifier: bool) -> None:
@@ -380,9 +397,10 @@ def _log_summary(summary: dict[str, Any], with_forest: bool, out: Path) -> None:
     text = (f"cross-validation over {summary['n_folds']} folds: AAM {metric} {aam['fold_mean'][metric]:.4g} "
             f"+/- {aam['fold_sd'][metric]:.2g} (pooled {aam['pooled'][metric]:.4g})")
     if with_forest:
-        forest = summary["forest"]
+        forest, blend = summary["forest"], summary["blend"]
         text += (f"; forest {forest['fold_mean'][metric]:.4g} +/- {forest['fold_sd'][metric]:.2g} "
                  f"(pooled {forest['pooled'][metric]:.4g}); AAM better on {summary['aam_fold_wins']} of "
-                 f"{summary['n_folds']} folds")
+                 f"{summary['n_folds']} folds; the AAM+forest average {blend['fold_mean'][metric]:.4g} "
+                 f"(pooled {blend['pooled'][metric]:.4g})")
     log.info(text)
     log.info("outputs: %s (comparison.tsv, oof_predictions.tsv, summary.json, plots/cross_validation.png)", out)
