@@ -250,3 +250,50 @@ def test_variants_only_folds_and_samples_in_no_fold(synthetic_dir, subjects, gro
     assert bad.exit_code == 2 and "--variant" in bad.output and not (tmp_path / "bad").exists()
     bad = invoke(*args, "--only-folds", "fold9", "--output-dir", tmp_path / "bad")
     assert bad.exit_code == 2 and "fold9" in bad.output and not (tmp_path / "bad").exists()
+
+
+# ----------------------------------------------------------------------------- aam predict --forest
+@pytest.mark.parametrize("task", ["target", "label"])
+def test_predict_averages_the_model_with_a_forest_of_the_same_split(synthetic_dir, tmp_path, task):
+    classifier = ["--classifier"] if task == "label" else []
+    run_ok("train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"], "--metadata-column",
+           task, *classifier, "--output-dir", tmp_path / "run", "--epochs", 1, *TINY)
+    run = tmp_path / "run"
+    run_ok("rf-baseline", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+           "--metadata-column", task, *classifier, "--train-samples", run / "train_samples.txt", "--val-samples",
+           run / "val_samples.txt", "--n-estimators", 20, "--n-jobs", 1, "--output", tmp_path / "rf.tsv",
+           "--save-model", tmp_path / "forest.joblib", "--quiet")
+    model = ["--model", run / "checkpoints" / "best_model.pt", "--table", synthetic_dir["table"], "--device", "cpu"]
+    run_ok("predict", *model, "--output", tmp_path / "alone.tsv", "--quiet")
+    run_ok("predict", *model, "--forest", tmp_path / "forest.joblib", "--forest-weight", 0.25, "--output",
+           tmp_path / "both.tsv", "--quiet")
+    alone = pd.read_csv(tmp_path / "alone.tsv", sep="\t", dtype={"sample_id": str}).set_index("sample_id")
+    both = pd.read_csv(tmp_path / "both.tsv", sep="\t", dtype={"sample_id": str}).set_index("sample_id")
+    forest = pd.read_csv(tmp_path / "rf.tsv", sep="\t", dtype={"sample_id": str}).set_index("sample_id")
+    assert len(both) == 48
+    # the saved forest predicts the validation samples exactly as rf-baseline scored them
+    if task == "target":
+        np.testing.assert_allclose(both.loc[forest.index, "forest_prediction"], forest["prediction"], rtol=1e-5)
+        np.testing.assert_allclose(both["aam_prediction"], alone["prediction"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(both["prediction"], 0.75 * both["aam_prediction"] + 0.25
+                                   * both["forest_prediction"], rtol=1e-5)
+    else:
+        columns = [c for c in alone.columns if c.startswith("prob_")]
+        np.testing.assert_allclose(both.loc[forest.index, columns].to_numpy() - 0.75
+                                   * alone.loc[forest.index, columns].to_numpy(),
+                                   0.25 * forest[columns].to_numpy(), atol=1e-5)
+        assert (both["prediction"] == [columns[k][5:] for k in both[columns].to_numpy().argmax(1)]).all()
+        assert (both.loc[forest.index, "forest_prediction"] == forest["prediction"]).all()
+    other = "label" if task == "target" else "target"
+    run_ok("rf-baseline", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+           "--metadata-column", other, *(["--classifier"] if other == "label" else []), "--n-estimators", 5,
+           "--n-jobs", 1, "--output", tmp_path / "other.tsv", "--save-model", tmp_path / "other.joblib", "--quiet")
+    wrong = invoke("predict", *model, "--forest", tmp_path / "other.joblib", "--output", tmp_path / "x.tsv")
+    assert wrong.exit_code == 2 and "--metadata-column" in wrong.output and not (tmp_path / "x.tsv").exists()
+
+
+def test_save_model_needs_one_fit(synthetic_dir, grouped_run, tmp_path):
+    result = invoke("rf-baseline", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+                    "--metadata-column", "target", "--folds", grouped_run / "folds.tsv", "--output",
+                    tmp_path / "rf.tsv", "--save-model", tmp_path / "f.joblib")
+    assert result.exit_code == 2 and "--save-model" in result.output and not (tmp_path / "f.joblib").exists()

@@ -32,6 +32,9 @@ from aam.cli import options as o
     o.option("--output", type=click.Path(dir_okay=False), required=True, section="Output",
              help="TSV sample_id, prediction, actual (+ fold with --folds), a PNG scatter with the same stem, "
                   "and with --folds per-fold metrics in <stem>_metrics.tsv."),
+    o.option("--save-model", type=click.Path(dir_okay=False), default=None, section="Output",
+             help="Write the fitted forest (joblib) for aam predict --forest, e.g. fitted on an aam train run's "
+                  "train_samples.txt to average with that model."),
     o.option("--n-estimators", type=int, default=500, section="Model", help="Trees."),
     o.option("--max-features", default="sqrt", section="Model",
              help="Features per split: sqrt, log2, none, a fraction or a count."),

@@ -44,14 +44,23 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> tupl
 def run_predict(*, model_path: str | Sequence[str], table: str, output: str, metadata: str | None = None,
                 sequences: str | None = None, batch_size: int = 8, device: str = "auto",
                 prediction_passes: int = 1, asv_sampling: str | None = None, seed: int | None = None,
-                output_variance: bool = False, sample_ids: Sequence[str] | None = None) -> pd.DataFrame:
+                output_variance: bool = False, sample_ids: Sequence[str] | None = None,
+                forest: str | None = None, forest_weight: float = 0.5) -> pd.DataFrame:
     """Predict every usable sample of ``table`` (or those of ``sample_ids``); writes ``output`` (TSV) and
     returns the frame.
 
     ``model_path`` may name several checkpoints (an ensemble, e.g. the same recipe trained with different
     seeds): their predictions are averaged (class probabilities for classifiers) and ``prediction_std`` is
-    the spread over members and passes.
+    the spread over members and passes. ``forest`` (``aam rf-baseline --save-model``) is averaged in with
+    weight ``forest_weight``; ``aam_prediction`` and ``forest_prediction`` keep the two parts.
     """
+    bundle = None
+    if forest is not None:
+        from aam.workflows.rf_baseline import load_forest
+
+        if not 0.0 <= forest_weight <= 1.0:
+            raise AamError(f"must be in [0, 1], got {forest_weight}", source="--forest-weight")
+        bundle = load_forest(forest)
     paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
     if not paths:
         raise AamError("give at least one checkpoint", source="--model")
@@ -100,8 +109,41 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
         passes += [_one_pass(model, loader, decoder, dataset, epoch) for epoch in range(prediction_passes)]
         del model
     result = _combine_passes(_align(passes, paths), decoder, output_variance or len(passes) > 1)
+    if bundle is not None:
+        result = _with_forest(result, bundle, first_info, table, forest, forest_weight, decoder)
     write_tsv(output, result)
     log.info("wrote %d predictions to %s", len(result), output)
+    return result
+
+
+def _with_forest(result: pd.DataFrame, bundle: dict[str, Any], info: dict[str, Any], table: str, path: str,
+                 weight: float, decoder: PredictionDecoder) -> pd.DataFrame:
+    """AAM's prediction averaged with the forest's: ``(1 - weight) * AAM + weight * forest`` (class
+    probabilities for classifiers, then their argmax)."""
+    from aam.workflows.rf_baseline import predict_forest
+
+    if bool(bundle["classifier"]) != bool(info.get("classifier")) or (
+            bundle["metadata_column"] != info.get("metadata_column", bundle["metadata_column"])):
+        raise AamError(f"the forest predicts {bundle['metadata_column']!r} "
+                       f"({'classes' if bundle['classifier'] else 'a number'}), not the model's target",
+                       source=path, hint="fit the forest on the same --metadata-column and task")
+    trees = predict_forest(bundle, table, result["sample_id"].tolist())
+    if not decoder.classifier:
+        aam = result["prediction"].to_numpy(float)
+        result["aam_prediction"], result["forest_prediction"] = aam, trees["prediction"].to_numpy(float)
+        result["prediction"] = (1 - weight) * aam + weight * result["forest_prediction"]
+        return result
+    columns = decoder.probability_columns
+    extra = [c for c in trees.columns if c.startswith("prob_") and c not in columns]
+    if extra:
+        raise AamError(f"the forest knows classes the model does not ({', '.join(extra)})", source=path)
+    aam = result[columns].to_numpy(float)
+    forest_probabilities = trees.reindex(columns=columns).fillna(0.0).to_numpy(float)
+    blended = (1 - weight) * aam + weight * forest_probabilities  # [N, C]
+    result[columns] = blended
+    result["aam_prediction"] = result["prediction"]
+    result["forest_prediction"] = trees["prediction"].astype(str).to_numpy()
+    result["prediction"] = [decoder.class_labels[k] for k in blended.argmax(1)]
     return result
 
 

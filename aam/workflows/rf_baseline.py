@@ -13,7 +13,7 @@ from aam.data.biom_table import load_table, table_to_csr
 from aam.data.metadata import numeric_target, read_metadata, require_column
 from aam.data.split import group_labels, grouped_train_val_split, read_ids, train_val_split, write_split
 from aam.errors import AamError
-from aam.fileio import write_tsv
+from aam.fileio import atomic_write, write_tsv
 from aam.training.plots import prediction_scatter
 from aam.workflows.scoring import probability_columns, score_predictions, scores_by
 
@@ -48,7 +48,7 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
                     train_samples: str | None = None, val_samples: str | None = None, folds: str | None = None,
                     fold_column: str = "fold", group_column: str | None = None, test_size: float = 0.2,
                     n_estimators: int = 500, max_features="sqrt", random_seed: int = 42, n_jobs: int = -1,
-                    classifier: bool = False) -> dict[str, float]:
+                    classifier: bool = False, save_model: str | None = None) -> dict[str, float]:
     """Fit on ``train_samples`` and predict ``val_samples``, cross-validate over ``folds``, or, given neither,
     split the samples itself (``test_size``, grouped by ``group_column``, stratified for classifiers).
 
@@ -65,6 +65,9 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
     if any(lists) and not all(lists):
         raise AamError("give both --train-samples and --val-samples (or neither, to split here)",
                        source="--train-samples" if train_samples is None else "--val-samples")
+    if save_model and folds is not None:
+        raise AamError("saves the forest of one fit, not of cross-validation folds", source="--save-model",
+                       hint="give --train-samples and --val-samples (e.g. those of the aam train run to combine)")
     counts = table_to_csr(load_table(table))
     frame = read_metadata(metadata)
     column = metadata_column.strip()
@@ -92,8 +95,11 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
                           "--val-samples" if fold is None else f"--folds{where}")
         if group_of is not None:
             _warn_shared_groups(train_ids, val_ids, group_of, where)
-        result, metrics = _fit_and_score(features, row, frame, column, train_ids, val_ids, classifier, params,
-                                         metadata)
+        result, metrics, model = _fit_and_score(features, row, frame, column, train_ids, val_ids, classifier,
+                                                params, metadata)
+        if save_model:
+            save_forest(save_model, model, counts.feature_ids, classifier, column)
+            log.info("saved the forest to %s (aam predict --forest)", save_model)
         log.info("random forest%s on %d training samples, %d validation samples: %s", where, len(train_ids),
                  len(val_ids), "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if fold is not None:
@@ -182,12 +188,63 @@ def _fit_and_score(features, row: dict[str, int], frame: pd.DataFrame, column: s
         y_val = numeric_target(frame.loc[val_ids], column, source=metadata).to_numpy()
         model = RandomForestRegressor(**params)
     model.fit(x_train, y_train)
-    result = pd.DataFrame({"sample_id": val_ids, "prediction": model.predict(x_val), "actual": y_val})
-    if classifier:  # one probability column per class seen in training, as aam predict writes them
-        probabilities = model.predict_proba(x_val)
+    result = _forest_frame(model, x_val, val_ids, classifier)
+    result.insert(2, "actual", y_val)
+    return result, score_predictions(result, classifier), model
+
+
+def _forest_frame(model, features, sample_ids: list[str], classifier: bool) -> pd.DataFrame:
+    """sample_id, prediction and, for classifiers, one ``prob_<class>`` column per class seen in training."""
+    result = pd.DataFrame({"sample_id": sample_ids, "prediction": model.predict(features)})
+    if classifier:
+        probabilities = model.predict_proba(features)
         for k, label in enumerate(model.classes_):
             result[f"prob_{label}"] = probabilities[:, k]
-    return result, score_predictions(result, classifier)
+    return result
+
+
+def save_forest(path: str | Path, model, feature_ids: list[str], classifier: bool, column: str) -> None:
+    """Write a fitted forest with what predicting needs (its ASV columns, task, target), atomically."""
+    import joblib
+
+    bundle = {"format": "aam-forest-1", "model": model, "feature_ids": list(feature_ids),
+              "classifier": bool(classifier), "metadata_column": column}
+    atomic_write(path, lambda tmp: joblib.dump(bundle, tmp))
+
+
+def load_forest(path: str | Path) -> dict:
+    """A forest written by ``aam rf-baseline --save-model``."""
+    import joblib
+
+    if not Path(path).is_file():
+        raise AamError("forest file not found", source=path, hint="write one with aam rf-baseline --save-model")
+    try:
+        bundle = joblib.load(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise AamError(f"cannot read the forest ({type(err).__name__})", source=path) from None
+    if not isinstance(bundle, dict) or bundle.get("format") != "aam-forest-1":
+        raise AamError("not a forest written by aam rf-baseline --save-model", source=path)
+    return bundle
+
+
+def predict_forest(bundle: dict, table: str, sample_ids: list[str] | None = None) -> pd.DataFrame:
+    """The saved forest's predictions for the samples of ``table`` (relative abundances over the forest's ASV
+    columns; ASVs it never saw are ignored, which is the forest's limit on new cohorts)."""
+    counts = table_to_csr(load_table(table))
+    position = {a: j for j, a in enumerate(counts.feature_ids)}
+    known = [(j, position[a]) for j, a in enumerate(bundle["feature_ids"]) if a in position]
+    if not known:
+        raise AamError("the table shares no ASV with the forest's training table", source=table)
+    columns, sources = zip(*known)
+    select = sparse.csr_matrix((np.ones(len(known)), (sources, columns)),
+                               shape=(len(counts.feature_ids), len(bundle["feature_ids"])))  # [table ASVs, F]
+    aligned = relative_abundance_matrix(counts.counts) @ select  # [N, F], zero for ASVs the table lacks
+    ids = list(counts.sample_ids) if sample_ids is None else [str(s) for s in sample_ids]
+    rows = {s: i for i, s in enumerate(counts.sample_ids)}
+    missing = [s for s in ids if s not in rows]
+    if missing:
+        raise AamError(f"{len(missing)} sample id(s) are not in the table: {', '.join(missing[:5])}", source=table)
+    return _forest_frame(bundle["model"], aligned.tocsr()[[rows[s] for s in ids]], ids, bundle["classifier"])
 
 
 def _usable(ids: list[str], table_ids: list[str], frame: pd.DataFrame, column: str, classifier: bool,
