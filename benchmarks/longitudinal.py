@@ -38,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "longitudinal"))
     p.add_argument("--cohort", default="dev", choices=sorted(COHORTS), help="which synthetic cohort (data seed)")
     p.add_argument("--name", default="preset", help="name of the recipe's runs")
-    p.add_argument("--recipe", default="--preset small-data", help="aam train flags")
+    p.add_argument("--recipe", default="--preset small-data",
+                   help="aam train flags; {tree} stands for the cohort's tree (e.g. '--tree {tree}')")
     p.add_argument("--seeds", default="1", help="comma list of replicate seeds")
     p.add_argument("--n-folds", type=int, default=5)
     p.add_argument("--rf-n-estimators", type=int, default=500)
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> None:
         cmd = [str(exe), "cross-validate", "--table", str(data["table"]), "--metadata", str(data["metadata"]),
                "--metadata-column", "disease", "--classifier", "--group-column", "subject", "--n-folds",
                str(args.n_folds), "--max-bp", "100", "--rf-n-estimators", str(args.rf_n_estimators), "--seed",
-               str(seed), "--output-dir", str(run_dir), "--quiet", *shlex.split(args.recipe)]
+               str(seed), "--output-dir", str(run_dir), "--quiet",
+               *shlex.split(args.recipe.replace("{tree}", str(data["tree"])))]
         print(f"[run ] {args.cohort} {args.name} seed {seed} {time.strftime('%H:%M:%S')}\n  $ {shlex.join(cmd)}",
               flush=True)
         start = time.perf_counter()

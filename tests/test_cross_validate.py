@@ -193,6 +193,8 @@ def test_group_column_errors(synthetic_dir, subjects, tmp_path):
             "--epochs", 1, *TINY]
     missing = invoke(*base, "--group-column", "donor", "--output-dir", tmp_path / "a")
     assert missing.exit_code == 2 and "'donor' (--group-column)" in missing.output
+    no_groups = invoke(*base, "--min-asv-groups", 2, "--output-dir", tmp_path / "c")
+    assert no_groups.exit_code == 2 and "--min-asv-groups" in no_groups.output
     frame = pd.read_csv(subjects[0], sep="\t", dtype=str).assign(subject="P1")
     frame.to_csv(tmp_path / "one.tsv", sep="\t", index=False)
     one = invoke(*base[:4], tmp_path / "one.tsv", *base[5:], "--group-column", "subject", "--output-dir",

@@ -12,6 +12,7 @@ from aam.data.dataset import (
     BatchCollator,
     MatrixDistanceLookup,
     SampleDataset,
+    asvs_in_groups,
     make_loader,
     thin_reads,
 )
@@ -218,3 +219,17 @@ def test_thinned_reads_are_a_binomial_draw_new_each_epoch(data):
     assert not all(np.array_equal(epochs[0], e) for e in epochs[1:])
     with pytest.raises(AamError, match="--augment-reads"):
         SampleDataset(data, read_fraction=1.5)
+
+
+def test_asvs_in_groups_against_a_loop_and_keep_asvs(data):
+    rows = np.arange(0, N_SAMPLES, 2)
+    groups = [f"g{r % 5}" for r in rows]
+    dense = _dense(data)
+    for minimum in (1, 2, 3):
+        expected = [len({g for r, g in zip(rows, groups) if dense[r, j] > 0}) >= minimum for j in range(N_ASVS)]
+        np.testing.assert_array_equal(asvs_in_groups(data, rows, groups, minimum), expected)
+    keep = asvs_in_groups(data, rows, groups, 3)
+    assert 0 < keep.sum() < N_ASVS
+    kept = data.keep_asvs(keep)
+    np.testing.assert_array_equal(kept.counts.toarray(), dense * keep)
+    assert kept.sample_ids == data.sample_ids and kept.tokens is data.tokens

@@ -120,6 +120,10 @@ TRAIN_OPTIONS = [
              help="Augmentation: each epoch, keep each training read with this probability (a new "
                   "rarefaction-like draw per epoch: rare ASVs drop out at random, abundances jitter); "
                   "validation and prediction read every ASV. Off by default."),
+    o.option("--min-asv-groups", type=click.IntRange(1, None), default=None, section="Training",
+             help="With --group-column: train only on the reads of ASVs found in at least this many training "
+                  "groups (e.g. 2: no subject's private ASVs), so the model learns what recurs across subjects "
+                  "instead of recognising them; validation and prediction read every ASV. Off by default."),
     o.option("--val-prediction-passes", type=click.IntRange(1, 100), default=1, section="Training",
              help="Accepted for compatibility; validation uses abundance-first ASVs (one pass)."),
     o.option("--find-lr", is_flag=True, default=False, section="Training",

@@ -96,6 +96,11 @@ class AmpliconData:
                            source=source)
         return np.array([position[str(s)] for s in sample_ids], dtype=np.int64)
 
+    def keep_asvs(self, keep: np.ndarray) -> AmpliconData:
+        """The same samples and ASV columns with the reads of ASVs outside ``keep`` ([N_asvs] bool) removed."""
+        counts = self.counts @ sparse.diags(np.asarray(keep, dtype=np.float32))
+        return AmpliconData(counts.tocsr(), self.tokens, self.sample_ids, self.asv_ids, self.sequences)
+
     def subset(self, sample_indices: Sequence[int] | np.ndarray) -> AmpliconData:
         """The samples at ``sample_indices`` (rows), with every ASV column and the same tokens."""
         rows = np.asarray(sample_indices, dtype=np.int64)
@@ -237,6 +242,15 @@ def thin_reads(asvs: np.ndarray, counts: np.ndarray, fraction: float,
     asvs, drawn = asvs[keep], drawn[keep]
     order = np.lexsort((asvs, -drawn))
     return asvs[order], drawn[order].astype(np.float32)
+
+
+def asvs_in_groups(data: AmpliconData, rows: np.ndarray, groups: Sequence[str], min_groups: int) -> np.ndarray:
+    """[N_asvs] bool: ASVs with reads in samples of at least ``min_groups`` distinct groups among ``rows``."""
+    codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)[1]  # [len(rows)]
+    present = data.counts[np.asarray(rows)] > 0  # [R, N_asvs] bool
+    by_group = sparse.csr_matrix((np.ones(len(rows)), (codes, np.arange(len(rows)))))  # [G, R]
+    carriers = (by_group @ present.astype(np.float32)) > 0  # [G, N_asvs]
+    return np.asarray(carriers.sum(axis=0)).ravel() >= min_groups
 
 
 def _as_targets(targets: Sequence[float] | np.ndarray, n: int) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from aam.data.categorical import CategoricalEncoder, CategoryWeights, category_keys
+from aam.data.dataset import asvs_in_groups
 from aam.data.metadata import align_samples, numeric_target, read_metadata, require_column
 from aam.data.normalization import DEFAULT_REGRESSION_TRANSFORM, TARGET_TRANSFORMS, resolve_target_transform
 from aam.data.split import write_split
@@ -100,6 +101,7 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     rows = data.rows_of(ids)
     by_row = _row_arrays(data.n_samples, rows, setup, encoder, metadata, ids)
     train_rows, val_rows = data.rows_of(train_ids), data.rows_of(val_ids)
+    train_data = _shared_asvs_only(data, train_rows, train_ids, groups, ids, opts)
     train_weights = _category_loss_weights(opts, metadata, categorical_columns, train_ids)
     loaders = partial(
         build_loaders, data, train_rows, val_rows, token_limit=opts["token_limit"],
@@ -109,7 +111,7 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
         train_categoricals=None if encoder is None else by_row["categoricals"][train_rows],
         val_categoricals=None if encoder is None else by_row["categoricals"][val_rows],
         train_weights=train_weights, pin_memory=device.type == "cuda", distributed=session.distributed,
-        read_fraction=opts.get("augment_reads"))
+        read_fraction=opts.get("augment_reads"), train_data=train_data)
     train_loader, val_loader = loaders(batch_size=opts["batch_size"])
 
     config = predictor_config_from_options(
@@ -174,6 +176,23 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
         _write_plots(output_dir, result, opts["classifier"], setup.class_labels, column)
     _log_summary(result, best_metric, output_dir)
     return result
+
+
+def _shared_asvs_only(data, train_rows: np.ndarray, train_ids: list[str], groups: np.ndarray | None,
+                      ids: list[str], opts: dict[str, Any]):
+    """``--min-asv-groups K``: the data whose training samples keep only ASVs carried by at least K training
+    groups (None without the option)."""
+    minimum = opts.get("min_asv_groups")
+    if not minimum or minimum <= 1:
+        return None
+    if groups is None:
+        raise AamError("needs --group-column (the groups whose ASVs count)", source="--min-asv-groups")
+    group_of = dict(zip(ids, groups))
+    keep = asvs_in_groups(data, train_rows, [group_of[s] for s in train_ids], minimum)
+    in_training = np.asarray((data.counts[train_rows] > 0).sum(axis=0)).ravel() > 0
+    log.info("--min-asv-groups %d: training reads only %d of the %d ASVs of the training samples (validation "
+             "and prediction read every ASV)", minimum, int((keep & in_training).sum()), int(in_training.sum()))
+    return data.keep_asvs(keep)
 
 
 def _report_lr_range(trainer: Trainer, loader, output_dir: Path, main: bool) -> FitResult:
