@@ -201,6 +201,9 @@ def split_samples(ids: list[str], opts: dict[str, Any], seed: int, stratify: np.
     return train_ids, val_ids
 
 
+_SUGGESTED: set[tuple[Any, str]] = set()  # (metadata file, column) already suggested as --group-column
+
+
 def sample_groups(metadata: Any, ids: list[str], opts: dict[str, Any], target: str | None = None,
                   inputs: tuple[str, ...] = ()) -> np.ndarray | None:
     """``--group-column``'s group of each id (None without it); without it, suggests a subject-like column once."""
@@ -208,7 +211,8 @@ def sample_groups(metadata: Any, ids: list[str], opts: dict[str, Any], target: s
     if not column:
         if metadata is not None and not opts.get("val_samples"):
             suggestion = suggest_group_column(metadata, ids, exclude=(target, *inputs))
-            if suggestion is not None:
+            if suggestion is not None and (opts.get("metadata"), suggestion[0]) not in _SUGGESTED:
+                _SUGGESTED.add((opts.get("metadata"), suggestion[0]))  # once per process (e.g. per CV run)
                 log.warning("metadata column %r has %d values shared by %d samples: if they mark the same subject "
                             "or study, pass --group-column %s so validation measures new subjects (samples of "
                             "one subject on both sides flatter early stopping)", suggestion[0], suggestion[1],

@@ -142,6 +142,9 @@ def _own_split(table_ids: list[str], frame: pd.DataFrame, column: str, classifie
         train_ids, val_ids = grouped_train_val_split(ids, groups, test_size, seed, stratify=stratify)
         write_split(stem.parent, train_ids, val_ids, dict(zip(ids, groups)), prefix=f"{stem.name}_")
     else:
+        from aam.workflows.common import sample_groups
+
+        sample_groups(frame, ids, {"metadata": metadata}, target=column)  # suggests a subject-like column
         train_ids, val_ids = train_val_split(ids, test_size, seed, stratify=stratify)
         write_split(stem.parent, train_ids, val_ids, prefix=f"{stem.name}_")
     log.info("split %d samples into %d training and %d validation samples%s", len(ids), len(train_ids),
