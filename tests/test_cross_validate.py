@@ -303,3 +303,20 @@ def test_save_model_needs_one_fit(synthetic_dir, grouped_run, tmp_path):
                     "--metadata-column", "target", "--folds", grouped_run / "folds.tsv", "--output",
                     tmp_path / "rf.tsv", "--save-model", tmp_path / "f.joblib")
     assert result.exit_code == 2 and "--save-model" in result.output and not (tmp_path / "f.joblib").exists()
+
+
+def test_pretraining_per_fold_never_sees_the_fold(synthetic_dir, subjects, tmp_path):
+    out = tmp_path / "pre"
+    args = _cv(synthetic_dir, subjects[0], out, "--metadata-column", "target", "--group-column", "subject",
+               "--n-folds", 3, "--epochs", 1, "--no-forest", "--tree", synthetic_dir["tree"], "--freeze-base")
+    run_ok(*args, "--pretrain-epochs", 1, "--only-folds", "fold0")
+    fold = out / "folds" / "fold0"
+    test = set(pd.read_csv(out / "folds.tsv", sep="\t", dtype=str).query("fold == 'fold0'")["sample_id"])
+    seen = _ids(fold / "pretrain" / "train_samples.txt") + _ids(fold / "pretrain" / "val_samples.txt")
+    assert test.isdisjoint(seen) and len(seen) == 48 - len(test)
+    options = json.loads((fold / "model" / "config.json").read_text())["options"]
+    assert options["pretrained_encoder"] == str(fold / "pretrain" / "pretrained_encoder.pt")
+    assert "loaded pretrained encoder" in (fold / "model" / "training.log").read_text()
+    no_tree = invoke(*[a for a in args if a not in ("--tree", synthetic_dir["tree"])], "--pretrain-epochs", 1,
+                     "--output-dir", tmp_path / "x")
+    assert no_tree.exit_code == 2 and "--pretrain-epochs" in no_tree.output

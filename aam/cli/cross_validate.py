@@ -21,6 +21,10 @@ CV_OPTIONS = [
     o.option("--variant", "variants", multiple=True, default=(), section="Cross-validation",
              help="Also train, per fold and seed, the recipe with these extra train flags (quoted, e.g. "
                   "'--kmer-size 6'), and average every model: an ensemble of recipes. Repeatable."),
+    o.option("--pretrain-epochs", type=click.IntRange(1, None), default=None, section="Cross-validation",
+             help="Per fold, first pretrain the encoder for this many epochs on the fold's training samples "
+                  "(UniFrac targets from --tree or --unifrac-matrix, the recipe's model options), then "
+                  "fine-tune from it (add --freeze-base to train only the head)."),
     o.option("--only-folds", default=None, section="Cross-validation",
              help="Comma list of fold names to run now (e.g. one per GPU or job into the same --output-dir); "
                   "the summary covers every finished fold."),

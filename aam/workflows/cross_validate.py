@@ -46,6 +46,11 @@ def run_cross_validate(opts: dict[str, Any]) -> dict[str, Any]:
 
     check_options(opts)
     _check_train_options(opts)
+    if opts.get("pretrain_epochs") and not (opts.get("tree") or opts.get("unifrac_matrix")):
+        raise AamError("pretraining needs distance targets", source="--pretrain-epochs",
+                       hint="give --tree FILE.nwk or --unifrac-matrix FILE")
+    if opts.get("pretrain_epochs") and opts.get("pretrained_encoder"):
+        raise AamError("cannot be combined with --pretrained-encoder", source="--pretrain-epochs")
     for flag in ("val_samples", "resume_from", "find_lr", "distributed", "fsdp"):
         if opts.get(flag):
             raise AamError("is not available in cross-validation", source=f"--{flag.replace('_', '-')}",
@@ -215,6 +220,7 @@ def _run_fold(opts: dict[str, Any], out: Path, name: str, held_out: list[str], t
     fold_dir.mkdir(parents=True, exist_ok=True)
     excluded = set(held_out) | (set(read_ids(opts["exclude_samples"])) if opts.get("exclude_samples") else set())
     write_ids(fold_dir / "test_samples.txt", sorted(excluded))
+    encoder = _pretrain_fold(opts, fold_dir, seed, label) if opts.get("pretrain_epochs") else None
     checkpoints = []
     for k, (run_name, offset, changes) in enumerate(members):
         run_dir = fold_dir / run_name
@@ -228,6 +234,8 @@ def _run_fold(opts: dict[str, Any], out: Path, name: str, held_out: list[str], t
         fold_opts = {**opts, **changes, "output_dir": str(run_dir), "seed": seed + offset,
                      "exclude_samples": str(fold_dir / "test_samples.txt"),
                      "resume_from": str(last) if last.is_file() else None}
+        if encoder is not None:
+            fold_opts["pretrained_encoder"] = str(encoder)
         try:
             run_train(fold_opts)
         except KeyboardInterrupt:
@@ -247,6 +255,29 @@ def _run_fold(opts: dict[str, Any], out: Path, name: str, held_out: list[str], t
     write_tsv(done, frame)  # the fold is finished once this file exists
     score = score_predictions(frame, bool(opts["classifier"]))
     log.info("%s: AAM %s", label, "  ".join(f"{k}={v:.4g}" for k, v in score.items()))
+
+
+def _pretrain_fold(opts: dict[str, Any], fold_dir: Path, seed: int, label: str) -> Path:
+    """``--pretrain-epochs N``: ``aam pretrain`` (UniFrac targets from ``--tree``/``--unifrac-matrix``) on the
+    fold's training samples only, with the recipe's model options; returns its encoder (reused on a rerun)."""
+    from aam.cli.pretrain import command as pretrain_command
+    from aam.workflows.pretrain import run_pretrain
+
+    run_dir = fold_dir / "pretrain"
+    encoder = run_dir / "pretrained_encoder.pt"
+    if encoder.is_file():
+        return encoder
+    defaults = {p.name: p.default for p in pretrain_command.params if p.name and p.expose_value}
+    pretrain_opts = {**defaults, **{k: v for k, v in opts.items() if k in defaults}}
+    pretrain_opts.update(output_dir=str(run_dir), epochs=opts["pretrain_epochs"], seed=seed, nuc_penalty=0.0,
+                         penalty=1.0, metadata=opts["metadata"], exclude_samples=str(fold_dir / "test_samples.txt"),
+                         best_metric=None, resume_from=None)
+    last = run_dir / "checkpoints" / "last_model.pt"
+    if last.is_file():
+        pretrain_opts["resume_from"] = str(last)
+    log.info("%s: pretraining the encoder on UniFrac for %d epochs without the fold", label, opts["pretrain_epochs"])
+    run_pretrain(pretrain_opts)
+    return encoder
 
 
 def _with_actual(frame: pd.DataFrame, metadata: pd.DataFrame, column: str, classifier: bool) -> pd.DataFrame:
