@@ -345,7 +345,7 @@ def test_gradients_reach_every_parameter(fusion, count_method):
     assert_all_grads(model)
 
 
-@pytest.mark.parametrize("pooling", ["abundance", "attention+abundance", "mean"])
+@pytest.mark.parametrize("pooling", ["abundance", "attention+abundance", "mean", "composition"])
 def test_target_pooling_variants_train_every_parameter(pooling):
     torch.manual_seed(0)
     model = build_model(tiny_predictor(categorical_cardinalities=(), target_pooling=pooling))
@@ -353,7 +353,7 @@ def test_target_pooling_variants_train_every_parameter(pooling):
     (out["prediction"].sum() + out["distances"].sum() + out["count_prediction"].sum()
      + out["nucleotide_logits"].logsumexp(-1).sum()).backward()
     assert_all_grads(model)
-    assert (model.target_pooling is None) == (pooling in ("abundance", "mean"))
+    assert (model.target_pooling is None) == (pooling in ("abundance", "mean", "composition"))
 
 
 def test_abundance_pooling_is_the_read_weighted_mean_of_the_target_transformer():
@@ -381,6 +381,30 @@ def test_mean_pooling_weighs_every_present_asv_alike():
     pooled = model._pool(hidden, mask, batch["counts"])
     for b in range(len(mask)):
         torch.testing.assert_close(pooled[b], hidden[b][mask[b]].mean(0))
+
+
+def test_composition_pooling_is_the_centred_log_share_of_soft_groups():
+    """Against a per-sample float64 loop: shares of softmax groups weighted by relative abundance, centred logs,
+    projected; independent of read depth and of padding."""
+    torch.manual_seed(0)
+    model = build_model(tiny_predictor(categorical_cardinalities=(), target_pooling="composition")).eval()
+    pooling = model.composition_pooling
+    batch = make_batch()
+    hidden, mask, counts = torch.randn(3, 4, 16), batch["asv_mask"], batch["counts"]
+    pooled = model._pool(hidden, mask, counts)
+    weight, bias = pooling.assign.weight.double(), pooling.assign.bias.double()
+    for b in range(len(mask)):
+        x, c = hidden[b][mask[b]].double(), counts[b][mask[b]].double()
+        assignment = torch.softmax(x @ weight.T + bias, dim=-1)  # [n, K]
+        shares = ((c / c.sum())[:, None] * assignment).sum(0)
+        logs = torch.log(shares + pooling.floor)
+        expected = pooling.project.weight.double() @ (logs - logs.mean()) + pooling.project.bias.double()
+        torch.testing.assert_close(pooled[b].double(), expected, rtol=1e-5, atol=1e-5)
+    deeper = model._pool(hidden, mask, counts * 13.0)
+    torch.testing.assert_close(deeper, pooled)
+    padded = model._pool(torch.cat([hidden, torch.randn(3, 2, 16)], 1), torch.cat([mask, torch.zeros(3, 2,
+                         dtype=torch.bool)], 1), torch.cat([counts, torch.ones(3, 2)], 1))
+    torch.testing.assert_close(padded, pooled)
 
 
 def test_predictor_without_categoricals_ignores_fusion_and_accepts_none():

@@ -65,10 +65,12 @@ TRAIN_OPTIONS = [
              help="Deprecated: use --output-constraint nonnegative-learnable."),
     o.option("--target-layer-norm/--no-target-layer-norm", default=True, section="Model",
              help="LayerNorm on the pooled target vector."),
-    o.option("--target-pooling", type=click.Choice(["attention", "abundance", "attention+abundance", "mean"]),
+    o.option("--target-pooling", type=click.Choice(["attention", "abundance", "attention+abundance", "mean",
+                                                    "composition"]),
              default="attention", section="Model",
              help="How the target branch pools ASVs: learned attention, the relative-abundance-weighted mean, "
-                  "both mixed, or the plain mean over the sample's ASVs."),
+                  "both mixed, the plain mean over the sample's ASVs, or composition: the centred log shares of "
+                  "learned groups of related ASVs (a rare clade's rise weighs like a dominant one's)."),
     o.option("--regressor-hidden-dims", default=None, section="Model", help="MLP head widths, e.g. '64,32'."),
     o.option("--regressor-dropout", type=float, default=0.0, section="Model", help="Dropout in the MLP head."),
     o.option("--residual-regression-head", is_flag=True, default=False, section="Model",

@@ -23,7 +23,7 @@ NUCLEOTIDE_TOKENS = (A, C, G, T, UNK)  # positions eligible for masked-nucleotid
 
 DISTANCE_METRICS = ("unifrac", "weighted", "faith_pd")
 GMU_GATES = ("learned", "open", "closed")
-TARGET_POOLINGS = ("attention", "abundance", "attention+abundance", "mean")
+TARGET_POOLINGS = ("attention", "abundance", "attention+abundance", "mean", "composition")
 MAX_KMER_SIZE = 8  # a k-mer table has 4^k rows
 
 _ConfigT = TypeVar("_ConfigT", bound="_Config")
@@ -139,7 +139,8 @@ class PredictorConfig(_Config):
     `gmu_gate_bias_init` = 2.0 starts the gate at sigmoid(2) ~ 0.88 weight on the sequence branch.
     `target_pooling` reduces the target transformer's [B, S, D] to [B, D]: `attention` (learned softmax
     weights), `abundance` (weighted by each ASV's relative abundance) or `attention+abundance` (both, mixed
-    by a linear layer) or `mean` (every ASV of the sample alike).
+    by a linear layer) or `mean` (every ASV of the sample alike) or `composition` (centred log shares of
+    learned ASV groups, `CompositionPooling`).
     """
 
     encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)

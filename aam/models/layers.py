@@ -175,6 +175,30 @@ class AttentionPooling(nn.Module):
         return (pooled, weights) if return_weights else pooled
 
 
+class CompositionPooling(nn.Module):
+    """[N, T, D] ASV vectors and their relative abundances [N, T] -> [N, D] log-ratio composition.
+
+    Each ASV is softly assigned to one of ``bins`` learned groups from its vector (softmax of a linear map, so
+    related sequences share a group); a sample's share of each group is the abundance-weighted sum of the
+    assignments; the shares are taken as centred logs (the centred log-ratio of compositional data analysis,
+    so a rare group's rise weighs like a dominant one's) and projected to D. Rows with no real position give
+    the centred log of uniform shares, i.e. zeros before the projection.
+    """
+
+    def __init__(self, dim: int, bins: int | None = None, floor: float = 1e-4):
+        super().__init__()
+        bins = bins or dim
+        self.assign = nn.Linear(dim, bins)
+        self.project = nn.Linear(bins, dim)
+        self.floor = floor
+
+    def forward(self, x: Tensor, abundance: Tensor) -> Tensor:
+        assignment = self.assign(x).softmax(dim=-1)  # [N, T, K]
+        shares = torch.einsum("nt,ntk->nk", abundance.to(x.dtype), assignment)  # [N, K], rows sum to <= 1
+        logs = torch.log(shares + self.floor)
+        return self.project(logs - logs.mean(dim=-1, keepdim=True))  # [N, D]
+
+
 class PositionEmbedding(nn.Module):
     """Learned position embedding added to [N, T, D] (T <= max_length)."""
 

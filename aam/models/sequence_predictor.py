@@ -29,7 +29,7 @@ from aam.models.heads import (
     QuantileReshape,
     head_name,
 )
-from aam.models.layers import AttentionPooling, TransformerStack
+from aam.models.layers import AttentionPooling, CompositionPooling, TransformerStack
 from aam.models.sample_encoder import relative_abundance
 from aam.models.sequence_encoder import SequenceEncoder
 
@@ -57,6 +57,8 @@ class SequencePredictor(nn.Module):
         self.target_encoder = None if replaced else TransformerStack(dim, heads, config.layers("target"), **common)
         pooling = config.target_pooling
         self.target_pooling = None if replaced or "attention" not in pooling else AttentionPooling(dim)
+        self.composition_pooling = (CompositionPooling(dim) if not replaced and pooling == "composition"
+                                    else None)
         self.pooling_mix = nn.Linear(2 * dim, dim) if not replaced and pooling == "attention+abundance" else None
         self.target_norm = nn.LayerNorm(dim) if config.target_layer_norm else nn.Identity()
 
@@ -127,13 +129,15 @@ class SequencePredictor(nn.Module):
         return outputs
 
     def _pool(self, hidden: Tensor, asv_mask: Tensor, counts: Tensor | None) -> Tensor:
-        """[B, S, D] -> [B, D]: attention pooling, the abundance-weighted mean, both mixed, or the plain mean
-        over the sample's ASVs (`target_pooling`).
+        """[B, S, D] -> [B, D]: attention pooling, the abundance-weighted mean, both mixed, the plain mean
+        over the sample's ASVs, or the log-ratio composition of learned ASV groups (`target_pooling`).
 
         Attention weights are learned and sum to one whatever the sample holds; the abundance-weighted mean
         is the composition itself projected through the ASV vectors (the view a forest on relative
         abundances has); the plain mean weighs rare and dominant ASVs alike (which ASVs are present).
         """
+        if self.composition_pooling is not None:
+            return self.composition_pooling(hidden, relative_abundance(counts, asv_mask))
         parts = []
         if self.target_pooling is not None:
             parts.append(self.target_pooling(hidden, asv_mask))
