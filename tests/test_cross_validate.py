@@ -320,3 +320,15 @@ def test_pretraining_per_fold_never_sees_the_fold(synthetic_dir, subjects, tmp_p
     no_tree = invoke(*[a for a in args if a not in ("--tree", synthetic_dir["tree"])], "--pretrain-epochs", 1,
                      "--output-dir", tmp_path / "x")
     assert no_tree.exit_code == 2 and "--pretrain-epochs" in no_tree.output
+
+
+def test_a_rerun_without_seed_keeps_the_first_runs_seed(synthetic_dir, subjects, tmp_path):
+    out = tmp_path / "unseeded"
+    args = [a for a in _cv(synthetic_dir, subjects[0], out, "--metadata-column", "target", "--n-folds", 2,
+                           "--epochs", 1, "--no-forest") if a not in ("--seed", "3")]
+    run_ok(*args, "--only-folds", "fold0")
+    first = json.loads((out / "cv_config.json").read_text())["seed"]
+    run_ok(*args, "--only-folds", "fold1")
+    assert json.loads((out / "cv_config.json").read_text())["seed"] == first
+    for fold in ("fold0", "fold1"):
+        assert json.loads((out / "folds" / fold / "model" / "config.json").read_text())["options"]["seed"] == first

@@ -17,6 +17,7 @@ A rerun of the same command skips finished folds and resumes an interrupted fold
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from pathlib import Path
@@ -59,7 +60,7 @@ def run_cross_validate(opts: dict[str, Any]) -> dict[str, Any]:
     members = _member_runs(opts)
     out = Path(opts["output_dir"])
     configure_logging(None, opts.get("verbose", True))
-    seed = opts["seed"] if opts.get("seed") is not None else random.SystemRandom().randrange(2**31)
+    seed = _run_seed(opts, out)
     classifier = bool(opts["classifier"])
     ids, metadata, column = _usable_samples(opts)
     group_column = (opts.get("group_column") or "").strip() or None
@@ -94,6 +95,16 @@ def run_cross_validate(opts: dict[str, Any]) -> dict[str, Any]:
     if forest is not None:
         forest = forest[forest["fold"].isin(list(finished))]
     return _summarise(out, aam, forest, metadata, group_column, classifier, column)
+
+
+def _run_seed(opts: dict[str, Any], out: Path) -> int:
+    """``--seed``, else the seed of the run being resumed in ``out``, else a fresh one (recorded)."""
+    if opts.get("seed") is not None:
+        return int(opts["seed"])
+    previous = out / "cv_config.json"
+    if previous.is_file():
+        return int(json.loads(previous.read_text(encoding="utf-8"))["seed"])
+    return random.SystemRandom().randrange(2**31)
 
 
 def _member_runs(opts: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
