@@ -108,28 +108,30 @@ class AmpliconData:
                             self.sequences)
 
 
-def _select_abundance(data: AmpliconData, row: int, limit: int, seed_key: SeedKey) -> tuple[np.ndarray, np.ndarray]:
+def _select_abundance(asvs: np.ndarray, counts: np.ndarray, limit: int,
+                      seed_key: SeedKey) -> tuple[np.ndarray, np.ndarray]:
     """The ``limit`` most abundant ASVs, most abundant first."""
-    asvs, counts = data.by_abundance(row)
     return asvs[:limit], counts[:limit]
 
 
-def _select_first(data: AmpliconData, row: int, limit: int, seed_key: SeedKey) -> tuple[np.ndarray, np.ndarray]:
+def _select_first(asvs: np.ndarray, counts: np.ndarray, limit: int,
+                  seed_key: SeedKey) -> tuple[np.ndarray, np.ndarray]:
     """The first ``limit`` ASVs in table column order, in that order."""
-    asvs, counts = data.by_table_order(row)
-    return asvs[:limit], counts[:limit]
+    keep = np.argsort(asvs, kind="stable")[:limit]
+    return asvs[keep], counts[keep]
 
 
-def _select_random(data: AmpliconData, row: int, limit: int, seed_key: SeedKey) -> tuple[np.ndarray, np.ndarray]:
+def _select_random(asvs: np.ndarray, counts: np.ndarray, limit: int,
+                   seed_key: SeedKey) -> tuple[np.ndarray, np.ndarray]:
     """A random ``limit`` ASVs (a new draw per epoch), kept in abundance order."""
-    asvs, counts = data.by_abundance(row)
     if len(asvs) <= limit:
         return asvs, counts
     keep = np.sort(np.random.default_rng(seed_key).choice(len(asvs), size=limit, replace=False))
     return asvs[keep], counts[keep]
 
 
-ASV_SAMPLERS: dict[str, Callable[[AmpliconData, int, int, SeedKey], tuple[np.ndarray, np.ndarray]]] = {
+# name -> selection from a sample's ASVs and counts, most abundant first (``AmpliconData.by_abundance``)
+ASV_SAMPLERS: dict[str, Callable[[np.ndarray, np.ndarray, int, SeedKey], tuple[np.ndarray, np.ndarray]]] = {
     "abundance": _select_abundance,
     "first": _select_first,
     "random": _select_random,
@@ -200,27 +202,14 @@ class SampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _thinned(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """``read_fraction`` of the sample's reads, drawn anew each epoch, then ``asv_sampling`` up to the limit."""
-        rng = np.random.default_rng((self.seed, self.epoch, row, 1))
-        asvs, counts = thin_reads(*self.data.by_abundance(row), self.read_fraction, rng)
-        if len(asvs) <= self.token_limit:
-            return asvs, counts
-        if self.asv_sampling == "random":
-            keep = np.sort(rng.choice(len(asvs), size=self.token_limit, replace=False))
-        elif self.asv_sampling == "first":
-            keep = np.argsort(asvs, kind="stable")[: self.token_limit]  # table order
-        else:
-            keep = np.arange(self.token_limit)
-        return asvs[keep], counts[keep]
-
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = int(self.indices[i])
-        if self.read_fraction is not None:
-            asvs, counts = self._thinned(row)
-        else:
-            select = ASV_SAMPLERS[self.asv_sampling]
-            asvs, counts = select(self.data, row, self.token_limit, (self.seed, self.epoch, row))
+        asvs, counts = self.data.by_abundance(row)
+        if self.read_fraction is not None:  # a new draw of the reads each epoch, before the selection
+            rng = np.random.default_rng((self.seed, self.epoch, row, 1))
+            asvs, counts = thin_reads(asvs, counts, self.read_fraction, rng)
+        select = ASV_SAMPLERS[self.asv_sampling]
+        asvs, counts = select(asvs, counts, self.token_limit, (self.seed, self.epoch, row))
         item: dict[str, Any] = {"sample_index": row, "asv_index": asvs, "counts": counts}  # [n], [n]
         if self.targets is not None:
             item["target"] = self.targets[i]

@@ -159,8 +159,9 @@ def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarr
     and validation loader (every sample, abundance-first, all reads). ``train_data`` (the same samples and
     ASVs, some reads removed) replaces ``data`` for the training samples."""
     collator = BatchCollator(data.tokens, data.sample_ids, distance_lookup)
-    train_set = SampleDataset(data if train_data is None else train_data, train_rows, train_targets, train_categoricals, token_limit, asv_sampling, seed,
-                              sample_weights=train_weights, read_fraction=read_fraction)
+    train_set = SampleDataset(data if train_data is None else train_data, train_rows, train_targets,
+                              train_categoricals, token_limit, asv_sampling, seed, sample_weights=train_weights,
+                              read_fraction=read_fraction)
     val_set = SampleDataset(data, val_rows, val_targets, val_categoricals, token_limit, "abundance", seed)
     if distributed is not None:  # same permutation on every rank, each takes its share
         train_sampler = DistributedSampler(train_set, distributed.world_size, distributed.rank, shuffle=True,
