@@ -108,6 +108,12 @@ def group_labels(groups: Sequence | np.ndarray, ids: Sequence[str], source: str 
     return values
 
 
+def groups_on_both_sides(train_ids: Sequence[str], val_ids: Sequence[str], group_of: dict) -> list[str]:
+    """Groups with samples on both sides of a split (sorted; samples without a group are ignored)."""
+    shared = {group_of.get(s) for s in train_ids} & {group_of.get(s) for s in val_ids}
+    return sorted(str(g).lstrip("\x00") for g in shared if g is not None)
+
+
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 

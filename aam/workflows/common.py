@@ -36,6 +36,7 @@ from aam.data.sequences import resolve_sequences, tokenize
 from aam.data.split import (
     group_labels,
     grouped_train_val_split,
+    groups_on_both_sides,
     read_ids,
     suggest_group_column,
     train_val_split,
@@ -194,11 +195,10 @@ def split_samples(ids: list[str], opts: dict[str, Any], seed: int, stratify: np.
         raise AamError(f"leaves an empty {'validation' if not val_ids else 'training'} split", source="--val-samples",
                        hint="list some, but not all, of the table's sample ids (one per line)")
     if groups is not None:
-        group_of = dict(zip(ids, groups))
-        shared = {group_of[s] for s in val_ids} & {group_of[s] for s in train_ids}
+        shared = groups_on_both_sides(train_ids, val_ids, dict(zip(ids, groups)))
         if shared:
             log.warning("%d group(s) of --group-column have samples on both sides of --val-samples (e.g. %s): "
-                        "validation scores will flatter the model", len(shared), sorted(shared)[0])
+                        "validation scores will flatter the model", len(shared), shared[0])
     return train_ids, val_ids
 
 

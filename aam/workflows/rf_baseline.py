@@ -11,7 +11,7 @@ from scipy import sparse
 
 from aam.data.biom_table import load_table, table_to_csr
 from aam.data.metadata import numeric_target, read_metadata, require_column
-from aam.data.split import group_labels, grouped_train_val_split, read_ids, train_val_split, write_split
+from aam.data.split import groups_on_both_sides, read_ids, write_split
 from aam.errors import AamError
 from aam.fileio import atomic_write, write_tsv
 from aam.training.plots import prediction_scatter
@@ -131,33 +131,29 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
 
 def _own_split(table_ids: list[str], frame: pd.DataFrame, column: str, classifier: bool, metadata: str,
                group_column: str | None, test_size: float, seed: int, output: str) -> tuple[list[str], list[str]]:
-    """A split made here (no lists, no folds), written beside ``output`` so ``aam train --val-samples`` can
-    reuse it."""
+    """A split made here (no lists, no folds) as ``aam train`` makes it, written beside ``output`` so
+    ``aam train --val-samples`` can reuse it."""
+    from aam.workflows.common import sample_groups, split_samples
+
     ids = _usable([s for s in table_ids if s in frame.index], table_ids, frame, column, classifier, metadata,
                   "--metadata")
     stratify = frame.loc[ids, column].astype(str).to_numpy() if classifier else None
+    opts = {"metadata": metadata, "group_column": group_column, "test_size": test_size}
+    groups = sample_groups(frame, ids, opts, target=column)  # or suggests a subject-like column
+    train_ids, val_ids = split_samples(ids, opts, seed, stratify=stratify, groups=groups)
     stem = Path(output).with_suffix("")
-    if group_column:
-        groups = group_labels(frame.loc[ids, group_column].to_numpy(), ids)
-        train_ids, val_ids = grouped_train_val_split(ids, groups, test_size, seed, stratify=stratify)
-        write_split(stem.parent, train_ids, val_ids, dict(zip(ids, groups)), prefix=f"{stem.name}_")
-    else:
-        from aam.workflows.common import sample_groups
-
-        sample_groups(frame, ids, {"metadata": metadata}, target=column)  # suggests a subject-like column
-        train_ids, val_ids = train_val_split(ids, test_size, seed, stratify=stratify)
-        write_split(stem.parent, train_ids, val_ids, prefix=f"{stem.name}_")
+    write_split(stem.parent, train_ids, val_ids, None if groups is None else dict(zip(ids, groups)),
+                prefix=f"{stem.name}_")
     log.info("split %d samples into %d training and %d validation samples%s", len(ids), len(train_ids),
              len(val_ids), f" by {group_column!r}" if group_column else "")
     return train_ids, val_ids
 
 
 def _warn_shared_groups(train_ids: list[str], val_ids: list[str], group_of: dict, where: str) -> None:
-    shared = {group_of.get(s) for s in train_ids} & {group_of.get(s) for s in val_ids}
-    shared.discard(None)
+    shared = groups_on_both_sides(train_ids, val_ids, group_of)
     if shared:
         log.warning("%d group(s) of --group-column lie on both sides of the split%s (e.g. %s): scores will flatter "
-                    "the forest", len(shared), where, sorted(map(str, shared))[0])
+                    "the forest", len(shared), where, shared[0])
 
 
 def read_folds(path: str, fold_column: str = "fold") -> dict[str, tuple[list[str], list[str]]]:
