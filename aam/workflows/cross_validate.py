@@ -28,12 +28,12 @@ import pandas as pd
 
 from aam.data.biom_table import load_table
 from aam.data.metadata import align_samples, read_metadata, require_column
-from aam.data.split import group_labels, make_folds, read_ids, write_ids
+from aam.data.split import make_folds, read_ids, write_ids
 from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
 from aam.training.metrics import metric_direction
 from aam.training.runtime import configure_logging
-from aam.workflows.common import check_options
+from aam.workflows.common import check_options, sample_groups
 from aam.workflows.scoring import probability_columns, score_predictions, scores_by
 
 log = logging.getLogger("aam")
@@ -64,7 +64,7 @@ def run_cross_validate(opts: dict[str, Any]) -> dict[str, Any]:
     classifier = bool(opts["classifier"])
     ids, metadata, column = _usable_samples(opts)
     group_column = (opts.get("group_column") or "").strip() or None
-    folds, fold_table = _folds(opts, out, ids, metadata, column, group_column, seed)
+    folds, fold_table = _folds(opts, out, ids, metadata, column, seed)
     chosen = _chosen_folds(opts, folds)
     out.mkdir(parents=True, exist_ok=True)  # only now: bad input leaves nothing behind
     configure_logging(out / "cross_validate.log", opts.get("verbose", True))
@@ -144,7 +144,7 @@ def _usable_samples(opts: dict[str, Any]) -> tuple[list[str], pd.DataFrame, str]
 
 
 def _folds(opts: dict[str, Any], out: Path, ids: list[str], metadata: pd.DataFrame, column: str,
-           group_column: str | None, seed: int) -> tuple[dict[str, list[str]], pd.DataFrame | None]:
+           seed: int) -> tuple[dict[str, list[str]], pd.DataFrame | None]:
     """The outer folds: from ``folds.tsv`` of an earlier run, from ``--folds FILE``, or made here; with the
     table to write as ``folds.tsv`` (None when it exists)."""
     saved = out / "folds.tsv"
@@ -152,25 +152,20 @@ def _folds(opts: dict[str, Any], out: Path, ids: list[str], metadata: pd.DataFra
         folds = _read_fold_file(saved, "fold", ids)
         log.info("using the folds of %s", saved)
         return folds, None
+    groups = sample_groups(metadata, ids, opts, target=column)  # the same checks as aam train's
     if opts.get("folds"):
         folds = _read_fold_file(opts["folds"], opts.get("fold_column") or "fold", ids)
     else:
-        groups = None
-        if group_column:
-            require_column(metadata, group_column, source=opts["metadata"], flag="--group-column")
-            if group_column == column:
-                raise AamError("the group column cannot be the target", source="--group-column")
-            groups = metadata.loc[ids, group_column].to_numpy()
-        elif opts.get("leave_one_group_out"):
+        if groups is None and opts.get("leave_one_group_out"):
             raise AamError("needs --group-column", source="--leave-one-group-out")
         stratify = metadata.loc[ids, column].astype(str).to_numpy() if opts["classifier"] else None
         folds = make_folds(ids, opts.get("n_folds") or 5, seed, groups=groups, stratify=stratify,
                            leave_one_group_out=bool(opts.get("leave_one_group_out")))
     fold_of = {s: name for name, members in folds.items() for s in members}
     frame = pd.DataFrame({"sample_id": list(fold_of), "fold": list(fold_of.values())})
-    if group_column:
-        keys = group_labels(metadata.loc[frame["sample_id"], group_column].to_numpy(), frame["sample_id"].tolist())
-        frame["group"] = [k.lstrip("\x00") for k in keys]
+    if groups is not None:
+        group_of = dict(zip(ids, groups))
+        frame["group"] = [group_of[s].lstrip("\x00") for s in frame["sample_id"]]
         _check_groups_within_folds(frame)
     log.info("%d folds of %s samples: %s", len(folds), len(frame),
              ", ".join(f"{k} ({len(v)})" for k, v in folds.items()))
