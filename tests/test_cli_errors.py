@@ -173,3 +173,12 @@ def test_help_of_every_command(command):
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage: " in result.output and "options:" in result.output.lower()
+
+
+@pytest.mark.parametrize("module", ["aam", "aam.cli"])
+def test_python_dash_m_runs_the_cli(module):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("aam"), result.stderr
