@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import shlex
 import sys
 
 import click
 
 from aam import __version__
 from aam.errors import AamError
+from aam.training.preemption import RunInterrupted
 
 # command name -> module under aam.cli that defines ``command``
 COMMANDS: dict[str, str] = {
@@ -49,6 +51,23 @@ class AamGroup(click.Group):
         except AamError as err:
             click.echo(f"aam: error: {err.one_line()}", err=True)
             ctx.exit(2)
+        except RunInterrupted as stop:
+            click.echo(f"aam: {stop.one_line(resume_command(sys.argv))}", err=True)
+            ctx.exit(stop.exit_code)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that was run (as ``aam ...``), without any ``--resume-from`` it had."""
+    args: list[str] = []
+    skip = False
+    for arg in argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--resume-from":
+            skip = True
+        elif not arg.startswith("--resume-from="):
+            args.append(arg)
+    return shlex.join(["aam", *args])
 
 
 def _not_built_yet(name: str) -> click.Command:

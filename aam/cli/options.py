@@ -224,7 +224,15 @@ TRAINING_OPTIONS = [
            help="Log per-module gradient norms (fusion gates, mixing parameters) to TensorBoard each epoch."),
     option("--resume-from", type=click.Path(), default=None, section="Training",
            help="last_model.pt or best_model.pt (or a checkpoint directory written with --fsdp-sharded-checkpoint) "
-                "to resume (model, optimizer, scheduler, epoch, RNG, best)."),
+                "to resume (model, optimizer, scheduler, epoch, RNG, best); a step checkpoint continues "
+                "mid-epoch exactly."),
+    option("--checkpoint-every-steps", type=click.IntRange(min=1), default=None, section="Training",
+           help="Also write checkpoints/last_model.pt every N optimizer steps (atomic; the last one is kept), so "
+                "a preempted or crashed run loses at most N steps. SIGTERM, SIGUSR1 (Slurm --signal) and "
+                "Ctrl-C always write one before stopping and print the --resume-from line."),
+    option("--progress-interval", type=click.FloatRange(min=0), default=60.0, section="Training",
+           help="Seconds between progress lines (batch, step, samples/s, loss, ETA) in the log when stderr is "
+                "not a terminal, as on a cluster; 0 logs every batch."),
     option("--auto-batch-size/--no-auto-batch-size", default=False, section="Training",
            help="One CUDA GPU: measure training steps on the widest samples and use the largest even batch "
                 "(2-256) that fits in --max-memory-fraction (changed: off by default)."),

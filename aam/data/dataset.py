@@ -372,13 +372,19 @@ class EpochShuffleSampler(Sampler[int]):
         self.n = int(n)
         self.seed = int(seed)
         self.epoch = 0
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def skip(self, n_items: int) -> None:
+        """The next iteration leaves out its first ``n_items`` (a run resumed mid-epoch); later ones do not."""
+        self._skip = int(n_items)
+
     def __iter__(self):
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % (2**63))
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        skip, self._skip = self._skip, 0
+        return iter(torch.randperm(self.n, generator=generator).tolist()[skip:])
 
     def __len__(self) -> int:
         return self.n

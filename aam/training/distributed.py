@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 from aam.errors import AamError
 
@@ -168,3 +168,17 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """``DistributedSampler`` whose next iteration can leave out this rank's first items (a mid-epoch resume)."""
+
+    _skip = 0
+
+    def skip(self, n_items: int) -> None:
+        self._skip = int(n_items)
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        return iter(list(super().__iter__())[skip:])
+

@@ -11,6 +11,7 @@ over all GPUs with DataParallel) or on every rank of a DDP or FSDP run.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import random
@@ -47,12 +48,14 @@ from aam.training.metrics import (
 )
 from aam.training.optim import build_optimizer, param_group_lrs
 from aam.training.prediction import PredictionDecoder
+from aam.training.preemption import RunInterrupted, StopSignals
 from aam.training.runtime import memory_usage
 from aam.training.schedulers import build_scheduler
 
 log = logging.getLogger(__name__)
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+STOP_SYNC_STEPS = 10  # under DDP/FSDP, ranks agree on a stop signal every this many optimizer steps
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class TrainerConfig:
     progress: bool = True
     ema_decay: float | None = None
     memory_profile: bool = False
+    checkpoint_every_steps: int | None = None  # also write the "last" checkpoint every N optimizer steps
+    progress_interval: float = 60.0  # seconds between progress lines when no progress bar is shown (0: every step)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -153,7 +158,8 @@ class Trainer:
         device: where the model and batches live.
         decoder: maps target predictions back to original units; None for pretraining.
         save_checkpoint: ``fn(name, snapshot)`` called on every rank for ``best`` and ``last`` with a
-            :class:`~aam.training.checkpoint.Snapshot` (already gathered under FSDP) to write.
+            :class:`~aam.training.checkpoint.Snapshot` (already gathered under FSDP) to write; returns the
+            path written (named in the resume line of a stopped run).
         on_best: ``fn(eval_result, epoch)`` called when the selected metric improves (writes predictions).
         writer: a TensorBoard ``SummaryWriter`` or None.
         category_names: metadata column names, for cross-attention heatmaps.
@@ -167,7 +173,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, loss_fn: Callable, config: TrainerConfig, *,
                  device: torch.device, decoder: PredictionDecoder | None = None,
-                 save_checkpoint: Callable[[str, Snapshot], None] | None = None,
+                 save_checkpoint: Callable[[str, Snapshot], Any] | None = None,
                  on_best: Callable[[EvalResult, int], None] | None = None,
                  writer: Any = None, category_names: list[str] | None = None,
                  distributed: DistributedContext | None = None,
@@ -222,10 +228,15 @@ class Trainer:
         self.epochs_without_improvement = 0
         self.history: list[dict[str, float]] = []
         self._pending_state: dict[str, Any] | None = None
+        self._epoch_progress: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the current epoch
+        self._stop = StopSignals(())  # replaced by an active one during fit
 
     # ------------------------------------------------------------------ state
-    def snapshot(self, epoch: int) -> Snapshot:
-        """Weights and training state to write; under FSDP a collective (every rank calls it)."""
+    def snapshot(self, epoch: int, progress: dict[str, Any] | None = None) -> Snapshot:
+        """Weights and training state to write; under FSDP a collective (every rank calls it).
+
+        ``epoch`` is the last finished epoch; ``progress`` describes how far the next one got (mid-epoch).
+        """
         if not self.fsdp:
             model_state = strip_wrapper_prefixes(self._scored_model().state_dict())
             optimizer_state = self.optimizer.state_dict()
@@ -233,7 +244,10 @@ class Trainer:
             model_state, optimizer_state = sharding.sharded_state(self.model, self.optimizer)
         else:
             model_state, optimizer_state = sharding.full_state(self.model, self.optimizer)
-        return Snapshot(model_state, self.training_state(epoch, optimizer_state), sharded=self.sharded_checkpoint)
+        state = self.training_state(epoch, optimizer_state)
+        if progress is not None:
+            state["epoch_progress"] = progress
+        return Snapshot(model_state, state, sharded=self.sharded_checkpoint)
 
     def training_state(self, epoch: int, optimizer_state: dict[str, Any]) -> dict[str, Any]:
         """Everything ``--resume-from`` needs besides the weights."""
@@ -260,7 +274,8 @@ class Trainer:
         return unwrap_model(self.model) if self.ema is None else self.ema.module
 
     def load_training_state(self, state: dict[str, Any]) -> None:
-        """Restore a state from :meth:`training_state`; the next epoch is ``state['epoch'] + 1``."""
+        """Restore a state from :meth:`training_state`; the next epoch is ``state['epoch'] + 1``, continued
+        from its ``epoch_progress`` when the checkpoint was written mid-epoch."""
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = state["epoch"] + 1
         self.global_step = state["global_step"]
@@ -269,6 +284,7 @@ class Trainer:
             self.best_epoch = state["best_epoch"]
             self.epochs_without_improvement = state["epochs_without_improvement"]
         self.history = list(state.get("history", []))
+        self._epoch_progress = state.get("epoch_progress")
         if self.ema is not None and "raw_model_state" in state:  # the checkpoint's weights are the average
             self.ema.n_averaged.fill_(state["ema_n_averaged"])
             unwrap_model(self.model).load_state_dict(state["raw_model_state"])
@@ -289,8 +305,19 @@ class Trainer:
             sharding.load_optimizer_state(self.model, self.optimizer, self._pending_state["optimizer"])
             if self._pending_state.get("scheduler") is not None:
                 self.scheduler.load_state_dict(self._pending_state["scheduler"])
-            set_rng_state(self._pending_state["rng"])
+            if self._epoch_progress is None:
+                set_rng_state(self._pending_state["rng"])
+            else:  # mid-epoch: restored once the epoch's batch iterator exists (creating it draws a seed)
+                self._epoch_progress = {**self._epoch_progress, "rng": self._pending_state["rng"]}
             self._pending_state = None
+        with StopSignals() as self._stop:
+            try:
+                return self._fit_epochs(train_loader, val_loader)
+            finally:
+                self._stop = StopSignals(())
+
+    def _fit_epochs(self, train_loader: Iterable, val_loader: Iterable) -> FitResult:
+        cfg = self.config
         best_eval: EvalResult | None = None
         for epoch in range(self.start_epoch, cfg.epochs):
             for loader in (train_loader, val_loader):
@@ -317,11 +344,13 @@ class Trainer:
                     self.on_best(result, epoch)
                 if snapshot is not None:
                     self.save_checkpoint("best", snapshot)
-            if snapshot is not None:
-                self.save_checkpoint("last", snapshot)
+            path = self.save_checkpoint("last", snapshot) if snapshot is not None else None
+            stop = self._stop_requested(every_step=True)
+            if stop:
+                raise RunInterrupted(stop, None if path is None else str(path), f"the end of epoch {epoch + 1}")
             if self.epochs_without_improvement >= cfg.patience:
                 log.info("early stopping: %s did not improve for %d epochs (best %.4g at epoch %d)",
-                         cfg.best_metric, cfg.patience, self.best_value, self.best_epoch)
+                         cfg.best_metric, cfg.patience, self.best_value, self.best_epoch + 1)
                 break
         return FitResult(self.best_value, self.best_epoch, self.history, best_eval)
 
@@ -363,38 +392,118 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def train_epoch(self, loader: Iterable, epoch: int) -> dict[str, float]:
+        """One pass over ``loader`` (continuing where a mid-epoch checkpoint stopped, if it did).
+
+        After every optimizer step, a step checkpoint is written every ``checkpoint_every_steps`` steps and a
+        stop signal ends the run with :class:`RunInterrupted` once its checkpoint is written.
+        """
         cfg = self.config
         self.forward_model.train()
         accumulation = cfg.gradient_accumulation_steps
-        sums: dict[str, torch.Tensor] = {}
-        n_samples = 0
         n_batches = len(loader)
-        start = time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+        progress, self._epoch_progress = self._epoch_progress, None
+        done = int(progress["batches"]) if progress is not None and progress["epoch"] == epoch else 0
+        sums: dict[str, Any] = {k: torch.tensor(v, device=self.device)
+                                for k, v in (progress["sums"].items() if done else ())}
+        n_samples = resumed_samples = int(progress["n_samples"]) if done else 0
+        earlier = float(progress["elapsed"]) if done else 0.0  # seconds spent on this epoch before the resume
+        start = last_line = time.perf_counter()
+        batches = iter(_skip_batches(loader, done))
+        if done:
+            set_rng_state(progress["rng"])
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=None if cfg.progress else True,  # None: off when stderr is not a terminal
-                   dynamic_ncols=True)
+                   dynamic_ncols=True, initial=done, total=n_batches)
         self.optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(bar):
+        # each batch's mean loss counts by its share of the samples of its accumulation group, so k batches
+        # give the gradient of one batch k times larger, the smaller last batch and partial group included
+        group_target = accumulation * int(getattr(loader, "batch_size", None) or 0)
+        group_samples = 0
+        for i, batch in enumerate(bar, start=done):
             batch = batch.to(self.device, non_blocking=True)
-            with self._autocast():
-                outputs = self._forward(self.forward_model, batch)
-                losses = self._training_losses(outputs, batch)
-            self.scaler.scale(losses["total"] / accumulation).backward()
-            if (i + 1) % accumulation == 0 or i + 1 == n_batches:
-                self._optimizer_step(log_norms=cfg.log_grad_norms and i + 1 == n_batches)
             size = len(batch)
+            group_target = group_target or accumulation * size
+            boundary = (i + 1) % accumulation == 0 or i + 1 == n_batches
+            with self._no_sync(not boundary):
+                with self._autocast():
+                    outputs = self._forward(self.forward_model, batch)
+                    losses = self._training_losses(outputs, batch)
+                self.scaler.scale(losses["total"] * (size / group_target)).backward()
+            group_samples += size
             n_samples += size
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float() * size
-            if cfg.progress and (i % 10 == 0 or i + 1 == n_batches):
-                rate = n_samples / max(time.perf_counter() - start, 1e-9)
+            if boundary:
+                if group_samples != group_target:  # a smaller group: rescale to its own sample count
+                    self._scale_grads(group_target / group_samples)
+                group_samples = 0
+                self._optimizer_step(log_norms=cfg.log_grad_norms and i + 1 == n_batches)
+                if i + 1 < n_batches:
+                    self._after_step(epoch, i + 1, n_samples, sums, earlier + time.perf_counter() - start)
+            now = time.perf_counter()
+            if bar.disable and now - last_line >= cfg.progress_interval:  # e.g. output to a file on a cluster
+                self._log_progress(epoch, i + 1, n_batches, done, n_samples - resumed_samples, sums, n_samples,
+                                   now - start)
+                last_line = now
+            elif not bar.disable and (i % 10 == 0 or i + 1 == n_batches):
+                rate = n_samples / max(earlier + now - start, 1e-9)
                 bar.set_postfix(loss=f"{(sums['total'] / n_samples).item():.4f}", samples_s=f"{rate:.1f}")
-        elapsed = time.perf_counter() - start
+        elapsed = earlier + time.perf_counter() - start
         if self.distributed is not None:  # losses and throughput of the whole run, not of this rank
             n_samples, sums = self._global_sums(n_samples, sums)
         metrics = {f"train_{self._loss_name(k)}": (v / max(n_samples, 1)).item() for k, v in sums.items()}
         metrics["train_samples_per_s"] = n_samples / max(elapsed, 1e-9)
         return metrics
+
+    def _after_step(self, epoch: int, batches: int, n_samples: int, sums: dict[str, Any], elapsed: float) -> None:
+        """Mid-epoch, after an optimizer step: the periodic step checkpoint, and the stop a signal asked for."""
+        every = self.config.checkpoint_every_steps
+        periodic = bool(every) and self.global_step % every == 0
+        stop = self._stop_requested()
+        if not (periodic or stop):
+            return
+        path = None
+        if self.save_checkpoint is not None:
+            n_total, totals = (n_samples, sums) if self.distributed is None else self._global_sums(n_samples, sums)
+            if self.distributed is not None and self.distributed.rank != 0:
+                n_total, totals = 0, {k: torch.zeros_like(v) for k, v in totals.items()}  # rank 0 carries them
+            progress = {"epoch": epoch, "batches": batches, "n_samples": n_total, "elapsed": elapsed,
+                        "sums": {k: float(v) for k, v in totals.items()}}
+            path = self.save_checkpoint("last", self.snapshot(epoch - 1, progress))
+        where = f"epoch {epoch + 1}, batch {batches}, step {self.global_step}"
+        if stop:
+            raise RunInterrupted(stop, None if path is None else str(path), where)
+        log.info("step checkpoint at %s", where)
+
+    def _stop_requested(self, every_step: bool = False) -> int | None:
+        """The signal asking this run to stop, agreed by every rank (under DDP/FSDP checked every
+        STOP_SYNC_STEPS optimizer steps, or now with ``every_step``)."""
+        if self.distributed is None:
+            return self._stop.requested
+        if not every_step and self.global_step % STOP_SYNC_STEPS:
+            return None
+        flag = torch.tensor(float(self._stop.requested or 0), device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item()) or None
+
+    def _log_progress(self, epoch: int, batch: int, n_batches: int, first: int, new_samples: int,
+                      sums: dict[str, Any], n_samples: int, elapsed: float) -> None:
+        """One line for logs read from a file: position, throughput since the (re)start, mean loss, epoch ETA."""
+        remaining = (n_batches - batch) * elapsed / max(batch - first, 1)
+        log.info("epoch %d/%d  batch %d/%d  step %d  %.1f samples/s  loss %.4g  epoch ETA %s", epoch + 1,
+                 self.config.epochs, batch, n_batches, self.global_step, new_samples / max(elapsed, 1e-9),
+                 float(sums["total"]) / max(n_samples, 1), _duration(remaining))
+
+    def _no_sync(self, skip: bool):
+        """Under DDP, no gradient all-reduce for the backward passes inside an accumulation group."""
+        if skip and isinstance(self.forward_model, nn.parallel.DistributedDataParallel):
+            return self.forward_model.no_sync()
+        return nullcontext()
+
+    def _scale_grads(self, factor: float) -> None:
+        for parameter in self.model.parameters():
+            if parameter.grad is not None:
+                parameter.grad.mul_(factor)
 
     def _global_sums(self, n_samples: int, sums: dict[str, Any]) -> tuple[int, dict[str, torch.Tensor]]:
         """Sample count and per-loss sums added over all ranks (every rank calls it, keys in the same order)."""
@@ -586,6 +695,25 @@ class Trainer:
             self.writer.add_figure("cross_attention/position_x_column", attention_heatmap(weights[:32], names),
                                    epoch)
         self.writer.flush()
+
+
+def _skip_batches(loader: Iterable, n: int) -> Iterable:
+    """``loader`` without its first ``n`` batches: the sampler skips them when it can (no data is loaded),
+    otherwise they are drawn and dropped."""
+    if n == 0:
+        return loader
+    sampler = getattr(loader, "sampler", None)
+    batch_size = getattr(loader, "batch_size", None)
+    if hasattr(sampler, "skip") and batch_size:
+        sampler.skip(n * batch_size)
+        return loader
+    return itertools.islice(loader, n, None)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def _mean_over_samples(weights: list[torch.Tensor]) -> np.ndarray:

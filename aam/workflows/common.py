@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DistributedSampler
 
 from aam import __version__
 from aam.data.biom_table import load_table, rarefy, table_to_csr
@@ -45,6 +44,7 @@ from aam.errors import AamError
 from aam.fileio import write_json
 from aam.training.distributed import (
     DistributedContext,
+    ResumableDistributedSampler,
     ShardSampler,
     broadcast_object,
     init_distributed,
@@ -165,8 +165,8 @@ def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarr
                               read_fraction=read_fraction)
     val_set = SampleDataset(data, val_rows, val_targets, val_categoricals, token_limit, "abundance", seed)
     if distributed is not None:  # same permutation on every rank, each takes its share
-        train_sampler = DistributedSampler(train_set, distributed.world_size, distributed.rank, shuffle=True,
-                                           seed=seed)
+        train_sampler = ResumableDistributedSampler(train_set, distributed.world_size, distributed.rank,
+                                                    shuffle=True, seed=seed)
         val_sampler = ShardSampler(len(val_set), distributed.rank, distributed.world_size)
     else:
         train_sampler, val_sampler = EpochShuffleSampler(len(train_set), seed), None

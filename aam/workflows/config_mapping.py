@@ -110,4 +110,6 @@ def trainer_config_from_options(opts: dict[str, Any], *, best_metric: str) -> Tr
         and not opts.get("freeze_base"), log_grad_norms=opts.get("log_grad_norms", False),
         progress=opts.get("verbose", True), ema_decay=opts.get("ema_decay"),
         memory_profile=bool(opts.get("memory_profile")),
+        checkpoint_every_steps=opts.get("checkpoint_every_steps"),
+        progress_interval=opts.get("progress_interval", 60.0),
     )

@@ -32,6 +32,7 @@ from aam.data.split import make_folds, read_ids, write_ids
 from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
 from aam.training.metrics import metric_direction
+from aam.training.preemption import RunInterrupted
 from aam.training.runtime import configure_logging
 from aam.workflows.common import check_options, sample_groups
 from aam.workflows.scoring import probability_columns, score_predictions, scores_by
@@ -247,6 +248,8 @@ def _run_fold(opts: dict[str, Any], out: Path, name: str, held_out: list[str], t
         except KeyboardInterrupt:
             log.warning("interrupted during %s; run the same command again to resume it", label)
             raise
+        except RunInterrupted as stop:
+            raise RunInterrupted(stop.signal_number, stop.checkpoint, f"{label}, {stop.where}", rerun=True) from None
         (run_dir / "train_finished.txt").write_text("finished\n", encoding="utf-8")
     configure_logging(out / "cross_validate.log", opts.get("verbose", True))  # training logged to its run dir
     missing = [str(p) for p in checkpoints if not p.is_file()]

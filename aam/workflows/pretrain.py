@@ -82,12 +82,13 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
 
     encoder_stem = output_dir / "pretrained_encoder"
 
-    def save(name: str, snapshot: Snapshot) -> None:  # on every rank
-        snapshot.write(output_dir / "checkpoints" / f"{name}_model", kind="encoder", model_config=config.to_dict(),
-                       data=data_info)
+    def save(name: str, snapshot: Snapshot) -> Path:  # on every rank
+        path = snapshot.write(output_dir / "checkpoints" / f"{name}_model", kind="encoder",
+                              model_config=config.to_dict(), data=data_info)
         if name == "best":
             snapshot.write(encoder_stem, kind="encoder", model_config=config.to_dict(), data=data_info,
                            with_training_state=False)
+        return path
 
     loss_fn = MultiTaskLoss(target_penalty=0.0, penalty=opts["penalty"] if targets is not None else 0.0,
                             nuc_penalty=opts["nuc_penalty"], count_penalty=0.0)

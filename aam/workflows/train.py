@@ -134,9 +134,9 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     }
     best_metric = opts.get("best_metric") or default_best_metric(opts["classifier"])
 
-    def save(name: str, snapshot: Snapshot) -> None:  # on every rank
-        snapshot.write(output_dir / "checkpoints" / f"{name}_model", kind="predictor",
-                       model_config=config.to_dict(), data=data_info)
+    def save(name: str, snapshot: Snapshot) -> Path:  # on every rank
+        return snapshot.write(output_dir / "checkpoints" / f"{name}_model", kind="predictor",
+                              model_config=config.to_dict(), data=data_info)
 
     def on_best(result: EvalResult, epoch: int) -> None:
         frame = result.predictions.drop(columns=[c for c in ("actual_index", "prediction_index")
