@@ -156,10 +156,14 @@ class ASVEncoder(nn.Module):
         return MASK_STRATEGIES[self.mask_strategy](nucleotide_positions(tokens), self.mask_ratio, generator)
 
     def forward(self, tokens: Tensor, mask_nucleotides: bool = False,
-                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                generator: torch.Generator | None = None, nucleotide_mask: Tensor | None = None
+                ) -> dict[str, Tensor]:
         """`embeddings` [U, D] of the clean sequences; with `mask_nucleotides`, also `nucleotide_logits`
         [U, L, V], `nucleotide_mask` [U, L] bool (positions scored) and `nucleotide_targets` [U, L] from a
         second pass over masked copies.
+
+        A given `nucleotide_mask` (from :meth:`mask_tokens`, drawn before the call) is used as is: no random
+        numbers are drawn inside the forward pass, which ``torch.compile`` then traces as one graph.
 
         Embeddings never come from masked input: what downstream layers (and the normalisation's running
         statistics) learn from is what they see at validation and prediction time.
@@ -170,13 +174,16 @@ class ASVEncoder(nn.Module):
             pooled = pooled + self.kmer_embedding(tokens)
         real = (tokens != PAD).any(dim=1, keepdim=True)  # [U, 1]; the collator never emits all-PAD rows
         outputs = {"embeddings": self.norm(pooled) * real.to(pooled.dtype)}
-        if mask_nucleotides and self.mask_ratio > 0:
-            outputs.update(self.predict_masked(tokens, generator))
+        if nucleotide_mask is not None or (mask_nucleotides and self.mask_ratio > 0):
+            outputs.update(self.predict_masked(tokens, generator, nucleotide_mask))
         return outputs
 
-    def predict_masked(self, tokens: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Mask nucleotides of [U, L] `tokens` and predict them: logits [U, L, V], mask and targets [U, L]."""
-        masked = self.mask_tokens(tokens, generator)
+    def predict_masked(self, tokens: Tensor, generator: torch.Generator | None = None,
+                       masked: Tensor | None = None) -> dict[str, Tensor]:
+        """Mask nucleotides of [U, L] `tokens` (at `masked`, else drawn) and predict them: logits [U, L, V],
+        mask and targets [U, L]."""
+        if masked is None:
+            masked = self.mask_tokens(tokens, generator)
         inputs = tokens.masked_fill(masked, MASK)
         chunk = self.chunk_size or max(tokens.shape[0], 1)
         logits = torch.cat([self.nucleotide_head(self._encode(part)[0]) for part in inputs.split(chunk)])

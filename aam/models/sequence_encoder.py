@@ -38,23 +38,29 @@ class SequenceEncoder(nn.Module):
         self.distance_head = DistanceHead(dim)
         self.faith_head = nn.Linear(dim, 1) if config.distance_metric == "faith_pd" else None
 
+    def draw_nucleotide_mask(self, tokens: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
+        """[U, L] bool positions to mask for the masked-nucleotide objective (None when it is off), drawn
+        outside the forward pass so a compiled model holds no random-number calls."""
+        return self.asv_encoder.mask_tokens(tokens, generator) if self.asv_encoder.mask_ratio > 0 else None
+
     def encode_asvs(self, tokens: Tensor) -> Tensor:
         """[U, L] tokens -> [U, D] ASV embeddings (no masking), e.g. to cache for a frozen encoder."""
         return self.asv_encoder(tokens)["embeddings"]
 
     def forward(self, tokens: Tensor, asv_index: Tensor, asv_mask: Tensor, counts: Tensor | None = None,
                 categoricals: Tensor | None = None, mask_nucleotides: bool = False,
-                asv_embeddings: Tensor | None = None, generator: torch.Generator | None = None
-                ) -> dict[str, Tensor]:
+                asv_embeddings: Tensor | None = None, generator: torch.Generator | None = None,
+                nucleotide_mask: Tensor | None = None) -> dict[str, Tensor]:
         """Returns `embeddings` [B, D], `distances` [B, B], `sample_embeddings` [B, S, D], `asv_mask` [B, S],
-        `faith_pd` [B] for that metric, and the nucleotide keys when masking.
+        `faith_pd` [B] for that metric, and the nucleotide keys when masking (`nucleotide_mask` [U, L] from
+        :meth:`draw_nucleotide_mask`, or drawn inside with `mask_nucleotides`).
 
         `categoricals` is accepted for a common signature and ignored (the base never sees metadata).
         `asv_embeddings` [U, D] replaces the ASV encoder (no nucleotide outputs then).
         """
         outputs: dict[str, Tensor] = {}
         if asv_embeddings is None:
-            asv_outputs = self.asv_encoder(tokens, mask_nucleotides, generator)
+            asv_outputs = self.asv_encoder(tokens, mask_nucleotides, generator, nucleotide_mask)
             asv_embeddings = asv_outputs.pop("embeddings")
             outputs.update(asv_outputs)
         per_slot = gather_asv_embeddings(asv_embeddings, asv_index, asv_mask)  # [B, S, D]

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from aam.training.checkpoint import distance_head_of
 
 PER_SAMPLE = ("asv_mask", "counts", "categoricals")  # [B, ...] inputs besides asv_index
-PER_ASV = ("tokens", "asv_embeddings")  # [U, ...] inputs
+PER_ASV = ("tokens", "asv_embeddings", "nucleotide_mask")  # [U, ...] inputs
 
 
 class Share(NamedTuple):
@@ -35,7 +35,7 @@ class Share(NamedTuple):
 
 def split_inputs(inputs: dict[str, Any], parts: int) -> list[Share]:
     """Split model inputs (``tokens``, ``asv_index``, ``asv_mask``, optional ``counts``, ``categoricals``,
-    ``asv_embeddings``; anything else is passed to every share) into at most ``parts`` shares of consecutive
+    ``asv_embeddings``, ``nucleotide_mask``; anything else is passed to every share) into at most ``parts`` shares of consecutive
     samples, sized like ``torch.chunk``. Empty shares are left out."""
     asv_index, asv_mask = inputs["asv_index"], inputs["asv_mask"]
     n_samples, n_asvs = asv_index.shape[0], inputs["tokens"].shape[0]

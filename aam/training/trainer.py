@@ -81,6 +81,7 @@ class TrainerConfig:
     gradient_accumulation_steps: int = 1
     mixed_precision: str | None = None
     compile_model: bool = False
+    compile_backend: str = "inductor"  # torch.compile backend (tests on CPU use "aot_eager")
     best_metric: str = "val_loss"
     mask_nucleotides: bool = True
     log_grad_norms: bool = False
@@ -121,14 +122,26 @@ class FitResult:
 def forward_batch(model: nn.Module, batch, *, mask_nucleotides: bool = False,
                   asv_embeddings: torch.Tensor | None = None,
                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Run ``model`` on a :class:`Batch` (the one place that maps batch fields onto model arguments)."""
+    """Run ``model`` on a :class:`Batch` (the one place that maps batch fields onto model arguments).
+
+    The nucleotide mask is drawn here, before the forward pass (from ``generator``, else the global stream),
+    so a compiled or wrapped model receives it as an input and holds no random-number calls.
+    """
     kwargs: dict[str, Any] = {}
     if asv_embeddings is not None:
         kwargs["asv_embeddings"] = asv_embeddings
-    if generator is not None:
-        kwargs["generator"] = generator
+    elif mask_nucleotides:
+        mask = unwrap_model(model).draw_nucleotide_mask(batch.tokens, generator)
+        if mask is not None:
+            kwargs["nucleotide_mask"] = mask
     return model(batch.tokens, batch.asv_index, batch.asv_mask, counts=batch.counts,
-                 categoricals=batch.categoricals, mask_nucleotides=mask_nucleotides, **kwargs)
+                 categoricals=batch.categoricals, **kwargs)
+
+
+def compile_for_training(module: nn.Module, backend: str = "inductor") -> nn.Module:
+    """``torch.compile`` with dynamic shapes: batches differ in samples, distinct ASVs and slots, so one
+    graph serves them all instead of a recompilation per new shape."""
+    return torch.compile(module, backend=backend, dynamic=True)
 
 
 def rng_state() -> dict[str, Any]:
@@ -205,20 +218,29 @@ class Trainer:
                                          weight_decay=config.weight_decay, categorical_lr=config.categorical_lr)
         self.amp_dtype = AMP_DTYPES.get(config.mixed_precision or "")
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
-        self.eval_model = torch.compile(self.model) if config.compile_model else self.model
+        compile_model = config.compile_model
+        if compile_model and data_parallel:
+            log.warning("--compile-model is ignored with --data-parallel (its replicas would all run the first "
+                        "GPU's compiled code); for compiled multi-GPU training use torchrun with --distributed")
+            compile_model = False
+        self.eval_model = compile_for_training(self.model, config.compile_backend) if compile_model else self.model
         self.forward_model = self.eval_model
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
         self.ema: AveragedModel | None = None
         if config.ema_decay is not None:
             if self.fsdp:
                 raise ValueError("a weight EMA is not supported with FSDP")
             self.ema = ema_model(unwrap_model(self.model), config.ema_decay)
         if data_parallel:
-            self.forward_model = BatchDataParallel(self.eval_model)
+            self.forward_model = BatchDataParallel(self.model)
         elif self.distributed is not None and not self.fsdp:
-            # some heads see no gradient in some configurations (e.g. distances without UniFrac targets)
-            self.forward_model = nn.parallel.DistributedDataParallel(
-                self.eval_model, device_ids=[device.index] if device.type == "cuda" else None,
+            # some heads see no gradient in some configurations (e.g. distances without UniFrac targets);
+            # DDP wraps the bare model and is compiled as a whole, so the compiler sees its gradient buckets
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=True)
+            self.forward_model = compile_for_training(self.ddp, config.compile_backend) if compile_model \
+                else self.ddp
         self.scheduler = None
         self.start_epoch = 0
         self.global_step = 0
@@ -496,8 +518,8 @@ class Trainer:
 
     def _no_sync(self, skip: bool):
         """Under DDP, no gradient all-reduce for the backward passes inside an accumulation group."""
-        if skip and isinstance(self.forward_model, nn.parallel.DistributedDataParallel):
-            return self.forward_model.no_sync()
+        if skip and self.ddp is not None:
+            return self.ddp.no_sync()
         return nullcontext()
 
     def _scale_grads(self, factor: float) -> None:
