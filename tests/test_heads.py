@@ -124,3 +124,41 @@ def test_distance_head_between_two_sets():
     head = DistanceHead(D)
     a, b = torch.randn(2, D), torch.randn(3, D)
     torch.testing.assert_close(head(a, b), head(torch.cat([a, b]))[:2, 2:])
+
+
+def _reference_distances(head: DistanceHead, embeddings: torch.Tensor) -> torch.Tensor:
+    """The head's formula from explicit pairwise differences, in float64."""
+    e = embeddings.double()
+    squared = (e.unsqueeze(1) - e.unsqueeze(0)).pow(2).sum(-1)
+    norm = torch.sqrt(squared + head.EPS) - math.sqrt(head.EPS)
+    return 1.0 - torch.exp(-torch.nn.functional.softplus(head.raw_rate.double()) * norm)
+
+
+def test_distance_head_matches_pairwise_differences_at_realistic_scale():
+    torch.manual_seed(0)
+    head = DistanceHead(128)
+    embeddings = torch.randn(64, 128) * 3 + 5  # an offset common to all samples, as after a LayerNorm bias
+    embeddings[10] = embeddings[3]
+    distances = head(embeddings)
+    torch.testing.assert_close(distances.double(), _reference_distances(head, embeddings), rtol=1e-4, atol=1e-5)
+    assert distances[3, 10] == 0 and torch.all(distances.diagonal() == 0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # distances stay in float32 under autocast
+        low = head(embeddings.bfloat16())
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low.double(), _reference_distances(head, embeddings.bfloat16().float()),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_distance_head_keeps_o_n_squared_memory_for_backward():
+    """What autograd saves for the backward pass grows like N^2, not N^2 D (no [N, N, D] tensor)."""
+    n, dim = 256, 64
+    saved: list[int] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor.numel())
+        return tensor
+
+    embeddings = torch.randn(n, dim, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        DistanceHead(dim)(embeddings).sum().backward()
+    assert max(saved) <= n * n and sum(saved) < 12 * n * n  # an [N, N, D] tensor alone would be 64 N^2

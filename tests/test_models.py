@@ -92,7 +92,6 @@ def test_config_defaults_and_per_stack_layers():
     (dict(embedding_dim=128, attention_heads=3), "attention_heads"),
     (dict(nuc_mask_strategy="blocks"), "nuc_mask_strategy"),
     (dict(count_embedding_method="mul"), "count_embedding_method"),
-    (dict(attn_implementation="xformers"), "attn_implementation"),
     (dict(distance_metric="bray"), "distance_metric"),
     (dict(dropout=1.0), "dropout"),
     (dict(attention_layers=-1), "attention_layers"),

@@ -242,6 +242,13 @@ TRAINING_OPTIONS = [
            help="With --auto-batch-size: accumulate gradients to reach at least this effective batch."),
 ]
 
+ATTN_IMPLEMENTATION = option(
+    "--attn-implementation", type=click.Choice(["sdpa", "flash", "mem_efficient", "math"]), default="sdpa",
+    section="Performance",
+    help="Attention kernels to prefer on CUDA, each falling back to the next and finally to math (flash takes "
+         "no padding mask, so padded batches use mem_efficient). A run-time choice: checkpoints do not record "
+         "it, so any model runs on any GPU. sdpa lets PyTorch choose (changed: was mem_efficient).")
+
 PERFORMANCE_OPTIONS = [
     option("--mixed-precision", type=click.Choice(["fp16", "bf16", "none"]), default="none", section="Performance",
            help="Automatic mixed precision (fp16 uses a gradient scaler; bf16 also on CPU)."),
@@ -249,9 +256,7 @@ PERFORMANCE_OPTIONS = [
     option("--tf32", is_flag=True, default=False, section="Performance", help="Allow TF32 matmuls on Ampere+."),
     option("--gradient-checkpointing/--no-gradient-checkpointing", default=False, section="Performance",
            help="Recompute transformer blocks in backward to save memory (changed: off by default)."),
-    option("--attn-implementation", type=click.Choice(["sdpa", "flash", "mem_efficient", "math"]), default="sdpa",
-           section="Performance", help="Attention kernel on CUDA (sdpa lets PyTorch choose; changed: was "
-                                       "mem_efficient)."),
+    ATTN_IMPLEMENTATION,
     option("--asv-chunk-size", type=int, default=None, section="Performance",
            help="Encode distinct ASVs in chunks of this many (bounds nucleotide-attention memory)."),
     option("--use-expandable-segments", is_flag=True, default=False, section="Performance",

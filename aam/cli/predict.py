@@ -36,12 +36,12 @@ from aam.cli import options as o
                   "prediction is averaged with the model's (adds aam_prediction and forest_prediction)."),
     o.option("--forest-weight", type=float, default=0.5, section="Input",
              help="Weight of --forest in the average (0-1)."),
-    o.DEVICE, o.SEED, o.VERBOSE,
+    o.ATTN_IMPLEMENTATION, o.DEVICE, o.SEED, o.VERBOSE,
 ])
 def command(model_paths: tuple[str, ...], table: str, sequences: str | None, metadata: str | None, output: str,
             batch_size: int, asv_sampling: str | None, prediction_passes: int, output_variance: bool,
-            no_sequence_cache: bool, forest: str | None, forest_weight: float, device: str, seed: int | None,
-            verbose: bool) -> None:
+            no_sequence_cache: bool, forest: str | None, forest_weight: float, attn_implementation: str,
+            device: str, seed: int | None, verbose: bool) -> None:
     """Predict a trained model's target for every sample of --table, in the target's original units."""
     from aam.training.runtime import configure_logging
     from aam.workflows.predict import run_predict
@@ -50,4 +50,4 @@ def command(model_paths: tuple[str, ...], table: str, sequences: str | None, met
     run_predict(model_path=list(model_paths), table=table, output=output, metadata=metadata, sequences=sequences,
                 batch_size=batch_size, device=device, prediction_passes=prediction_passes,
                 asv_sampling=asv_sampling, seed=seed, output_variance=output_variance, forest=forest,
-                forest_weight=forest_weight)
+                forest_weight=forest_weight, attn_implementation=attn_implementation)

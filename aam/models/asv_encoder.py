@@ -130,7 +130,7 @@ class ASVEncoder(nn.Module):
     bag) -> ASVNorm -> [U, D]."""
 
     def __init__(self, vocab_size: int, max_length: int, dim: int, heads: int, layers: int, ffn_ratio: int = 4,
-                 dropout: float = 0.1, attn_implementation: str = "sdpa", gradient_checkpointing: bool = False,
+                 dropout: float = 0.1, gradient_checkpointing: bool = False,
                  mask_ratio: float = 0.15, mask_strategy: str = "random", chunk_size: int | None = None,
                  kmer_size: int = 0):
         super().__init__()
@@ -144,7 +144,7 @@ class ASVEncoder(nn.Module):
         with torch.no_grad():
             self.token_embedding.weight[PAD].zero_()
         self.position_embedding = PositionEmbedding(max_length, dim, init_std=1.0)
-        self.transformer = TransformerStack(dim, heads, layers, ffn_ratio, dropout, attn_implementation,
+        self.transformer = TransformerStack(dim, heads, layers, ffn_ratio, dropout,
                                             gradient_checkpointing)
         self.pooling = AttentionPooling(dim)
         self.norm = ASVNorm(dim, momentum=0.3)  # tracks the features quickly while they move early in training

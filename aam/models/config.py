@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from torch import nn
 
@@ -50,7 +50,12 @@ def _check_positive(field: str, value: int | None, allow_zero: bool = False) -> 
 
 
 class _Config:
-    """`to_dict()`/`from_dict()` shared by the model configs (tuple fields survive a JSON round trip)."""
+    """`to_dict()`/`from_dict()` shared by the model configs (tuple fields survive a JSON round trip).
+
+    Fields in `RETIRED` were written by earlier versions and are dropped on reading, so their checkpoints load.
+    """
+
+    RETIRED: ClassVar[frozenset[str]] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -58,6 +63,7 @@ class _Config:
     @classmethod
     def from_dict(cls: type[_ConfigT], data: Mapping[str, Any]) -> _ConfigT:
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        data = {k: v for k, v in data.items() if k not in cls.RETIRED}
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
@@ -76,7 +82,10 @@ class EncoderConfig(_Config):
     `attention_layers` sets every stack unless `asv_layers`, `sample_layers` or `encoder_layers` override it.
     `asv_chunk_size` encodes the batch's distinct ASVs in chunks of that many rows (memory, not results).
     `kmer_size` > 0 adds the mean of learned k-mer vectors to each ASV's pooled nucleotide encoding.
+    The attention kernel is not part of a model: it is chosen when running (``--attn-implementation``).
     """
+
+    RETIRED: ClassVar[frozenset[str]] = frozenset({"attn_implementation"})  # now a run-time setting
 
     vocab_size: int = VOCAB_SIZE
     max_bp: int = 150
@@ -93,7 +102,6 @@ class EncoderConfig(_Config):
     count_embedding_method: str = "add"
     nuc_mask_ratio: float = 0.15
     nuc_mask_strategy: str = "random"
-    attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
     distance_metric: str = "unifrac"
     asv_chunk_size: int | None = None
@@ -101,7 +109,6 @@ class EncoderConfig(_Config):
 
     def __post_init__(self) -> None:
         from aam.models.asv_encoder import MASK_STRATEGIES
-        from aam.models.layers import ATTENTION_BACKENDS
         from aam.models.sample_encoder import COUNT_EMBEDDINGS
 
         for name in ("vocab_size", "max_bp", "embedding_dim", "ffn_ratio", "token_limit", "asv_chunk_size"):
@@ -115,7 +122,6 @@ class EncoderConfig(_Config):
         _check_range("nuc_mask_ratio", self.nuc_mask_ratio, 0.0, 1.0)
         _check_choice("count_embedding_method", self.count_embedding_method, COUNT_EMBEDDINGS)
         _check_choice("nuc_mask_strategy", self.nuc_mask_strategy, MASK_STRATEGIES)
-        _check_choice("attn_implementation", self.attn_implementation, ATTENTION_BACKENDS)
         _check_choice("distance_metric", self.distance_metric, DISTANCE_METRICS)
 
     @property

@@ -195,18 +195,18 @@ class PerceiverFusion(CategoricalFusion):
 
     def __init__(self, dim: int, embed_dim: int, cross_heads: int = 8, self_heads: int = 4,
                  num_latents: int = 64, num_layers: int = 2, ffn_ratio: int = 4, dropout: float = 0.0,
-                 attn_implementation: str = "sdpa", gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False):
         super().__init__()
         self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
         self.asv_projection = nn.Linear(dim, dim)
         self.metadata_projection = nn.Linear(embed_dim, dim)
         self.input_norm = nn.LayerNorm(dim)
         self.latent_norm = nn.LayerNorm(dim)
-        self.cross_attention = MultiHeadAttention(dim, cross_heads, dropout, attn_implementation=attn_implementation)
+        self.cross_attention = MultiHeadAttention(dim, cross_heads, dropout)
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_ratio, dropout)
         self.dropout = nn.Dropout(dropout)
-        self.self_attention = TransformerStack(dim, self_heads, num_layers, ffn_ratio, dropout, attn_implementation,
+        self.self_attention = TransformerStack(dim, self_heads, num_layers, ffn_ratio, dropout,
                                                gradient_checkpointing)
         self.out = nn.Linear(dim, dim)
 
@@ -215,7 +215,7 @@ class PerceiverFusion(CategoricalFusion):
         enc = config.encoder
         return cls(enc.embedding_dim, config.categorical_embed_dim, config.cross_attn_heads, enc.attention_heads,
                    config.perceiver_num_latents, config.perceiver_num_layers, enc.ffn_ratio, enc.dropout,
-                   enc.attn_implementation, enc.gradient_checkpointing)
+                   enc.gradient_checkpointing)
 
     def forward(self, hidden: Tensor, asv_mask: Tensor, metadata: Tensor, present: Tensor
                 ) -> tuple[Tensor, Diagnostics]:

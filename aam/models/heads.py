@@ -144,9 +144,9 @@ class CountHead(nn.Module):
     """Relative abundance per ASV slot: transformer -> Linear(D -> 1) -> sigmoid, [B, S, D] -> [B, S]."""
 
     def __init__(self, dim: int, heads: int, layers: int, ffn_ratio: int = 4, dropout: float = 0.1,
-                 attn_implementation: str = "sdpa", gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False):
         super().__init__()
-        self.transformer = TransformerStack(dim, heads, layers, ffn_ratio, dropout, attn_implementation,
+        self.transformer = TransformerStack(dim, heads, layers, ffn_ratio, dropout,
                                             gradient_checkpointing)
         self.linear = nn.Linear(dim, 1)
         _xavier(self.linear)
@@ -162,6 +162,10 @@ class DistanceHead(nn.Module):
     0 for identical embeddings (the diagonal is exactly 0), below 1 always, and the learnable rate `a`
     (initialised to 1/sqrt(D)) lets the whole range be used, including weighted UniFrac's 0.1-0.5. The norm
     is sqrt(d^2 + eps) - sqrt(eps), so it is 0 at d = 0 with a finite gradient.
+
+    Euclidean distances come from ``torch.cdist`` with exact differences, so memory is O(N M), not the
+    O(N M D) of broadcast pairwise differences: 2,048 samples of a DDP global batch at D = 128 need 16 MiB
+    instead of 2 GiB, forward and backward.
     """
 
     EPS = 1e-12
@@ -177,9 +181,12 @@ class DistanceHead(nn.Module):
         Computed in at least float32, so the eps survives under fp16/bf16 autocast.
         """
         dtype = torch.promote_types(embeddings.dtype, torch.float32)
-        embeddings = embeddings.to(dtype)
-        others = embeddings if others is None else others.to(dtype)
-        squared = (embeddings.unsqueeze(1) - others.unsqueeze(0)).pow(2).sum(dim=-1)  # [N, M]
-        eps = squared.new_tensor(self.EPS)
-        norm = (torch.sqrt(squared + eps) - torch.sqrt(eps)).clamp_min(0.0)  # exactly 0 where squared is 0
-        return 1.0 - torch.exp(-F.softplus(self.raw_rate.to(dtype)) * norm)
+        with torch.autocast(embeddings.device.type, enabled=False):
+            embeddings = embeddings.to(dtype)
+            others = embeddings if others is None else others.to(dtype)
+            # exact differences without an [N, M, D] tensor: the fused kernel, not the Gram-matrix shortcut
+            # (whose rounding near 0 would dominate the gradients of near-duplicate samples)
+            distance = torch.cdist(embeddings, others, compute_mode="donot_use_mm_for_euclid_dist")
+            eps = distance.new_tensor(self.EPS)
+            norm = (torch.sqrt(distance.square() + eps) - torch.sqrt(eps)).clamp_min(0.0)  # 0 where distance is 0
+            return 1.0 - torch.exp(-F.softplus(self.raw_rate.to(dtype)) * norm)

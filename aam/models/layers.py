@@ -17,22 +17,26 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
-# Name -> SDPA backends allowed on CUDA (None: let torch choose). Flash kernels take no mask, so `flash`
-# falls back to the memory-efficient kernel when a padding mask is present.
+# --attn-implementation -> SDPA backends allowed on CUDA, in order of preference (None: let torch choose).
+# Every list ends with MATH, so a kernel the GPU, dtype or a padding mask rules out (FlashAttention takes no
+# mask) falls back instead of failing. A run-time setting: models and checkpoints do not record it.
 ATTENTION_BACKENDS: dict[str, tuple[SDPBackend, ...] | None] = {
     "sdpa": None,
-    "flash": (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION),
-    "mem_efficient": (SDPBackend.EFFICIENT_ATTENTION,),
+    "flash": (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH),
+    "mem_efficient": (SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH),
     "math": (SDPBackend.MATH,),
 }
 
 
 def attention_backend(name: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Context restricting SDPA to the backends of `name`; a no-op off CUDA or for `sdpa`."""
+    """Context restricting SDPA to the backends of `name` (with the MATH fallback) for every attention layer
+    run inside it; a no-op off CUDA or for `sdpa`."""
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown attention implementation {name!r}; choose from {', '.join(ATTENTION_BACKENDS)}")
     backends = ATTENTION_BACKENDS[name]
     if backends is None or device.type != "cuda":
         return contextlib.nullcontext()
-    return sdpa_kernel(list(backends))
+    return sdpa_kernel(list(backends), set_priority=True)
 
 
 def safe_key_mask(mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -50,14 +54,12 @@ class MultiHeadAttention(nn.Module):
     explicitly and also returns the weights [N, H, Tq, Tk]. Rows whose keys are all masked output zeros.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0, kv_dim: int | None = None,
-                 attn_implementation: str = "sdpa"):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, kv_dim: int | None = None):
         super().__init__()
         if dim % heads:
             raise ValueError(f"attention heads ({heads}) must divide the width ({dim})")
         self.heads = heads
         self.dropout = dropout
-        self.attn_implementation = attn_implementation
         self.query = nn.Linear(dim, dim)
         self.key_value = nn.Linear(kv_dim or dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
@@ -82,8 +84,7 @@ class MultiHeadAttention(nn.Module):
             weights = scores.softmax(dim=-1)
             attended = F.dropout(weights, dropout_p, self.training) @ v
         else:
-            with attention_backend(self.attn_implementation, query.device):
-                attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         out = self.out(attended.transpose(1, 2).reshape(n, tq, dim))  # [N, Tq, D]
         if has_key is not None:
             keep = has_key.to(out.dtype)
@@ -110,10 +111,10 @@ class TransformerBlock(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, ffn_ratio: int = 4, dropout: float = 0.1,
-                 attn_implementation: str = "sdpa", attention_dropout: float = 0.0):
+                 attention_dropout: float = 0.0):
         super().__init__()
         self.attention_norm = nn.LayerNorm(dim)
-        self.attention = MultiHeadAttention(dim, heads, attention_dropout, attn_implementation=attn_implementation)
+        self.attention = MultiHeadAttention(dim, heads, attention_dropout)
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_ratio, dropout)
         self.dropout = nn.Dropout(dropout)
@@ -132,10 +133,9 @@ class TransformerStack(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, layers: int, ffn_ratio: int = 4, dropout: float = 0.1,
-                 attn_implementation: str = "sdpa", gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False):
         super().__init__()
-        self.blocks = nn.ModuleList(
-            TransformerBlock(dim, heads, ffn_ratio, dropout, attn_implementation) for _ in range(layers))
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, ffn_ratio, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
         self.gradient_checkpointing = gradient_checkpointing
 

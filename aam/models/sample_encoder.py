@@ -78,11 +78,11 @@ class SampleSequenceEncoder(nn.Module):
     """[B, S, D] ASV vectors (+ optional count embedding) -> sample transformer -> [B, S, D]."""
 
     def __init__(self, dim: int, heads: int, layers: int, ffn_ratio: int = 4, dropout: float = 0.1,
-                 attn_implementation: str = "sdpa", gradient_checkpointing: bool = False,
+                 gradient_checkpointing: bool = False,
                  count_embedding: str | None = None):
         super().__init__()
         self.count_embedding = None if count_embedding is None else COUNT_EMBEDDINGS[count_embedding](dim)
-        self.transformer = TransformerStack(dim, heads, layers, ffn_ratio, dropout, attn_implementation,
+        self.transformer = TransformerStack(dim, heads, layers, ffn_ratio, dropout,
                                             gradient_checkpointing)
 
     def forward(self, asv_embeddings: Tensor, asv_mask: Tensor, counts: Tensor | None = None) -> Tensor:

@@ -24,7 +24,6 @@ class SequenceEncoder(nn.Module):
         self.config = config
         dim, heads = config.embedding_dim, config.attention_heads
         common = dict(ffn_ratio=config.ffn_ratio, dropout=config.dropout,
-                      attn_implementation=config.attn_implementation,
                       gradient_checkpointing=config.gradient_checkpointing)
         self.asv_encoder = ASVEncoder(config.vocab_size, config.max_length, dim, heads, config.layers("asv"),
                                       mask_ratio=config.nuc_mask_ratio, mask_strategy=config.nuc_mask_strategy,

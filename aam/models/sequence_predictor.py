@@ -44,7 +44,7 @@ class SequencePredictor(nn.Module):
         self.config = config
         enc = config.encoder
         dim, heads = enc.embedding_dim, enc.attention_heads
-        common = dict(ffn_ratio=enc.ffn_ratio, dropout=enc.dropout, attn_implementation=enc.attn_implementation,
+        common = dict(ffn_ratio=enc.ffn_ratio, dropout=enc.dropout,
                       gradient_checkpointing=enc.gradient_checkpointing)
         self.base = base if base is not None else SequenceEncoder(enc)
         self.count_head = CountHead(dim, heads, config.layers("count"), **common) if config.count_prediction else None

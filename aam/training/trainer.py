@@ -27,6 +27,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from aam.models.layers import attention_backend
 from aam.training import sharding
 from aam.training.asv_cache import encode_all_asvs
 from aam.training.checkpoint import Snapshot, distance_head_of, strip_wrapper_prefixes, unwrap_model
@@ -82,6 +83,7 @@ class TrainerConfig:
     mixed_precision: str | None = None
     compile_model: bool = False
     compile_backend: str = "inductor"  # torch.compile backend (tests on CPU use "aot_eager")
+    attn_implementation: str = "sdpa"  # SDPA kernels on CUDA (aam.models.layers.ATTENTION_BACKENDS)
     best_metric: str = "val_loss"
     mask_nucleotides: bool = True
     log_grad_norms: bool = False
@@ -332,7 +334,7 @@ class Trainer:
             else:  # mid-epoch: restored once the epoch's batch iterator exists (creating it draws a seed)
                 self._epoch_progress = {**self._epoch_progress, "rng": self._pending_state["rng"]}
             self._pending_state = None
-        with StopSignals() as self._stop:
+        with StopSignals() as self._stop, attention_backend(cfg.attn_implementation, self.device):
             try:
                 return self._fit_epochs(train_loader, val_loader)
             finally:
@@ -615,7 +617,8 @@ class Trainer:
             if self.ema is not None:
                 broadcast_buffers(self.ema.module)
         # FSDP: gather the weights once, so ranks with fewer validation batches than others need no collective
-        with sharding.gathered_parameters(self.model) if self.fsdp else nullcontext():
+        with sharding.gathered_parameters(self.model) if self.fsdp else nullcontext(), \
+                attention_backend(self.config.attn_implementation, self.device):
             return self._evaluate(loader, model)
 
     def _evaluate(self, loader: Iterable, model: nn.Module) -> EvalResult:

@@ -27,8 +27,7 @@ def encoder_config_from_options(opts: dict[str, Any]) -> EncoderConfig:
             attention_layers=opts["attention_layers"], ffn_ratio=opts["ffn_ratio"], dropout=opts["dropout"],
             token_limit=opts["token_limit"], count_embedding=opts["count_embedding"],
             count_embedding_method=opts["count_embedding_method"], nuc_mask_ratio=opts["nuc_mask_ratio"],
-            nuc_mask_strategy=opts["nuc_mask_strategy"], attn_implementation=opts["attn_implementation"],
-            gradient_checkpointing=opts["gradient_checkpointing"],
+            nuc_mask_strategy=opts["nuc_mask_strategy"], gradient_checkpointing=opts["gradient_checkpointing"],
             asv_chunk_size=opts.get("asv_chunk_size"), kmer_size=opts.get("kmer_size", 0),
             distance_metric=opts["unifrac_metric"],
         )
@@ -112,4 +111,5 @@ def trainer_config_from_options(opts: dict[str, Any], *, best_metric: str) -> Tr
         memory_profile=bool(opts.get("memory_profile")),
         checkpoint_every_steps=opts.get("checkpoint_every_steps"),
         progress_interval=opts.get("progress_interval", 60.0),
+        attn_implementation=opts.get("attn_implementation") or "sdpa",
     )

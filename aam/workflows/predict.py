@@ -18,6 +18,7 @@ from aam.data.normalization import transform_from_dict
 from aam.errors import AamError
 from aam.fileio import write_tsv
 from aam.models import PredictorConfig, SequencePredictor
+from aam.models.layers import attention_backend
 from aam.training.checkpoint import load_checkpoint
 from aam.training.prediction import PredictionDecoder
 from aam.training.runtime import configure_threads, resolve_device
@@ -45,7 +46,8 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
                 sequences: str | None = None, batch_size: int = 8, device: str = "auto",
                 prediction_passes: int = 1, asv_sampling: str | None = None, seed: int | None = None,
                 output_variance: bool = False, sample_ids: Sequence[str] | None = None,
-                forest: str | None = None, forest_weight: float = 0.5) -> pd.DataFrame:
+                forest: str | None = None, forest_weight: float = 0.5,
+                attn_implementation: str = "sdpa") -> pd.DataFrame:
     """Predict every usable sample of ``table`` (or those of ``sample_ids``); writes ``output`` (TSV) and
     returns the frame.
 
@@ -106,7 +108,8 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
             transform=transform_from_dict(info["target_transform"]) if info.get("target_transform") else None,
             groups=groups, classifier=bool(info.get("classifier")), class_labels=info.get("class_labels") or (),
             quantiles=info.get("quantiles"))
-        passes += [_one_pass(model, loader, decoder, dataset, epoch) for epoch in range(prediction_passes)]
+        with attention_backend(attn_implementation, torch_device):
+            passes += [_one_pass(model, loader, decoder, dataset, epoch) for epoch in range(prediction_passes)]
         del model
     result = _combine_passes(_align(passes, paths), decoder, output_variance or len(passes) > 1)
     if bundle is not None:
