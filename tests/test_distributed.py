@@ -20,7 +20,12 @@ from aam.data.dataset import AmpliconData, BatchCollator, MatrixDistanceLookup, 
 from aam.models import EncoderConfig, SequenceEncoder
 from aam.training import sharding
 from aam.training.checkpoint import load_checkpoint, save_checkpoint
-from aam.training.distributed import DistributedContext, broadcast_object, gather_with_grad
+from aam.training.distributed import (
+    DistributedContext,
+    all_gather_objects,
+    broadcast_object,
+    gather_with_grad,
+)
 from aam.training.losses import MultiTaskLoss
 from aam.training.trainer import Trainer, TrainerConfig, forward_batch
 
@@ -306,3 +311,108 @@ def test_parallel_flags_that_cannot_start_here(synthetic_dir, tmp_path):
         assert result.exit_code == 2, result.output
         assert flag in result.output and message in result.output and "Traceback" not in result.output
         assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- DDP step: accumulation, syncs
+HOST_SYNCS = ("item", "cpu", "tolist", "numpy")
+
+
+def _counting_host_syncs(counts: dict[str, int]):
+    """Patch the Tensor methods that wait for the device, counting calls (the CPU shows the code paths)."""
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_SYNCS}
+
+    def wrap(name):
+        def counted(self, *args, **kwargs):
+            counts[name] = counts.get(name, 0) + 1
+            return originals[name](self, *args, **kwargs)
+        return counted
+
+    for name in HOST_SYNCS:
+        setattr(torch.Tensor, name, wrap(name))
+    return originals
+
+
+def _fixed_norms(model) -> None:
+    """ASVNorm's running statistics follow each rank's own batches; fixed, DDP can equal one process."""
+    from aam.models.asv_encoder import ASVNorm
+
+    for module in model.modules():
+        if isinstance(module, ASVNorm):
+            module.momentum = 0.0
+            module.num_batches_tracked.fill_(1)
+
+
+def _accumulating_trainer(context, lookup):
+    torch.manual_seed(0)
+    model = SequenceEncoder(EncoderConfig(max_bp=20, embedding_dim=16, attention_heads=2, attention_layers=1,
+                                          dropout=0.0, token_limit=16))
+    _fixed_norms(model)
+    loss = MultiTaskLoss(target_penalty=0.0, penalty=1.0, nuc_penalty=0.0, count_penalty=0.0)
+    config = TrainerConfig(optimizer="sgd", lr=0.1, mask_nucleotides=False, progress=False, scheduler="cosine",
+                           gradient_accumulation_steps=2, progress_interval=1e9, epochs=1)
+    return model, Trainer(model, loss, config, device=torch.device("cpu"), distributed=context,
+                          distance_lookup=lookup)
+
+
+def _ddp_step_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    from aam.data.dataset import make_loader
+    from aam.training.distributed import ResumableDistributedSampler
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        data, lookup = tiny_problem(16)
+        collator = BatchCollator(data.tokens, data.sample_ids, lookup)
+        syncs = {}
+        for n_samples in (4, 12):  # 1 and 3 batches of 2 per rank: the count must not grow with the steps
+            model, trainer = _accumulating_trainer(DistributedContext(rank, world, rank), lookup)
+            dataset = SampleDataset(data, np.arange(n_samples), token_limit=16)
+            sampler = ResumableDistributedSampler(dataset, world, rank, shuffle=True, seed=3)
+            loader = make_loader(dataset, collator, 2, shuffle=True, sampler=sampler)
+            trainer.scheduler = trainer_scheduler(trainer, len(loader))
+            counts: dict[str, int] = {}
+            originals = _counting_host_syncs(counts)
+            try:
+                trainer.train_epoch(loader, 0)
+            finally:
+                for name, method in originals.items():
+                    setattr(torch.Tensor, name, method)
+            syncs[n_samples] = counts
+            order = [list(sampler)]
+        torch.save({"syncs": syncs, "order": all_gather_objects(order[0]),
+                    "weights": {k: v.detach().clone() for k, v in model.named_parameters()}},
+                   Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def trainer_scheduler(trainer, n_batches: int):
+    from aam.training.schedulers import build_scheduler
+
+    steps = -(-n_batches // trainer.config.gradient_accumulation_steps)
+    return build_scheduler("cosine", trainer.optimizer, total_steps=steps, steps_per_epoch=steps)
+
+
+def test_ddp_step_with_accumulation_equals_one_process_without_per_step_host_syncs(tmp_path):
+    """Two ranks, batches of 2, accumulation 2: each optimizer step sees 2 global batches of 4 samples (all
+    their UniFrac pairs); one process fed the same global batches lands on the same weights. Host syncs in
+    the epoch (the loss sums reduced at its end) do not grow with the number of steps."""
+    from aam.data.dataset import Batch
+
+    mp.spawn(_ddp_step_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for rank in ranks:
+        assert rank["syncs"][4] == rank["syncs"][12], rank["syncs"]
+
+    data, lookup = tiny_problem(16)
+    collator = BatchCollator(data.tokens, data.sample_ids, lookup)
+    dataset = SampleDataset(data, np.arange(12), token_limit=16)
+    shards = ranks[0]["order"]  # each rank's sample order; global batch k = rank 0's batch k + rank 1's
+    batches: list[Batch] = [collator([dataset[i] for i in shards[0][k:k + 2] + shards[1][k:k + 2]])
+                            for k in range(0, len(shards[0]), 2)]
+    model, trainer = _accumulating_trainer(None, lookup)
+    trainer.scheduler = trainer_scheduler(trainer, len(batches))
+    trainer.train_epoch(batches, 0)
+    for name, parameter in model.named_parameters():
+        for rank in ranks:
+            torch.testing.assert_close(rank["weights"][name], parameter.detach(), rtol=1e-4, atol=1e-6)

@@ -115,15 +115,22 @@ class _ScaleGrad(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
-def gather_with_grad(local: torch.Tensor, grad_scale: float = 1.0) -> torch.Tensor:
+def gather_with_grad(local: torch.Tensor, grad_scale: float = 1.0, same_size: bool = False) -> torch.Tensor:
     """Concatenate every rank's ``local`` [b_r, ...] along dim 0; gradients flow to this rank's slice only.
 
-    Ranks may hold different batch sizes. ``grad_scale`` multiplies the gradient reaching ``local``: with
-    the world size, a loss computed identically on every rank over the gathered tensor gives, after DDP's
-    averaging, exactly the single-process gradient (parameters used after the gather are not scaled).
+    Ranks may hold different batch sizes, which costs an exchange of sizes and a host synchronisation;
+    ``same_size`` (every rank's b_r is equal, as with DistributedSampler's padded shards) skips both.
+    ``grad_scale`` multiplies the gradient reaching ``local``: with the world size, a loss computed
+    identically on every rank over the gathered tensor gives, after DDP's averaging, exactly the
+    single-process gradient (parameters used after the gather are not scaled).
     """
     if not dist.is_initialized():
         return local
+    if same_size:
+        buffers = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(buffers, local.detach().contiguous())
+        buffers[dist.get_rank()] = _ScaleGrad.apply(local, grad_scale) if grad_scale != 1.0 else local
+        return torch.cat(buffers)
     sizes = [torch.zeros(1, dtype=torch.long, device=local.device) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, torch.tensor([local.shape[0]], device=local.device))
     largest = int(max(s.item() for s in sizes))
@@ -181,4 +188,28 @@ class ResumableDistributedSampler(DistributedSampler):
     def __iter__(self):
         skip, self._skip = self._skip, 0
         return iter(list(super().__iter__())[skip:])
+
+
+class DeviceDistanceLookup:
+    """Distance targets of a global batch looked up on the device, without a host round trip.
+
+    Wraps a lookup with a ``matrix`` ([N, N] or [N]) that fits within ``max_bytes``: the matrix is copied to
+    ``device`` once and indexed there by the gathered (device) sample indices. ``None`` from
+    :meth:`maybe` means the matrix is too large (or absent) and the caller keeps the host lookup.
+    """
+
+    def __init__(self, matrix: torch.Tensor):
+        self.matrix = matrix
+
+    @classmethod
+    def maybe(cls, lookup: Any, device: torch.device, max_bytes: int = 2**30) -> DeviceDistanceLookup | None:
+        matrix = getattr(lookup, "matrix", None)
+        if matrix is None or matrix.nbytes > max_bytes:
+            return None
+        return cls(torch.as_tensor(matrix).to(device))
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.matrix.dim() == 1:
+            return self.matrix[rows]
+        return self.matrix.index_select(0, rows).index_select(1, rows)
 

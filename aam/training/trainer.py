@@ -33,6 +33,7 @@ from aam.training.asv_cache import encode_all_asvs
 from aam.training.checkpoint import Snapshot, distance_head_of, strip_wrapper_prefixes, unwrap_model
 from aam.training.data_parallel import BatchDataParallel
 from aam.training.distributed import (
+    DeviceDistanceLookup,
     DistributedContext,
     all_gather_objects,
     broadcast_buffers,
@@ -200,6 +201,9 @@ class Trainer:
         self.fsdp = self.distributed is not None and self.distributed.strategy == "fsdp"
         self.sharded_checkpoint = sharded_checkpoint and self.fsdp
         self.distance_lookup = distance_lookup
+        # the global batch's targets: on the device when the matrix fits (no host sync in the step)
+        self.device_lookup = DeviceDistanceLookup.maybe(distance_lookup, device) if (
+            self.distributed is not None and distance_lookup is not None) else None
         self.device = device
         self.model = model.to(device)
         if self.distributed is not None:  # e.g. calibration ran on each rank's own batches; FSDP does not broadcast
@@ -402,9 +406,14 @@ class Trainer:
         if self.distributed is None or self.distance_lookup is None or "embeddings" not in outputs:
             return self.loss_fn(outputs, batch)
         world = self.distributed.world_size  # gradients are averaged over ranks; the local slice's is scaled back
-        embeddings = gather_with_grad(outputs["embeddings"], grad_scale=world)  # [G, D], graph for local slice
-        rows = gather_with_grad(batch.sample_index).cpu().numpy()  # [G]
-        targets = torch.as_tensor(self.distance_lookup(rows), device=embeddings.device)
+        # DistributedSampler pads every rank's shard to the same length, so batch sizes agree across ranks
+        embeddings = gather_with_grad(outputs["embeddings"], grad_scale=world, same_size=True)  # [G, D]
+        rows = gather_with_grad(batch.sample_index, same_size=True)  # [G] on the device
+        if self.device_lookup is not None:
+            targets = self.device_lookup(rows)
+        else:  # a matrix too large for the device: looked up on the host (one synchronisation per step)
+            targets = torch.as_tensor(self.distance_lookup(rows.cpu().numpy())).to(embeddings.device,
+                                                                                   non_blocking=True)
         if targets.dim() != 2:  # per-sample targets (Faith PD) need no pairs
             return self.loss_fn(outputs, batch)
         global_outputs = {**outputs, "distances": distance_head_of(self.model)(embeddings)}
