@@ -203,6 +203,52 @@ def test_asv_chunking_does_not_change_results():
     torch.testing.assert_close(model.asv_encoder(tokens)["embeddings"], whole)
 
 
+def _saved_activation_bytes(encoder, tokens) -> int:
+    """Bytes autograd keeps for backward after a training forward (masked-nucleotide pass included)."""
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        outputs = encoder(tokens, nucleotide_mask=encoder.mask_tokens(tokens))
+    return sum(saved), outputs
+
+
+def test_asv_chunks_are_recomputed_in_training_same_gradients_flat_memory():
+    """With --asv-chunk-size, what backward keeps grows with distinct ASVs by their inputs and pooled outputs
+    only; without it, by every layer's activations. Gradients are the same."""
+    config = EncoderConfig(max_bp=40, embedding_dim=32, attention_heads=2, attention_layers=2, dropout=0.0)
+    torch.manual_seed(0)
+    encoder = SequenceEncoder(config).asv_encoder.train()
+    rng = torch.Generator().manual_seed(1)
+    grown = {}
+    for chunk in (None, 16):
+        encoder.chunk_size = chunk
+        for distinct in (32, 128):
+            tokens = torch.randint(A, A + 4, (distinct, 41), generator=rng)
+            tokens[:, 0] = START
+            grown[chunk, distinct], _ = _saved_activation_bytes(encoder, tokens)
+    slope_plain = grown[None, 128] - grown[None, 32]
+    slope_chunked = grown[16, 128] - grown[16, 32]
+    assert slope_chunked < 0.1 * slope_plain, grown
+
+    tokens = torch.randint(A, A + 4, (40, 41), generator=rng)
+    tokens[:, 0] = START
+    mask = encoder.mask_tokens(tokens, torch.Generator().manual_seed(2))
+    encoder.norm.momentum = 0.0  # running statistics held fixed: both passes normalise alike
+    grads = []
+    for chunk in (None, 16):
+        encoder.chunk_size = chunk
+        encoder.zero_grad()
+        outputs = encoder(tokens, nucleotide_mask=mask)
+        (outputs["embeddings"].square().mean() + outputs["nucleotide_logits"].mean()).backward()
+        grads.append({k: p.grad.clone() for k, p in encoder.named_parameters() if p.grad is not None})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6)
+
+
 def test_all_padding_token_row_is_finite():
     encoder = SequenceEncoder(tiny_encoder()).asv_encoder
     tokens = make_batch()["tokens"]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from aam.models.config import MASK, NUCLEOTIDE_TOKENS, PAD, A
 from aam.models.layers import AttentionPooling, PositionEmbedding, TransformerStack
@@ -168,8 +169,7 @@ class ASVEncoder(nn.Module):
         Embeddings never come from masked input: what downstream layers (and the normalisation's running
         statistics) learn from is what they see at validation and prediction time.
         """
-        chunk = self.chunk_size or max(tokens.shape[0], 1)
-        pooled = torch.cat([self._encode(part)[1] for part in tokens.split(chunk)])  # [U, D]
+        pooled = self._chunked(self._pooled, tokens)  # [U, D]
         if self.kmer_embedding is not None:
             pooled = pooled + self.kmer_embedding(tokens)
         real = (tokens != PAD).any(dim=1, keepdim=True)  # [U, 1]; the collator never emits all-PAD rows
@@ -185,9 +185,26 @@ class ASVEncoder(nn.Module):
         if masked is None:
             masked = self.mask_tokens(tokens, generator)
         inputs = tokens.masked_fill(masked, MASK)
-        chunk = self.chunk_size or max(tokens.shape[0], 1)
-        logits = torch.cat([self.nucleotide_head(self._encode(part)[0]) for part in inputs.split(chunk)])
+        logits = self._chunked(self._nucleotide_logits, inputs)  # [U, L, V]
         return {"nucleotide_logits": logits, "nucleotide_mask": masked, "nucleotide_targets": tokens}
+
+    def _chunked(self, encode: Callable[[Tensor], Tensor], tokens: Tensor) -> Tensor:
+        """``encode`` over [U, L] ``tokens``, ``chunk_size`` rows at a time when set. While training, each
+        chunk keeps only its input and output for backward and is recomputed there (activation checkpointing),
+        so activation memory stays flat in the batch's distinct ASVs instead of growing ~layers x L x D each."""
+        if not self.chunk_size or tokens.shape[0] <= self.chunk_size:
+            if self.chunk_size and self.training and torch.is_grad_enabled():
+                return checkpoint(encode, tokens, use_reentrant=False)
+            return encode(tokens)
+        recompute = self.training and torch.is_grad_enabled()
+        return torch.cat([checkpoint(encode, part, use_reentrant=False) if recompute else encode(part)
+                          for part in tokens.split(self.chunk_size)])
+
+    def _pooled(self, tokens: Tensor) -> Tensor:
+        return self._encode(tokens)[1]
+
+    def _nucleotide_logits(self, tokens: Tensor) -> Tensor:
+        return self.nucleotide_head(self._encode(tokens)[0])
 
     def _encode(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """[u, L] -> hidden [u, L, D], pooled [u, D]."""
