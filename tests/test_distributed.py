@@ -81,6 +81,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         model, trainer = model_and_trainer(DistributedContext(rank, world, rank), lookup)
         rows = GLOBAL_BATCH[rank::world]  # this rank's share of the global batch
         batch = batch_of(data, rows, lookup)
+        trainer.ready(batch)
         outputs = forward_batch(trainer.forward_model, batch)
         losses = trainer._training_losses(outputs, batch)
         losses["total"].backward()
@@ -119,6 +120,7 @@ def _fsdp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         model, trainer = model_and_trainer(DistributedContext(rank, world, rank, strategy="fsdp"), lookup)
         evaluation = trainer.evaluate([batch_of(data, rows, lookup) for rows in EVAL_SHARDS[rank]])
         batch = batch_of(data, GLOBAL_BATCH[rank::world], lookup)
+        trainer.ready(batch)
         losses = trainer._training_losses(forward_batch(trainer.forward_model, batch), batch)
         losses["total"].backward()
         sharding.average_replicated_grads(model)
@@ -379,7 +381,17 @@ def _ddp_step_worker(rank: int, world: int, port: int, out_dir: str) -> None:
                     setattr(torch.Tensor, name, method)
             syncs[n_samples] = counts
             order = [list(sampler)]
-        torch.save({"syncs": syncs, "order": all_gather_objects(order[0]),
+        unused = {"masking off": trainer.ddp.find_unused_parameters}
+        torch.manual_seed(0)
+        model_all = SequenceEncoder(EncoderConfig(max_bp=20, embedding_dim=16, attention_heads=2, attention_layers=1,
+                                                  dropout=0.0, token_limit=16))
+        every = Trainer(model_all, MultiTaskLoss(target_penalty=0.0, penalty=1.0, nuc_penalty=1.0, count_penalty=0.0),
+                        TrainerConfig(progress=False, epochs=1, scheduler="cosine"), device=torch.device("cpu"),
+                        distributed=DistributedContext(rank, world, rank), distance_lookup=lookup)
+        every.scheduler = trainer_scheduler(every, len(loader))
+        every.train_epoch(loader, 0)
+        unused["every head used"] = every.ddp.find_unused_parameters
+        torch.save({"syncs": syncs, "order": all_gather_objects(order[0]), "unused": unused,
                     "weights": {k: v.detach().clone() for k, v in model.named_parameters()}},
                    Path(out_dir) / f"rank{rank}.pt")
     finally:
@@ -403,6 +415,8 @@ def test_ddp_step_with_accumulation_equals_one_process_without_per_step_host_syn
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     for rank in ranks:
         assert rank["syncs"][4] == rank["syncs"][12], rank["syncs"]
+        # the nucleotide head gets no gradient with masking off; DDP searches for unused parameters only then
+        assert rank["unused"] == {"masking off": True, "every head used": False}
 
     data, lookup = tiny_problem(16)
     collator = BatchCollator(data.tokens, data.sample_ids, lookup)
@@ -416,3 +430,45 @@ def test_ddp_step_with_accumulation_equals_one_process_without_per_step_host_syn
     for name, parameter in model.named_parameters():
         for rank in ranks:
             torch.testing.assert_close(rank["weights"][name], parameter.detach(), rtol=1e-4, atol=1e-6)
+
+
+def _fsdp_bf16_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        data, lookup = tiny_problem()
+        torch.manual_seed(0)
+        model = SequenceEncoder(EncoderConfig(max_bp=20, embedding_dim=16, attention_heads=2, attention_layers=1,
+                                              dropout=0.0, token_limit=16))
+        loss = MultiTaskLoss(target_penalty=0.0, penalty=1.0, nuc_penalty=0.0, count_penalty=0.0)
+        config = TrainerConfig(optimizer="sgd", lr=0.1, mask_nucleotides=False, progress=False,
+                               mixed_precision="bf16")
+        trainer = Trainer(model, loss, config, device=torch.device("cpu"),
+                          distributed=DistributedContext(rank, world, rank, strategy="fsdp"), distance_lookup=lookup)
+        seen = []
+        from aam.models.layers import TransformerBlock
+
+        block = next(m for m in model.modules() if isinstance(m, TransformerBlock))
+        block.register_forward_pre_hook(lambda module, args: seen.append(module.ffn[0].weight.dtype))
+        batch = batch_of(data, GLOBAL_BATCH[rank::world], lookup)
+        with trainer._autocast():
+            trainer.ready(batch)
+            losses = trainer._training_losses(forward_batch(trainer.forward_model, batch), batch)
+        losses["total"].backward()
+        grads = {p.grad.dtype for p in model.parameters() if p.grad is not None}
+        torch.save({"unifrac": losses["unifrac"].float(), "seen": seen, "grads": grads},
+                   Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp_bf16_gathers_weights_in_bf16_and_keeps_float32_gradients(tmp_path):
+    mp.spawn(_fsdp_bf16_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    data, lookup = tiny_problem()
+    model, trainer = model_and_trainer(None, lookup)
+    batch = batch_of(data, np.concatenate([GLOBAL_BATCH[0::2], GLOBAL_BATCH[1::2]]), lookup)
+    reference = trainer._training_losses(forward_batch(model, batch), batch)["unifrac"]
+    for rank in ranks:
+        assert rank["seen"] == [torch.bfloat16] and rank["grads"] == {torch.float32}
+        assert rank["unifrac"].item() == pytest.approx(reference.item(), rel=0.05)

@@ -88,7 +88,11 @@ class ASVNorm(nn.BatchNorm1d):
                 self.running_mean.lerp_(x.mean(0).to(self.running_mean.dtype), weight)
                 self.running_var.lerp_(x.var(0, unbiased=False).to(self.running_var.dtype), weight)
                 self.num_batches_tracked += 1
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        # in float32, like the running statistics (bf16 weights under FSDP's mixed precision, bf16 inputs)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.batch_norm(x.float(), self.running_mean, self.running_var, weight, bias, False, 0.0,
+                            self.eps).to(x.dtype)
 
 
 def kmer_ids(tokens: Tensor, k: int) -> Tensor:

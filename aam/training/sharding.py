@@ -28,7 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
@@ -39,17 +39,29 @@ ROOT_RESHARD_AFTER_FORWARD = False  # the root's weights are needed again at onc
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # gathered on rank 0, in CPU memory
 
 
-def shard_model(model: nn.Module, device: torch.device) -> None:
-    """Shard ``model`` in place over all ranks: one FSDP unit per transformer block, then the root.
+def mixed_precision_policy(mixed_precision: str | None) -> MixedPrecisionPolicy:
+    """FSDP2's policy for ``--mixed-precision``: with bf16, weights are gathered and computed in bf16 (half the
+    all-gather traffic and memory) while gradients are reduced and kept in float32; fp16 and fp32 keep float32
+    weights (fp16 runs under autocast with the gradient scaler, which needs float32 gradients)."""
+    if mixed_precision == "bf16":
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy()
+
+
+def shard_model(model: nn.Module, device: torch.device, mixed_precision: str | None = None) -> None:
+    """Shard ``model`` in place over all ranks: one FSDP unit per transformer block, then the root, with the
+    :func:`mixed_precision_policy` of ``mixed_precision``.
 
     Call before building the optimizer (parameters become DTensors) and after every rank holds the same
     weights (FSDP keeps each rank's own slice; it does not broadcast).
     """
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    policy = mixed_precision_policy(mixed_precision)
     for block in [m for m in model.modules() if isinstance(m, TransformerBlock)]:
-        fully_shard(block, mesh=mesh, reshard_after_forward=BLOCK_RESHARD_AFTER_FORWARD)
+        fully_shard(block, mesh=mesh, reshard_after_forward=BLOCK_RESHARD_AFTER_FORWARD, mp_policy=policy)
     scalars = {p for p in model.parameters() if p.ndim == 0}  # fully_shard cannot split a 0-d tensor
-    fully_shard(model, mesh=mesh, reshard_after_forward=ROOT_RESHARD_AFTER_FORWARD, ignored_params=scalars or None)
+    fully_shard(model, mesh=mesh, reshard_after_forward=ROOT_RESHARD_AFTER_FORWARD, ignored_params=scalars or None,
+                mp_policy=policy)
     # the pooled embeddings are a view (einsum); the warning is about in-place ops on outputs, which AAM never does
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor", category=UserWarning)
 

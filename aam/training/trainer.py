@@ -16,8 +16,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,7 +213,7 @@ class Trainer:
             self.asv_embeddings = encode_all_asvs(self.model, asv_tokens, device)
             log.info("cached embeddings of %d ASVs (frozen encoder)", len(self.asv_embeddings))
         if self.fsdp:
-            sharding.shard_model(self.model, device)
+            sharding.shard_model(self.model, device, config.mixed_precision)
         self.loss_fn = loss_fn
         self.decoder = decoder
         self.save_checkpoint = save_checkpoint
@@ -239,14 +239,9 @@ class Trainer:
             self.ema = ema_model(unwrap_model(self.model), config.ema_decay)
         if data_parallel:
             self.forward_model = BatchDataParallel(self.model)
-        elif self.distributed is not None and not self.fsdp:
-            # some heads see no gradient in some configurations (e.g. distances without UniFrac targets);
-            # DDP wraps the bare model and is compiled as a whole, so the compiler sees its gradient buckets
-            self.ddp = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=True)
-            self.forward_model = compile_for_training(self.ddp, config.compile_backend) if compile_model \
-                else self.ddp
+        # DDP is built at the first training batch (_wrap_ddp), once it is known which parameters get gradients
+        self._ddp_pending = self.distributed is not None and not self.fsdp and not data_parallel
+        self._compile_ddp = compile_model
         self.scheduler = None
         self.start_epoch = 0
         self.global_step = 0
@@ -454,6 +449,9 @@ class Trainer:
         group_samples = 0
         for i, batch in enumerate(bar, start=done):
             batch = batch.to(self.device, non_blocking=True)
+            if self._ddp_pending:
+                self.ready(batch)
+                self.forward_model.train()
             size = len(batch)
             group_target = group_target or accumulation * size
             boundary = (i + 1) % accumulation == 0 or i + 1 == n_batches
@@ -527,6 +525,38 @@ class Trainer:
                  self.config.epochs, batch, n_batches, self.global_step, new_samples / max(elapsed, 1e-9),
                  float(sums["total"]) / max(n_samples, 1), _duration(remaining))
 
+    def _wrap_ddp(self, batch) -> None:
+        """Wrap the model in DDP (compiled as a whole with --compile-model, so the compiler sees its gradient
+        buckets). ``find_unused_parameters`` costs a graph traversal every step, so it is on only when a
+        trainable parameter gets no gradient in a probe step on ``batch`` (e.g. the nucleotide head when
+        masking is off); every rank takes the same decision."""
+        self._ddp_pending = False
+        used = self._parameters_with_gradients(batch)
+        unused = torch.tensor(float(any(p.requires_grad and p not in used for p in self.model.parameters())),
+                              device=self.device)
+        torch.distributed.all_reduce(unused, op=torch.distributed.ReduceOp.MAX)
+        self.ddp = nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=bool(unused.item()))
+        self.forward_model = compile_for_training(self.ddp, self.config.compile_backend) if self._compile_ddp \
+            else self.ddp
+
+    def _parameters_with_gradients(self, batch) -> set[nn.Parameter]:
+        """Parameters that one forward and backward of the bare model on ``batch`` reach; weights, buffers,
+        gradients and random streams are left as they were."""
+        self.model.train()
+        with self._state_restored():
+            with self._autocast():
+                losses = self._training_losses(self._forward(self.model, batch), batch)
+            losses["total"].backward()
+            return {p for p in self.model.parameters() if p.grad is not None}
+
+    def ready(self, batch) -> None:
+        """Build what waits for the first batch (the DDP wrapper; ``batch`` on the device). ``fit`` calls it;
+        call it before using ``forward_model`` directly."""
+        if self._ddp_pending:
+            self._wrap_ddp(batch)
+
     def _no_sync(self, skip: bool):
         """Under DDP, no gradient all-reduce for the backward passes inside an accumulation group."""
         if skip and self.ddp is not None:
@@ -573,14 +603,21 @@ class Trainer:
 
         Weights, buffers (e.g. BatchNorm statistics), gradients and random streams are as they were before.
         """
-        buffers = [b.detach().clone() for b in self.model.buffers()]
-        state = rng_state()
+        batch = batch.to(self.device)
+        self.ready(batch)
         self.forward_model.train()
-        try:
-            batch = batch.to(self.device)
+        with self._state_restored():
             with self._autocast():
                 losses = self._training_losses(self._forward(self.forward_model, batch), batch)
             self.scaler.scale(losses["total"]).backward()
+
+    @contextmanager
+    def _state_restored(self) -> Iterator[None]:
+        """Buffers (normalisation statistics), random streams and gradients as they were before the block."""
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        state = rng_state()
+        try:
+            yield
         finally:
             self.optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
@@ -604,6 +641,9 @@ class Trainer:
 
         def step(batch) -> torch.Tensor:
             batch = batch.to(self.device)
+            if self._ddp_pending:
+                self.ready(batch)
+                self.forward_model.train()
             with self._autocast():
                 total = self._training_losses(self._forward(self.forward_model, batch), batch)["total"]
             if self.distributed is None:
