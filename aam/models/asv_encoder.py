@@ -89,9 +89,10 @@ class ASVNorm(nn.BatchNorm1d):
                 self.running_var.lerp_(x.var(0, unbiased=False).to(self.running_var.dtype), weight)
                 self.num_batches_tracked += 1
         # in float32, like the running statistics (bf16 weights under FSDP's mixed precision, bf16 inputs)
-        weight = None if self.weight is None else self.weight.float()
-        bias = None if self.bias is None else self.bias.float()
-        return F.batch_norm(x.float(), self.running_mean, self.running_var, weight, bias, False, 0.0,
+        dtype = torch.promote_types(x.dtype, self.running_mean.dtype)
+        weight = None if self.weight is None else self.weight.to(dtype)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        return F.batch_norm(x.to(dtype), self.running_mean, self.running_var, weight, bias, False, 0.0,
                             self.eps).to(x.dtype)
 
 
