@@ -381,7 +381,7 @@ def _ddp_step_worker(rank: int, world: int, port: int, out_dir: str) -> None:
                     setattr(torch.Tensor, name, method)
             syncs[n_samples] = counts
             order = [list(sampler)]
-        unused = {"masking off": trainer.ddp.find_unused_parameters}
+        unused = {"masking off": trainer.strategy.ddp.find_unused_parameters}
         torch.manual_seed(0)
         model_all = SequenceEncoder(EncoderConfig(max_bp=20, embedding_dim=16, attention_heads=2, attention_layers=1,
                                                   dropout=0.0, token_limit=16))
@@ -390,7 +390,7 @@ def _ddp_step_worker(rank: int, world: int, port: int, out_dir: str) -> None:
                         distributed=DistributedContext(rank, world, rank), distance_lookup=lookup)
         every.scheduler = trainer_scheduler(every, len(loader))
         every.train_epoch(loader, 0)
-        unused["every head used"] = every.ddp.find_unused_parameters
+        unused["every head used"] = every.strategy.ddp.find_unused_parameters
         torch.save({"syncs": syncs, "order": all_gather_objects(order[0]), "unused": unused,
                     "weights": {k: v.detach().clone() for k, v in model.named_parameters()}},
                    Path(out_dir) / f"rank{rank}.pt")

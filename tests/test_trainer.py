@@ -3,6 +3,7 @@ stop signals and an exact mid-epoch resume, progress lines for logs read from a 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -25,7 +26,9 @@ from aam.models import EncoderConfig, PredictorConfig, SequencePredictor
 from aam.models.asv_encoder import ASVNorm
 from aam.training.checkpoint import Snapshot, load_checkpoint
 from aam.training.losses import MultiTaskLoss, build_target_loss
+from aam.training.precision import Precision
 from aam.training.preemption import RunInterrupted
+from aam.training.strategy import build_strategy
 from aam.training.trainer import EvalResult, Trainer, TrainerConfig
 
 CONFIG = PredictorConfig(encoder=EncoderConfig(max_bp=20, embedding_dim=16, attention_heads=2, attention_layers=1,
@@ -134,9 +137,9 @@ def test_one_mixed_precision_step_on_cpu_tracks_fp32(precision):
     low = mixed.fit(loader, _loader(10)).history[0]["train_loss"]
     assert math.isfinite(low) and low == pytest.approx(fp32, rel=0.05)  # same weights, same batch
     assert any(not torch.equal(before[k], v) for k, v in _weights(mixed).items())  # the step was taken
-    assert mixed.scaler.is_enabled() == (precision == "fp16")
+    assert mixed.precision.scaler.is_enabled() == (precision == "fp16")
     if precision == "fp16":
-        assert mixed.scaler.get_scale() > 1.0  # gradients went through the loss scaler
+        assert mixed.precision.scaler.get_scale() > 1.0  # gradients went through the loss scaler
 
 
 class _SignalAt:
@@ -271,3 +274,36 @@ def test_compiled_training_traces_a_few_graphs_without_breaks_and_matches_eager(
     assert 3 <= counters["stats"]["unique_graphs"] <= 4
     for key in ("train_loss", "val_loss", "val_nucleotide_accuracy"):
         assert with_compile[key] == pytest.approx(without[key], rel=1e-4, abs=1e-6)
+
+
+def test_precision_objects_choose_autocast_and_scaling():
+    cpu = torch.device("cpu")
+    assert Precision(None, cpu).name == Precision("none", cpu).name == "fp32"
+    with Precision("fp32", cpu).autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    with Precision("bf16", cpu).autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    assert not Precision("bf16", cpu).scaler.is_enabled() and Precision("fp16", cpu).scaler.is_enabled()
+    assert not Precision("fp32", cpu, tf32=True).tf32  # TF32 is a CUDA setting
+    with pytest.raises(ValueError, match="unknown precision"):
+        Precision("fp8", cpu)
+    scaled = Precision("fp16", cpu)
+    scaled.scaler.scale(torch.ones(()))  # creates the scale
+    scaled.scaler.update(1024.0)
+    restored = Precision("fp16", cpu)
+    restored.load_state_dict(scaled.state_dict())
+    assert restored.scaler.get_scale() == 1024.0
+
+
+def test_strategy_follows_the_run_and_the_trainer_calls_it():
+    assert build_strategy(None).name == "single"
+    assert build_strategy(None, data_parallel=True).name == "data_parallel"
+    assert not build_strategy(None, data_parallel=True).supports_compile
+    trainer = _trainer(epochs=1)
+    assert trainer.strategy.name == "single" and trainer.forward_model is trainer.model
+    calls = []
+    original = trainer.strategy.clip_grad_norm_
+    trainer.strategy.clip_grad_norm_ = lambda params, norm: calls.append(norm) or original(params, norm)
+    trainer.config = dataclasses.replace(trainer.config, max_grad_norm=0.5)
+    trainer.fit(_loader(4), _loader(5))  # 3 batches, 3 optimizer steps
+    assert calls == [0.5, 0.5, 0.5]

@@ -2,10 +2,11 @@
 
 The Trainer knows nothing about files or flags beyond its :class:`TrainerConfig`: it receives a model, a
 multi-task loss, data loaders of :class:`~aam.data.dataset.Batch`, an optional :class:`PredictionDecoder` (for
-target metrics in original units) and a ``save_checkpoint`` callback. It handles optimisation (accumulation,
-clipping, AMP, schedulers stepped exactly once per optimizer step or epoch), validation over every sample,
-early stopping on the selected metric, resumable state and TensorBoard logging, in one process (optionally
-over all GPUs with DataParallel) or on every rank of a DDP or FSDP run.
+target metrics in original units) and a ``save_checkpoint`` callback. The loop (accumulation exact for partial
+groups, clipping, schedulers stepped exactly once per optimizer step or epoch, validation over every sample,
+early stopping, resumable state down to the batch, stop signals, progress lines) is the same everywhere; what
+differs between one device, DataParallel, DDP and FSDP lives in a :class:`~aam.training.strategy.Strategy`,
+and what differs between fp32, bf16, fp16 and TF32 in a :class:`~aam.training.precision.Precision`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -31,16 +33,7 @@ from aam.models.layers import attention_backend
 from aam.training import sharding
 from aam.training.asv_cache import encode_all_asvs
 from aam.training.checkpoint import Snapshot, distance_head_of, strip_wrapper_prefixes, unwrap_model
-from aam.training.data_parallel import BatchDataParallel
-from aam.training.distributed import (
-    DeviceDistanceLookup,
-    DistributedContext,
-    all_gather_objects,
-    broadcast_buffers,
-    broadcast_module,
-    gather_with_grad,
-    reduce_sum,
-)
+from aam.training.distributed import DeviceDistanceLookup, DistributedContext, gather_with_grad
 from aam.training.ema import ema_model
 from aam.training.metrics import (
     ClassificationMetrics,
@@ -49,14 +42,15 @@ from aam.training.metrics import (
     metric_direction,
 )
 from aam.training.optim import build_optimizer, param_group_lrs
+from aam.training.precision import Precision
 from aam.training.prediction import PredictionDecoder
 from aam.training.preemption import RunInterrupted, StopSignals
 from aam.training.runtime import memory_usage
 from aam.training.schedulers import build_scheduler
+from aam.training.strategy import build_strategy
 
 log = logging.getLogger(__name__)
 
-AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 STOP_SYNC_STEPS = 10  # under DDP/FSDP, ranks agree on a stop signal every this many optimizer steps
 
 
@@ -81,7 +75,8 @@ class TrainerConfig:
     patience: int = 10
     max_grad_norm: float | None = None
     gradient_accumulation_steps: int = 1
-    mixed_precision: str | None = None
+    mixed_precision: str | None = None  # fp32 (None) | bf16 | fp16, see aam.training.precision
+    tf32: bool = False
     compile_model: bool = False
     compile_backend: str = "inductor"  # torch.compile backend (tests on CPU use "aot_eager")
     attn_implementation: str = "sdpa"  # SDPA kernels on CUDA (aam.models.layers.ATTENTION_BACKENDS)
@@ -197,23 +192,20 @@ class Trainer:
                  data_parallel: bool = False, sharded_checkpoint: bool = False,
                  asv_tokens: np.ndarray | None = None):
         self.config = config
-        self.distributed = distributed if distributed is not None and distributed.enabled else None
-        self.fsdp = self.distributed is not None and self.distributed.strategy == "fsdp"
-        self.sharded_checkpoint = sharded_checkpoint and self.fsdp
+        self.strategy = build_strategy(distributed, data_parallel, sharded_checkpoint)
+        self.distributed = self.strategy.distributed
+        self.precision = Precision(config.mixed_precision, device, config.tf32)
         self.distance_lookup = distance_lookup
         # the global batch's targets: on the device when the matrix fits (no host sync in the step)
         self.device_lookup = DeviceDistanceLookup.maybe(distance_lookup, device) if (
             self.distributed is not None and distance_lookup is not None) else None
         self.device = device
         self.model = model.to(device)
-        if self.distributed is not None:  # e.g. calibration ran on each rank's own batches; FSDP does not broadcast
-            broadcast_module(self.model)
         self.asv_embeddings: torch.Tensor | None = None  # [N_asvs, D] cache for a frozen encoder
         if asv_tokens is not None:
             self.asv_embeddings = encode_all_asvs(self.model, asv_tokens, device)
             log.info("cached embeddings of %d ASVs (frozen encoder)", len(self.asv_embeddings))
-        if self.fsdp:
-            sharding.shard_model(self.model, device, config.mixed_precision)
+        self.strategy.setup(self.model, device, self.precision.name)
         self.loss_fn = loss_fn
         self.decoder = decoder
         self.save_checkpoint = save_checkpoint
@@ -222,26 +214,20 @@ class Trainer:
         self.category_names = category_names or []
         self.optimizer = build_optimizer(self.model, config.optimizer, lr=config.lr,
                                          weight_decay=config.weight_decay, categorical_lr=config.categorical_lr)
-        self.amp_dtype = AMP_DTYPES.get(config.mixed_precision or "")
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
-        compile_model = config.compile_model
-        if compile_model and data_parallel:
+        self._compile: Callable[[nn.Module], nn.Module] | None = None
+        if config.compile_model and not self.strategy.supports_compile:
             log.warning("--compile-model is ignored with --data-parallel (its replicas would all run the first "
                         "GPU's compiled code); for compiled multi-GPU training use torchrun with --distributed")
-            compile_model = False
-        self.eval_model = compile_for_training(self.model, config.compile_backend) if compile_model else self.model
-        self.forward_model = self.eval_model
-        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        elif config.compile_model:
+            self._compile = partial(compile_for_training, backend=config.compile_backend)
+        self.eval_model = self._compile(self.model) if self._compile is not None else self.model
+        # DDP is built at the first training batch (see ready), once it is known which parameters get gradients
+        self.forward_model = self.strategy.wrap(self.model, self.eval_model)
         self.ema: AveragedModel | None = None
         if config.ema_decay is not None:
-            if self.fsdp:
-                raise ValueError("a weight EMA is not supported with FSDP")
+            if not self.strategy.supports_ema:
+                raise ValueError(f"a weight EMA is not supported with {self.strategy.name}")
             self.ema = ema_model(unwrap_model(self.model), config.ema_decay)
-        if data_parallel:
-            self.forward_model = BatchDataParallel(self.model)
-        # DDP is built at the first training batch (_wrap_ddp), once it is known which parameters get gradients
-        self._ddp_pending = self.distributed is not None and not self.fsdp and not data_parallel
-        self._compile_ddp = compile_model
         self.scheduler = None
         self.start_epoch = 0
         self.global_step = 0
@@ -260,17 +246,11 @@ class Trainer:
 
         ``epoch`` is the last finished epoch; ``progress`` describes how far the next one got (mid-epoch).
         """
-        if not self.fsdp:
-            model_state = strip_wrapper_prefixes(self._scored_model().state_dict())
-            optimizer_state = self.optimizer.state_dict()
-        elif self.sharded_checkpoint:
-            model_state, optimizer_state = sharding.sharded_state(self.model, self.optimizer)
-        else:
-            model_state, optimizer_state = sharding.full_state(self.model, self.optimizer)
+        model_state, optimizer_state = self.strategy.states(self.model, self._scored_model(), self.optimizer)
         state = self.training_state(epoch, optimizer_state)
         if progress is not None:
             state["epoch_progress"] = progress
-        return Snapshot(model_state, state, sharded=self.sharded_checkpoint)
+        return Snapshot(model_state, state, sharded=self.strategy.sharded_checkpoint)
 
     def training_state(self, epoch: int, optimizer_state: dict[str, Any]) -> dict[str, Any]:
         """Everything ``--resume-from`` needs besides the weights."""
@@ -279,7 +259,7 @@ class Trainer:
             "global_step": self.global_step,
             "optimizer": optimizer_state,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.precision.state_dict(),
             "rng": rng_state(),
             "best_metric_name": self.config.best_metric,
             "best_value": self.best_value,
@@ -299,7 +279,7 @@ class Trainer:
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`training_state`; the next epoch is ``state['epoch'] + 1``, continued
         from its ``epoch_progress`` when the checkpoint was written mid-epoch."""
-        self.scaler.load_state_dict(state["scaler"])
+        self.precision.load_state_dict(state["scaler"])
         self.start_epoch = state["epoch"] + 1
         self.global_step = state["global_step"]
         if state.get("best_metric_name") == self.config.best_metric:
@@ -415,9 +395,7 @@ class Trainer:
         return self.loss_fn(global_outputs, dataclasses.replace(batch, distances=targets))
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return self.precision.autocast()
 
     def train_epoch(self, loader: Iterable, epoch: int) -> dict[str, float]:
         """One pass over ``loader`` (continuing where a mid-epoch checkpoint stopped, if it did).
@@ -449,17 +427,17 @@ class Trainer:
         group_samples = 0
         for i, batch in enumerate(bar, start=done):
             batch = batch.to(self.device, non_blocking=True)
-            if self._ddp_pending:
+            if self.strategy.pending:
                 self.ready(batch)
                 self.forward_model.train()
             size = len(batch)
             group_target = group_target or accumulation * size
             boundary = (i + 1) % accumulation == 0 or i + 1 == n_batches
-            with self._no_sync(not boundary):
+            with self.strategy.no_sync(not boundary):
                 with self._autocast():
                     outputs = self._forward(self.forward_model, batch)
                     losses = self._training_losses(outputs, batch)
-                self.scaler.scale(losses["total"] * (size / group_target)).backward()
+                self.precision.backward(losses["total"] * (size / group_target))
             group_samples += size
             n_samples += size
             for name, value in losses.items():
@@ -513,9 +491,7 @@ class Trainer:
             return self._stop.requested
         if not every_step and self.global_step % STOP_SYNC_STEPS:
             return None
-        flag = torch.tensor(float(self._stop.requested or 0), device=self.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return int(flag.item()) or None
+        return self.strategy.agree_max(self._stop.requested or 0, self.device) or None
 
     def _log_progress(self, epoch: int, batch: int, n_batches: int, first: int, new_samples: int,
                       sums: dict[str, Any], n_samples: int, elapsed: float) -> None:
@@ -524,22 +500,6 @@ class Trainer:
         log.info("epoch %d/%d  batch %d/%d  step %d  %.1f samples/s  loss %.4g  epoch ETA %s", epoch + 1,
                  self.config.epochs, batch, n_batches, self.global_step, new_samples / max(elapsed, 1e-9),
                  float(sums["total"]) / max(n_samples, 1), _duration(remaining))
-
-    def _wrap_ddp(self, batch) -> None:
-        """Wrap the model in DDP (compiled as a whole with --compile-model, so the compiler sees its gradient
-        buckets). ``find_unused_parameters`` costs a graph traversal every step, so it is on only when a
-        trainable parameter gets no gradient in a probe step on ``batch`` (e.g. the nucleotide head when
-        masking is off); every rank takes the same decision."""
-        self._ddp_pending = False
-        used = self._parameters_with_gradients(batch)
-        unused = torch.tensor(float(any(p.requires_grad and p not in used for p in self.model.parameters())),
-                              device=self.device)
-        torch.distributed.all_reduce(unused, op=torch.distributed.ReduceOp.MAX)
-        self.ddp = nn.parallel.DistributedDataParallel(
-            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            find_unused_parameters=bool(unused.item()))
-        self.forward_model = compile_for_training(self.ddp, self.config.compile_backend) if self._compile_ddp \
-            else self.ddp
 
     def _parameters_with_gradients(self, batch) -> set[nn.Parameter]:
         """Parameters that one forward and backward of the bare model on ``batch`` reach; weights, buffers,
@@ -554,14 +514,9 @@ class Trainer:
     def ready(self, batch) -> None:
         """Build what waits for the first batch (the DDP wrapper; ``batch`` on the device). ``fit`` calls it;
         call it before using ``forward_model`` directly."""
-        if self._ddp_pending:
-            self._wrap_ddp(batch)
-
-    def _no_sync(self, skip: bool):
-        """Under DDP, no gradient all-reduce for the backward passes inside an accumulation group."""
-        if skip and self.ddp is not None:
-            return self.ddp.no_sync()
-        return nullcontext()
+        if self.strategy.pending:
+            used = self._parameters_with_gradients(batch)
+            self.forward_model = self.strategy.wrap_with_batch(self.model, used, self.device, self._compile)
 
     def _scale_grads(self, factor: float) -> None:
         for parameter in self.model.parameters():
@@ -570,8 +525,8 @@ class Trainer:
 
     def _global_sums(self, n_samples: int, sums: dict[str, Any]) -> tuple[int, dict[str, torch.Tensor]]:
         """Sample count and per-loss sums added over all ranks (every rank calls it, keys in the same order)."""
-        total = reduce_sum(torch.tensor(float(n_samples), device=self.device))
-        return int(total.item()), {k: reduce_sum(torch.as_tensor(v, device=self.device))
+        total = self.strategy.reduce_sum(torch.tensor(float(n_samples), device=self.device))
+        return int(total.item()), {k: self.strategy.reduce_sum(torch.as_tensor(v, device=self.device))
                                    for k, v in sorted(sums.items())}
 
     @staticmethod
@@ -580,17 +535,14 @@ class Trainer:
 
     def _optimizer_step(self, log_norms: bool) -> None:
         cfg = self.config
-        if self.fsdp:
-            sharding.average_replicated_grads(self.model)
-        self.scaler.unscale_(self.optimizer)
+        self.strategy.before_optimizer_step(self.model)
+        self.precision.unscale_(self.optimizer)
         if log_norms:
             self._log_grad_norms()
         if cfg.max_grad_norm is not None:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            clip = sharding.clip_grad_norm_ if self.fsdp else torch.nn.utils.clip_grad_norm_
-            clip(params, cfg.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+            self.strategy.clip_grad_norm_(params, cfg.max_grad_norm)
+        self.precision.step(self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update_parameters(unwrap_model(self.model))
@@ -609,7 +561,7 @@ class Trainer:
         with self._state_restored():
             with self._autocast():
                 losses = self._training_losses(self._forward(self.forward_model, batch), batch)
-            self.scaler.scale(losses["total"]).backward()
+            self.precision.backward(losses["total"])
 
     @contextmanager
     def _state_restored(self) -> Iterator[None]:
@@ -641,7 +593,7 @@ class Trainer:
 
         def step(batch) -> torch.Tensor:
             batch = batch.to(self.device)
-            if self._ddp_pending:
+            if self.strategy.pending:
                 self.ready(batch)
                 self.forward_model.train()
             with self._autocast():
@@ -649,7 +601,7 @@ class Trainer:
             if self.distributed is None:
                 return total
             # every rank sees the mean loss (and keeps its own gradient), so all ranks end the sweep together
-            mean = reduce_sum(total.detach()) / self.distributed.world_size
+            mean = self.strategy.reduce_sum(total.detach()) / self.strategy.world_size
             return total + (mean - total.detach())
 
         self.forward_model.train()
@@ -661,12 +613,8 @@ class Trainer:
         """Loss and metrics over every sample of ``loader`` (original units for targets)."""
         model = self.eval_model if self.ema is None else self.ema.module
         model.eval()
-        if self.distributed is not None:  # evaluate every shard with the weights and statistics rank 0 saves
-            broadcast_buffers(self.model)
-            if self.ema is not None:
-                broadcast_buffers(self.ema.module)
-        # FSDP: gather the weights once, so ranks with fewer validation batches than others need no collective
-        with sharding.gathered_parameters(self.model) if self.fsdp else nullcontext(), \
+        # every rank scores with the weights and statistics rank 0 saves (gathered once under FSDP)
+        with self.strategy.evaluation(self.model, None if self.ema is None else self.ema.module), \
                 attention_backend(self.config.attn_implementation, self.device):
             return self._evaluate(loader, model)
 
@@ -709,12 +657,13 @@ class Trainer:
                 rows.append(self.decoder.decode_batch(outputs["prediction"].float(), batch))
         if self.distributed is not None:  # every rank ends with the metrics of the whole validation set
             n_samples, sums = self._global_sums(n_samples, sums)
-            nuc_correct, nuc_total = reduce_sum(nuc_correct), reduce_sum(nuc_total)
-            states = all_gather_objects({k: None if v is None else v.cpu() for k, v in distances.state().items()})
+            nuc_correct, nuc_total = self.strategy.reduce_sum(nuc_correct), self.strategy.reduce_sum(nuc_total)
+            states = self.strategy.all_gather_objects({k: None if v is None else v.cpu()
+                                                       for k, v in distances.state().items()})
             distances.reset()
             for state in states:
                 distances.merge(state)
-            rows = [frame for part in all_gather_objects(rows) for frame in part]
+            rows = [frame for part in self.strategy.all_gather_objects(rows) for frame in part]
         metrics = {f"val_{self._loss_name(k)}": (v / max(n_samples, 1)).item() for k, v in sums.items()}
         result = EvalResult(metrics)
         if distances.n_pairs > 0:

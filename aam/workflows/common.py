@@ -293,9 +293,6 @@ def start_session(opts: dict[str, Any]) -> Session:
     if opts.get("use_expandable_segments"):
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     device = resolve_device(opts["device"])
-    if opts.get("tf32") and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     data_parallel = bool(opts.get("data_parallel"))
     if data_parallel and device.type != "cuda":
         raise AamError("needs CUDA GPUs", source="--data-parallel",

@@ -111,5 +111,5 @@ def trainer_config_from_options(opts: dict[str, Any], *, best_metric: str) -> Tr
         memory_profile=bool(opts.get("memory_profile")),
         checkpoint_every_steps=opts.get("checkpoint_every_steps"),
         progress_interval=opts.get("progress_interval", 60.0),
-        attn_implementation=opts.get("attn_implementation") or "sdpa",
+        attn_implementation=opts.get("attn_implementation") or "sdpa", tf32=bool(opts.get("tf32")),
     )

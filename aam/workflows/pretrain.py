@@ -115,7 +115,7 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     if main:
         _write_plots(output_dir, result)
     log.info("pretraining finished: best %s %.4g at epoch %d; encoder at %s", "val_loss", result.best_metric,
-             result.best_epoch + 1, encoder_stem if trainer.sharded_checkpoint else encoder_stem.with_suffix(".pt"))
+             result.best_epoch + 1, encoder_stem if trainer.strategy.sharded_checkpoint else encoder_stem.with_suffix(".pt"))
     return result
 
 
