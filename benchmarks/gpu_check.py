@@ -1,0 +1,296 @@
+"""One script for a machine with a CUDA or ROCm GPU: numerics, compilation, attention kernels, memory, speed,
+and 2-GPU DDP/FSDP. Writes ``gpu_check.json`` and ``gpu_check.md`` (a table for BENCHMARKS.md).
+
+    .venv/bin/python benchmarks/gpu_check.py --output DIR [--device cuda] [--quick]
+
+Checks, each on random 150-nt ASVs (no data needed), the model built from the same seed every time:
+
+- ``precision``: the training loss (UniFrac + masked nucleotides + target) of one batch under bf16 and fp16
+  autocast against fp32, from the same weights: relative difference.
+- ``compile``: a few training steps of batches with different shapes through ``--compile-model``
+  (inductor on a GPU): graphs compiled, graph breaks, recompilations.
+- ``attention``: every ``--attn-implementation`` with and without a padding mask, against the math kernel.
+- ``memory``: peak memory of one training step at batches of 16, 64 and 256 samples (fp32 and bf16 with
+  ``--asv-chunk-size``).
+- ``speed``: training samples/s at fp32, TF32, bf16 and fp16, at the small and the default model size.
+- ``multi_gpu``: with two or more GPUs, ``torchrun --nproc_per_node 2 -m aam.cli train`` with
+  ``--distributed`` and with ``--fsdp`` on a synthetic dataset: exit status and samples/s from its log.
+
+On CPU (``--device cpu --quick``) every check runs at toy sizes (compile with the ``eager`` backend, memory
+as bytes kept for backward): the test suite runs it so the script cannot rot between GPU sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aam.data.dataset import AmpliconData, BatchCollator, MatrixDistanceLookup, SampleDataset  # noqa: E402
+from aam.models import EncoderConfig, PredictorConfig, SequencePredictor  # noqa: E402
+from aam.models.config import START, A  # noqa: E402
+from aam.models.layers import ATTENTION_BACKENDS, attention_backend  # noqa: E402
+from aam.training.losses import MultiTaskLoss, build_target_loss  # noqa: E402
+from aam.training.trainer import Trainer, TrainerConfig  # noqa: E402
+
+SIZES = {"small": dict(embedding_dim=64, attention_heads=4, attention_layers=2),
+         "default": dict(embedding_dim=128, attention_heads=4, attention_layers=4)}
+TOY = dict(embedding_dim=16, attention_heads=2, attention_layers=1)
+
+
+def _problem(n_samples: int, n_asvs: int, asvs_per_sample: int, max_bp: int, seed: int = 0):
+    """Random samples over random ASVs, random UniFrac-like distances and targets, collated on demand."""
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_samples, n_asvs), dtype=np.float32)
+    for row in counts:
+        row[rng.choice(n_asvs, size=min(asvs_per_sample, n_asvs), replace=False)] = rng.integers(1, 50, size=min(
+            asvs_per_sample, n_asvs))
+    tokens = rng.integers(A, A + 4, size=(n_asvs, max_bp + 1)).astype(np.uint8)
+    tokens[:, 0] = START
+    data = AmpliconData(counts, tokens, [f"s{i}" for i in range(n_samples)], [f"a{j}" for j in range(n_asvs)])
+    matrix = rng.uniform(0.2, 0.9, size=(n_samples, n_samples))
+    matrix = ((matrix + matrix.T) / 2).astype(np.float32)
+    np.fill_diagonal(matrix, 0)
+    dataset = SampleDataset(data, targets=rng.normal(size=n_samples).astype(np.float32),
+                            token_limit=asvs_per_sample, asv_sampling="abundance", seed=seed)
+    collator = BatchCollator(data.tokens, data.sample_ids, MatrixDistanceLookup(matrix))
+    return dataset, collator
+
+
+def _batches(dataset, collator, sizes: list[int]) -> list:
+    out, start = [], 0
+    for size in sizes:
+        rows = [(start + i) % len(dataset) for i in range(size)]
+        out.append(collator([dataset[i] for i in rows]))
+        start += size
+    return out
+
+
+def _trainer(size: dict, device: torch.device, max_bp: int, **settings) -> Trainer:
+    torch.manual_seed(0)
+    model = SequencePredictor(PredictorConfig(encoder=EncoderConfig(max_bp=max_bp, dropout=0.0, **size)))
+    loss = MultiTaskLoss(target_penalty=1.0, penalty=1.0, nuc_penalty=1.0, count_penalty=1.0,
+                         target_loss=build_target_loss("mse"))
+    settings = {"progress": False, "scheduler": "cosine", "epochs": 1, **settings}
+    return Trainer(model, loss, TrainerConfig(**settings), device=device)
+
+
+def _step(trainer: Trainer, batch) -> float:
+    """One training step (forward, loss, backward, optimizer step); the loss."""
+    batch = batch.to(trainer.device)
+    trainer.forward_model.train()
+    with trainer._autocast():
+        losses = trainer._training_losses(trainer._forward(trainer.forward_model, batch), batch)
+    trainer.precision.backward(losses["total"])
+    trainer.precision.step(trainer.optimizer)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return float(losses["total"].detach().float())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def check_precision(device, size, max_bp, batch) -> dict[str, Any]:
+    losses = {}
+    for name in ("fp32", "bf16", "fp16"):
+        trainer = _trainer(size, device, max_bp, mixed_precision=None if name == "fp32" else name)
+        torch.manual_seed(1)  # the same nucleotide masks
+        with torch.no_grad(), trainer._autocast():
+            b = batch.to(device)
+            losses[name] = float(trainer._training_losses(trainer._forward(trainer.model, b), b)["total"].float())
+    return {"loss": losses, **{f"{k}_relative_difference": abs(losses[k] - losses["fp32"]) / abs(losses["fp32"])
+                               for k in ("bf16", "fp16")}}
+
+
+def check_compile(device, size, max_bp, batches, backend) -> dict[str, Any]:
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    trainer = _trainer(size, device, max_bp, compile_model=True, compile_backend=backend)
+    start = time.perf_counter()
+    for batch in batches:
+        _step(trainer, batch)
+    _sync(device)
+    return {"backend": backend, "steps": len(batches), "seconds": round(time.perf_counter() - start, 2),
+            "unique_graphs": int(counters["stats"]["unique_graphs"]),
+            "graph_breaks": int(sum(counters["graph_break"].values())),
+            "recompiles": int(sum(counters["recompiles"].values()))}
+
+
+def check_attention(device) -> dict[str, Any]:
+    from aam.models.layers import TransformerStack
+
+    torch.manual_seed(0)
+    stack = TransformerStack(64, 4, layers=1, dropout=0.0).to(device).eval()
+    x = torch.randn(8, 151, 64, device=device)
+    padded = torch.ones(8, 151, dtype=torch.bool, device=device)
+    padded[:, 120:] = False
+    results = {}
+    for dtype in ((torch.float32, torch.bfloat16, torch.float16) if device.type == "cuda" else (torch.float32,)):
+        for masked in (False, True):
+            mask = padded if masked else None
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                with attention_backend("math", device):
+                    reference = stack(x, mask).float()
+                for name in ATTENTION_BACKENDS:
+                    key = f"{name}/{str(dtype).split('.')[-1]}/{'mask' if masked else 'no mask'}"
+                    try:
+                        with attention_backend(name, device):
+                            out = stack(x, mask).float()
+                        results[key] = {"ok": True, "max_abs_difference": float((out - reference).abs().max())}
+                    except RuntimeError as err:  # pragma: no cover - a kernel refused on this GPU
+                        results[key] = {"ok": False, "error": str(err).splitlines()[0]}
+    return results
+
+
+def check_memory(device, size, max_bp, problem, batch_sizes, chunk) -> dict[str, Any]:
+    dataset, collator = problem
+    results = {}
+    for label, settings, asv_chunk in (("fp32", {}, None), ("bf16+chunks", {"mixed_precision": "bf16"}, chunk)):
+        for batch_size in batch_sizes:
+            trainer = _trainer(size, device, max_bp, **settings)
+            trainer.model.base.asv_encoder.chunk_size = asv_chunk
+            batch = _batches(dataset, collator, [batch_size])[0]
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated()
+                _step(trainer, batch)
+                torch.cuda.synchronize()
+                mib = (torch.cuda.max_memory_allocated() - before) / 2**20
+            else:  # bytes autograd keeps for backward
+                mib = _kept_for_backward(trainer, batch) / 2**20
+            results[f"{label}/batch {batch_size}"] = {"mib": round(mib, 1), "distinct_asvs": int(len(batch.tokens))}
+    return results
+
+
+def _kept_for_backward(trainer: Trainer, batch) -> int:
+    """Bytes of the tensors autograd keeps for backward during one training step (CPU memory figure)."""
+    saved: list[int] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _step(trainer, batch)
+    return sum(saved)
+
+
+def check_speed(device, sizes, max_bp, batches, repeats) -> dict[str, Any]:
+    results = {}
+    for size_name, size in sizes.items():
+        for name, settings in (("fp32", {}), ("tf32", {"tf32": True}), ("bf16", {"mixed_precision": "bf16"}),
+                               ("fp16", {"mixed_precision": "fp16"})):
+            if name == "tf32" and device.type != "cuda":
+                continue
+            trainer = _trainer(size, device, max_bp, **settings)
+            _step(trainer, batches[0])  # warm-up
+            _sync(device)
+            start = time.perf_counter()
+            n = 0
+            for _ in range(repeats):
+                for batch in batches:
+                    _step(trainer, batch)
+                    n += len(batch)
+            _sync(device)
+            results[f"{size_name}/{name}"] = round(n / (time.perf_counter() - start), 1)
+            if name == "tf32":
+                torch.backends.cuda.matmul.allow_tf32 = False
+                torch.backends.cudnn.allow_tf32 = False
+    return results
+
+
+def check_multi_gpu(out: Path) -> dict[str, Any]:
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        return {"skipped": f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} GPU(s)"}
+    from aam.data.synthetic import write_synthetic_dataset
+
+    paths = write_synthetic_dataset(out / "synthetic", n_samples=512, n_asvs=200, seed=0)
+    results = {}
+    for flag in ("--distributed", "--fsdp"):
+        run = out / f"run{flag.replace('-', '_')}"
+        command = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "aam.cli", "train", "--table",
+                   str(paths["table"]), "--metadata", str(paths["metadata"]), "--metadata-column", "target",
+                   "--epochs", "2", "--batch-size", "32", "--output-dir", str(run), flag, "--device", "cuda"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        log_text = (run / "training.log").read_text() if (run / "training.log").exists() else ""
+        rates = [float(x) for x in re.findall(r"train_samples_per_s=([0-9.e+]+)", log_text)]
+        results[flag] = {"exit_code": done.returncode, "samples_per_s": rates[-1] if rates else None,
+                         "stderr_tail": done.stderr[-500:] if done.returncode else ""}
+    return results
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    lines = [f"GPU check on {result['device_name']} (torch {result['torch']}), {result['date']}", "",
+             "| check | result |", "| --- | --- |"]
+    p = result["precision"]
+    lines.append(f"| loss vs fp32 | bf16 {p['bf16_relative_difference']:.2e}, fp16 {p['fp16_relative_difference']:.2e} |")
+    c = result["compile"]
+    lines.append(f"| compile ({c['backend']}, {c['steps']} steps) | {c['unique_graphs']} graphs, {c['graph_breaks']} "
+                 f"breaks, {c['recompiles']} recompiles, {c['seconds']} s |")
+    bad = [k for k, v in result["attention"].items() if not v["ok"]]
+    worst = max((v["max_abs_difference"] for v in result["attention"].values() if v["ok"]), default=float("nan"))
+    lines.append(f"| attention kernels | {len(result['attention']) - len(bad)}/{len(result['attention'])} ran, max "
+                 f"difference to math {worst:.2e}{'; failed: ' + ', '.join(bad) if bad else ''} |")
+    what = "peak MiB" if result["device"].startswith("cuda") else "MiB kept for backward"
+    for key, value in result["memory"].items():
+        lines.append(f"| {what}, {key} ({value['distinct_asvs']} distinct ASVs) | {value['mib']:,.1f} |")
+    for key, value in result["speed"].items():
+        lines.append(f"| samples/s, {key} | {value:,.1f} |")
+    for key, value in result["multi_gpu"].items():
+        lines.append(f"| 2 GPUs {key} | {value} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="toy sizes (the CPU smoke test)")
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    args.output.mkdir(parents=True, exist_ok=True)
+    quick = args.quick
+    max_bp = 40 if quick else 150
+    sizes = {"toy": TOY} if quick else SIZES
+    main_size = TOY if quick else SIZES["default"]
+    problem = _problem(64 if quick else 1024, 60 if quick else 4000, 8 if quick else 64, max_bp)
+    batches = _batches(*problem, [4, 6, 3] if quick else [64, 48, 64, 32])
+    result: dict[str, Any] = {
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else platform.processor() or platform.machine(), "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"), "quick": quick}
+    result["precision"] = check_precision(device, main_size, max_bp, batches[0])
+    result["compile"] = check_compile(device, main_size, max_bp, batches, "inductor" if device.type == "cuda"
+                                      else "eager")
+    result["attention"] = check_attention(device)
+    result["memory"] = check_memory(device, main_size, max_bp, problem, [4, 8] if quick else [16, 64, 256],
+                                    chunk=16 if quick else 256)
+    result["speed"] = check_speed(device, sizes, max_bp, batches, 1 if quick else 5)
+    with tempfile.TemporaryDirectory() as scratch:
+        result["multi_gpu"] = check_multi_gpu(Path(scratch)) if not quick else {"skipped": "quick"}
+    (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
+    (args.output / "gpu_check.md").write_text(_markdown(result))
+    print(_markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
