@@ -8,6 +8,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -247,6 +248,43 @@ def test_asv_chunks_are_recomputed_in_training_same_gradients_flat_memory():
         grads.append({k: p.grad.clone() for k, p in encoder.named_parameters() if p.grad is not None})
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_unpadded_tokens_run_attention_without_a_mask_and_give_the_same_outputs(monkeypatch):
+    """Equal-length ASVs (no PAD): the collator says so, the ASV transformer gets no padding mask (so CUDA can
+    pick a FlashAttention kernel), and the outputs are those of the masked path."""
+    import aam.models.layers as layers
+    from aam.data.dataset import AmpliconData, BatchCollator, SampleDataset
+
+    torch.manual_seed(0)
+    model = SequencePredictor(tiny_predictor()).double().eval()
+    batch = make_batch(distinct=5)
+    batch["tokens"][batch["tokens"] == PAD] = A  # every ASV full length
+    masks = []
+    original = layers.F.scaled_dot_product_attention
+
+    def recording(*args, **kwargs):
+        masks.append(kwargs.get("attn_mask") is None)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(layers.F, "scaled_dot_product_attention", recording)
+    with torch.no_grad():
+        masked = model(**batch, mask_nucleotides=False)
+        calls = len(masks)
+        unmasked = model(**batch, tokens_padded=False)
+    assert not any(masks[:calls]) and any(masks[calls:])
+    for key in ("prediction", "embeddings"):
+        torch.testing.assert_close(unmasked[key], masked[key])
+
+    counts = np.ones((2, 3), dtype=np.float32)
+    tokens = np.full((3, 9), A, dtype=np.uint8)
+    tokens[:, 0] = START
+    collate = BatchCollator(tokens, ["x", "y"])
+    data = AmpliconData(counts, tokens, ["x", "y"], ["a", "b", "c"])
+    dataset = SampleDataset(data, token_limit=8)
+    assert not collate([dataset[0], dataset[1]]).tokens_padded
+    tokens[1, 5:] = PAD
+    assert collate([dataset[0], dataset[1]]).tokens_padded
 
 
 def test_all_padding_token_row_is_finite():

@@ -307,3 +307,20 @@ def test_strategy_follows_the_run_and_the_trainer_calls_it():
     trainer.config = dataclasses.replace(trainer.config, max_grad_norm=0.5)
     trainer.fit(_loader(4), _loader(5))  # 3 batches, 3 optimizer steps
     assert calls == [0.5, 0.5, 0.5]
+
+
+def test_a_run_resumed_after_it_stopped_early_trains_no_further(monkeypatch, tmp_path):
+    saved: list[str] = []
+    trainer = _trainer(epochs=20, patience=1)
+    trainer.save_checkpoint = _saver(tmp_path, saved)
+    losses = iter([5.0, 6.0, 1.0])
+    monkeypatch.setattr(trainer, "train_epoch", lambda loader, epoch: {"train_loss": 1.0})
+    monkeypatch.setattr(trainer, "evaluate", lambda loader: EvalResult({"val_loss": next(losses)}))
+    first = trainer.fit(_loader(4), _loader(4))
+    assert len(first.history) == 2 and trainer.early_stopping.should_stop
+    state = load_checkpoint(tmp_path / "last_model.pt")["training_state"]
+    resumed = _trainer(epochs=20, patience=1)
+    resumed.load_training_state(state)
+    monkeypatch.setattr(resumed, "train_epoch", lambda loader, epoch: pytest.fail("trained again"))
+    again = resumed.fit(_loader(4), _loader(4))
+    assert (again.best_epoch, again.best_metric, len(again.history)) == (0, 5.0, 2)

@@ -269,6 +269,7 @@ class Batch:
     categoricals: torch.Tensor | None = None  # [B, K] int64, 0 = unknown
     distances: torch.Tensor | None = None  # [B, B] float32 (UniFrac) or [B] (Faith PD)
     sample_weights: torch.Tensor | None = None  # [B] float32 per-sample loss weights
+    tokens_padded: bool = True  # any PAD in tokens (known on the host: no padding mask lets flash kernels run)
 
     def _map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)
@@ -316,6 +317,7 @@ def collate_samples(
         sample_index=torch.from_numpy(sample_index),
         sample_ids=[sample_ids[i] for i in sample_index],
         asv_ids=torch.from_numpy(distinct.astype(np.int64)),
+        tokens_padded=bool((batch_tokens == PAD).any()),
     )
     if "target" in items[0]:
         batch.targets = torch.from_numpy(np.stack([item["target"] for item in items]))

@@ -10,6 +10,7 @@ or START, and masked positions are replaced by the MASK token.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -162,35 +163,37 @@ class ASVEncoder(nn.Module):
         return MASK_STRATEGIES[self.mask_strategy](nucleotide_positions(tokens), self.mask_ratio, generator)
 
     def forward(self, tokens: Tensor, mask_nucleotides: bool = False,
-                generator: torch.Generator | None = None, nucleotide_mask: Tensor | None = None
-                ) -> dict[str, Tensor]:
+                generator: torch.Generator | None = None, nucleotide_mask: Tensor | None = None,
+                tokens_padded: bool = True) -> dict[str, Tensor]:
         """`embeddings` [U, D] of the clean sequences; with `mask_nucleotides`, also `nucleotide_logits`
         [U, L, V], `nucleotide_mask` [U, L] bool (positions scored) and `nucleotide_targets` [U, L] from a
         second pass over masked copies.
 
         A given `nucleotide_mask` (from :meth:`mask_tokens`, drawn before the call) is used as is: no random
         numbers are drawn inside the forward pass, which ``torch.compile`` then traces as one graph.
+        `tokens_padded=False` (no PAD anywhere, as for equal-length amplicons; the collator knows it on the
+        host) runs attention without a padding mask, so FlashAttention kernels can be used.
 
         Embeddings never come from masked input: what downstream layers (and the normalisation's running
         statistics) learn from is what they see at validation and prediction time.
         """
-        pooled = self._chunked(self._pooled, tokens)  # [U, D]
+        pooled = self._chunked(partial(self._pooled, padded=tokens_padded), tokens)  # [U, D]
         if self.kmer_embedding is not None:
             pooled = pooled + self.kmer_embedding(tokens)
         real = (tokens != PAD).any(dim=1, keepdim=True)  # [U, 1]; the collator never emits all-PAD rows
         outputs = {"embeddings": self.norm(pooled) * real.to(pooled.dtype)}
         if nucleotide_mask is not None or (mask_nucleotides and self.mask_ratio > 0):
-            outputs.update(self.predict_masked(tokens, generator, nucleotide_mask))
+            outputs.update(self.predict_masked(tokens, generator, nucleotide_mask, tokens_padded))
         return outputs
 
     def predict_masked(self, tokens: Tensor, generator: torch.Generator | None = None,
-                       masked: Tensor | None = None) -> dict[str, Tensor]:
+                       masked: Tensor | None = None, padded: bool = True) -> dict[str, Tensor]:
         """Mask nucleotides of [U, L] `tokens` (at `masked`, else drawn) and predict them: logits [U, L, V],
         mask and targets [U, L]."""
         if masked is None:
             masked = self.mask_tokens(tokens, generator)
         inputs = tokens.masked_fill(masked, MASK)
-        logits = self._chunked(self._nucleotide_logits, inputs)  # [U, L, V]
+        logits = self._chunked(partial(self._nucleotide_logits, padded=padded), inputs)  # [U, L, V]
         return {"nucleotide_logits": logits, "nucleotide_mask": masked, "nucleotide_targets": tokens}
 
     def _chunked(self, encode: Callable[[Tensor], Tensor], tokens: Tensor) -> Tensor:
@@ -205,15 +208,15 @@ class ASVEncoder(nn.Module):
         return torch.cat([checkpoint(encode, part, use_reentrant=False) if recompute else encode(part)
                           for part in tokens.split(self.chunk_size)])
 
-    def _pooled(self, tokens: Tensor) -> Tensor:
-        return self._encode(tokens)[1]
+    def _pooled(self, tokens: Tensor, padded: bool = True) -> Tensor:
+        return self._encode(tokens, padded)[1]
 
-    def _nucleotide_logits(self, tokens: Tensor) -> Tensor:
-        return self.nucleotide_head(self._encode(tokens)[0])
+    def _nucleotide_logits(self, tokens: Tensor, padded: bool = True) -> Tensor:
+        return self.nucleotide_head(self._encode(tokens, padded)[0])
 
-    def _encode(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """[u, L] -> hidden [u, L, D], pooled [u, D]."""
+    def _encode(self, tokens: Tensor, padded: bool = True) -> tuple[Tensor, Tensor]:
+        """[u, L] -> hidden [u, L, D], pooled [u, D]; attention is unmasked when nothing is ``padded``."""
         valid = tokens != PAD  # START and MASK are real positions
         hidden = self.position_embedding(self.token_embedding(tokens))
-        hidden = self.transformer(hidden, valid)
+        hidden = self.transformer(hidden, valid if padded else None)
         return hidden, self.pooling(hidden, valid)

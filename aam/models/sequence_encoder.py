@@ -49,7 +49,7 @@ class SequenceEncoder(nn.Module):
     def forward(self, tokens: Tensor, asv_index: Tensor, asv_mask: Tensor, counts: Tensor | None = None,
                 categoricals: Tensor | None = None, mask_nucleotides: bool = False,
                 asv_embeddings: Tensor | None = None, generator: torch.Generator | None = None,
-                nucleotide_mask: Tensor | None = None) -> dict[str, Tensor]:
+                nucleotide_mask: Tensor | None = None, tokens_padded: bool = True) -> dict[str, Tensor]:
         """Returns `embeddings` [B, D], `distances` [B, B], `sample_embeddings` [B, S, D], `asv_mask` [B, S],
         `faith_pd` [B] for that metric, and the nucleotide keys when masking (`nucleotide_mask` [U, L] from
         :meth:`draw_nucleotide_mask`, or drawn inside with `mask_nucleotides`).
@@ -59,7 +59,7 @@ class SequenceEncoder(nn.Module):
         """
         outputs: dict[str, Tensor] = {}
         if asv_embeddings is None:
-            asv_outputs = self.asv_encoder(tokens, mask_nucleotides, generator, nucleotide_mask)
+            asv_outputs = self.asv_encoder(tokens, mask_nucleotides, generator, nucleotide_mask, tokens_padded)
             asv_embeddings = asv_outputs.pop("embeddings")
             outputs.update(asv_outputs)
         per_slot = gather_asv_embeddings(asv_embeddings, asv_index, asv_mask)  # [B, S, D]

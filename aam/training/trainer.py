@@ -33,7 +33,9 @@ from aam.models.layers import attention_backend
 from aam.training import sharding
 from aam.training.asv_cache import encode_all_asvs
 from aam.training.checkpoint import Snapshot, distance_head_of, strip_wrapper_prefixes, unwrap_model
+from aam.training.diagnostics import Diagnostics
 from aam.training.distributed import DeviceDistanceLookup, DistributedContext, gather_with_grad
+from aam.training.early_stopping import EarlyStopping
 from aam.training.ema import ema_model
 from aam.training.metrics import (
     ClassificationMetrics,
@@ -132,6 +134,8 @@ def forward_batch(model: nn.Module, batch, *, mask_nucleotides: bool = False,
         mask = unwrap_model(model).draw_nucleotide_mask(batch.tokens, generator)
         if mask is not None:
             kwargs["nucleotide_mask"] = mask
+    if not batch.tokens_padded:  # equal-length sequences: attention without a mask (flash kernels)
+        kwargs["tokens_padded"] = False
     return model(batch.tokens, batch.asv_index, batch.asv_mask, counts=batch.counts,
                  categoricals=batch.categoricals, **kwargs)
 
@@ -210,8 +214,7 @@ class Trainer:
         self.decoder = decoder
         self.save_checkpoint = save_checkpoint
         self.on_best = on_best
-        self.writer = writer
-        self.category_names = category_names or []
+        self.diagnostics = Diagnostics(writer, category_names or [], config.epochs)
         self.optimizer = build_optimizer(self.model, config.optimizer, lr=config.lr,
                                          weight_decay=config.weight_decay, categorical_lr=config.categorical_lr)
         self._compile: Callable[[nn.Module], nn.Module] | None = None
@@ -231,10 +234,7 @@ class Trainer:
         self.scheduler = None
         self.start_epoch = 0
         self.global_step = 0
-        self.best_key = config.best_metric if config.best_metric.startswith("val_") else f"val_{config.best_metric}"
-        self.best_value = math.inf if metric_direction(config.best_metric) == "min" else -math.inf
-        self.best_epoch = -1
-        self.epochs_without_improvement = 0
+        self.early_stopping = EarlyStopping(config.best_metric, config.patience)
         self.history: list[dict[str, float]] = []
         self._pending_state: dict[str, Any] | None = None
         self._epoch_progress: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the current epoch
@@ -261,10 +261,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.precision.state_dict(),
             "rng": rng_state(),
-            "best_metric_name": self.config.best_metric,
-            "best_value": self.best_value,
-            "best_epoch": self.best_epoch,
-            "epochs_without_improvement": self.epochs_without_improvement,
+            **self.early_stopping.state_dict(),
             "history": list(self.history),
             **({} if self.ema is None else {
                 "ema_n_averaged": int(self.ema.n_averaged),
@@ -282,10 +279,7 @@ class Trainer:
         self.precision.load_state_dict(state["scaler"])
         self.start_epoch = state["epoch"] + 1
         self.global_step = state["global_step"]
-        if state.get("best_metric_name") == self.config.best_metric:
-            self.best_value = state["best_value"]
-            self.best_epoch = state["best_epoch"]
-            self.epochs_without_improvement = state["epochs_without_improvement"]
+        self.early_stopping.load_state_dict(state)
         self.history = list(state.get("history", []))
         self._epoch_progress = state.get("epoch_progress")
         if self.ema is not None and "raw_model_state" in state:  # the checkpoint's weights are the average
@@ -322,6 +316,10 @@ class Trainer:
     def _fit_epochs(self, train_loader: Iterable, val_loader: Iterable) -> FitResult:
         cfg = self.config
         best_eval: EvalResult | None = None
+        if self.early_stopping.should_stop and self._epoch_progress is None:  # resumed after it had stopped
+            log.info("this run had already stopped early (best %.4g at epoch %d); nothing left to train",
+                     self.early_stopping.best_value, self.early_stopping.best_epoch + 1)
+            return FitResult(self.early_stopping.best_value, self.early_stopping.best_epoch, self.history, None)
         for epoch in range(self.start_epoch, cfg.epochs):
             for loader in (train_loader, val_loader):
                 for part in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
@@ -337,9 +335,9 @@ class Trainer:
             row.update({f"lr_{name}": lr for name, lr in param_group_lrs(self.optimizer).items()})
             self.history.append(row)
             if self.scheduler.interval == "epoch":
-                self.scheduler.step(result.metrics.get(self.best_key))
-            improved = self._update_best(result.metrics, epoch)
-            self._log_epoch(row, result, epoch, improved)
+                self.scheduler.step(result.metrics.get(self.early_stopping.key))
+            improved = self.early_stopping.update(result.metrics, epoch)
+            self.diagnostics.log_epoch(row, result, epoch, improved)
             snapshot = self.snapshot(epoch) if self.save_checkpoint is not None else None
             if improved:
                 best_eval = result
@@ -351,24 +349,12 @@ class Trainer:
             stop = self._stop_requested(every_step=True)
             if stop:
                 raise RunInterrupted(stop, None if path is None else str(path), f"the end of epoch {epoch + 1}")
-            if self.epochs_without_improvement >= cfg.patience:
+            if self.early_stopping.should_stop:
                 log.info("early stopping: %s did not improve for %d epochs (best %.4g at epoch %d)",
-                         cfg.best_metric, cfg.patience, self.best_value, self.best_epoch + 1)
+                         cfg.best_metric, cfg.patience, self.early_stopping.best_value,
+                         self.early_stopping.best_epoch + 1)
                 break
-        return FitResult(self.best_value, self.best_epoch, self.history, best_eval)
-
-    def _update_best(self, metrics: dict[str, float], epoch: int) -> bool:
-        value = metrics.get(self.best_key)
-        if value is None or not math.isfinite(value):
-            log.warning("best metric %s is not available this epoch (have: %s)", self.best_key, ", ".join(metrics))
-            self.epochs_without_improvement += 1
-            return False
-        better = value < self.best_value if metric_direction(self.best_key) == "min" else value > self.best_value
-        if better:
-            self.best_value, self.best_epoch, self.epochs_without_improvement = value, epoch, 0
-        else:
-            self.epochs_without_improvement += 1
-        return better
+        return FitResult(self.early_stopping.best_value, self.early_stopping.best_epoch, self.history, best_eval)
 
     def _forward(self, model: nn.Module, batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Model outputs: embeddings of clean sequences, plus masked-nucleotide outputs when that objective is on."""
@@ -538,7 +524,7 @@ class Trainer:
         self.strategy.before_optimizer_step(self.model)
         self.precision.unscale_(self.optimizer)
         if log_norms:
-            self._log_grad_norms()
+            self.diagnostics.log_grad_norms(self.model, self.global_step)
         if cfg.max_grad_norm is not None:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             self.strategy.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -576,16 +562,6 @@ class Trainer:
                 for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
                     buffer.copy_(saved)
             set_rng_state(state)
-
-    def _log_grad_norms(self) -> None:
-        """Gradient norm per top-level submodule (fusion gates, mixing parameters...) to TensorBoard.
-
-        Every rank computes them (a collective under FSDP); the rank with the writer logs them.
-        """
-        for name, module in unwrap_model(self.model).named_children():
-            norm = sharding.grad_norm(module.parameters())
-            if norm is not None and self.writer is not None:
-                self.writer.add_scalar(f"grad_norm/{name}", norm.item(), self.global_step)
 
     def find_lr(self, loader: Iterable, num_iters: int = 100):
         """Learning-rate range test on ``loader``; model and optimizer are restored afterwards."""
@@ -693,31 +669,7 @@ class Trainer:
                 metrics.update({f"val_{k}": v for k, v in computed.items() if k != "n"})
         return result
 
-    # ------------------------------------------------------------------ logging
-    def _log_epoch(self, row: dict[str, float], result: EvalResult, epoch: int, improved: bool) -> None:
-        shown = {k: v for k, v in row.items() if k.startswith("val_") or k in (
-            "train_loss", "train_samples_per_s", "cuda_peak_mib", "cpu_peak_rss_mib")}
-        text = "  ".join(f"{k}={v:.4g}" for k, v in shown.items())
-        log.info("epoch %d/%d  %s%s", epoch + 1, self.config.epochs, text, "  *best*" if improved else "")
-        if self.writer is None:
-            return
-        for key, value in row.items():
-            if key.startswith("train_") and f"val_{key[6:]}" in row:
-                self.writer.add_scalars(key[6:], {"train": value, "val": row[f"val_{key[6:]}"]}, epoch)
-            elif key.startswith("lr_"):
-                self.writer.add_scalar(f"learning_rate/{key[3:]}", value, epoch)
-            elif key != "epoch":
-                self.writer.add_scalar(key.replace("_", "/", 1), value, epoch)
-        if "gate" in result.diagnostics:
-            self.writer.add_histogram("gmu/gate", result.diagnostics["gate"], epoch)
-        if "cross_attention" in result.diagnostics:
-            from aam.training.plots import attention_heatmap
 
-            weights = result.diagnostics["cross_attention"]
-            names = self.category_names or [f"col{i}" for i in range(weights.shape[-1])]
-            self.writer.add_figure("cross_attention/position_x_column", attention_heatmap(weights[:32], names),
-                                   epoch)
-        self.writer.flush()
 
 
 def _skip_batches(loader: Iterable, n: int) -> Iterable:
