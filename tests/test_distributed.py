@@ -181,7 +181,7 @@ def test_fsdp_matches_single_process(tmp_path):
 
 def torchrun(*args, cwd: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", str(free_port()), "-m", "aam", *map(str, args)]
+               "--master_port", str(free_port()), "-m", "aam.cli", *map(str, args)]  # the reference tool's form
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
