@@ -37,3 +37,19 @@ def test_average_follows_the_formula_for_weights_and_running_statistics():
         torch.testing.assert_close(averaged[key], value)
     assert int(averaged["1.num_batches_tracked"]) == 4
     assert not torch.allclose(averaged["0.weight"], model.state_dict()["0.weight"])
+
+
+def test_update_does_not_wait_for_the_device(monkeypatch):
+    """The decay is computed from the device-side counter: no .item() or int() in the training step."""
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = ema_model(model, decay=0.9)
+    ema.update_parameters(model)
+    calls = []
+    for name in ("item", "__int__", "__float__", "tolist"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: calls.append(_n)
+                            or _o(self, *a, **k))
+    model.train()(torch.randn(5, 3))
+    ema.update_parameters(model)
+    monkeypatch.undo()
+    assert calls == []

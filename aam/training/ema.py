@@ -24,7 +24,11 @@ def ema_model(model: nn.Module, decay: float) -> AveragedModel:
     @torch.no_grad()
     def update(averaged: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:
         if torch.is_floating_point(averaged[0]):
-            torch._foreach_lerp_(averaged, current, 1.0 - warmed_up_decay(decay, int(n_averaged)))
+            # the warmed-up decay computed on the device: no host synchronisation in the training step
+            n = n_averaged.to(averaged[0].dtype)
+            weight = 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=decay)
+            torch._foreach_mul_(averaged, 1.0 - weight)
+            torch._foreach_add_(averaged, torch._foreach_mul(current, weight))
         else:  # step counters
             torch._foreach_copy_(averaged, current)
 
