@@ -472,3 +472,43 @@ def test_fsdp_bf16_gathers_weights_in_bf16_and_keeps_float32_gradients(tmp_path)
     for rank in ranks:
         assert rank["seen"] == [torch.bfloat16] and rank["grads"] == {torch.float32}
         assert rank["unifrac"].item() == pytest.approx(reference.item(), rel=0.05)
+
+
+def _fsdp_accumulation_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    from aam.data.dataset import make_loader
+    from aam.training.distributed import ResumableDistributedSampler
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        data, lookup = tiny_problem(16)
+        dataset = SampleDataset(data, np.arange(12), token_limit=16)
+        sampler = ResumableDistributedSampler(dataset, world, rank, shuffle=True, seed=3)
+        loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids, lookup), 2, shuffle=True,
+                             sampler=sampler)
+        model, trainer = _accumulating_trainer(DistributedContext(rank, world, rank, strategy="fsdp"), lookup)
+        trainer.scheduler = trainer_scheduler(trainer, len(loader))
+        trainer.train_epoch(loader, 0)
+        state, _ = sharding.full_state(model, trainer.optimizer)
+        torch.save({"order": all_gather_objects(list(sampler)), "weights": state}, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp_with_accumulation_equals_one_process(tmp_path):
+    """FSDP keeps gradients unreduced inside an accumulation group and lands where one process does."""
+    from aam.data.dataset import Batch
+
+    mp.spawn(_fsdp_accumulation_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    data, lookup = tiny_problem(16)
+    collator = BatchCollator(data.tokens, data.sample_ids, lookup)
+    dataset = SampleDataset(data, np.arange(12), token_limit=16)
+    shards = ranks[0]["order"]
+    batches: list[Batch] = [collator([dataset[i] for i in shards[0][k:k + 2] + shards[1][k:k + 2]])
+                            for k in range(0, len(shards[0]), 2)]
+    model, trainer = _accumulating_trainer(None, lookup)
+    trainer.scheduler = trainer_scheduler(trainer, len(batches))
+    trainer.train_epoch(batches, 0)
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(ranks[0]["weights"][name], parameter.detach(), rtol=1e-4, atol=1e-6)

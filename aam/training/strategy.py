@@ -170,6 +170,19 @@ class FSDPStrategy(DDPStrategy):
     def setup(self, model: nn.Module, device: torch.device, mixed_precision: str | None) -> None:
         broadcast_module(model)  # FSDP keeps each rank's own slice; it does not broadcast
         sharding.shard_model(model, device, mixed_precision)
+        self.model = model
+
+    @contextlib.contextmanager
+    def no_sync(self, skip: bool):
+        """Inside an accumulation group, gradients stay unsharded and unreduced until its last backward."""
+        if not skip:
+            yield
+            return
+        self.model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            self.model.set_requires_gradient_sync(True)
 
     def wrap(self, model: nn.Module, compiled: nn.Module) -> nn.Module:
         return compiled
