@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import nn
 
 from aam.data.dataset import AmpliconData, BatchCollator, MatrixDistanceLookup, SampleDataset
 from aam.models import EncoderConfig, SequenceEncoder
@@ -391,6 +392,18 @@ def _ddp_step_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         every.scheduler = trainer_scheduler(every, len(loader))
         every.train_epoch(loader, 0)
         unused["every head used"] = every.strategy.ddp.find_unused_parameters
+        torch.manual_seed(0)  # --compile-model under DDP: the DDP wrapper is what gets compiled
+        compiled = Trainer(SequenceEncoder(EncoderConfig(max_bp=20, embedding_dim=16, attention_heads=2,
+                                                         attention_layers=1, dropout=0.0, token_limit=16)),
+                           MultiTaskLoss(target_penalty=0.0, penalty=1.0, nuc_penalty=0.0, count_penalty=0.0),
+                           TrainerConfig(progress=False, epochs=1, scheduler="cosine", mask_nucleotides=False,
+                                         compile_model=True, compile_backend="eager"),
+                           device=torch.device("cpu"), distributed=DistributedContext(rank, world, rank),
+                           distance_lookup=lookup)
+        compiled.scheduler = trainer_scheduler(compiled, len(loader))
+        compiled.train_epoch(loader, 0)
+        unused["compiled wraps DDP"] = isinstance(getattr(compiled.forward_model, "_orig_mod", None),
+                                                  nn.parallel.DistributedDataParallel)
         torch.save({"syncs": syncs, "order": all_gather_objects(order[0]), "unused": unused,
                     "weights": {k: v.detach().clone() for k, v in model.named_parameters()}},
                    Path(out_dir) / f"rank{rank}.pt")
@@ -414,7 +427,7 @@ def test_ddp_step_with_accumulation_equals_one_process_without_per_step_host_syn
     for rank in ranks:
         assert rank["syncs"][4] == rank["syncs"][12], rank["syncs"]
         # the nucleotide head gets no gradient with masking off; DDP searches for unused parameters only then
-        assert rank["unused"] == {"masking off": True, "every head used": False}
+        assert rank["unused"] == {"masking off": True, "every head used": False, "compiled wraps DDP": True}
 
     _assert_one_process_lands_on(ranks)
 
