@@ -10,15 +10,13 @@ or START, and masked positions are replaced by the MASK token.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from aam.models.config import MASK, NUCLEOTIDE_TOKENS, PAD, A
-from aam.models.layers import AttentionPooling, PositionEmbedding, TransformerStack
+from aam.models.layers import AttentionPooling, PositionEmbedding, TransformerStack, recomputed
 
 SPAN_LENGTHS = (3, 5)  # inclusive range of span lengths for `span` masking
 
@@ -177,7 +175,7 @@ class ASVEncoder(nn.Module):
         Embeddings never come from masked input: what downstream layers (and the normalisation's running
         statistics) learn from is what they see at validation and prediction time.
         """
-        pooled = self._chunked(partial(self._pooled, padded=tokens_padded), tokens)  # [U, D]
+        pooled = self._chunked(self._pooled, tokens, tokens_padded)  # [U, D]
         if self.kmer_embedding is not None:
             pooled = pooled + self.kmer_embedding(tokens)
         real = (tokens != PAD).any(dim=1, keepdim=True)  # [U, 1]; the collator never emits all-PAD rows
@@ -193,20 +191,19 @@ class ASVEncoder(nn.Module):
         if masked is None:
             masked = self.mask_tokens(tokens, generator)
         inputs = tokens.masked_fill(masked, MASK)
-        logits = self._chunked(partial(self._nucleotide_logits, padded=padded), inputs)  # [U, L, V]
+        logits = self._chunked(self._nucleotide_logits, inputs, padded)  # [U, L, V]
         return {"nucleotide_logits": logits, "nucleotide_mask": masked, "nucleotide_targets": tokens}
 
-    def _chunked(self, encode: Callable[[Tensor], Tensor], tokens: Tensor) -> Tensor:
+    def _chunked(self, encode: Callable[[Tensor, bool], Tensor], tokens: Tensor, padded: bool) -> Tensor:
         """``encode`` over [U, L] ``tokens``, ``chunk_size`` rows at a time when set. While training, each
         chunk keeps only its input and output for backward and is recomputed there (activation checkpointing),
         so activation memory stays flat in the batch's distinct ASVs instead of growing ~layers x L x D each."""
-        if not self.chunk_size or tokens.shape[0] <= self.chunk_size:
-            if self.chunk_size and self.training and torch.is_grad_enabled():
-                return checkpoint(encode, tokens, use_reentrant=False)
-            return encode(tokens)
-        recompute = self.training and torch.is_grad_enabled()
-        return torch.cat([checkpoint(encode, part, use_reentrant=False) if recompute else encode(part)
-                          for part in tokens.split(self.chunk_size)])
+        recompute = bool(self.chunk_size) and self.training and torch.is_grad_enabled()
+        parts = tokens.split(self.chunk_size) if self.chunk_size else (tokens,)
+        outputs = []
+        for part in parts:
+            outputs.append(recomputed(encode, part, padded) if recompute else encode(part, padded))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
     def _pooled(self, tokens: Tensor, padded: bool = True) -> Tensor:
         return self._encode(tokens, padded)[1]

@@ -126,6 +126,15 @@ class TransformerBlock(nn.Module):
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
+@torch.compiler.disable
+def recomputed(function, *args):
+    """``function(*args)`` keeping only its inputs for backward, where it is run again (activation
+    checkpointing). Run outside a ``torch.compile`` graph: checkpointing one module twice in a graph (the
+    clean and the masked nucleotide passes) fails to trace in PyTorch 2.13, so these regions run eagerly and
+    the rest of the model stays compiled."""
+    return checkpoint(function, *args, use_reentrant=False)
+
+
 class TransformerStack(nn.Module):
     """`layers` pre-LN blocks and a final LayerNorm; padded positions of the output are zero.
 
@@ -143,7 +152,7 @@ class TransformerStack(nn.Module):
         """x [N, T, D], mask [N, T] (True = real) -> [N, T, D]."""
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = checkpoint(block, x, mask, use_reentrant=False) if recompute else block(x, mask)
+            x = recomputed(block, x, mask) if recompute else block(x, mask)
         x = self.norm(x)
         if mask is not None:
             x = x * mask.unsqueeze(-1).to(x.dtype)
