@@ -182,3 +182,45 @@ def test_python_dash_m_runs_the_cli(module):
 
     result = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("aam"), result.stderr
+
+
+def test_constant_regression_target_is_an_error(synthetic_dir, tmp_path):
+    metadata = tmp_path / "meta.tsv"
+    lines = synthetic_dir["metadata"].read_text().splitlines()
+    header = lines[0].split("\t")
+    column = header.index("target")
+    rows = [line.split("\t") for line in lines[1:]]
+    for row in rows:
+        row[column] = "7"
+    metadata.write_text("\n".join(["\t".join(header)] + ["\t".join(r) for r in rows]) + "\n")
+    args = train_args(synthetic_dir, tmp_path / "out")
+    args[args.index("--metadata") + 1] = metadata
+    line = fails(*args, expect="--metadata-column")
+    assert "one value (7)" in line and "nothing to learn" in line
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_several_validation_passes_are_refused_with_the_alternative(synthetic_dir, tmp_path):
+    line = fails(*train_args(synthetic_dir, tmp_path / "out", "--val-prediction-passes", "3"),
+                 expect="--val-prediction-passes")
+    assert "--prediction-passes" in line
+
+
+def test_asv_chunk_size_zero_means_off_as_in_the_reference(synthetic_dir, tmp_path):
+    result = CliRunner().invoke(cli, [str(a) for a in train_args(synthetic_dir, tmp_path / "out",
+                                                                 "--asv-chunk-size", "0")])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["model_config"]["encoder"]["asv_chunk_size"] is None
+
+
+def test_resuming_a_finished_run_says_so_and_keeps_its_best_model(synthetic_dir, tmp_path):
+    out = tmp_path / "out"
+    args = [str(a) for a in train_args(synthetic_dir, out)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    best = (out / "checkpoints" / "best_model.pt").stat().st_mtime_ns
+    result = CliRunner().invoke(cli, [*args, "--resume-from", str(out / "checkpoints" / "last_model.pt")])
+    assert result.exit_code == 0, result.output
+    log_text = (out / "training.log").read_text()
+    assert "training had already finished: best epoch 1" in log_text and "no epoch produced" not in log_text
+    assert (out / "checkpoints" / "best_model.pt").stat().st_mtime_ns == best

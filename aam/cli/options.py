@@ -257,10 +257,10 @@ PERFORMANCE_OPTIONS = [
     option("--gradient-checkpointing/--no-gradient-checkpointing", default=False, section="Performance",
            help="Recompute transformer blocks in backward to save memory (changed: off by default)."),
     ATTN_IMPLEMENTATION,
-    option("--asv-chunk-size", type=int, default=None, section="Performance",
+    option("--asv-chunk-size", type=click.IntRange(min=0), default=None, section="Performance",
            help="Encode the batch's distinct ASVs this many at a time, each chunk recomputed in backward "
                 "(activation checkpointing), so training memory stays flat in distinct ASVs; see README, "
-                "GPU memory."),
+                "GPU memory. 0 or unset: off."),
     option("--use-expandable-segments", is_flag=True, default=False, section="Performance",
            help="Set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True."),
     option("--memory-profile", is_flag=True, default=False, section="Performance",

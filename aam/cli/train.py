@@ -127,7 +127,8 @@ TRAIN_OPTIONS = [
                   "groups (e.g. 2: no subject's private ASVs), so the model learns what recurs across subjects "
                   "instead of recognising them; validation and prediction read every ASV. Off by default."),
     o.option("--val-prediction-passes", type=click.IntRange(1, 100), default=1, section="Training",
-             help="Accepted for compatibility; validation uses abundance-first ASVs (one pass)."),
+             help="Accepted for compatibility with 1 only (an error above): validation reads each sample's most "
+                  "abundant ASVs once; aam predict --prediction-passes averages random draws."),
     o.option("--find-lr", is_flag=True, default=False, section="Training",
              help="Run a learning-rate range test, print the suggestion and exit."),
 ]

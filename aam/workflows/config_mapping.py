@@ -28,7 +28,7 @@ def encoder_config_from_options(opts: dict[str, Any]) -> EncoderConfig:
             token_limit=opts["token_limit"], count_embedding=opts["count_embedding"],
             count_embedding_method=opts["count_embedding_method"], nuc_mask_ratio=opts["nuc_mask_ratio"],
             nuc_mask_strategy=opts["nuc_mask_strategy"], gradient_checkpointing=opts["gradient_checkpointing"],
-            asv_chunk_size=opts.get("asv_chunk_size"), kmer_size=opts.get("kmer_size", 0),
+            asv_chunk_size=opts.get("asv_chunk_size") or None, kmer_size=opts.get("kmer_size", 0),
             distance_metric=opts["unifrac_metric"],
         )
     except ValueError as err:

@@ -207,6 +207,10 @@ def _report_lr_range(trainer: Trainer, loader, output_dir: Path, main: bool) -> 
 
 
 def _check_train_options(opts: dict[str, Any]) -> None:
+    if (opts.get("val_prediction_passes") or 1) > 1:
+        raise AamError("several validation passes are not supported: validation reads each sample's most "
+                       "abundant ASVs once, so its scores are deterministic", source="--val-prediction-passes",
+                       hint="leave it at 1; aam predict --prediction-passes N averages random ASV draws")
     if opts["classifier"] and opts["loss_type"] in ("quantile", "asymmetric"):
         raise AamError(f"--loss-type {opts['loss_type']} is for regression", source="--classifier")
     if opts.get("quantiles") and opts["loss_type"] != "quantile":
@@ -277,6 +281,11 @@ def _fit_targets(opts: dict[str, Any], metadata: pd.DataFrame, column: str, trai
         raise AamError("regression predicts one column", source="--out-dim",
                        hint="use --out-dim 1, or --classifier for classes")
     actual = metadata.loc[ids, column].astype(float).to_numpy()
+    train_values = actual[np.isin(np.asarray(ids, dtype=object), np.asarray(train_ids, dtype=object))]
+    if np.ptp(train_values) == 0:
+        raise AamError(f"column {column!r} has one value ({train_values[0]:g}) in all {len(train_values)} training "
+                       "samples: there is nothing to learn", source="--metadata-column",
+                       hint="choose a column that varies between samples")
     name, by_columns, messages = resolve_target_transform(
         opts.get("target_transform"), opts.get("normalize_targets"), opts.get("normalize_targets_by"),
         opts.get("log_transform_targets", False), opts.get("normalize_by"))
@@ -401,6 +410,10 @@ def _write_plots(output_dir: Path, result: FitResult, classifier: bool, class_la
 
 
 def _log_summary(result: FitResult, best_metric: str, output_dir: Path) -> None:
+    if result.best_eval is None and result.best_epoch >= 0:  # resumed after it had finished or stopped early
+        log.info("training had already finished: best epoch %d (%s %.4g); %s is unchanged", result.best_epoch + 1,
+                 best_metric, result.best_metric, output_dir / "checkpoints" / "best_model.pt")
+        return
     if result.best_eval is None:
         log.warning("no epoch produced a finite %s; no best checkpoint was written", best_metric)
         return
