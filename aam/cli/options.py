@@ -156,7 +156,8 @@ def data_options(pretrain: bool) -> list[Callable]:
         option("--no-sequence-cache", is_flag=True, default=False, section="Input",
                help="Accepted for compatibility; sequences are always tokenised once per dataset."),
         option("--num-workers", type=int, default=0, section="Performance",
-               help="DataLoader worker processes (changed: default 0; batching is cheap, workers rarely help)."),
+               help="DataLoader worker processes (changed: default 0, was 4: a batch is collated in milliseconds "
+                    "from arrays already in memory, and workers only add start-up time and memory; BENCHMARKS.md)."),
     ]
 
 
@@ -255,12 +256,15 @@ PERFORMANCE_OPTIONS = [
     option("--compile-model", is_flag=True, default=False, section="Performance", help="torch.compile the model."),
     option("--tf32", is_flag=True, default=False, section="Performance", help="Allow TF32 matmuls on Ampere+."),
     option("--gradient-checkpointing/--no-gradient-checkpointing", default=False, section="Performance",
-           help="Recompute transformer blocks in backward to save memory (changed: off by default)."),
+           help="Recompute each transformer block in backward to save memory (changed: off by default, was on: "
+                "it costs one more forward pass of every block, and CPU and small-batch runs do not need the memory; "
+                "for large batches prefer --asv-chunk-size, see README)."),
     ATTN_IMPLEMENTATION,
     option("--asv-chunk-size", type=click.IntRange(min=0), default=None, section="Performance",
            help="Encode the batch's distinct ASVs this many at a time, each chunk recomputed in backward "
                 "(activation checkpointing), so training memory stays flat in distinct ASVs; see README, "
-                "GPU memory. 0 or unset: off."),
+                "GPU memory. 0 or unset: off (changed: default off, was 256, which saved no memory there; "
+                "256 is a good value on a GPU with large batches)."),
     option("--use-expandable-segments", is_flag=True, default=False, section="Performance",
            help="Set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True."),
     option("--memory-profile", is_flag=True, default=False, section="Performance",

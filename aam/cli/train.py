@@ -47,7 +47,9 @@ TRAIN_OPTIONS = [
                                                                       "in sorted label order."),
     o.option("--target-transform", type=click.Choice(["none", "minmax", "zscore", "zscore-category",
                                                       "log-minmax", "log-zscore"]), default=None,
-             section="Target", help="Target scaling fitted on the training split (changed: default zscore)."),
+             section="Target", help="Target scaling fitted on the training split (changed: default zscore, was "
+                                    "minmax: min-max scaling on the training split squeezes targets outside its "
+                                    "range and, with the legacy bounded outputs, clips them)."),
     o.option("--normalize-by", default=None, section="Target", help="Columns for zscore-category."),
     o.option("--normalize-targets/--no-normalize-targets", default=None, section="Target",
              help="Deprecated: use --target-transform minmax|none."),
