@@ -224,3 +224,17 @@ def test_resuming_a_finished_run_says_so_and_keeps_its_best_model(synthetic_dir,
     log_text = (out / "training.log").read_text()
     assert "training had already finished: best epoch 1" in log_text and "no epoch produced" not in log_text
     assert (out / "checkpoints" / "best_model.pt").stat().st_mtime_ns == best
+
+
+@pytest.mark.parametrize("flags", [["--bounded-targets"], ["--output-constraint", "nonnegative"],
+                                   ["--output-activation", "relu"]])
+def test_output_constraints_that_mean_something_else_after_zscore_are_refused(synthetic_dir, tmp_path, flags):
+    line = fails(*train_args(synthetic_dir, tmp_path / "out", *flags), expect="--output-constraint")
+    assert "--target-transform zscore" in line and "training mean" in line
+
+
+def test_bounded_output_with_minmax_trains(synthetic_dir, tmp_path):
+    args = train_args(synthetic_dir, tmp_path / "out", "--output-constraint", "bounded", "--target-transform",
+                      "minmax")
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output

@@ -58,7 +58,10 @@ TRAIN_OPTIONS = [
     o.option("--log-transform-targets", is_flag=True, default=False, section="Target",
              help="Deprecated: use --target-transform log-minmax or log-zscore."),
     o.option("--output-constraint", type=click.Choice(["none", "bounded", "nonnegative", "nonnegative-learnable"]),
-             default=None, section="Target", help="Constrain regression outputs (default none)."),
+             default=None, section="Target",
+             help="Constrain regression outputs (default none). Applied to the transformed target: bounded needs "
+                  "--target-transform minmax (the training range), nonnegative minmax or none; other pairs are "
+                  "refused."),
     o.option("--bounded-targets", is_flag=True, default=False, section="Target",
              help="Deprecated: use --output-constraint bounded."),
     o.option("--output-activation", type=click.Choice(["none", "relu", "softplus", "exp"]), default=None,

@@ -118,6 +118,8 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
         opts, out_dim=len(setup.class_labels) if setup.class_labels else 1,
         cardinalities=tuple(encoder.cardinalities) if encoder else (),
         output_scaling_columns=tuple(categorical_columns.index(c) for c in _csv(opts.get("conditional_output_scaling"))))
+    if not opts["classifier"]:
+        _check_output_constraint(config.output_constraint, setup.transform_name)
     model = SequencePredictor(config)
     if pretrained is not None:
         _load_pretrained_encoder(model, pretrained, opts["pretrained_encoder"])
@@ -204,6 +206,29 @@ def _report_lr_range(trainer: Trainer, loader, output_dir: Path, main: bool) -> 
         log.info("learning-rate range test over %d steps: suggested --lr %s (curve in %s)", len(sweep.lrs),
                  suggestion, output_dir / "lr_range_test.tsv")
     return FitResult(sweep.suggested_lr or float("nan"), -1, [], None)
+
+
+# where an output constraint, applied to the model's (transformed) output, means what it says in original units
+CONSTRAINT_TRANSFORMS = {"bounded": ("minmax", "log-minmax"),
+                         "nonnegative": ("none", "minmax", "log-minmax"),
+                         "nonnegative-learnable": ("none", "minmax", "log-minmax")}
+CONSTRAINT_MEANING = {"zscore": ("the training mean", "the mean plus one standard deviation"),
+                      "log-zscore": ("the mean log target", "one standard deviation above it"),
+                      "zscore-category": ("each category's mean", "one standard deviation above it")}
+
+
+def _check_output_constraint(constraint: str, transform: str) -> None:
+    """Output constraints act on the transformed target: refuse the pairs where that silently means something
+    else in original units (e.g. bounded with zscore: predictions between the mean and one SD above it)."""
+    allowed = CONSTRAINT_TRANSFORMS.get(constraint)
+    if allowed is None or transform in allowed:
+        return
+    low, high = CONSTRAINT_MEANING.get(transform, ("the transformed 0", "1"))
+    meaning = f"between {low} and {high}" if constraint == "bounded" else f"at least {low}"
+    raise AamError(f"output constraint {constraint!r} acts on the transformed target; with --target-transform "
+                   f"{transform} it would keep predictions {meaning}", source="--output-constraint",
+                   hint=f"add --target-transform {allowed[0]} (then {constraint} means "
+                        f"{'within the training range' if constraint == 'bounded' else 'non-negative'}), or drop it")
 
 
 def _check_train_options(opts: dict[str, Any]) -> None:
