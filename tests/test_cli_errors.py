@@ -238,3 +238,19 @@ def test_bounded_output_with_minmax_trains(synthetic_dir, tmp_path):
                       "minmax")
     result = CliRunner().invoke(cli, [str(a) for a in args])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(("config", "expect"), [("{0: mae}", "not JSON"), ('{"0": "mae", "1": "mse"}', "one entry"),
+                                                ('{"0": "quantile"}', "not one of"), ('{"age": "mae"}', "no output")])
+def test_bad_loss_config_is_one_line(synthetic_dir, tmp_path, config, expect):
+    line = fails(*train_args(synthetic_dir, tmp_path / "out", "--loss-config", config), expect="--loss-config")
+    assert expect in line
+
+
+@pytest.mark.parametrize("key", ["0", "target"])
+def test_loss_config_of_the_reference_sets_the_loss(synthetic_dir, tmp_path, key):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [str(a) for a in train_args(synthetic_dir, out, "--loss-config",
+                                                                 json.dumps({key: "mae"}))])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["options"]["loss_type"] == "mae"

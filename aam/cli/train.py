@@ -91,6 +91,9 @@ TRAIN_OPTIONS = [
     o.option("--count-penalty", type=float, default=1.0, section="Loss", help="Weight of the count loss."),
     o.option("--loss-type", type=click.Choice(["mse", "mae", "huber", "quantile", "asymmetric"]), default="huber",
              section="Loss", help="Regression loss (classifiers use NLL)."),
+    o.option("--loss-config", default=None, section="Loss",
+             help="The reference tool's per-output loss as JSON, e.g. '{\"0\": \"mae\"}': AAM regression predicts "
+                  "one column, so one entry (0 or the --metadata-column name) sets --loss-type (mse, mae or huber)."),
     o.option("--quantiles", default=None, section="Loss", help="Quantile levels for --loss-type quantile "
                                                                "(default 0.1,0.5,0.9)."),
     o.option("--over-penalty", type=float, default=1.0, section="Loss", help="asymmetric: weight of over-prediction."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ class TargetSetup:
 
 def run_train(opts: dict[str, Any]) -> FitResult:
     """Fine-tune a SequencePredictor as described by the resolved ``aam train`` options."""
+    opts = apply_loss_config(opts)
     check_options(opts)
     _check_train_options(opts)
     return run_in_session(opts, _run)
@@ -229,6 +231,33 @@ def _check_output_constraint(constraint: str, transform: str) -> None:
                    f"{transform} it would keep predictions {meaning}", source="--output-constraint",
                    hint=f"add --target-transform {allowed[0]} (then {constraint} means "
                         f"{'within the training range' if constraint == 'bounded' else 'non-negative'}), or drop it")
+
+
+def apply_loss_config(opts: dict[str, Any]) -> dict[str, Any]:
+    """``--loss-config '{"0": "mae"}'`` (the reference tool's per-output losses) as ``--loss-type``: one entry,
+    keyed by output 0 or the target column, naming mse, mae or huber."""
+    text = opts.get("loss_config")
+    if not text:
+        return opts
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise AamError(f"is not JSON ({err.msg})", source="--loss-config", hint='e.g. --loss-config \'{"0": "mae"}\'') \
+            from None
+    if not isinstance(config, dict) or len(config) != 1:
+        raise AamError("needs exactly one entry: AAM regression predicts one column", source="--loss-config",
+                       hint='e.g. --loss-config \'{"0": "mae"}\'')
+    (key, loss), = config.items()
+    if str(key) not in ("0", str(opts.get("metadata_column"))):
+        raise AamError(f"entry {key!r} names no output; use 0 or {opts.get('metadata_column')!r}",
+                       source="--loss-config")
+    if loss not in ("mse", "mae", "huber"):
+        raise AamError(f"loss {loss!r} is not one of mse, mae, huber", source="--loss-config",
+                       hint="quantile and asymmetric losses are set with --loss-type")
+    if opts.get("classifier"):
+        raise AamError("is for regression (classifiers use NLL)", source="--loss-config")
+    log.info("--loss-config: output 0 uses the %s loss", loss)
+    return {**opts, "loss_type": loss}
 
 
 def _check_train_options(opts: dict[str, Any]) -> None:
