@@ -80,18 +80,23 @@ def test_metadata_without_id_column(synthetic_dir, tmp_path):
     fails(*args, expect="no sample id column")
 
 
-def test_nan_targets_are_dropped_and_all_nan_is_an_error(synthetic_dir, tmp_path):
+def _train_args_with_target(synthetic_dir, tmp_path, value: str) -> list:
+    """``train_args`` over a copy of the metadata whose ``target`` is ``value`` in every row."""
     metadata = tmp_path / "meta.tsv"
     lines = synthetic_dir["metadata"].read_text().splitlines()
     header = lines[0].split("\t")
     column = header.index("target")
     rows = [line.split("\t") for line in lines[1:]]
     for row in rows:
-        row[column] = "NaN"
+        row[column] = value
     metadata.write_text("\n".join(["\t".join(header)] + ["\t".join(r) for r in rows]) + "\n")
     args = train_args(synthetic_dir, tmp_path / "out")
     args[args.index("--metadata") + 1] = metadata
-    fails(*args, expect="no finite value")
+    return args
+
+
+def test_nan_targets_are_dropped_and_all_nan_is_an_error(synthetic_dir, tmp_path):
+    fails(*_train_args_with_target(synthetic_dir, tmp_path, "NaN"), expect="no finite value")
 
 
 def test_heads_must_divide_width(synthetic_dir, tmp_path):
@@ -185,17 +190,7 @@ def test_python_dash_m_runs_the_cli(module):
 
 
 def test_constant_regression_target_is_an_error(synthetic_dir, tmp_path):
-    metadata = tmp_path / "meta.tsv"
-    lines = synthetic_dir["metadata"].read_text().splitlines()
-    header = lines[0].split("\t")
-    column = header.index("target")
-    rows = [line.split("\t") for line in lines[1:]]
-    for row in rows:
-        row[column] = "7"
-    metadata.write_text("\n".join(["\t".join(header)] + ["\t".join(r) for r in rows]) + "\n")
-    args = train_args(synthetic_dir, tmp_path / "out")
-    args[args.index("--metadata") + 1] = metadata
-    line = fails(*args, expect="--metadata-column")
+    line = fails(*_train_args_with_target(synthetic_dir, tmp_path, "7"), expect="--metadata-column")
     assert "one value (7)" in line and "nothing to learn" in line
     assert not (tmp_path / "out" / "checkpoints").exists()
 

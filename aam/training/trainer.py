@@ -80,7 +80,7 @@ class TrainerConfig:
     mixed_precision: str | None = None  # fp32 (None) | bf16 | fp16, see aam.training.precision
     tf32: bool = False
     compile_model: bool = False
-    compile_backend: str = "inductor"  # torch.compile backend (tests on CPU use "aot_eager")
+    compile_backend: str = "inductor"  # torch.compile backend (tests on CPU use "eager" and "aot_eager")
     attn_implementation: str = "sdpa"  # SDPA kernels on CUDA (aam.models.layers.ATTENTION_BACKENDS)
     best_metric: str = "val_loss"
     mask_nucleotides: bool = True
@@ -197,7 +197,6 @@ class Trainer:
                  asv_tokens: np.ndarray | None = None):
         self.config = config
         self.strategy = build_strategy(distributed, data_parallel, sharded_checkpoint)
-        self.distributed = self.strategy.distributed
         self.precision = Precision(config.mixed_precision, device, config.tf32)
         self.distance_lookup = distance_lookup
         # the global batch's targets: on the device when the matrix fits (no host sync in the step)
@@ -239,6 +238,11 @@ class Trainer:
         self._pending_state: dict[str, Any] | None = None
         self._epoch_progress: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the current epoch
         self._stop = StopSignals(())  # replaced by an active one during fit
+
+    @property
+    def distributed(self) -> DistributedContext | None:
+        """This rank's place in a DDP or FSDP run (None: one process)."""
+        return self.strategy.distributed
 
     # ------------------------------------------------------------------ state
     def snapshot(self, epoch: int, progress: dict[str, Any] | None = None) -> Snapshot:
@@ -413,9 +417,7 @@ class Trainer:
         group_samples = 0
         for i, batch in enumerate(bar, start=done):
             batch = batch.to(self.device, non_blocking=True)
-            if self.strategy.pending:
-                self.ready(batch)
-                self.forward_model.train()
+            self.ready(batch)
             size = len(batch)
             group_target = group_target or accumulation * size
             boundary = (i + 1) % accumulation == 0 or i + 1 == n_batches
@@ -498,11 +500,12 @@ class Trainer:
             return {p for p in self.model.parameters() if p.grad is not None}
 
     def ready(self, batch) -> None:
-        """Build what waits for the first batch (the DDP wrapper; ``batch`` on the device). ``fit`` calls it;
-        call it before using ``forward_model`` directly."""
+        """Build what waits for the first batch (the DDP wrapper, in training mode; ``batch`` on the device).
+        ``fit`` calls it; call it before using ``forward_model`` directly. A no-op once built."""
         if self.strategy.pending:
             used = self._parameters_with_gradients(batch)
             self.forward_model = self.strategy.wrap_with_batch(self.model, used, self.device, self._compile)
+            self.forward_model.train()
 
     def _scale_grads(self, factor: float) -> None:
         for parameter in self.model.parameters():
@@ -543,7 +546,7 @@ class Trainer:
         """
         batch = batch.to(self.device)
         self.ready(batch)
-        self.forward_model.train()
+        self.forward_model.train()  # also when it was built earlier and evaluation left it in eval mode
         with self._state_restored():
             with self._autocast():
                 losses = self._training_losses(self._forward(self.forward_model, batch), batch)
@@ -569,9 +572,7 @@ class Trainer:
 
         def step(batch) -> torch.Tensor:
             batch = batch.to(self.device)
-            if self.strategy.pending:
-                self.ready(batch)
-                self.forward_model.train()
+            self.ready(batch)
             with self._autocast():
                 total = self._training_losses(self._forward(self.forward_model, batch), batch)["total"]
             if self.distributed is None:
@@ -668,8 +669,6 @@ class Trainer:
                 result.confusion = computed.pop("confusion_matrix", None)
                 metrics.update({f"val_{k}": v for k, v in computed.items() if k != "n"})
         return result
-
-
 
 
 def _skip_batches(loader: Iterable, n: int) -> Iterable:
