@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
 
-from aam.data.synthetic import write_synthetic_dataset
+# Before torch starts: processes the tests spawn (DDP ranks, CLI subprocesses) inherit one thread each. A
+# machine that shows more CPUs than its quota allows otherwise runs every rank with a thread per visible CPU.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from aam.data.synthetic import write_synthetic_dataset  # noqa: E402
 
 torch.set_num_threads(1)  # small tensors: one thread is fastest and keeps timings stable on 2 cores
 

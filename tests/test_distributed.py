@@ -3,10 +3,12 @@ sharded), resume, predict; the DataParallel batch split; --data-parallel without
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+RANK_DEADLINE_S = 240  # a rank still running after this prints every thread's stack and exits: a failure, not a hang
+
+
+def join_group(rank: int, world: int, port: int) -> None:
+    """Start a spawned rank: one thread, a gloo group on loopback with a short timeout, a deadline."""
+    faulthandler.dump_traceback_later(RANK_DEADLINE_S, exit=True)
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=120))
+
+
+def spawn_ranks(worker, tmp_path: Path) -> None:
+    """Run ``worker(rank, 2, port, out_dir)`` in two spawned processes; raises if either fails."""
+    mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
 
 
 def tiny_problem(n_samples: int = 9):
@@ -75,8 +93,7 @@ EVAL_SHARDS = ([[0, 2, 4, 6], [8]], [[1, 3, 5, 7]])  # unequal numbers of valida
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    join_group(rank, world, port)
     try:
         data, lookup = tiny_problem()
         model, trainer = model_and_trainer(DistributedContext(rank, world, rank), lookup)
@@ -94,7 +111,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 def test_global_pairwise_loss_and_gradients_match_single_process(tmp_path):
-    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(_worker, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
     data, lookup = tiny_problem()
@@ -114,8 +131,7 @@ def test_global_pairwise_loss_and_gradients_match_single_process(tmp_path):
 
 
 def _fsdp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    join_group(rank, world, port)
     try:
         data, lookup = tiny_problem()
         model, trainer = model_and_trainer(DistributedContext(rank, world, rank, strategy="fsdp"), lookup)
@@ -143,7 +159,7 @@ def _fsdp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 def test_fsdp_matches_single_process(tmp_path):
     """Evaluation of unequal shards, the global-pair loss, every gathered gradient, its norm, and the full
     state after one optimizer step equal one process on the same global batch."""
-    mp.spawn(_fsdp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(_fsdp_worker, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
     data, lookup = tiny_problem()
@@ -361,8 +377,7 @@ def _ddp_step_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     from aam.data.dataset import make_loader
     from aam.training.distributed import ResumableDistributedSampler
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    join_group(rank, world, port)
     try:
         data, lookup = tiny_problem(16)
         collator = BatchCollator(data.tokens, data.sample_ids, lookup)
@@ -422,7 +437,7 @@ def test_ddp_step_with_accumulation_equals_one_process_without_per_step_host_syn
     """Two ranks, batches of 2, accumulation 2: each optimizer step sees 2 global batches of 4 samples (all
     their UniFrac pairs); one process fed the same global batches lands on the same weights. Host syncs in
     the epoch (the loss sums reduced at its end) do not grow with the number of steps."""
-    mp.spawn(_ddp_step_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(_ddp_step_worker, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     for rank in ranks:
         assert rank["syncs"][4] == rank["syncs"][12], rank["syncs"]
@@ -450,8 +465,7 @@ def _assert_one_process_lands_on(ranks: list[dict]) -> None:
 
 
 def _fsdp_bf16_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    join_group(rank, world, port)
     try:
         data, lookup = tiny_problem()
         torch.manual_seed(0)
@@ -480,7 +494,7 @@ def _fsdp_bf16_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 def test_fsdp_bf16_gathers_weights_in_bf16_and_keeps_float32_gradients(tmp_path):
-    mp.spawn(_fsdp_bf16_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(_fsdp_bf16_worker, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     data, lookup = tiny_problem()
     model, trainer = model_and_trainer(None, lookup)
@@ -495,8 +509,7 @@ def _fsdp_accumulation_worker(rank: int, world: int, port: int, out_dir: str) ->
     from aam.data.dataset import make_loader
     from aam.training.distributed import ResumableDistributedSampler
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    join_group(rank, world, port)
     try:
         data, lookup = tiny_problem(16)
         dataset = SampleDataset(data, np.arange(12), token_limit=16)
@@ -514,6 +527,6 @@ def _fsdp_accumulation_worker(rank: int, world: int, port: int, out_dir: str) ->
 
 def test_fsdp_with_accumulation_equals_one_process(tmp_path):
     """FSDP keeps gradients unreduced inside an accumulation group and lands where one process does."""
-    mp.spawn(_fsdp_accumulation_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(_fsdp_accumulation_worker, tmp_path)
     # the full state is gathered on rank 0 only
     _assert_one_process_lands_on([torch.load(tmp_path / "rank0.pt", weights_only=False)])
