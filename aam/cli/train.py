@@ -68,6 +68,20 @@ TRAIN_OPTIONS = [
              section="Target", help="Deprecated: use --output-constraint nonnegative."),
     o.option("--learnable-output-scale", is_flag=True, default=False, section="Target",
              help="Deprecated: use --output-constraint nonnegative-learnable."),
+    o.option("--model-type", type=click.Choice(["transformer", "sequence-groups"]), default="transformer",
+             section="Model",
+             help="transformer: the attention model (every other Model option). sequence-groups: a linear model of "
+                  "the centred log shares of ASV groups found by clustering each ASV's k-mer profile at several "
+                  "resolutions; its shrinkage is chosen by inner cross-validation grouped by --group-column; no "
+                  "gradient training, seconds on a CPU; an unseen ASV joins the group of the nearest sequence. "
+                  "Measured ahead of the forest on new people when a few clades carry the signal, behind it on "
+                  "oral age (BENCHMARKS.md)."),
+    o.option("--sequence-groups", default="8,16,32,64", section="Model",
+             help="sequence-groups: groups per resolution, a comma list."),
+    o.option("--group-clusterings", type=click.IntRange(1, 64), default=8, section="Model",
+             help="sequence-groups: k-means runs per resolution from different starts, used side by side."),
+    o.option("--group-kmer-size", type=click.IntRange(1, 6), default=4, section="Model",
+             help="sequence-groups: k of the k-mer profile describing each ASV (4^k columns)."),
     o.option("--target-layer-norm/--no-target-layer-norm", default=True, section="Model",
              help="LayerNorm on the pooled target vector."),
     o.option("--target-pooling", type=click.Choice(["attention", "abundance", "attention+abundance", "mean",

@@ -19,6 +19,8 @@ from aam.errors import AamError
 from aam.fileio import write_tsv
 from aam.models import PredictorConfig, SequencePredictor
 from aam.models.layers import attention_backend
+from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
+from aam.models.sequence_groups import SequenceGroupComposition, SequenceGroupsConfig
 from aam.training.checkpoint import load_checkpoint
 from aam.training.prediction import PredictionDecoder
 from aam.training.runtime import configure_threads, resolve_device
@@ -29,15 +31,17 @@ from aam.workflows.session import load_weights
 log = logging.getLogger("aam")
 
 
-def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> tuple[SequencePredictor, dict]:
-    """The exact model of a ``predictor`` checkpoint (weights on ``device``, eval mode) and its data info."""
+def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The exact model of a ``predictor`` checkpoint (a SequencePredictor, or a SequenceGroupComposition for
+    ``--model-type sequence-groups``; weights on ``device``, eval mode) and its data info."""
     checkpoint = load_checkpoint(path, map_location="cpu", expected_kind="predictor")
+    sequence_groups = checkpoint["model_config"].get("model_type") == SEQUENCE_GROUPS
     try:
-        config = PredictorConfig.from_dict(checkpoint["model_config"])
+        config = (SequenceGroupsConfig if sequence_groups else PredictorConfig).from_dict(checkpoint["model_config"])
     except (TypeError, ValueError, KeyError) as err:
         raise AamError(f"checkpoint's model configuration is not understood ({err})", source=path,
                        hint="the checkpoint may come from an incompatible aam version") from None
-    model = SequencePredictor(config)
+    model = SequenceGroupComposition(config) if sequence_groups else SequencePredictor(config)
     load_weights(model, checkpoint["model_state"], path)
     return model.to(device).eval(), checkpoint.get("data", {})
 

@@ -21,6 +21,7 @@ from aam.data.split import write_split
 from aam.errors import AamError
 from aam.fileio import write_tsv
 from aam.models import SequencePredictor
+from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
 from aam.models.summary import model_summary
 from aam.training.checkpoint import Snapshot, load_checkpoint
 from aam.training.distributed import check_identical
@@ -44,6 +45,7 @@ from aam.workflows.common import (
     write_run_config,
 )
 from aam.workflows.config_mapping import predictor_config_from_options, trainer_config_from_options
+from aam.workflows.sequence_groups import check_sequence_groups_options, train_sequence_groups
 from aam.workflows.session import load_resume_weights, load_weights, open_writer, resume_into
 
 log = logging.getLogger("aam")
@@ -85,6 +87,8 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     require_column(metadata, column, source=opts["metadata"])
     categorical_columns = _categorical_columns(opts, metadata)
     ids = align_samples(data.sample_ids, metadata, source=opts["metadata"])
+    if opts.get("model_type") == SEQUENCE_GROUPS:
+        return _run_sequence_groups(opts, output_dir, session, data, metadata, column, ids)
     targets = load_distance_targets(data, unifrac_matrix=opts.get("unifrac_matrix"), tree=opts.get("tree"),
                                     metric=opts["unifrac_metric"])
     if targets is not None:
@@ -180,6 +184,18 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
         _write_plots(output_dir, result, opts["classifier"], setup.class_labels, column)
     _log_summary(result, best_metric, output_dir)
     return result
+
+
+def _run_sequence_groups(opts: dict[str, Any], output_dir: Path, session: Session, data, metadata: pd.DataFrame,
+                         column: str, ids: list[str]) -> FitResult:
+    """``--model-type sequence-groups``: every usable sample trains the model (no validation split: the inner
+    cross-validation, grouped by ``--group-column``, chooses its shrinkage and gives its honest estimate)."""
+    check_sequence_groups_options(opts)
+    ids = exclude_samples(_ids_with_target(metadata, column, ids, opts), opts)
+    groups = sample_groups(metadata, ids, opts, target=column, inputs=())
+    setup = _fit_targets(opts, metadata, column, ids, ids)
+    by_row = _row_arrays(data.n_samples, data.rows_of(ids), setup, None, metadata, ids)
+    return train_sequence_groups(opts, output_dir, session.is_main, data, ids, groups, setup, by_row, session.seed)
 
 
 def _shared_asvs_only(data, train_rows: np.ndarray, train_ids: list[str], groups: np.ndarray | None,

@@ -1,0 +1,136 @@
+"""A model that cannot memorise people: a linear read-out of the log-ratio composition of sequence groups.
+
+Every ASV is described by its nucleotide sequence alone (the frequencies of its k-mers) and assigned to the
+nearest of K group centres, at several resolutions (e.g. 8, 16, 32 and 64 groups), each clustered several
+times from different starts. A sample is the centred log
+shares of those groups (compositional data analysis's centred log-ratio), centred over the training
+samples, and a linear layer
+reads the prediction off them. The centres and the read-out are fitted outside gradient training
+(:mod:`aam.training.sequence_groups_fit`: k-means on the training ASVs, a shrunk linear model whose strength
+is chosen by grouped inner cross-validation); this module only evaluates the fitted model on a batch, so
+``aam predict`` and ``aam cross-validate`` run it like any other checkpoint.
+
+An ASV never seen in training still joins the group of the closest sequence profile, so a person's private
+variant of a clade counts towards that clade: what a forest on ASV columns cannot do. The model has one weight
+per group and resolution (a few hundred), which is what keeps it from recognising the training people.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aam.models.config import A, T, _check_positive, _Config
+from aam.models.sample_encoder import relative_abundance
+
+MODEL_TYPE = "sequence-groups"
+MAX_GROUP_KMER = 6  # 4^6 = 4,096 profile columns
+
+
+@dataclass(frozen=True)
+class SequenceGroupsConfig(_Config):
+    """``group_counts``: groups per resolution; ``clusterings``: independent k-means runs per resolution (their
+    features side by side: one clustering's luck of initialisation no longer decides the groups);
+    ``kmer_size``: length of the k-mers describing an ASV; ``pseudo_share``: added to every group share before
+    the log (a group the sample lacks reads as this); ``out_dim``: 1 for regression, the number of classes for
+    a classifier."""
+
+    group_counts: tuple[int, ...] = (8, 16, 32, 64)
+    clusterings: int = 8
+    kmer_size: int = 4
+    pseudo_share: float = 1e-4
+    classifier: bool = False
+    out_dim: int = 1
+    model_type: str = MODEL_TYPE  # tells a checkpoint's reader which model to build
+
+    def __post_init__(self) -> None:
+        if not self.group_counts:
+            raise ValueError("group_counts must name at least one resolution")
+        for count in self.group_counts:
+            _check_positive("group_counts", count)
+        if not 1 <= self.kmer_size <= MAX_GROUP_KMER:
+            raise ValueError(f"kmer_size must be in [1, {MAX_GROUP_KMER}]; got {self.kmer_size}")
+        if not 0 < self.pseudo_share < 1:
+            raise ValueError(f"pseudo_share must be in (0, 1); got {self.pseudo_share}")
+        _check_positive("out_dim", self.out_dim)
+        _check_positive("clusterings", self.clusterings)
+        if self.model_type != MODEL_TYPE:
+            raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {self.model_type!r}")
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Groups of every clustering, in the order of the model's features (the counts, repeated)."""
+        return self.group_counts * self.clusterings
+
+    @property
+    def n_features(self) -> int:
+        return sum(self.resolutions)
+
+
+def kmer_profiles(tokens: Tensor, k: int) -> Tensor:
+    """[U, L] ASV tokens (START first, PAD after the end) -> [U, 4^k] float64 k-mer frequencies.
+
+    Only windows of k unambiguous nucleotides count (a window with N or padding is skipped); a sequence shorter
+    than k has an all-zero profile.
+    """
+    bases = tokens[:, 1:].long() - A  # A C G T -> 0..3; anything else out of range
+    if bases.shape[1] < k:
+        return torch.zeros(tokens.shape[0], 4 ** k, dtype=torch.float64, device=tokens.device)
+    windows = bases.unfold(1, k, 1)  # [U, W, k]
+    valid = ((windows >= 0) & (windows <= T - A)).all(dim=-1)  # [U, W]
+    place = 4 ** torch.arange(k - 1, -1, -1, device=tokens.device)
+    codes = (windows.clamp(0, 3) * place).sum(dim=-1)  # [U, W]
+    profiles = torch.zeros(tokens.shape[0], 4 ** k, dtype=torch.float64, device=tokens.device)
+    profiles.scatter_add_(1, codes, valid.to(torch.float64))
+    return profiles / profiles.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+class SequenceGroupComposition(nn.Module):
+    """Batch -> ``prediction`` [B, out_dim] (log-probabilities for a classifier, model units for regression).
+
+    Buffers (filled by the fit, saved in the checkpoint): ``centres`` [sum K, 4^k] (every clustering's centres
+    stacked) and ``feature_mean`` [sum K] (the features' mean over the training samples); the read-out is
+    ``readout`` (a Linear layer).
+    """
+
+    def __init__(self, config: SequenceGroupsConfig):
+        super().__init__()
+        self.config = config
+        width = config.n_features
+        self.register_buffer("centres", torch.zeros(width, 4 ** config.kmer_size, dtype=torch.float64))
+        self.register_buffer("feature_mean", torch.zeros(width, dtype=torch.float64))
+        self.readout = nn.Linear(width, config.out_dim, dtype=torch.float64)
+
+    def assign(self, tokens: Tensor) -> Tensor:
+        """[U, L] tokens -> [U, R] index of each ASV's nearest centre in each clustering (within it)."""
+        profiles = kmer_profiles(tokens, self.config.kmer_size)
+        columns, start = [], 0
+        for count in self.config.resolutions:
+            centres = self.centres[start:start + count]
+            columns.append(torch.cdist(profiles, centres, compute_mode="donot_use_mm_for_euclid_dist").argmin(1))
+            start += count
+        return torch.stack(columns, dim=1)
+
+    def features(self, assignments: Tensor, shares: Tensor) -> Tensor:
+        """[U, R] group of each ASV and [B, U] share of each ASV in each sample -> [B, sum K] centred log group
+        shares, less their training mean."""
+        parts = []
+        for r, count in enumerate(self.config.resolutions):
+            onehot = nn.functional.one_hot(assignments[:, r], count).to(shares.dtype)  # [U, K]
+            logs = torch.log(shares @ onehot + self.config.pseudo_share)  # [B, K]
+            parts.append(logs - logs.mean(dim=1, keepdim=True))
+        return torch.cat(parts, dim=1) - self.feature_mean
+
+    def forward(self, tokens: Tensor, asv_index: Tensor, asv_mask: Tensor, counts: Tensor | None = None,
+                **_: Any) -> dict[str, Tensor]:
+        """Every argument of a transformer model is accepted; categoricals, masks and caches are not used."""
+        weights = relative_abundance(None if counts is None else counts.to(torch.float64), asv_mask)  # [B, S]
+        shares = torch.zeros(asv_index.shape[0], tokens.shape[0], dtype=torch.float64, device=tokens.device)
+        shares.scatter_add_(1, asv_index, weights.to(torch.float64))  # [B, U]; padding adds 0 to row 0
+        logits = self.readout(self.features(self.assign(tokens), shares))
+        if self.config.classifier:
+            logits = torch.log_softmax(logits, dim=-1)
+        return {"prediction": logits.float()}

@@ -1,0 +1,174 @@
+"""Fitting :class:`~aam.models.sequence_groups.SequenceGroupComposition`: no gradient descent.
+
+1. k-means (scikit-learn) on the k-mer profiles of the ASVs present in the training samples, ``clusterings``
+   times per resolution from different starts; the centres become the model's groups.
+2. The model's own feature function gives each training sample's centred log group shares; their training
+   mean is subtracted. They are not scaled to unit variance: a group whose share barely varies would be
+   amplified to weigh like one that does, and the shrinkage would no longer favour broad, stable groups.
+3. A shrunk linear model on those features: L2 logistic regression (classifiers) or ridge regression, its
+   strength chosen by inner cross-validation over the training samples, grouped by ``groups`` (e.g. subject)
+   when given, so the strength chosen is the one that transfers to new people. The chosen model is refitted on
+   every training sample and copied into the read-out layer; its inner out-of-fold predictions are the
+   honest estimate the run reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import sparse
+from sklearn.base import clone
+from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import (
+    GridSearchCV,
+    GroupKFold,
+    KFold,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+    cross_val_predict,
+)
+
+from aam.errors import AamError
+from aam.models.sequence_groups import SequenceGroupComposition, kmer_profiles
+
+log = logging.getLogger("aam")
+
+INVERSE_STRENGTHS = (1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)  # logistic regression's C
+RIDGE_STRENGTHS = tuple(float(a) for a in np.logspace(-1, 4, 11))  # ridge's alpha
+INNER_FOLDS = 5
+ROW_CHUNK = 512  # samples per feature block (the shares are dense [chunk, distinct ASVs])
+ABSENT_CLASS_LOGIT = -30.0  # a class no training sample holds is never predicted
+
+
+@dataclass
+class SequenceGroupsFit:
+    """What the fit chose and how it scored on the inner folds (in model units / class indices)."""
+
+    parameter: str  # "C" or "alpha"
+    chosen: float
+    grid: list[dict[str, float]]  # one row per strength: mean and sd of the inner score
+    scoring: str
+    inner_scheme: str
+    out_of_fold: np.ndarray  # [n, C] class probabilities, or [n] predictions
+    n_asvs: int
+    group_sizes: dict[int, list[int]] = field(default_factory=dict)  # ASVs per group, per resolution
+
+
+def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matrix, tokens: np.ndarray,
+                        targets: np.ndarray, groups: np.ndarray | None, seed: int) -> SequenceGroupsFit:
+    """Fit ``model`` in place on the samples of ``counts`` [n, N_asvs] (``tokens`` [N_asvs, L]) with
+    ``targets`` [n] (class indices for a classifier, transformed floats otherwise)."""
+    config = model.config
+    counts = sparse.csr_matrix(counts, dtype=np.float64)
+    used = np.unique(counts.indices)  # the ASVs the training samples hold
+    if len(used) < max(config.group_counts):
+        raise AamError(f"the training samples hold {len(used)} distinct ASVs, fewer than "
+                       f"{max(config.group_counts)} groups", source="--sequence-groups",
+                       hint="give smaller group counts, e.g. --sequence-groups 4,8")
+    used_tokens = torch.from_numpy(np.ascontiguousarray(tokens[used]))
+    profiles = kmer_profiles(used_tokens, config.kmer_size).numpy()
+    centres = [KMeans(count, n_init=4, random_state=seed * 1000 + i).fit(profiles).cluster_centers_
+               for i, count in enumerate(config.resolutions)]
+    with torch.no_grad():
+        model.centres.copy_(torch.from_numpy(np.concatenate(centres)))
+        assignments = model.assign(used_tokens)  # [U, R]
+        raw = _raw_features(model, counts[:, used], assignments)
+        model.feature_mean.copy_(torch.from_numpy(raw.mean(axis=0)))  # centred, not scaled (see module notes)
+    features = raw - model.feature_mean.numpy()
+    sizes = {count: np.bincount(assignments[:, r].numpy(), minlength=count).tolist()
+             for r, count in enumerate(config.group_counts)}  # of the first clustering
+    fit = _fit_readout(model, features, targets, groups, seed)
+    fit.n_asvs, fit.group_sizes = len(used), sizes
+    return fit
+
+
+def _raw_features(model: SequenceGroupComposition, counts: sparse.csr_matrix, assignments: torch.Tensor) -> np.ndarray:
+    """[n, U] counts -> [n, sum K] centred log group shares (before standardisation), by the model's own code."""
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    shares = sparse.diags(1.0 / np.maximum(totals, np.finfo(np.float64).tiny)) @ counts
+    mean = model.feature_mean.clone()
+    model.feature_mean.zero_()
+    try:
+        blocks = [model.features(assignments, torch.from_numpy(shares[i:i + ROW_CHUNK].toarray())).numpy()
+                  for i in range(0, shares.shape[0], ROW_CHUNK)]
+    finally:
+        model.feature_mean.copy_(mean)
+    return np.concatenate(blocks)
+
+
+def _inner_splits(targets: np.ndarray, groups: np.ndarray | None, classifier: bool, seed: int) -> tuple[list, str]:
+    """Inner folds over the training samples: grouped (and stratified for classifiers) when groups are given."""
+    n_units = len(np.unique(groups)) if groups is not None else len(targets)
+    n_splits = min(INNER_FOLDS, n_units)
+    if n_splits < 2:
+        raise AamError("the training samples form a single group: no inner cross-validation is possible",
+                       source="--group-column", hint="give a column with at least two groups among training samples")
+    index = np.zeros(len(targets))
+    if groups is not None:
+        splitter = (StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed) if classifier
+                    else GroupKFold(n_splits, shuffle=True, random_state=seed))
+        return list(splitter.split(index, targets, groups)), f"{n_splits}-fold grouped"
+    splitter = (StratifiedKFold(n_splits, shuffle=True, random_state=seed) if classifier
+                else KFold(n_splits, shuffle=True, random_state=seed))
+    return list(splitter.split(index, targets)), f"{n_splits}-fold"
+
+
+def _fit_readout(model: SequenceGroupComposition, features: np.ndarray, targets: np.ndarray,
+                 groups: np.ndarray | None, seed: int) -> SequenceGroupsFit:
+    config = model.config
+    if config.classifier:
+        present = np.unique(targets)
+        if len(present) < 2:
+            raise AamError("the training samples hold one class only", source="--metadata-column")
+        estimator, parameter, strengths = LogisticRegression(max_iter=5000), "C", INVERSE_STRENGTHS
+        scoring = "roc_auc" if len(present) == 2 else "neg_log_loss"
+    else:
+        estimator, parameter, strengths, scoring = Ridge(), "alpha", RIDGE_STRENGTHS, "neg_mean_absolute_error"
+    splits, scheme = _inner_splits(targets, groups, config.classifier, seed)
+    search = GridSearchCV(estimator, {parameter: list(strengths)}, cv=splits, scoring=scoring, refit=True,
+                          error_score="raise")
+    search.fit(features, targets)
+    best = search.best_estimator_
+    method = "predict_proba" if config.classifier else "predict"
+    out_of_fold = cross_val_predict(clone(best), features, targets, cv=splits, method=method)
+    if config.classifier:
+        out_of_fold = _all_classes(out_of_fold, best.classes_, config.out_dim)
+    _copy_readout(model, best)
+    grid = [{parameter: float(s), "mean_score": float(m), "sd_score": float(sd)} for s, m, sd in
+            zip(strengths, search.cv_results_["mean_test_score"], search.cv_results_["std_test_score"])]
+    chosen = float(search.best_params_[parameter])
+    log.info("sequence groups: %s=%g chosen by %s inner cross-validation (%s %.4g)", parameter, chosen, scheme,
+             scoring, search.best_score_)
+    return SequenceGroupsFit(parameter, chosen, grid, scoring, scheme, out_of_fold, n_asvs=0)
+
+
+def _all_classes(probabilities: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """[n, len(classes)] -> [n, n_classes] (a class absent from training gets probability 0)."""
+    full = np.zeros((probabilities.shape[0], n_classes))
+    full[:, classes] = probabilities
+    return full
+
+
+def _copy_readout(model: SequenceGroupComposition, estimator) -> None:
+    """The fitted linear model as the read-out layer: logits whose softmax is the estimator's probabilities."""
+    weight = torch.zeros_like(model.readout.weight)
+    bias = torch.zeros_like(model.readout.bias)
+    coef = torch.from_numpy(np.atleast_2d(estimator.coef_).astype(np.float64))
+    intercept = torch.from_numpy(np.atleast_1d(estimator.intercept_).astype(np.float64))
+    if not model.config.classifier:
+        weight[0], bias[0] = coef[0], intercept[0]
+    else:
+        classes = torch.from_numpy(np.asarray(estimator.classes_, dtype=np.int64))
+        bias.fill_(ABSENT_CLASS_LOGIT)
+        if len(classes) == 2:  # binary: P(second) = sigmoid(z) = softmax([0, z])[1]
+            bias[classes[0]] = 0.0
+            weight[classes[1]], bias[classes[1]] = coef[0], intercept[0]
+        else:
+            weight[classes], bias[classes] = coef, intercept
+    with torch.no_grad():
+        model.readout.weight.copy_(weight)
+        model.readout.bias.copy_(bias)

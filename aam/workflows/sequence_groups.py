@@ -1,0 +1,105 @@
+"""``aam train --model-type sequence-groups``: fit the sequence-group composition model and write a run folder
+that ``aam predict`` and ``aam cross-validate`` use like any other (checkpoints/best_model.pt, config.json,
+val_predictions.tsv, training.log), plus ``sequence_groups.json`` (the inner cross-validation)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aam.errors import AamError
+from aam.fileio import write_json, write_tsv
+from aam.models.sequence_groups import SequenceGroupComposition, SequenceGroupsConfig
+from aam.training.checkpoint import save_checkpoint
+from aam.training.prediction import PredictionDecoder
+from aam.training.sequence_groups_fit import fit_sequence_groups
+from aam.training.trainer import FitResult
+from aam.workflows.common import write_run_config
+from aam.workflows.scoring import score_predictions
+
+log = logging.getLogger("aam")
+
+ALL_ASVS = 2**31 - 1  # the model reads a sample's whole composition: prediction keeps every ASV
+
+# Options of the transformer that this model has no use for, with the value that means "not set".
+_UNSUPPORTED = {
+    "categorical_columns": (None, "categorical metadata"), "pretrained_encoder": (None, "a pretrained encoder"),
+    "distributed": (False, "--distributed"), "fsdp": (False, "--fsdp"), "data_parallel": (False, "--data-parallel"),
+    "find_lr": (False, "--find-lr"), "quantiles": (None, "quantile outputs"),
+}
+
+
+def parse_group_counts(value: str | None) -> tuple[int, ...]:
+    """'8,16,32,64' -> (8, 16, 32, 64); one line naming the flag when it is not a list of integers >= 2."""
+    try:
+        counts = tuple(int(part) for part in (value or "").split(",") if part.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 2:
+        raise AamError(f"expected a comma list of group counts of at least 2, e.g. 8,16,32,64; got {value!r}",
+                       source="--sequence-groups")
+    return counts
+
+
+def check_sequence_groups_options(opts: dict[str, Any]) -> None:
+    for key, (unset, what) in _UNSUPPORTED.items():
+        if opts.get(key) not in (unset, None, False, ""):
+            raise AamError(f"{what} is not used by the sequence-groups model", source="--model-type",
+                           hint="leave it out, or use --model-type transformer")
+    if opts.get("loss_type") == "quantile":
+        raise AamError("quantile outputs are not available with the sequence-groups model", source="--loss-type")
+
+
+def train_sequence_groups(opts: dict[str, Any], output_dir: Path, main: bool, data, ids: list[str],
+                          groups: np.ndarray | None, setup, by_row: dict[str, Any], seed: int) -> FitResult:
+    """Fit on every sample of ``ids`` (the inner cross-validation chooses the shrinkage) and write the run."""
+    classifier = bool(opts["classifier"])
+    config = SequenceGroupsConfig(group_counts=parse_group_counts(opts.get("sequence_groups")),
+                                  clusterings=int(opts.get("group_clusterings") or 8),
+                                  kmer_size=int(opts.get("group_kmer_size") or 4), classifier=classifier,
+                                  out_dim=len(setup.class_labels) if classifier else 1)
+    model = SequenceGroupComposition(config)
+    rows = data.rows_of(ids)
+    log.info("sequence groups: %d samples%s, resolutions %s, %d-mer profiles", len(ids),
+             "" if groups is None else f" of {len(np.unique(groups))} groups",
+             ",".join(map(str, config.group_counts)), config.kmer_size)
+    fit = fit_sequence_groups(model, data.counts[rows], data.tokens, setup.model_targets, groups, seed)
+
+    decoder = PredictionDecoder(transform=setup.transform, groups=by_row["groups"], classifier=classifier,
+                                class_labels=setup.class_labels or (), quantiles=None, actual=by_row["actual"])
+    oof = fit.out_of_fold
+    logits = (np.log(np.clip(oof, 1e-12, None)) if classifier else oof.reshape(-1, 1))
+    frame = decoder.decode(torch.from_numpy(logits), rows)
+    frame = frame.drop(columns=[c for c in ("prediction_index",) if c in frame.columns])
+    frame.insert(0, "sample_id", ids)
+    frame.insert(2, "actual", setup.actual)
+    scores = score_predictions(frame, classifier)
+    log.info("inner out-of-fold scores (%s, %d ASVs in %s groups): %s", fit.inner_scheme, fit.n_asvs,
+             "+".join(map(str, config.group_counts)), "  ".join(f"{k}={v:.4g}" for k, v in scores.items()))
+
+    data_info = {
+        "max_bp": opts["max_bp"], "token_limit": ALL_ASVS, "asv_sampling": "abundance", "metadata_column":
+        opts["metadata_column"].strip(), "classifier": classifier, "class_labels": setup.class_labels,
+        "target_transform": setup.transform.to_dict() if setup.transform is not None else None,
+        "normalize_by": setup.normalize_by, "categorical_columns": [], "categorical_encoder": None,
+        "quantiles": None, "seed": seed,
+    }
+    report = {"model_type": config.model_type, "parameter": fit.parameter, "chosen": fit.chosen,
+              "scoring": fit.scoring, "inner_scheme": fit.inner_scheme, "grid": fit.grid, "n_samples": len(ids),
+              "n_asvs": fit.n_asvs, "group_sizes": {str(k): v for k, v in fit.group_sizes.items()},
+              "out_of_fold_scores": scores}
+    if main:
+        write_tsv(output_dir / "val_predictions.tsv", frame)
+        write_json(output_dir / "sequence_groups.json", report)
+        save_checkpoint(output_dir / "checkpoints" / "best_model.pt", kind="predictor",
+                        model_config=config.to_dict(), model=model, data=data_info)
+        write_run_config(output_dir, "train", {**opts, "seed": seed},
+                         {"model_config": config.to_dict(), "data": data_info, "n_train": len(ids), "n_val": 0})
+    log.info("saved %s (inner out-of-fold predictions in val_predictions.tsv)",
+             output_dir / "checkpoints" / "best_model.pt")
+    key = "auroc" if classifier else "mae"
+    return FitResult(best_metric=float(scores[key]), best_epoch=0, history=[], best_eval=None)
