@@ -6,7 +6,7 @@
    mean is subtracted. They are not scaled to unit variance: a group whose share barely varies would be
    amplified to weigh like one that does, and the shrinkage would no longer favour broad, stable groups.
 3. A shrunk linear model on those features: L2 logistic regression (classifiers) or ridge regression, its
-   strength chosen by inner cross-validation over the training samples, grouped by ``groups`` (e.g. subject)
+   strength chosen by the pooled score of inner cross-validation over the training samples, grouped by ``groups`` (e.g. subject)
    when given, so the strength chosen is the one that transfers to new people. The chosen model is refitted on
    every training sample and copied into the read-out layer; its inner out-of-fold predictions are the
    honest estimate the run reports.
@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy import sparse
-from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import (
-    GridSearchCV,
     GroupKFold,
     KFold,
     StratifiedGroupKFold,
@@ -38,7 +37,7 @@ from aam.models.sequence_groups import SequenceGroupComposition, kmer_profiles
 log = logging.getLogger("aam")
 
 INVERSE_STRENGTHS = (1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)  # logistic regression's C
-RIDGE_STRENGTHS = tuple(float(a) for a in np.logspace(-1, 4, 11))  # ridge's alpha
+RIDGE_STRENGTHS = tuple(float(a) for a in np.logspace(4, -1, 11))  # ridge alpha; both lists strongest first
 INNER_FOLDS = 5
 ROW_CHUNK = 512  # samples per feature block (the shares are dense [chunk, distinct ASVs])
 ABSENT_CLASS_LOGIT = -30.0  # a class no training sample holds is never predicted
@@ -50,7 +49,7 @@ class SequenceGroupsFit:
 
     parameter: str  # "C" or "alpha"
     chosen: float
-    grid: list[dict[str, float]]  # one row per strength: mean and sd of the inner score
+    grid: list[dict[str, float]]  # one row per strength: its pooled inner out-of-fold score
     scoring: str
     inner_scheme: str
     out_of_fold: np.ndarray  # [n, C] class probabilities, or [n] predictions
@@ -119,31 +118,46 @@ def _inner_splits(targets: np.ndarray, groups: np.ndarray | None, classifier: bo
 
 def _fit_readout(model: SequenceGroupComposition, features: np.ndarray, targets: np.ndarray,
                  groups: np.ndarray | None, seed: int) -> SequenceGroupsFit:
+    """Choose the shrinkage by the pooled score of the inner out-of-fold predictions (pooled, not averaged
+    per fold: an inner fold of one or two people may hold one class only), refit it on every sample."""
     config = model.config
     if config.classifier:
-        present = np.unique(targets)
-        if len(present) < 2:
+        if len(np.unique(targets)) < 2:
             raise AamError("the training samples hold one class only", source="--metadata-column")
-        estimator, parameter, strengths = LogisticRegression(max_iter=5000), "C", INVERSE_STRENGTHS
-        scoring = "roc_auc" if len(present) == 2 else "neg_log_loss"
+        parameter, strengths = "C", INVERSE_STRENGTHS
+        scoring = "auroc" if config.out_dim == 2 else "log_loss"
     else:
-        estimator, parameter, strengths, scoring = Ridge(), "alpha", RIDGE_STRENGTHS, "neg_mean_absolute_error"
+        parameter, strengths, scoring = "alpha", RIDGE_STRENGTHS, "mae"
     splits, scheme = _inner_splits(targets, groups, config.classifier, seed)
-    search = GridSearchCV(estimator, {parameter: list(strengths)}, cv=splits, scoring=scoring, refit=True,
-                          error_score="raise")
-    search.fit(features, targets)
-    best = search.best_estimator_
-    method = "predict_proba" if config.classifier else "predict"
-    out_of_fold = cross_val_predict(clone(best), features, targets, cv=splits, method=method)
-    if config.classifier:
-        out_of_fold = _all_classes(out_of_fold, best.classes_, config.out_dim)
-    _copy_readout(model, best)
-    grid = [{parameter: float(s), "mean_score": float(m), "sd_score": float(sd)} for s, m, sd in
-            zip(strengths, search.cv_results_["mean_test_score"], search.cv_results_["std_test_score"])]
-    chosen = float(search.best_params_[parameter])
-    log.info("sequence groups: %s=%g chosen by %s inner cross-validation (%s %.4g)", parameter, chosen, scheme,
-             scoring, search.best_score_)
-    return SequenceGroupsFit(parameter, chosen, grid, scoring, scheme, out_of_fold, n_asvs=0)
+    grid, predictions = [], []
+    for strength in strengths:
+        estimator = _estimator(config.classifier, strength)
+        method = "predict_proba" if config.classifier else "predict"
+        out_of_fold = cross_val_predict(estimator, features, targets, cv=splits, method=method)
+        if config.classifier:
+            out_of_fold = _all_classes(out_of_fold, np.unique(targets), config.out_dim)
+        predictions.append(out_of_fold)
+        grid.append({parameter: float(strength), scoring: _score(scoring, targets, out_of_fold)})
+    higher_is_better = scoring == "auroc"
+    scores = np.array([row[scoring] for row in grid])
+    best = int(np.argmax(scores) if higher_is_better else np.argmin(scores))  # ties: the strongest shrinkage
+    chosen = float(strengths[best])
+    _copy_readout(model, _estimator(config.classifier, chosen).fit(features, targets))
+    log.info("sequence groups: %s=%g chosen by %s inner cross-validation (pooled %s %.4g)", parameter, chosen,
+             scheme, scoring, scores[best])
+    return SequenceGroupsFit(parameter, chosen, grid, scoring, scheme, predictions[best], n_asvs=0)
+
+
+def _estimator(classifier: bool, strength: float):
+    return LogisticRegression(C=strength, max_iter=5000) if classifier else Ridge(alpha=strength)
+
+
+def _score(scoring: str, targets: np.ndarray, predictions: np.ndarray) -> float:
+    if scoring == "auroc":
+        return float(roc_auc_score(targets, predictions[:, 1]))
+    if scoring == "log_loss":
+        return float(log_loss(targets, np.clip(predictions, 1e-12, 1.0), labels=np.arange(predictions.shape[1])))
+    return float(np.mean(np.abs(predictions - targets)))
 
 
 def _all_classes(probabilities: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:

@@ -1,0 +1,220 @@
+"""The sequence-group composition model (``aam train --model-type sequence-groups``): k-mer profiles against a
+plain count, the fitted read-out against scikit-learn refitted on the same features, unseen ASVs joining the
+group of their clade, grouped inner folds, the CLI round trip through predict and cross-validate, and errors."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from scipy import sparse
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import roc_auc_score
+
+from aam.cli import cli
+from aam.data.dataset import AmpliconData, BatchCollator, SampleDataset
+from aam.data.sequences import tokenize
+from aam.data.synthetic import _write_biom
+from aam.models.sequence_groups import SequenceGroupComposition, SequenceGroupsConfig, kmer_profiles
+from aam.training.sequence_groups_fit import _inner_splits, _raw_features, fit_sequence_groups
+from aam.training.trainer import forward_batch
+from aam.workflows.predict import load_predictor
+
+BASES = "ACGT"
+
+
+def tokens_of(sequences: list[str], max_bp: int = 40) -> np.ndarray:
+    return tokenize(sequences, max_bp).tokens
+
+
+def test_kmer_profiles_count_windows_of_unambiguous_nucleotides():
+    sequences = ["ACGTAC", "AANAA", "AC", "TTTT"]
+    profiles = kmer_profiles(torch.from_numpy(tokens_of(sequences, 8)), 2).numpy()
+    index = {"".join(p): i for i, p in enumerate(itertools.product(BASES, repeat=2))}
+    for row, sequence in zip(profiles, sequences):
+        expected = np.zeros(16)
+        for i in range(len(sequence) - 1):
+            if set(sequence[i:i + 2]) <= set(BASES):
+                expected[index[sequence[i:i + 2]]] += 1
+        expected /= max(expected.sum(), 1)
+        np.testing.assert_allclose(row, expected)
+    assert profiles[1].sum() == pytest.approx(1.0)  # AA twice: the windows with N are skipped
+    assert kmer_profiles(torch.from_numpy(tokens_of(["AC"], 8)), 4).sum() == 0  # shorter than k
+
+
+def clade_problem(n_subjects: int = 12, per_subject: int = 4, seed: int = 0):
+    """Two clades of related 40-nt sequences plus background; cases carry more of clade X. Every subject
+    has private variants (one substitution) of both clades, so the shared signal is clade-level."""
+    rng = np.random.default_rng(seed)
+    roots = ["".join(rng.choice(list(BASES), 40)) for _ in range(4)]  # X, Y and two background clades
+
+    def variant(sequence: str) -> str:
+        at = rng.integers(len(sequence))
+        return sequence[:at] + rng.choice([b for b in BASES if b != sequence[at]]) + sequence[at + 1:]
+
+    sequences, clade_of, owner = [], [], []
+
+    def add(make, clade: int, subject: int) -> None:
+        sequence = make()
+        while sequence in sequences:  # distinct ASVs
+            sequence = make()
+        sequences.append(sequence)
+        clade_of.append(clade)
+        owner.append(subject)
+
+    for clade, root in enumerate(roots):
+        for _ in range(3):  # shared members
+            add(lambda: variant(root), clade, -1)  # noqa: B023 (called at once)
+        for subject in range(n_subjects):  # private members
+            add(lambda: variant(variant(root)), clade, subject)  # noqa: B023
+    clade_of, owner = np.array(clade_of), np.array(owner)
+    is_case = np.arange(n_subjects) % 2 == 1
+    rows, labels, subjects = [], [], []
+    for subject in range(n_subjects):
+        mine = (owner == -1) | (owner == subject)
+        for _ in range(per_subject):
+            weights = np.where(mine, 1.0, 0.0) * rng.uniform(0.5, 1.5, len(sequences))
+            weights[clade_of == 0] *= 4.0 if is_case[subject] else 0.5
+            rows.append(rng.multinomial(2000, weights / weights.sum()))
+            labels.append(int(is_case[subject]))
+            subjects.append(f"P{subject}")
+    return (np.array(rows, dtype=np.float64), sequences, clade_of, np.array(labels), np.array(subjects), rng,
+            variant, roots)
+
+
+def features_and_batch(model, counts: np.ndarray, tokens: np.ndarray):
+    """The fitted model's features of every sample (its fit path) and one batch holding every sample."""
+    used = np.unique(sparse.csr_matrix(counts).indices)
+    with torch.no_grad():
+        raw = _raw_features(model, sparse.csr_matrix(counts)[:, used], model.assign(torch.from_numpy(tokens[used])))
+    data = AmpliconData(counts, tokens, [f"s{i}" for i in range(len(counts))], [f"a{j}" for j in range(len(tokens))])
+    dataset = SampleDataset(data, None, token_limit=10_000)
+    batch = BatchCollator(data.tokens, data.sample_ids)([dataset[i] for i in range(len(dataset))])
+    return raw - model.feature_mean.numpy(), batch
+
+
+def predictions_of(model, batch) -> np.ndarray:
+    with torch.no_grad():
+        prediction = forward_batch(model.eval(), batch)["prediction"].double()
+    return prediction[np.argsort(batch.sample_index.numpy())].numpy()
+
+
+def test_fitted_readout_equals_scikit_learn_on_the_same_features_and_forward_agrees():
+    counts, sequences, _, labels, subjects, *_ = clade_problem()
+    tokens = tokens_of(sequences)
+    model = SequenceGroupComposition(SequenceGroupsConfig(group_counts=(2, 4), clusterings=2, classifier=True,
+                                                          out_dim=2))
+    fit = fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, labels, subjects, seed=0)
+    assert fit.parameter == "C" and fit.inner_scheme == "5-fold grouped" and len(fit.grid) == 7
+    assert fit.out_of_fold.shape == (len(labels), 2)
+    features, batch = features_and_batch(model, counts, tokens)
+    assert features.shape == (len(labels), 2 * (2 + 4))
+    np.testing.assert_allclose(features.mean(0), 0, atol=1e-9)
+    reference = LogisticRegression(C=fit.chosen, max_iter=5000).fit(features, labels).predict_proba(features)
+    np.testing.assert_allclose(np.exp(predictions_of(model, batch)), reference, atol=1e-5)
+    assert roc_auc_score(labels, fit.out_of_fold[:, 1]) > 0.9  # new people (grouped inner folds) are ranked right
+
+
+def test_regression_readout_equals_ridge_and_finds_the_clade_share():
+    counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=1)
+    tokens = tokens_of(sequences)
+    target = np.log(counts[:, clade_of == 0].sum(1) / counts.sum(1)) * 3.0 + 1.0
+    model = SequenceGroupComposition(SequenceGroupsConfig(group_counts=(4,), clusterings=1))
+    fit = fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, target, None, seed=3)
+    assert fit.parameter == "alpha" and fit.inner_scheme == "5-fold"
+    assert np.corrcoef(fit.out_of_fold, target)[0, 1] > 0.9  # the clade's log share is a group feature
+    features, batch = features_and_batch(model, counts, tokens)
+    reference = Ridge(alpha=fit.chosen).fit(features, target).predict(features)
+    np.testing.assert_allclose(predictions_of(model, batch)[:, 0], reference, rtol=1e-5, atol=1e-5)
+
+
+def test_an_unseen_private_variant_counts_towards_its_clade():
+    counts, sequences, clade_of, labels, subjects, rng, variant, roots = clade_problem(seed=2)
+    tokens = tokens_of(sequences)
+    model = SequenceGroupComposition(SequenceGroupsConfig(group_counts=(4,), clusterings=1, classifier=True,
+                                                          out_dim=2))
+    fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, labels, subjects, seed=0)
+    with torch.no_grad():
+        known = model.assign(torch.from_numpy(tokens))[:, 0].numpy()
+        assert all(len(set(known[clade_of == c])) == 1 for c in range(4))  # one group per clade
+        new = [variant(variant(roots[c])) for c in range(4)]  # never in the table
+        assigned = model.assign(torch.from_numpy(tokens_of(new)))[:, 0].numpy()
+    np.testing.assert_array_equal(assigned, [known[clade_of == c][0] for c in range(4)])
+
+
+def test_inner_folds_keep_groups_together_and_stratify():
+    targets = np.array([0, 1] * 20)
+    groups = np.repeat([f"g{i}" for i in range(10)], 4)
+    splits, scheme = _inner_splits(targets, groups, classifier=True, seed=0)
+    assert scheme == "5-fold grouped" and len(splits) == 5
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+        assert set(targets[test]) == {0, 1}
+    assert sorted(np.concatenate([test for _, test in splits]).tolist()) == list(range(40))
+
+
+def _classification_data(tmp_path, seed: int = 0):
+    counts, sequences, _, labels, subjects, *_ = clade_problem(seed=seed)
+    ids = [f"S{i:03d}" for i in range(len(labels))]
+    table = tmp_path / "table.biom"
+    _write_biom(table, counts, sequences, ids)
+    metadata = tmp_path / "metadata.tsv"
+    pd.DataFrame({"sample_id": ids, "disease": np.where(labels == 1, "CD", "control"),
+                  "subject": subjects, "site": "gut"}).to_csv(metadata, sep="\t", index=False)
+    return table, metadata
+
+
+def test_cli_train_predict_and_cross_validate(tmp_path):
+    table, metadata = _classification_data(tmp_path)
+    common = ["--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
+              "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2,4",
+              "--group-clusterings", "2", "--max-bp", "40", "--seed", "1", "--quiet"]
+    out = tmp_path / "train"
+    result = CliRunner().invoke(cli, [str(a) for a in ["train", *common, "--output-dir", out]])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "sequence_groups.json").read_text())
+    assert report["inner_scheme"] == "5-fold grouped" and report["out_of_fold_scores"]["auroc"] > 0.8
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_config"]["model_type"] == "sequence-groups"
+    val = pd.read_csv(out / "val_predictions.tsv", sep="\t")
+    assert len(val) == 48 and {"prob_CD", "prob_control", "actual"} <= set(val.columns)
+
+    model, info = load_predictor(out / "checkpoints" / "best_model.pt")
+    assert isinstance(model, SequenceGroupComposition) and info["classifier"]
+    predictions = tmp_path / "predictions.tsv"
+    result = CliRunner().invoke(cli, ["predict", "--model", str(out / "checkpoints" / "best_model.pt"),
+                                      "--table", str(table), "--output", str(predictions), "--batch-size", "5"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(predictions, sep="\t")
+    assert len(frame) == 48
+    np.testing.assert_allclose(frame[["prob_CD", "prob_control"]].sum(1), 1.0, atol=1e-6)
+    truth = pd.read_csv(metadata, sep="\t").set_index("sample_id").loc[frame["sample_id"], "disease"].to_numpy()
+    assert (frame["prediction"].to_numpy() == truth).mean() > 0.8  # fitted on these samples
+
+    cv = tmp_path / "cv"
+    result = CliRunner().invoke(cli, [str(a) for a in ["cross-validate", *common, "--n-folds", "3",
+                                                       "--rf-n-estimators", "20", "--output-dir", cv]])
+    assert result.exit_code == 0, result.output
+    comparison = pd.read_csv(cv / "comparison.tsv", sep="\t").set_index("fold")
+    assert comparison.loc["pooled", "aam_auroc"] > 0.7
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--categorical-columns", "site"], "categorical metadata is not used by the sequence-groups model"),
+    (["--sequence-groups", "1,x"], "comma list of group counts"),
+    (["--sequence-groups", "64"], "fewer than 64 groups"),
+])
+def test_cli_errors_name_the_flag(tmp_path, flags, message):
+    table, metadata = _classification_data(tmp_path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [str(a) for a in [
+        "train", "--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
+        "--model-type", "sequence-groups", "--max-bp", "40", "--output-dir", out, "--quiet", *flags]])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (out / "checkpoints" / "best_model.pt").exists()
