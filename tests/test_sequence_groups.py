@@ -192,9 +192,23 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(predictions, sep="\t")
     assert len(frame) == 48
-    np.testing.assert_allclose(frame[["prob_CD", "prob_control"]].sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(frame[["prob_CD", "prob_control"]].sum(axis=1), 1.0, atol=1e-6)
     truth = pd.read_csv(metadata, sep="\t").set_index("sample_id").loc[frame["sample_id"], "disease"].to_numpy()
     assert (frame["prediction"].to_numpy() == truth).mean() > 0.8  # fitted on these samples
+
+    forest = tmp_path / "forest.joblib"  # the documented blend: a forest fitted on the same samples
+    result = CliRunner().invoke(cli, [str(a) for a in [
+        "rf-baseline", "--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
+        "--group-column", "subject", "--n-estimators", 20, "--n-jobs", 1, "--output", tmp_path / "rf.tsv",
+        "--save-model", forest, "--quiet"]])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["predict", "--model", str(out / "checkpoints" / "best_model.pt"),
+                                      "--table", str(table), "--forest", str(forest), "--output",
+                                      str(tmp_path / "blend.tsv")])
+    assert result.exit_code == 0, result.output
+    blend = pd.read_csv(tmp_path / "blend.tsv", sep="\t")
+    forest_part = blend[["prob_CD", "prob_control"]].to_numpy() - 0.5 * frame[["prob_CD", "prob_control"]].to_numpy()
+    np.testing.assert_allclose(forest_part.sum(1), 0.5, atol=1e-5)  # half the model, half the forest
 
     cv = tmp_path / "cv"
     result = CliRunner().invoke(cli, [str(a) for a in ["cross-validate", *common, "--n-folds", "3",
