@@ -70,8 +70,9 @@ def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matr
                        hint="give smaller group counts, e.g. --sequence-groups 4,8")
     used_tokens = torch.from_numpy(np.ascontiguousarray(tokens[used]))
     profiles = kmer_profiles(used_tokens, config.kmer_size).numpy()
-    centres = [KMeans(count, n_init=4, random_state=seed * 1000 + i).fit(profiles).cluster_centers_
-               for i, count in enumerate(config.resolutions)]
+    starts = np.random.SeedSequence(seed).generate_state(len(config.resolutions))  # one per clustering
+    centres = [KMeans(count, n_init=4, random_state=int(start)).fit(profiles).cluster_centers_
+               for start, count in zip(starts, config.resolutions)]
     with torch.no_grad():
         model.centres.copy_(torch.from_numpy(np.concatenate(centres)))
         assignments = model.assign(used_tokens)  # [U, R]
@@ -128,7 +129,7 @@ def _fit_readout(model: SequenceGroupComposition, features: np.ndarray, targets:
         scoring = "auroc" if config.out_dim == 2 else "log_loss"
     else:
         parameter, strengths, scoring = "alpha", RIDGE_STRENGTHS, "mae"
-    splits, scheme = _inner_splits(targets, groups, config.classifier, seed)
+    splits, scheme = _inner_splits(targets, groups, config.classifier, seed % 2**32)
     grid, predictions = [], []
     for strength in strengths:
         estimator = _estimator(config.classifier, strength)
