@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "pretrain",
     "train": "train",
     "predict": "predict",
+    "embed": "embed",
     "rf-baseline": "rf_baseline",
     "cross-validate": "cross_validate",
 }

@@ -1,0 +1,173 @@
+"""``aam embed``: the sample vectors of a pretrained encoder or a trained model (the pooled vector its UniFrac
+head reads, so distances between them approximate UniFrac after pretraining), optionally every ASV's vector,
+and a 2-D ordination of the samples coloured by a metadata column."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from aam.data.dataset import BatchCollator, SampleDataset, make_loader
+from aam.data.metadata import read_metadata, require_column
+from aam.errors import AamError
+from aam.fileio import atomic_path, write_tsv
+from aam.models import EncoderConfig, PredictorConfig, SequenceEncoder, SequencePredictor
+from aam.models.layers import attention_backend
+from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
+from aam.training.checkpoint import load_checkpoint
+from aam.training.runtime import configure_threads, resolve_device
+from aam.workflows.common import load_amplicon_data
+from aam.workflows.session import load_weights
+
+log = logging.getLogger("aam")
+
+OUTPUT_SUFFIXES = (".tsv", ".npy")
+ASV_CHUNK = 256  # distinct ASVs encoded per forward pass
+
+
+def load_encoder(path: str | Path, device: torch.device) -> tuple[SequenceEncoder, dict]:
+    """The encoder (the base of a trained model, or a pretrained encoder) of a checkpoint, in eval mode."""
+    checkpoint = load_checkpoint(path, map_location="cpu", expected_kind=("encoder", "predictor"))
+    config = checkpoint["model_config"]
+    if config.get("model_type") == SEQUENCE_GROUPS:
+        raise AamError("a sequence-groups model has no learned embeddings (its features are group shares)",
+                       source=str(path), hint="give a pretrained_encoder.pt or a transformer model")
+    try:
+        if checkpoint["kind"] == "predictor":
+            model = SequencePredictor(PredictorConfig.from_dict(config))
+            load_weights(model, checkpoint["model_state"], path)
+            encoder = model.base
+        else:
+            encoder = SequenceEncoder(EncoderConfig.from_dict(config))
+            load_weights(encoder, checkpoint["model_state"], path)
+    except (TypeError, ValueError, KeyError) as err:
+        raise AamError(f"checkpoint's model configuration is not understood ({err})", source=str(path),
+                       hint="the checkpoint may come from an incompatible aam version") from None
+    return encoder.to(device).eval(), checkpoint.get("data") or {}
+
+
+def _check_output(path: str, flag: str) -> None:
+    if Path(path).suffix.lower() not in OUTPUT_SUFFIXES:
+        raise AamError(f"must end in {' or '.join(OUTPUT_SUFFIXES)}, got {path}", source=flag)
+
+
+def run_embed(*, model_path: str, table: str, output: str, sequences: str | None = None,
+              asv_output: str | None = None, plot: str | None = None, metadata: str | None = None,
+              color_by: str | None = None, batch_size: int = 32, device: str = "auto",
+              attn_implementation: str = "sdpa") -> pd.DataFrame:
+    """Write the sample embeddings of every usable sample of ``table`` to ``output`` and return them."""
+    _check_output(output, "--output")
+    if asv_output is not None:
+        _check_output(asv_output, "--asv-output")
+    if batch_size < 1:
+        raise AamError("must be at least 1", source="--batch-size")
+    if color_by is not None and metadata is None:
+        raise AamError("colouring needs the metadata", source="--color-by", hint="add --metadata FILE.tsv")
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise AamError(f"must end in .png, got {plot}", source="--plot")
+    frame = None
+    if metadata is not None:
+        frame = read_metadata(metadata)
+        if color_by is not None:
+            require_column(frame, color_by, source=metadata)
+    torch_device = resolve_device(device)
+    configure_threads(torch_device)
+    encoder, info = load_encoder(model_path, torch_device)
+    data = load_amplicon_data(table, sequences_path=sequences, max_bp=int(info.get("max_bp", encoder.config.max_bp)))
+    dataset = SampleDataset(data, None, None, None, int(info.get("token_limit", 1024)), "abundance", 0)
+    if dataset.skipped_ids:
+        log.warning("skipped %d sample(s) with no usable ASV", len(dataset.skipped_ids))
+    loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), batch_size, shuffle=False)
+    ids, vectors = [], []
+    with torch.no_grad(), attention_backend(attn_implementation, torch_device):
+        for batch in loader:
+            batch = batch.to(torch_device)
+            outputs = encoder(batch.tokens, batch.asv_index, batch.asv_mask, batch.counts,
+                              tokens_padded=batch.tokens_padded)
+            vectors.append(outputs["embeddings"].float().cpu().numpy())
+            ids += list(batch.sample_ids)
+        embeddings = np.concatenate(vectors)
+        _write_vectors(output, ids, embeddings, "sample_id")
+        log.info("wrote %d sample embeddings (D=%d) to %s", len(ids), embeddings.shape[1], output)
+        if asv_output is not None:
+            _write_asv_embeddings(encoder, data, asv_output, torch_device)
+    result = pd.DataFrame(embeddings, index=pd.Index(ids, name="sample_id"),
+                          columns=[f"dim_{i}" for i in range(embeddings.shape[1])])
+    if plot is not None:
+        _ordination_plot(result, plot, frame, color_by)
+    return result
+
+
+def _write_vectors(path: str, ids: list[str], vectors: np.ndarray, id_column: str) -> None:
+    """TSV (id column, dim_0..dim_{D-1}) or .npy [N, D] float32 with the ids, one per line, in PATH.ids.txt."""
+    if Path(path).suffix.lower() == ".tsv":
+        frame = pd.DataFrame(vectors, columns=[f"dim_{i}" for i in range(vectors.shape[1])])
+        frame.insert(0, id_column, ids)
+        write_tsv(path, frame)
+        return
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, vectors.astype(np.float32))
+    with atomic_path(f"{path}.ids.txt") as tmp:
+        Path(tmp).write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+
+
+def _write_asv_embeddings(encoder: SequenceEncoder, data, path: str, device: torch.device) -> None:
+    """Every ASV held by at least one sample of the table, keyed by its feature id."""
+    present = np.unique(data.counts.indices)
+    vectors = []
+    for start in range(0, len(present), ASV_CHUNK):
+        tokens = torch.from_numpy(data.tokens[present[start:start + ASV_CHUNK]]).long().to(device)
+        vectors.append(encoder.encode_asvs(tokens).float().cpu().numpy())
+    embeddings = np.concatenate(vectors) if vectors else np.zeros((0, encoder.config.embedding_dim), np.float32)
+    _write_vectors(path, [data.asv_ids[j] for j in present], embeddings, "feature_id")
+    log.info("wrote %d ASV embeddings to %s", len(present), path)
+
+
+def principal_coordinates(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[N, D] -> the first two principal components [N, 2] and their shares of the variance [2]."""
+    centred = embeddings - embeddings.mean(axis=0)
+    _, singular, components = np.linalg.svd(centred, full_matrices=False)
+    variance = singular ** 2
+    share = variance[:2] / max(variance.sum(), np.finfo(float).tiny)
+    coordinates = centred @ components[:2].T
+    if coordinates.shape[1] < 2:  # D == 1
+        coordinates = np.pad(coordinates, ((0, 0), (0, 2 - coordinates.shape[1])))
+        share = np.pad(share, (0, 2 - len(share)))
+    return coordinates, share
+
+
+def _ordination_plot(embeddings: pd.DataFrame, path: str, metadata: pd.DataFrame | None,
+                     color_by: str | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    coordinates, share = principal_coordinates(embeddings.to_numpy(np.float64))
+    figure, axis = plt.subplots(figsize=(6, 5), layout="constrained")
+    values = None
+    if color_by is not None and metadata is not None:
+        values = metadata.reindex(embeddings.index)[color_by]
+    if values is None:
+        axis.scatter(coordinates[:, 0], coordinates[:, 1], s=12)
+    elif pd.api.types.is_numeric_dtype(values):
+        points = axis.scatter(coordinates[:, 0], coordinates[:, 1], c=values.to_numpy(float), s=12, cmap="viridis")
+        figure.colorbar(points, ax=axis, label=color_by)
+    else:
+        labels = values.astype(str).where(values.notna(), "(missing)")
+        for label in sorted(labels.unique()):
+            keep = (labels == label).to_numpy()
+            axis.scatter(coordinates[keep, 0], coordinates[keep, 1], s=12, label=label)
+        axis.legend(title=color_by, fontsize="small", markerscale=1.5)
+    axis.set_xlabel(f"PC1 ({share[0]:.0%})")
+    axis.set_ylabel(f"PC2 ({share[1]:.0%})")
+    axis.set_title("AAM sample embeddings")
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+    plt.close(figure)
+    log.info("wrote the ordination to %s", path)
