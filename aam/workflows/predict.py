@@ -15,6 +15,7 @@ from aam.data.categorical import CategoricalEncoder, category_keys
 from aam.data.dataset import BatchCollator, SampleDataset, make_loader
 from aam.data.metadata import read_metadata
 from aam.data.normalization import transform_from_dict
+from aam.data.novelty import unseen_read_share
 from aam.errors import AamError
 from aam.fileio import write_tsv
 from aam.models import PredictorConfig, SequencePredictor
@@ -116,11 +117,33 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
             passes += [_one_pass(model, loader, decoder, dataset, epoch) for epoch in range(prediction_passes)]
         del model
     result = _combine_passes(_align(passes, paths), decoder, output_variance or len(passes) > 1)
+    if first_info.get("training_asvs") is not None:
+        result["unseen_read_share"] = _unseen_shares(tables[int(first_info.get("max_bp", 150))], first_info,
+                                                     result["sample_id"])
     if bundle is not None:
         result = _with_forest(result, bundle, first_info, table, forest, forest_weight, decoder)
     write_tsv(output, result)
     log.info("wrote %d predictions to %s", len(result), output)
     return result
+
+
+HIGH_UNSEEN_SHARE = 0.5  # a sample with more of its reads in unseen ASVs than this is flagged in the log
+
+
+def _unseen_shares(data, info: dict[str, Any], sample_ids: pd.Series) -> np.ndarray:
+    """Each predicted sample's share of reads in ASVs the (first) model never saw in training; logged, and a
+    warning once when many samples are mostly unseen."""
+    shares = unseen_read_share(data.counts, data.tokens, info["training_asvs"])
+    index = {s: i for i, s in enumerate(data.sample_ids)}
+    values = shares[[index[s] for s in sample_ids]]
+    high = int((values > HIGH_UNSEEN_SHARE).sum())
+    log.info("reads in ASVs unseen in training: median %.1f%% per sample (max %.1f%%)",
+             100 * float(np.median(values)), 100 * float(values.max()))
+    if high:
+        log.warning("%d of %d sample(s) have more than %.0f%% of their reads in ASVs the model never saw in "
+                    "training (column unseen_read_share): their predictions extrapolate", high, len(values),
+                    100 * HIGH_UNSEEN_SHARE)
+    return values
 
 
 def _with_forest(result: pd.DataFrame, bundle: dict[str, Any], info: dict[str, Any], table: str, path: str,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aam.data.novelty import training_fingerprints
 from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
 from aam.models.sequence_groups import SequenceGroupComposition, SequenceGroupsConfig
@@ -96,7 +97,8 @@ def train_sequence_groups(opts: dict[str, Any], output_dir: Path, main: bool, da
         write_tsv(output_dir / "val_predictions.tsv", frame)
         write_json(output_dir / "sequence_groups.json", report)
         save_checkpoint(output_dir / "checkpoints" / "best_model.pt", kind="predictor",
-                        model_config=config.to_dict(), model=model, data=data_info)
+                        model_config=config.to_dict(), model=model,
+                        data={**data_info, "training_asvs": training_fingerprints(data.counts, data.tokens, rows)})
         write_run_config(output_dir, "train", {**opts, "seed": seed},
                          {"model_config": config.to_dict(), "data": data_info, "n_train": len(ids), "n_val": 0})
     log.info("saved %s (inner out-of-fold predictions in val_predictions.tsv)",

@@ -17,6 +17,7 @@ from aam.data.categorical import CategoricalEncoder, CategoryWeights, category_k
 from aam.data.dataset import asvs_in_groups
 from aam.data.metadata import align_samples, numeric_target, read_metadata, require_column
 from aam.data.normalization import DEFAULT_REGRESSION_TRANSFORM, TARGET_TRANSFORMS, resolve_target_transform
+from aam.data.novelty import training_fingerprints
 from aam.data.split import write_split
 from aam.errors import AamError
 from aam.fileio import write_tsv
@@ -142,9 +143,11 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     }
     best_metric = opts.get("best_metric") or default_best_metric(opts["classifier"])
 
+    checkpoint_data = {**data_info, "training_asvs": training_fingerprints(data.counts, data.tokens, train_rows)}
+
     def save(name: str, snapshot: Snapshot) -> Path:  # on every rank
         return snapshot.write(output_dir / "checkpoints" / f"{name}_model", kind="predictor",
-                              model_config=config.to_dict(), data=data_info)
+                              model_config=config.to_dict(), data=checkpoint_data)
 
     def on_best(result: EvalResult, epoch: int) -> None:
         frame = result.predictions.drop(columns=[c for c in ("actual_index", "prediction_index")
