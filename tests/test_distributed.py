@@ -28,6 +28,7 @@ from aam.training.distributed import (
     all_gather_objects,
     broadcast_object,
     gather_with_grad,
+    shutdown,
 )
 from aam.training.losses import MultiTaskLoss
 from aam.training.trainer import Trainer, TrainerConfig, forward_batch
@@ -107,7 +108,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
         torch.save({"unifrac": losses["unifrac"], "rows": gathered, "grads": grads}, Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown()  # drains gloo's threads first: a bare destroy can deadlock at exit
 
 
 def test_global_pairwise_loss_and_gradients_match_single_process(tmp_path):
@@ -153,7 +154,7 @@ def _fsdp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
                     "norm": norm, "metrics": evaluation.metrics, "model_state": model_state,
                     "optimizer_state": optimizer_state, "reloaded": reloaded}, Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown()  # drains gloo's threads first: a bare destroy can deadlock at exit
 
 
 def test_fsdp_matches_single_process(tmp_path):
@@ -423,7 +424,7 @@ def _ddp_step_worker(rank: int, world: int, port: int, out_dir: str) -> None:
                     "weights": {k: v.detach().clone() for k, v in model.named_parameters()}},
                    Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown()  # drains gloo's threads first: a bare destroy can deadlock at exit
 
 
 def trainer_scheduler(trainer, n_batches: int):
@@ -490,7 +491,7 @@ def _fsdp_bf16_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         torch.save({"unifrac": losses["unifrac"].float(), "seen": seen, "grads": grads},
                    Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown()  # drains gloo's threads first: a bare destroy can deadlock at exit
 
 
 def test_fsdp_bf16_gathers_weights_in_bf16_and_keeps_float32_gradients(tmp_path):
@@ -522,7 +523,7 @@ def _fsdp_accumulation_worker(rank: int, world: int, port: int, out_dir: str) ->
         state, _ = sharding.full_state(model, trainer.optimizer)
         torch.save({"order": all_gather_objects(list(sampler)), "weights": state}, Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown()  # drains gloo's threads first: a bare destroy can deadlock at exit
 
 
 def test_fsdp_with_accumulation_equals_one_process(tmp_path):

@@ -10,6 +10,7 @@ A checkpoint is a plain dict saved with ``torch.save``::
         "data": {...},                   # max_bp, token_limit, target transform, encoders, class labels...
         "training_state": {...} | None,  # epoch, optimizer, scheduler, RNG, best metric (for --resume-from)
         "versions": {...},
+        "created": "2026-11-30T17:00:00+00:00",  # UTC
     }
 
 Loading strips ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes and maps every
@@ -28,6 +29,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,7 @@ def _payload(kind: str, model_config: Mapping[str, Any], data: Mapping[str, Any]
         "data": dict(data or {}),
         "training_state": dict(training_state) if training_state is not None else None,
         "versions": versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 

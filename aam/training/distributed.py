@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -67,9 +68,21 @@ def init_distributed(device: torch.device, strategy: str = "ddp") -> Distributed
     return DistributedContext(rank, world, local, device, strategy)
 
 
+GLOO_DRAIN_S = 0.05
+
+
 def shutdown() -> None:
+    """Leave the process group once every rank is here and the group's worker threads are idle.
+
+    Gloo's worker threads release a finished collective's tensors themselves, which needs the GIL; the group's
+    destructor (when the last reference goes, e.g. with a DDP wrapper) joins those threads while holding it.
+    A collective still being released at that moment deadlocks the process (seen with torch 2.13 on CPU). The
+    barrier waits for every earlier collective and the short sleep, with the GIL released, lets the threads
+    finish releasing them.
+    """
     if dist.is_initialized():
         dist.barrier()
+        time.sleep(GLOO_DRAIN_S)
         dist.destroy_process_group()
 
 

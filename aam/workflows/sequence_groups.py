@@ -56,7 +56,8 @@ def check_sequence_groups_options(opts: dict[str, Any]) -> None:
 
 
 def train_sequence_groups(opts: dict[str, Any], output_dir: Path, main: bool, data, ids: list[str],
-                          groups: np.ndarray | None, setup, by_row: dict[str, Any], seed: int) -> FitResult:
+                          groups: np.ndarray | None, setup, by_row: dict[str, Any], seed: int,
+                          run: dict[str, Any]) -> FitResult:
     """Fit on every sample of ``ids`` (the inner cross-validation chooses the shrinkage) and write the run."""
     classifier = bool(opts["classifier"])
     config = SequenceGroupsConfig(group_counts=parse_group_counts(opts.get("sequence_groups")),
@@ -98,7 +99,8 @@ def train_sequence_groups(opts: dict[str, Any], output_dir: Path, main: bool, da
         write_json(output_dir / "sequence_groups.json", report)
         save_checkpoint(output_dir / "checkpoints" / "best_model.pt", kind="predictor",
                         model_config=config.to_dict(), model=model,
-                        data={**data_info, "training_asvs": training_fingerprints(data.counts, data.tokens, rows)})
+                        data={**data_info, "training_asvs": training_fingerprints(data.counts, data.tokens, rows),
+                              "run": {**run, "inner_scores": scores, "chosen": {fit.parameter: fit.chosen}}})
         write_run_config(output_dir, "train", {**opts, "seed": seed},
                          {"model_config": config.to_dict(), "data": data_info, "n_train": len(ids), "n_val": 0})
     log.info("saved %s (inner out-of-fold predictions in val_predictions.tsv)",

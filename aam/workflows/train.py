@@ -143,7 +143,8 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     }
     best_metric = opts.get("best_metric") or default_best_metric(opts["classifier"])
 
-    checkpoint_data = {**data_info, "training_asvs": training_fingerprints(data.counts, data.tokens, train_rows)}
+    checkpoint_data = {**data_info, "training_asvs": training_fingerprints(data.counts, data.tokens, train_rows),
+                       "run": run_record(opts, seed, len(train_ids), len(val_ids), groups)}
 
     def save(name: str, snapshot: Snapshot) -> Path:  # on every rank
         return snapshot.write(output_dir / "checkpoints" / f"{name}_model", kind="predictor",
@@ -189,6 +190,13 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     return result
 
 
+def run_record(opts: dict[str, Any], seed: int, n_train: int, n_val: int, groups: np.ndarray | None) -> dict[str, Any]:
+    """What a checkpoint keeps about the run that made it (``aam inspect``): the resolved options and the split."""
+    return {"command": "train", "options": {k: v for k, v in opts.items() if k != "config"}, "seed": seed,
+            "n_train": n_train, "n_val": n_val, "group_column": opts.get("group_column"),
+            "n_groups": None if groups is None else int(len(np.unique(groups)))}
+
+
 def _run_sequence_groups(opts: dict[str, Any], output_dir: Path, session: Session, data, metadata: pd.DataFrame,
                          column: str, ids: list[str]) -> FitResult:
     """``--model-type sequence-groups``: every usable sample trains the model (no validation split: the inner
@@ -198,7 +206,8 @@ def _run_sequence_groups(opts: dict[str, Any], output_dir: Path, session: Sessio
     groups = sample_groups(metadata, ids, opts, target=column, inputs=())
     setup = _fit_targets(opts, metadata, column, ids, ids)
     by_row = _row_arrays(data.n_samples, data.rows_of(ids), setup, None, metadata, ids)
-    return train_sequence_groups(opts, output_dir, session.is_main, data, ids, groups, setup, by_row, session.seed)
+    return train_sequence_groups(opts, output_dir, session.is_main, data, ids, groups, setup, by_row, session.seed,
+                                 run_record(opts, session.seed, len(ids), 0, groups))
 
 
 def _shared_asvs_only(data, train_rows: np.ndarray, train_ids: list[str], groups: np.ndarray | None,
