@@ -121,7 +121,8 @@ def test_predict_averages_an_ensemble_of_checkpoints(synthetic_dir, tmp_path):
     run_ok("predict", "--model", members[0], "--model", members[1], "--table", synthetic_dir["table"],
            "--output", ensemble_path, "--device", "cpu", "--quiet")
     ensemble = pd.read_csv(ensemble_path, sep="\t", dtype={"sample_id": str}).set_index("sample_id")
-    assert list(ensemble.columns) == ["prediction", "prediction_std"]
+    assert list(ensemble.columns) == ["prediction", "prediction_std", "unseen_read_share"]
+    assert ensemble["unseen_read_share"].between(0, 1).all()
     stacked = np.stack([a.loc[ensemble.index].to_numpy() for a in alone])
     # the files hold 6 significant digits: a member near 25 carries up to 5e-5 of rounding into the mean
     rounding = 1e-5 * np.abs(stacked).max()
