@@ -119,14 +119,17 @@ VERBOSE = option("--verbose/--quiet", default=True, section="Other", help="Progr
 def data_options(pretrain: bool) -> list[Callable]:
     return [
         option("--table", type=click.Path(dir_okay=False), required=True, section="Input",
-               help="BIOM table (1.0 JSON or 2.1 HDF5); feature ids are ASV sequences or ids in --sequences."),
+               help="BIOM table (1.0 JSON or 2.1 HDF5) or QIIME 2 FeatureTable[Frequency] .qza; feature ids are ASV "
+                    "sequences or ids in --sequences."),
         option("--sequences", type=click.Path(dir_okay=False), default=None, section="Input",
-               help="FASTA mapping hashed feature ids to sequences (when the table's ids are not DNA)."),
+               help="FASTA (or FeatureData[Sequence] .qza) mapping hashed feature ids to sequences (when the "
+                    "table's ids are not DNA)."),
         option("--unifrac-matrix", type=click.Path(dir_okay=False), default=None, section="Input",
                help="Precomputed distances: .npy/.npz (table order), .h5 (unifrac-binaries), .csv/.tsv with ids. "
                     + ("Required unless --tree is given." if pretrain else "Optional (adds the UniFrac loss).")),
         option("--tree", type=click.Path(dir_okay=False), default=None, section="Input",
-               help="Newick tree: compute UniFrac targets with the built-in engine instead of --unifrac-matrix."),
+               help="Newick tree (or Phylogeny[Rooted] .qza): compute UniFrac targets with the built-in engine "
+                    "instead of --unifrac-matrix."),
         option("--unifrac-metric", type=click.Choice(["unifrac", "weighted", "faith_pd"]), default="unifrac",
                section="Input", help="Distance target: unweighted UniFrac, weighted (normalised) UniFrac, or "
                                      "per-sample Faith PD."),

@@ -14,9 +14,9 @@ from aam.cli import options as o
                   "--fsdp-sharded-checkpoint run) of an aam train run; the model is rebuilt from it alone. "
                   "Repeat to average an ensemble (e.g. one recipe trained with several --seed values)."),
     o.option("--table", type=click.Path(dir_okay=False), required=True, section="Input",
-             help="BIOM table of the samples to predict (not rarefied)."),
+             help="BIOM table (or FeatureTable[Frequency] .qza) of the samples to predict (not rarefied)."),
     o.option("--sequences", type=click.Path(dir_okay=False), default=None, section="Input",
-             help="FASTA mapping hashed feature ids to sequences."),
+             help="FASTA (or FeatureData[Sequence] .qza) mapping hashed feature ids to sequences."),
     o.option("--metadata", type=click.Path(dir_okay=False), default=None, section="Input",
              help="Metadata TSV; needed when the model uses categorical columns."),
     o.option("--output", type=click.Path(dir_okay=False), required=True, section="Output",

@@ -9,7 +9,7 @@ from aam.cli import options as o
 
 @click.command("rf-baseline", cls=o.SectionedCommand)
 @o.apply([
-    o.option("--table", type=click.Path(dir_okay=False), required=True, section="Input", help="BIOM table."),
+    o.option("--table", type=click.Path(dir_okay=False), required=True, section="Input", help="BIOM table or FeatureTable[Frequency] .qza."),
     o.option("--metadata", type=click.Path(dir_okay=False), required=True, section="Input", help="Metadata TSV."),
     o.option("--metadata-column", required=True, section="Target", help="Column to predict."),
     o.option("--classifier", is_flag=True, default=False, section="Target", help="Classify instead of regress."),

@@ -18,9 +18,10 @@ METRIC_CHOICES = ("unweighted", "weighted-normalized", "weighted-unnormalized", 
 
 @click.command("unifrac", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--table", "table_path", required=True, type=click.Path(dir_okay=False),
-              help="BIOM table (1.0 JSON or 2.1 HDF5), ASVs x samples.")
+              help="BIOM table (1.0 JSON or 2.1 HDF5) or FeatureTable[Frequency] .qza, ASVs x samples.")
 @click.option("--tree", "tree_path", type=click.Path(dir_okay=False),
-              help="Rooted Newick tree whose tips include every ASV id of the table (needed for UniFrac).")
+              help="Rooted Newick tree (or Phylogeny[Rooted] .qza) whose tips include every ASV id of the table "
+                   "(needed for UniFrac).")
 @click.option("--metric", type=click.Choice(METRIC_CHOICES), default="unweighted", show_default=True,
               help="Distance: UniFrac (unweighted, weighted-normalized, weighted-unnormalized; 'unifrac' = "
                    "unweighted, 'weighted' = weighted-normalized), Bray-Curtis or Jaccard. Unitless, in [0, 1] "

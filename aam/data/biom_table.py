@@ -10,24 +10,34 @@ import biom
 import numpy as np
 from scipy import sparse
 
+from aam.data.qiime2 import artifact_payload, is_artifact
 from aam.errors import AamError
 
 log = logging.getLogger(__name__)
 
 
 def load_table(path: str | Path) -> biom.Table:
-    """Load a BIOM table, BIOM 1.0 (JSON) or 2.1 (HDF5), raising ``AamError`` on anything unreadable."""
+    """Load a BIOM table, BIOM 1.0 (JSON) or 2.1 (HDF5), or a QIIME 2 FeatureTable[Frequency] ``.qza``,
+    raising ``AamError`` on anything unreadable."""
     path = Path(path)
     if not path.is_file():
         raise AamError("file not found", source=path, hint="check the --table path")
-    try:
-        table = biom.load_table(str(path))
-    except Exception as err:  # biom raises many types for malformed input
-        raise AamError(f"not a readable BIOM table ({type(err).__name__})", source=path,
-                       hint="give a BIOM 1.0 (JSON) or 2.1 (HDF5) file") from None
+    if is_artifact(path):
+        with artifact_payload(path, "table") as payload:
+            table = _read_biom(payload, source=path)
+    else:
+        table = _read_biom(path, source=path)
     if table.shape[0] == 0 or table.shape[1] == 0:
         raise AamError(f"the table is empty ({table.shape[0]} ASVs x {table.shape[1]} samples)", source=path)
     return table
+
+
+def _read_biom(path: Path, source: Path) -> biom.Table:
+    try:
+        return biom.load_table(str(path))
+    except Exception as err:  # biom raises many types for malformed input
+        raise AamError(f"not a readable BIOM table ({type(err).__name__})", source=source,
+                       hint="give a BIOM 1.0 (JSON) or 2.1 (HDF5) file") from None
 
 
 @dataclass

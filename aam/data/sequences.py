@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aam.data.qiime2 import artifact_payload, is_artifact
 from aam.errors import AamError
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,18 @@ def is_dna(sequence: str) -> bool:
 
 
 def read_fasta(path: str | os.PathLike) -> dict[str, str]:
-    """FASTA records as {id: sequence}; the id is the first word after ``>``; multi-line records allowed."""
+    """FASTA records as {id: sequence}; the id is the first word after ``>``; multi-line records allowed. A QIIME 2
+    FeatureData[Sequence] ``.qza`` is read from its payload."""
     path = Path(path)
     if not path.is_file():
         raise AamError("FASTA file not found", source=path, hint="check the --sequences path")
+    if is_artifact(path):
+        with artifact_payload(path, "sequences") as payload:
+            return _read_fasta_file(payload, source=path)
+    return _read_fasta_file(path, source=path)
+
+
+def _read_fasta_file(path: Path, source: Path) -> dict[str, str]:
     records: dict[str, str] = {}
     current: str | None = None
     chunks: list[str] = []
@@ -52,7 +61,7 @@ def read_fasta(path: str | os.PathLike) -> dict[str, str]:
     def finish() -> None:
         if current is not None:
             if current in records:
-                raise AamError(f"duplicate sequence id {current!r}", source=path)
+                raise AamError(f"duplicate sequence id {current!r}", source=source)
             records[current] = "".join(chunks)
 
     with open(path, encoding="utf-8-sig") as handle:
@@ -64,16 +73,16 @@ def read_fasta(path: str | os.PathLike) -> dict[str, str]:
                 finish()
                 words = line[1:].split()
                 if not words:
-                    raise AamError(f"line {number}: a '>' header without an id", source=path)
+                    raise AamError(f"line {number}: a '>' header without an id", source=source)
                 current, chunks = words[0], []
             elif current is None:
-                raise AamError(f"line {number}: sequence data before the first '>' header", source=path,
+                raise AamError(f"line {number}: sequence data before the first '>' header", source=source,
                                hint="give a FASTA file")
             else:
                 chunks.append(line)
     finish()
     if not records:
-        raise AamError("no FASTA records", source=path)
+        raise AamError("no FASTA records", source=source)
     return records
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 from skbio import TreeNode
 
+from aam.data.qiime2 import artifact_payload, is_artifact
 from aam.errors import AamError
 
 log = logging.getLogger(__name__)
@@ -38,20 +39,29 @@ def named_examples(names: list[str]) -> str:
 
 
 def load_tree(path: str | os.PathLike) -> TreeNode:
-    """Read a Newick tree, keeping underscores in tip names (they are ids, not spaces)."""
+    """Read a Newick tree (or a QIIME 2 Phylogeny[Rooted] ``.qza``), keeping underscores in tip names (they
+    are ids, not spaces)."""
     path = Path(path)
     if not path.is_file():
         raise AamError("file not found", source=path, hint="check the --tree path")
-    try:
-        with warnings.catch_warnings():  # skbio warns before failing on malformed input; the error says it
-            warnings.simplefilter("ignore")
-            tree = TreeNode.read(str(path), format="newick", convert_underscores=False)
-    except Exception as err:  # skbio raises several types for malformed Newick
-        raise AamError(f"not a readable Newick tree ({type(err).__name__})", source=path,
-                       hint="give a rooted Newick tree whose tip names are the table's ASV ids") from None
+    if is_artifact(path):
+        with artifact_payload(path, "tree") as payload:
+            tree = _read_newick(payload, source=path)
+    else:
+        tree = _read_newick(path, source=path)
     if tree.is_tip():
         raise AamError("the tree has a single node", source=path, hint="give a tree with at least two tips")
     return tree
+
+
+def _read_newick(path: Path, source: Path) -> TreeNode:
+    try:
+        with warnings.catch_warnings():  # skbio warns before failing on malformed input; the error says it
+            warnings.simplefilter("ignore")
+            return TreeNode.read(str(path), format="newick", convert_underscores=False)
+    except Exception as err:  # skbio raises several types for malformed Newick
+        raise AamError(f"not a readable Newick tree ({type(err).__name__})", source=source,
+                       hint="give a rooted Newick tree whose tip names are the table's ASV ids") from None
 
 
 @dataclass(frozen=True)

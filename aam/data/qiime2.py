@@ -1,0 +1,91 @@
+"""QIIME 2 artifacts (``.qza``) read without the QIIME 2 framework.
+
+An artifact is a zip archive holding one folder named by its UUID with ``VERSION`` (``archive: N``),
+``metadata.yaml`` (``uuid``, ``type``, ``format``), the payload under ``data/`` and provenance files. Only
+``metadata.yaml`` is parsed, with a safe YAML loader (provenance files use custom tags); the artifact type is
+checked against what the flag expects, and the payload is extracted to a temporary folder for the usual
+readers (BIOM, Newick, FASTA).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+from aam.errors import AamError
+
+# role -> (accepted semantic types, payload file name in data/, the flag that takes it)
+ROLES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "table": (("FeatureTable[Frequency]",), "feature-table.biom", "--table"),
+    "tree": (("Phylogeny[Rooted]",), "tree.nwk", "--tree"),
+    "sequences": (("FeatureData[Sequence]",), "dna-sequences.fasta", "--sequences"),
+}
+
+
+def is_artifact(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".qza"
+
+
+def artifact_type(path: str | Path) -> str:
+    """The semantic type recorded in the artifact's ``metadata.yaml`` (e.g. ``FeatureTable[Frequency]``)."""
+    with _open(Path(path)) as archive:
+        return _metadata(archive, Path(path))[1]
+
+
+@contextmanager
+def artifact_payload(path: str | Path, role: str) -> Iterator[Path]:
+    """The payload file of the ``role`` artifact at ``path``, extracted for the duration of the block."""
+    path = Path(path)
+    types, payload, flag = ROLES[role]
+    with _open(path) as archive:
+        root, kind = _metadata(archive, path)
+        if kind not in types:
+            raise AamError(f"is a QIIME 2 {kind} artifact; {flag} takes {' or '.join(types)}", source=path,
+                           hint=f"give the {types[0]} artifact")
+        data = [n for n in archive.namelist() if n.startswith(f"{root}/data/") and not n.endswith("/")]
+        wanted = f"{root}/data/{payload}"
+        member = wanted if wanted in data else (data[0] if len(data) == 1 else None)
+        if member is None:
+            raise AamError(f"the artifact holds no data/{payload}", source=path,
+                           hint=f"export it with 'qiime tools export' and give the {payload} file")
+        with tempfile.TemporaryDirectory(prefix="aam-qza-") as folder:
+            target = Path(folder) / PurePosixPath(member).name
+            with archive.open(member) as source, open(target, "wb") as sink:
+                while chunk := source.read(1 << 20):
+                    sink.write(chunk)
+            yield target
+
+
+@contextmanager
+def _open(path: Path) -> Iterator[zipfile.ZipFile]:
+    if not path.is_file():
+        raise AamError("file not found", source=path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        raise AamError("not a QIIME 2 artifact (not a zip archive)", source=path,
+                       hint="give a .qza written by QIIME 2, or the exported file") from None
+    with archive:
+        yield archive
+
+
+def _metadata(archive: zipfile.ZipFile, path: Path) -> tuple[str, str]:
+    """The archive's root folder and the artifact's semantic type."""
+    roots = {PurePosixPath(name).parts[0] for name in archive.namelist() if name}
+    candidates = [r for r in roots if f"{r}/metadata.yaml" in archive.namelist()]
+    if len(candidates) != 1:
+        raise AamError("not a QIIME 2 artifact (no <uuid>/metadata.yaml)", source=path,
+                       hint="give a .qza written by QIIME 2, or the exported file")
+    root = candidates[0]
+    try:
+        metadata = yaml.safe_load(archive.read(f"{root}/metadata.yaml").decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise AamError(f"unreadable metadata.yaml ({type(err).__name__})", source=path) from None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("type"), str):
+        raise AamError("metadata.yaml names no artifact type", source=path)
+    return root, metadata["type"].strip()
