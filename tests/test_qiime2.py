@@ -103,3 +103,26 @@ def test_files_that_are_not_artifacts(tmp_path):
     empty = make_artifact(tmp_path / "c.qza", "FeatureTable[Frequency]", "BIOMV210DirFmt", {})
     with pytest.raises(AamError, match="holds no data/feature-table.biom"):
         load_table(empty)
+
+
+def test_predictions_as_qiime2_metadata(synthetic_dir, tmp_path):
+    from aam.data.metadata import read_metadata
+
+    run = tmp_path / "run"
+    assert CliRunner().invoke(cli, ["train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
+                                    "--metadata-column", "label", "--classifier", "--model-type", "sequence-groups",
+                                    "--sequence-groups", "2,4", "--max-bp", "150", "--output-dir", str(run),
+                                    "--quiet"]).exit_code == 0
+    common = ["predict", "--model", str(run / "checkpoints" / "best_model.pt"), "--table", synthetic_dir["table"]]
+    assert CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "plain.tsv")]).exit_code == 0
+    result = CliRunner().invoke(cli, [*common, "--output", str(tmp_path / "q2.tsv"), "--q2-metadata"])
+    assert result.exit_code == 0, result.output
+    header, types = (tmp_path / "q2.tsv").read_text().splitlines()[:2]
+    columns = header.split("\t")
+    assert columns[:2] == ["sample-id", "prediction"]
+    kinds = dict(zip(columns[1:], types.split("\t")[1:]))
+    assert types.startswith("#q2:types\t") and kinds["prediction"] == "categorical"
+    assert all(kinds[c] == "numeric" for c in columns if c.startswith("prob_") or c == "unseen_read_share")
+    plain = read_metadata(tmp_path / "plain.tsv")
+    again = read_metadata(tmp_path / "q2.tsv")  # the #q2:types row is skipped
+    assert list(again.index) == list(plain.index) and list(again["prediction"]) == list(plain["prediction"])

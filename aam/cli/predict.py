@@ -27,6 +27,9 @@ from aam.cli import options as o
                                    "--prediction-passes > 1)."),
     o.option("--prediction-passes", type=int, default=1, section="Output",
              help="Average this many passes over random ASV subsets; adds prediction_std."),
+    o.option("--q2-metadata", is_flag=True, default=False, section="Output",
+             help="Write --output as QIIME 2 metadata (a sample-id column and a #q2:types row), for qiime "
+                  "metadata tabulate and other QIIME 2 tools."),
     o.option("--output-variance", is_flag=True, default=False, section="Output",
              help="Add a prediction_std column (standard deviation over passes and ensemble members)."),
     o.option("--no-sequence-cache", is_flag=True, default=False, section="Input",
@@ -41,7 +44,7 @@ from aam.cli import options as o
 def command(model_paths: tuple[str, ...], table: str, sequences: str | None, metadata: str | None, output: str,
             batch_size: int, asv_sampling: str | None, prediction_passes: int, output_variance: bool,
             no_sequence_cache: bool, forest: str | None, forest_weight: float, attn_implementation: str,
-            device: str, seed: int | None, verbose: bool) -> None:
+            q2_metadata: bool, device: str, seed: int | None, verbose: bool) -> None:
     """Predict a trained model's target for every sample of --table, in the target's original units."""
     from aam.training.runtime import configure_logging
     from aam.workflows.predict import run_predict
@@ -50,4 +53,4 @@ def command(model_paths: tuple[str, ...], table: str, sequences: str | None, met
     run_predict(model_path=list(model_paths), table=table, output=output, metadata=metadata, sequences=sequences,
                 batch_size=batch_size, device=device, prediction_passes=prediction_passes,
                 asv_sampling=asv_sampling, seed=seed, output_variance=output_variance, forest=forest,
-                forest_weight=forest_weight, attn_implementation=attn_implementation)
+                forest_weight=forest_weight, attn_implementation=attn_implementation, q2_metadata=q2_metadata)

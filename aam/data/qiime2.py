@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
+import pandas as pd
 import yaml
 
 from aam.errors import AamError
+from aam.fileio import atomic_write
 
 # role -> (accepted semantic types, payload file name in data/, the flag that takes it)
 ROLES: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -89,3 +91,20 @@ def _metadata(archive: zipfile.ZipFile, path: Path) -> tuple[str, str]:
     if not isinstance(metadata, dict) or not isinstance(metadata.get("type"), str):
         raise AamError("metadata.yaml names no artifact type", source=path)
     return root, metadata["type"].strip()
+
+
+def write_q2_metadata(path: str | Path, frame: pd.DataFrame, id_column: str = "sample_id") -> None:
+    """``frame`` as a QIIME 2 metadata TSV: ``sample-id`` first, then a ``#q2:types`` row (numeric or
+    categorical per column), so ``qiime metadata tabulate`` and q2 visualizers read predictions as they are."""
+    columns = [c for c in frame.columns if c != id_column]
+    types = ["numeric" if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+             else "categorical" for c in columns]
+    body = frame[[id_column, *columns]].rename(columns={id_column: "sample-id"})
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            handle.write("\t".join(["sample-id", *columns]) + "\n")
+            handle.write("\t".join(["#q2:types", *types]) + "\n")
+            body.to_csv(handle, sep="\t", index=False, header=False, float_format="%.6g")
+
+    atomic_write(path, write)

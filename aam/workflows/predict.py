@@ -16,6 +16,7 @@ from aam.data.dataset import BatchCollator, SampleDataset, make_loader
 from aam.data.metadata import read_metadata
 from aam.data.normalization import transform_from_dict
 from aam.data.novelty import unseen_read_share
+from aam.data.qiime2 import write_q2_metadata
 from aam.errors import AamError
 from aam.fileio import write_tsv
 from aam.models import PredictorConfig, SequencePredictor
@@ -52,7 +53,7 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
                 prediction_passes: int = 1, asv_sampling: str | None = None, seed: int | None = None,
                 output_variance: bool = False, sample_ids: Sequence[str] | None = None,
                 forest: str | None = None, forest_weight: float = 0.5,
-                attn_implementation: str = "sdpa") -> pd.DataFrame:
+                attn_implementation: str = "sdpa", q2_metadata: bool = False) -> pd.DataFrame:
     """Predict every usable sample of ``table`` (or those of ``sample_ids``); writes ``output`` (TSV) and
     returns the frame.
 
@@ -122,7 +123,10 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
                                                      result["sample_id"])
     if bundle is not None:
         result = _with_forest(result, bundle, first_info, table, forest, forest_weight, decoder)
-    write_tsv(output, result)
+    if q2_metadata:
+        write_q2_metadata(output, result)
+    else:
+        write_tsv(output, result)
     log.info("wrote %d predictions to %s", len(result), output)
     return result
 
