@@ -169,11 +169,13 @@ def test_new_run_refuses_a_used_output_dir(synthetic_dir, tmp_path):
 def test_not_built_commands_do_not_pretend():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
-    for name in ("unifrac", "pretrain", "train", "predict", "rf-baseline", "demo"):
+    for name in ("unifrac", "pretrain", "train", "predict", "embed", "inspect", "rf-baseline", "cross-validate",
+                 "demo"):
         assert name in result.output
 
 
-@pytest.mark.parametrize("command", ["pretrain", "train", "predict", "unifrac", "rf-baseline", "demo"])
+@pytest.mark.parametrize("command", ["pretrain", "train", "predict", "embed", "inspect", "unifrac", "rf-baseline",
+                                     "cross-validate", "demo"])
 def test_help_of_every_command(command):
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0, result.output

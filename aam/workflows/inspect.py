@@ -65,8 +65,7 @@ def _metrics(state: dict[str, Any], run: dict[str, Any], config: dict[str, Any])
     row = history[-1]  # the epoch the checkpoint was written at: the best one for best_model.pt
     scores = {k: row[k] for k in METRIC_ORDER if k in row and isinstance(row[k], (int, float))
               and math.isfinite(row[k])}
-    return {"epoch": int(row.get("epoch", len(history) - 1)) + 1, "of_epochs_run": len(history),
-            "scores": scores, "on": "the validation split"}
+    return {"epoch": int(row.get("epoch", len(history) - 1)) + 1, "scores": scores, "on": "the validation split"}
 
 
 def format_card(card: dict[str, Any]) -> str:
@@ -96,7 +95,7 @@ def format_card(card: dict[str, Any]) -> str:
     scores = metrics.get("scores")
     if isinstance(scores, dict) and scores:
         where = metrics.get("on", "")
-        epoch = f" at epoch {metrics['epoch']} of {metrics['of_epochs_run']}" if "epoch" in metrics else ""
+        epoch = f" at epoch {metrics['epoch']}" if "epoch" in metrics else ""
         lines.append(f"  scores         {'  '.join(f'{k}={v:.4g}' for k, v in scores.items())} "
                      f"({where}{epoch})")
     else:
