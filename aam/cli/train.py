@@ -46,11 +46,13 @@ TRAIN_OPTIONS = [
     o.option("--class-weights", default=None, section="Target", help="Per-class loss weights 'w1,w2,...' "
                                                                       "in sorted label order."),
     o.option("--target-transform", type=click.Choice(["none", "minmax", "zscore", "zscore-category",
-                                                      "log-minmax", "log-zscore"]), default=None,
+                                                      "log-minmax", "log-zscore", "log-zscore-category"]),
+             default=None,
              section="Target", help="Target scaling fitted on the training split (changed: default zscore, was "
                                     "minmax: min-max scaling on the training split squeezes targets outside its "
                                     "range and, with the legacy bounded outputs, clips them)."),
-    o.option("--normalize-by", default=None, section="Target", help="Columns for zscore-category."),
+    o.option("--normalize-by", default=None, section="Target",
+             help="Columns for zscore-category and log-zscore-category."),
     o.option("--normalize-targets/--no-normalize-targets", default=None, section="Target",
              help="Deprecated: use --target-transform minmax|none."),
     o.option("--normalize-targets-by", default=None, section="Target",

@@ -12,8 +12,9 @@ from aam.errors import AamError
 
 log = logging.getLogger(__name__)
 
+# aam.unifrac.metrics' METRICS and ALIASES (importing them here would load torch for --help; a test keeps them equal)
 METRIC_CHOICES = ("unweighted", "weighted-normalized", "weighted-unnormalized", "braycurtis", "jaccard",
-                  "unifrac", "weighted")
+                  "unifrac", "weighted", "unweighted_unifrac", "weighted_normalized_unifrac", "weighted_unifrac")
 
 
 @click.command("unifrac", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -24,7 +25,8 @@ METRIC_CHOICES = ("unweighted", "weighted-normalized", "weighted-unnormalized", 
                    "(needed for UniFrac).")
 @click.option("--metric", type=click.Choice(METRIC_CHOICES), default="unweighted", show_default=True,
               help="Distance: UniFrac (unweighted, weighted-normalized, weighted-unnormalized; 'unifrac' = "
-                   "unweighted, 'weighted' = weighted-normalized), Bray-Curtis or Jaccard. Unitless, in [0, 1] "
+                   "unweighted, 'weighted' = weighted-normalized; unifrac-binaries' names are accepted too), "
+                   "Bray-Curtis or Jaccard. Unitless, in [0, 1] "
                    "except weighted-unnormalized (tree branch-length units).")
 @click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False),
               help="Output file, format by extension: .h5 (unifrac-binaries layout), .tsv (scikit-bio "

@@ -1,0 +1,87 @@
+"""Until options are built from the configs and registries (#16), the click declarations repeat their choices
+and defaults: these tests fail when a copy drifts from its source."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+import pytest
+
+from aam.cli.pretrain import command as pretrain_command
+from aam.cli.train import command as train_command
+from aam.cli.unifrac import command as unifrac_command
+from aam.data.normalization import TARGET_TRANSFORMS
+from aam.models import EncoderConfig, PredictorConfig
+from aam.models.asv_encoder import MASK_STRATEGIES
+from aam.models.config import DISTANCE_METRICS, GMU_GATES, TARGET_POOLINGS
+from aam.models.fusion import FUSIONS
+from aam.models.heads import OUTPUT_CONSTRAINTS
+from aam.models.layers import ATTENTION_BACKENDS
+from aam.models.sample_encoder import COUNT_EMBEDDINGS
+from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
+from aam.training.losses import TARGET_LOSSES
+from aam.training.metrics import BEST_METRICS
+from aam.training.optim import OPTIMIZERS
+from aam.training.precision import AUTOCAST_DTYPES
+from aam.training.schedulers import SCHEDULERS
+from aam.training.trainer import TrainerConfig
+from aam.unifrac.metrics import ALIASES, METRICS
+from aam.workflows.config_mapping import (
+    encoder_config_from_options,
+    predictor_config_from_options,
+    trainer_config_from_options,
+)
+
+
+def choices(command: click.Command, flag: str) -> set[str]:
+    (param,) = [p for p in command.params if flag in p.opts]
+    return set(param.type.choices)
+
+
+def defaults(command: click.Command) -> dict:
+    return {p.name: p.default for p in command.params if p.name and p.expose_value}
+
+
+@pytest.mark.parametrize("command, flag, registry", [
+    (train_command, "--categorical-fusion", set(FUSIONS)),
+    (train_command, "--target-pooling", set(TARGET_POOLINGS)),
+    (train_command, "--output-constraint", set(OUTPUT_CONSTRAINTS)),
+    (train_command, "--loss-type", set(TARGET_LOSSES)),
+    (train_command, "--target-transform", set(TARGET_TRANSFORMS)),
+    (train_command, "--gmu-gate", set(GMU_GATES)),
+    (train_command, "--best-metric", set(BEST_METRICS)),
+    (train_command, "--optimizer", set(OPTIMIZERS)),
+    (train_command, "--scheduler", set(SCHEDULERS)),
+    (train_command, "--unifrac-metric", set(DISTANCE_METRICS)),
+    (train_command, "--count-embedding-method", set(COUNT_EMBEDDINGS)),
+    (train_command, "--nuc-mask-strategy", set(MASK_STRATEGIES)),
+    (train_command, "--attn-implementation", set(ATTENTION_BACKENDS)),
+    (train_command, "--mixed-precision", {"none" if k == "fp32" else k for k in AUTOCAST_DTYPES}),
+    (train_command, "--model-type", {"transformer", SEQUENCE_GROUPS}),
+    (pretrain_command, "--optimizer", set(OPTIMIZERS)),
+    (pretrain_command, "--unifrac-metric", set(DISTANCE_METRICS)),
+    (unifrac_command, "--metric", set(METRICS) | set(ALIASES)),
+])
+def test_cli_choices_are_their_registry(command, flag, registry):
+    assert choices(command, flag) == registry
+
+
+def _differences(built, reference) -> dict[str, tuple]:
+    out = {}
+    for field in dataclasses.fields(built):
+        a, b = getattr(built, field.name), getattr(reference, field.name)
+        if dataclasses.is_dataclass(a):
+            out.update({f"{field.name}.{k}": v for k, v in _differences(a, b).items()})
+        elif a != b:
+            out[field.name] = (a, b)
+    return out
+
+
+def test_cli_defaults_build_the_default_configs():
+    train = defaults(train_command)
+    built = predictor_config_from_options(train, out_dim=1, cardinalities=(), output_scaling_columns=())
+    assert _differences(built, PredictorConfig(encoder=EncoderConfig())) == {}
+    trainer = trainer_config_from_options(train, best_metric=TrainerConfig().best_metric)
+    assert _differences(trainer, TrainerConfig()) == {}
+    assert _differences(encoder_config_from_options(defaults(pretrain_command)), EncoderConfig()) == {}
