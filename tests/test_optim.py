@@ -21,6 +21,11 @@ class TinyModel(nn.Module):
         self.frozen = nn.Linear(4, 4)
         self.frozen.requires_grad_(False)
 
+    def categorical_parameters(self):  # as SequencePredictor declares its categorical modules
+        yield from self.fusion.parameters()
+        yield from self.categorical_embedder.parameters()
+        yield self.output_scaling
+
 
 def _names(model, optimizer):
     by_id = {id(p): n for n, p in model.named_parameters()}
@@ -53,6 +58,20 @@ def test_categorical_groups_and_frozen_params():
     assert by_name["categorical_no_decay"]["weight_decay"] == 0.0
     assert by_name["categorical_decay"]["weight_decay"] == 0.01
     assert all(g["momentum"] == 0.9 for g in optimizer.param_groups)
+
+
+def test_a_real_predictor_declares_its_categorical_modules():
+    from aam.models import EncoderConfig, PredictorConfig, SequencePredictor
+
+    encoder = EncoderConfig(max_bp=20, embedding_dim=16, attention_heads=2, attention_layers=1)
+    model = SequencePredictor(PredictorConfig(encoder=encoder, categorical_cardinalities=(3,),
+                                              conditional_output_scaling_columns=(0,), categorical_fusion="gmu"))
+    optimizer = build_optimizer(model, "adamw", lr=1e-3, categorical_lr=1e-2)
+    groups = _names(model, optimizer)
+    categorical = groups["categorical_decay"] | groups.get("categorical_no_decay", set())
+    assert categorical == {n for n, _ in model.named_parameters()
+                           if n.startswith(("categorical_embedder.", "fusion.", "output_scaling."))}
+    assert not any(n.startswith("base.") for n in categorical)
 
 
 def test_optimizer_choices():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
+
+from aam.training.checkpoint import unwrap_model
 
 __all__ = ["OPTIMIZERS", "LRRangeTest", "build_optimizer", "find_lr", "param_group_lrs", "parameter_groups"]
 
@@ -30,23 +32,28 @@ OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     "sgd": partial(torch.optim.SGD, momentum=0.9),
 }
 
-CATEGORICAL_PREFIXES = ("fusion", "categorical", "output_scaling")
-
-
 def _no_decay(name: str, param: Tensor) -> bool:
     """Biases, normalisation parameters and any other vector or scalar are not weight-decayed."""
     lowered = name.lower()
     return param.ndim <= 1 or "norm" in lowered or "bias" in lowered
 
 
-def parameter_groups(model: nn.Module, lr: float, weight_decay: float, categorical_lr: float | None = None,
-                     categorical_prefixes: Sequence[str] = CATEGORICAL_PREFIXES) -> list[dict[str, Any]]:
+def categorical_parameter_ids(model: nn.Module) -> set[int]:
+    """The parameters ``model`` declares as its categorical modules (``categorical_parameters()``; none when it
+    has no such method, e.g. an encoder)."""
+    method = getattr(unwrap_model(model), "categorical_parameters", None)
+    return {id(p) for p in method()} if callable(method) else set()
+
+
+def parameter_groups(model: nn.Module, lr: float, weight_decay: float,
+                     categorical_lr: float | None = None) -> list[dict[str, Any]]:
     """Named parameter groups of the trainable parameters of ``model`` (empty groups omitted)."""
+    categorical_ids = categorical_parameter_ids(model) if categorical_lr is not None else set()
     groups: dict[str, list[Tensor]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        categorical = categorical_lr is not None and any(prefix in name for prefix in categorical_prefixes)
+        categorical = id(param) in categorical_ids
         key = ("categorical_" if categorical else "") + ("no_decay" if _no_decay(name, param) else "decay")
         groups.setdefault(key, []).append(param)
     order = ("decay", "no_decay", "categorical_decay", "categorical_no_decay")
@@ -62,15 +69,14 @@ def parameter_groups(model: nn.Module, lr: float, weight_decay: float, categoric
 
 
 def build_optimizer(model: nn.Module, name: str = "adamw", lr: float = 1e-4, weight_decay: float = 0.01,
-                    categorical_lr: float | None = None,
-                    categorical_prefixes: Sequence[str] = CATEGORICAL_PREFIXES) -> Optimizer:
+                    categorical_lr: float | None = None) -> Optimizer:
     """The ``--optimizer`` (adamw | adam | sgd with momentum 0.9) over named parameter groups.
 
-    Parameters whose name contains one of ``categorical_prefixes`` train at ``categorical_lr`` when it is given.
+    The model's ``categorical_parameters()`` train at ``categorical_lr`` when it is given.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
-    groups = parameter_groups(model, lr, weight_decay, categorical_lr, categorical_prefixes)
+    groups = parameter_groups(model, lr, weight_decay, categorical_lr)
     if not groups:
         raise ValueError("the model has no trainable parameters")
     return OPTIMIZERS[name](groups, lr=lr, weight_decay=weight_decay)
