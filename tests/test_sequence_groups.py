@@ -222,9 +222,12 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
     (["--categorical-columns", "site"], "categorical metadata is not used by the sequence-groups model"),
     (["--sequence-groups", "1,x"], "comma list of group counts"),
     (["--sequence-groups", "64"], "fewer than 64 groups"),
+    (["--val-samples", "VAL"], "--exclude-samples"),  # it would train on them: refused, not ignored
 ])
 def test_cli_errors_name_the_flag(tmp_path, flags, message):
     table, metadata = _classification_data(tmp_path)
+    (tmp_path / "val.txt").write_text("S000\nS001\n")
+    flags = [str(tmp_path / "val.txt") if f == "VAL" else f for f in flags]
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, [str(a) for a in [
         "train", "--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",

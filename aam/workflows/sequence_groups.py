@@ -51,6 +51,10 @@ def check_sequence_groups_options(opts: dict[str, Any]) -> None:
         if opts.get(key) not in (unset, None, False, ""):
             raise AamError(f"{what} is not used by the sequence-groups model", source="--model-type",
                            hint="leave it out, or use --model-type transformer")
+    if opts.get("val_samples"):
+        raise AamError("the sequence-groups model trains on every usable sample (its inner cross-validation is "
+                       "its validation)", source="--val-samples",
+                       hint="hold samples out with --exclude-samples FILE, then score them with aam predict")
     if opts.get("loss_type") == "quantile":
         raise AamError("quantile outputs are not available with the sequence-groups model", source="--loss-type")
 
