@@ -21,7 +21,7 @@ from aam.data.dataset import AmpliconData, BatchCollator, SampleDataset
 from aam.data.sequences import tokenize
 from aam.data.synthetic import _write_biom
 from aam.models.sequence_groups import SequenceGroupComposition, SequenceGroupsConfig, kmer_profiles
-from aam.training.sequence_groups_fit import _inner_splits, _raw_features, fit_sequence_groups
+from aam.training.sequence_groups_fit import _inner_splits, _log_shares, fit_sequence_groups
 from aam.training.trainer import forward_batch
 from aam.workflows.predict import load_predictor
 
@@ -91,7 +91,7 @@ def features_and_batch(model, counts: np.ndarray, tokens: np.ndarray):
     """The fitted model's features of every sample (its fit path) and one batch holding every sample."""
     used = np.unique(sparse.csr_matrix(counts).indices)
     with torch.no_grad():
-        raw = _raw_features(model, sparse.csr_matrix(counts)[:, used], model.assign(torch.from_numpy(tokens[used])))
+        raw = _log_shares(model, sparse.csr_matrix(counts)[:, used], model.assign(torch.from_numpy(tokens[used])))
     data = AmpliconData(counts, tokens, [f"s{i}" for i in range(len(counts))], [f"a{j}" for j in range(len(tokens))])
     dataset = SampleDataset(data, None, token_limit=10_000)
     batch = BatchCollator(data.tokens, data.sample_ids)([dataset[i] for i in range(len(dataset))])

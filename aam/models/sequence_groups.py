@@ -106,7 +106,10 @@ class SequenceGroupComposition(nn.Module):
 
     def assign(self, tokens: Tensor) -> Tensor:
         """[U, L] tokens -> [U, R] index of each ASV's nearest centre in each clustering (within it)."""
-        profiles = kmer_profiles(tokens, self.config.kmer_size)
+        return self.nearest_groups(kmer_profiles(tokens, self.config.kmer_size))
+
+    def nearest_groups(self, profiles: Tensor) -> Tensor:
+        """[U, 4^k] k-mer profiles -> [U, R] index of the nearest centre in each clustering (within it)."""
         columns, start = [], 0
         for count in self.config.resolutions:
             centres = self.centres[start:start + count]
@@ -114,15 +117,19 @@ class SequenceGroupComposition(nn.Module):
             start += count
         return torch.stack(columns, dim=1)
 
-    def features(self, assignments: Tensor, shares: Tensor) -> Tensor:
+    def log_shares(self, assignments: Tensor, shares: Tensor) -> Tensor:
         """[U, R] group of each ASV and [B, U] share of each ASV in each sample -> [B, sum K] centred log group
-        shares, less their training mean."""
+        shares (each clustering centred over its own groups)."""
         parts = []
         for r, count in enumerate(self.config.resolutions):
             onehot = nn.functional.one_hot(assignments[:, r], count).to(shares.dtype)  # [U, K]
             logs = torch.log(shares @ onehot + self.config.pseudo_share)  # [B, K]
             parts.append(logs - logs.mean(dim=1, keepdim=True))
-        return torch.cat(parts, dim=1) - self.feature_mean
+        return torch.cat(parts, dim=1)
+
+    def features(self, assignments: Tensor, shares: Tensor) -> Tensor:
+        """The read-out's input: :meth:`log_shares` less their mean over the training samples."""
+        return self.log_shares(assignments, shares) - self.feature_mean
 
     def forward(self, tokens: Tensor, asv_index: Tensor, asv_mask: Tensor, counts: Tensor | None = None,
                 **_: Any) -> dict[str, Tensor]:

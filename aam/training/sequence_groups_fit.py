@@ -68,15 +68,14 @@ def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matr
         raise AamError(f"the training samples hold {len(used)} distinct ASVs, fewer than "
                        f"{max(config.group_counts)} groups", source="--sequence-groups",
                        hint="give smaller group counts, e.g. --sequence-groups 4,8")
-    used_tokens = torch.from_numpy(np.ascontiguousarray(tokens[used]))
-    profiles = kmer_profiles(used_tokens, config.kmer_size).numpy()
+    profiles = kmer_profiles(torch.from_numpy(np.ascontiguousarray(tokens[used])), config.kmer_size)
     starts = np.random.SeedSequence(seed).generate_state(len(config.resolutions))  # one per clustering
-    centres = [KMeans(count, n_init=4, random_state=int(start)).fit(profiles).cluster_centers_
+    centres = [KMeans(count, n_init=4, random_state=int(start)).fit(profiles.numpy()).cluster_centers_
                for start, count in zip(starts, config.resolutions)]
     with torch.no_grad():
         model.centres.copy_(torch.from_numpy(np.concatenate(centres)))
-        assignments = model.assign(used_tokens)  # [U, R]
-        raw = _raw_features(model, counts[:, used], assignments)
+        assignments = model.nearest_groups(profiles)  # [U, R]
+        raw = _log_shares(model, counts[:, used], assignments)
         model.feature_mean.copy_(torch.from_numpy(raw.mean(axis=0)))  # centred, not scaled (see module notes)
     features = raw - model.feature_mean.numpy()
     sizes = {count: np.bincount(assignments[:, r].numpy(), minlength=count).tolist()
@@ -86,18 +85,12 @@ def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matr
     return fit
 
 
-def _raw_features(model: SequenceGroupComposition, counts: sparse.csr_matrix, assignments: torch.Tensor) -> np.ndarray:
-    """[n, U] counts -> [n, sum K] centred log group shares (before standardisation), by the model's own code."""
+def _log_shares(model: SequenceGroupComposition, counts: sparse.csr_matrix, assignments: torch.Tensor) -> np.ndarray:
+    """[n, U] counts -> [n, sum K] centred log group shares, by the model's own code, in blocks of samples."""
     totals = np.asarray(counts.sum(axis=1)).ravel()
     shares = sparse.diags(1.0 / np.maximum(totals, np.finfo(np.float64).tiny)) @ counts
-    mean = model.feature_mean.clone()
-    model.feature_mean.zero_()
-    try:
-        blocks = [model.features(assignments, torch.from_numpy(shares[i:i + ROW_CHUNK].toarray())).numpy()
-                  for i in range(0, shares.shape[0], ROW_CHUNK)]
-    finally:
-        model.feature_mean.copy_(mean)
-    return np.concatenate(blocks)
+    return np.concatenate([model.log_shares(assignments, torch.from_numpy(shares[i:i + ROW_CHUNK].toarray())).numpy()
+                           for i in range(0, shares.shape[0], ROW_CHUNK)])
 
 
 def _inner_splits(targets: np.ndarray, groups: np.ndarray | None, classifier: bool, seed: int) -> tuple[list, str]:
