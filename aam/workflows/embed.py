@@ -15,13 +15,13 @@ from aam.data.dataset import BatchCollator, SampleDataset, make_loader
 from aam.data.metadata import read_metadata, require_column
 from aam.errors import AamError
 from aam.fileio import atomic_path, write_tsv
-from aam.models import EncoderConfig, PredictorConfig, SequenceEncoder, SequencePredictor
+from aam.models import SequenceEncoder, SequencePredictor
 from aam.models.layers import attention_backend
 from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
 from aam.training.checkpoint import load_checkpoint
 from aam.training.runtime import configure_threads, resolve_device
 from aam.workflows.common import load_amplicon_data
-from aam.workflows.session import load_weights
+from aam.workflows.predict import model_from_checkpoint
 
 log = logging.getLogger("aam")
 
@@ -32,21 +32,11 @@ ASV_CHUNK = 256  # distinct ASVs encoded per forward pass
 def load_encoder(path: str | Path, device: torch.device) -> tuple[SequenceEncoder, dict]:
     """The encoder (the base of a trained model, or a pretrained encoder) of a checkpoint, in eval mode."""
     checkpoint = load_checkpoint(path, map_location="cpu", expected_kind=("encoder", "predictor"))
-    config = checkpoint["model_config"]
-    if config.get("model_type") == SEQUENCE_GROUPS:
+    if checkpoint["model_config"].get("model_type") == SEQUENCE_GROUPS:
         raise AamError("a sequence-groups model has no learned embeddings (its features are group shares)",
                        source=str(path), hint="give a pretrained_encoder.pt or a transformer model")
-    try:
-        if checkpoint["kind"] == "predictor":
-            model = SequencePredictor(PredictorConfig.from_dict(config))
-            load_weights(model, checkpoint["model_state"], path)
-            encoder = model.base
-        else:
-            encoder = SequenceEncoder(EncoderConfig.from_dict(config))
-            load_weights(encoder, checkpoint["model_state"], path)
-    except (TypeError, ValueError, KeyError) as err:
-        raise AamError(f"checkpoint's model configuration is not understood ({err})", source=str(path),
-                       hint="the checkpoint may come from an incompatible aam version") from None
+    model = model_from_checkpoint(checkpoint, path)
+    encoder = model.base if isinstance(model, SequencePredictor) else model
     return encoder.to(device).eval(), checkpoint.get("data") or {}
 
 
