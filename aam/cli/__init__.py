@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "predict": "predict",
     "embed": "embed",
+    "explain": "explain",
     "inspect": "inspect",
     "rf-baseline": "rf_baseline",
     "cross-validate": "cross_validate",

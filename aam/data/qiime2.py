@@ -4,7 +4,7 @@ An artifact is a zip archive holding one folder named by its UUID with ``VERSION
 ``metadata.yaml`` (``uuid``, ``type``, ``format``), the payload under ``data/`` and provenance files. Only
 ``metadata.yaml`` is parsed, with a safe YAML loader (provenance files use custom tags); the artifact type is
 checked against what the flag expects, and the payload is extracted to a temporary folder for the usual
-readers (BIOM, Newick, FASTA).
+readers (BIOM, Newick, FASTA, taxonomy TSV).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ ROLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "table": (("FeatureTable[Frequency]",), "feature-table.biom", "--table"),
     "tree": (("Phylogeny[Rooted]",), "tree.nwk", "--tree"),
     "sequences": (("FeatureData[Sequence]",), "dna-sequences.fasta", "--sequences"),
+    "taxonomy": (("FeatureData[Taxonomy]",), "taxonomy.tsv", "--taxonomy"),
 }
 
 

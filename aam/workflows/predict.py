@@ -109,22 +109,10 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
         if max_bp not in tables:
             tables[max_bp] = load_amplicon_data(table, sequences_path=sequences, max_bp=max_bp)
         data = tables[max_bp]
-        member_frame = frame if frame is not None else _no_metadata(info, data.sample_ids)
-        categoricals = _categoricals(member_frame, info, data.sample_ids, metadata)
-        groups = (category_keys(member_frame, data.sample_ids, info["normalize_by"])
-                  if info.get("normalize_by") else None)
-        rows = None
-        if sample_ids is not None:
-            rows = data.rows_of([str(i) for i in sample_ids])
-            categoricals = None if categoricals is None else categoricals[rows]
-        dataset = SampleDataset(data, rows, None, categoricals, info.get("token_limit", 1024), sampling, seed)
+        dataset, decoder = member_inputs(info, data, frame, metadata, sample_ids, sampling, seed)
         if dataset.skipped_ids and not passes:
             log.warning("skipped %d sample(s) with no usable ASV", len(dataset.skipped_ids))
         loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), batch_size, shuffle=False)
-        decoder = PredictionDecoder(
-            transform=transform_from_dict(info["target_transform"]) if info.get("target_transform") else None,
-            groups=groups, classifier=bool(info.get("classifier")), class_labels=info.get("class_labels") or (),
-            quantiles=info.get("quantiles"))
         with attention_backend(attn_implementation, torch_device):
             passes += [_one_pass(model, loader, decoder, dataset, epoch) for epoch in range(prediction_passes)]
         del model
@@ -140,6 +128,27 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
         write_tsv(output, result)
     log.info("wrote %d predictions to %s", len(result), output)
     return result
+
+
+def member_inputs(info: dict[str, Any], data, frame: pd.DataFrame | None, metadata: str | None,
+                  sample_ids: Sequence[str] | None, sampling: str = "abundance",
+                  seed: int | None = None) -> tuple[SampleDataset, PredictionDecoder]:
+    """One checkpoint's view of the table (its token limit, categoricals and per-category scaling; only
+    ``sample_ids`` when given) and the decoder of its answers into original units."""
+    member_frame = frame if frame is not None else _no_metadata(info, data.sample_ids)
+    categoricals = _categoricals(member_frame, info, data.sample_ids, metadata)
+    groups = (category_keys(member_frame, data.sample_ids, info["normalize_by"])
+              if info.get("normalize_by") else None)
+    rows = None
+    if sample_ids is not None:
+        rows = data.rows_of([str(i) for i in sample_ids])
+        categoricals = None if categoricals is None else categoricals[rows]
+    dataset = SampleDataset(data, rows, None, categoricals, info.get("token_limit", 1024), sampling, seed)
+    decoder = PredictionDecoder(
+        transform=transform_from_dict(info["target_transform"]) if info.get("target_transform") else None,
+        groups=groups, classifier=bool(info.get("classifier")), class_labels=info.get("class_labels") or (),
+        quantiles=info.get("quantiles"))
+    return dataset, decoder
 
 
 HIGH_UNSEEN_SHARE = 0.5  # a sample with more of its reads in unseen ASVs than this is flagged in the log

@@ -1,0 +1,54 @@
+"""``aam explain``: which ASVs a trained model relies on."""
+
+from __future__ import annotations
+
+import click
+
+from aam.cli import options as o
+
+
+@click.command("explain", cls=o.SectionedCommand)
+@o.apply([
+    o.option("--model", "model_paths", type=click.Path(), multiple=True, required=True, section="Input",
+             help="checkpoints/best_model.pt of aam train (transformer or sequence-groups). Repeat for an "
+                  "ensemble: effects are averaged over members, as aam predict averages their answers."),
+    o.option("--table", type=click.Path(dir_okay=False), required=True, section="Input",
+             help="BIOM table (or FeatureTable[Frequency] .qza) of the samples to explain, e.g. the training "
+                  "samples or a new cohort."),
+    o.option("--sequences", type=click.Path(dir_okay=False), default=None, section="Input",
+             help="FASTA (or FeatureData[Sequence] .qza) mapping hashed feature ids to sequences."),
+    o.option("--metadata", type=click.Path(dir_okay=False), default=None, section="Input",
+             help="Metadata TSV with the model's categorical columns (needed when it was trained with them)."),
+    o.option("--taxonomy", type=click.Path(dir_okay=False), default=None, section="Input",
+             help="QIIME 2 taxonomy TSV (Feature ID, Taxon) or FeatureData[Taxonomy] .qza: adds a taxon column "
+                  "and labels the plot."),
+    o.option("--output-dir", type=click.Path(file_okay=False), required=True, section="Output",
+             help="Folder for asv_importance.tsv, sample_top_asvs.tsv, deletion_check.tsv, summary.json, "
+                  "plots/top_asvs.png (and categorical_effects.tsv, fusion.tsv for models with metadata)."),
+    o.option("--method", type=click.Choice(["occlusion", "gradient"]), default="occlusion", section="Attribution",
+             help="occlusion: the answer with an ASV less the answer without it (exact, any model; one extra "
+                  "pass of the sample layers per ASV). gradient: gradient x input at each ASV's vector (one "
+                  "backward pass; transformer models; a first-order approximation that ranked the driving "
+                  "clades worse in _design_plan/attribution.md)."),
+    o.option("--top-asvs", type=int, default=20, section="Output", help="ASVs shown in the plot."),
+    o.option("--top-per-sample", type=int, default=10, section="Output",
+             help="ASVs listed per sample in sample_top_asvs.tsv."),
+    o.option("--batch-size", type=int, default=16, section="Performance", help="Samples per batch."),
+    o.option("--seed", type=int, default=0, section="Other", help="Seed of the deletion check's random ASVs."),
+    o.ATTN_IMPLEMENTATION, o.DEVICE, o.VERBOSE,
+])
+def command(model_paths: tuple[str, ...], table: str, sequences: str | None, metadata: str | None,
+            taxonomy: str | None, output_dir: str, method: str, top_asvs: int, top_per_sample: int,
+            batch_size: int, seed: int, attn_implementation: str, device: str, verbose: bool) -> None:
+    """Attribute a model's answers to the ASVs of --table: per-ASV importance, direction (per class for
+    classifiers), prevalence and stability; each sample's top ASVs; a deletion check (top-attributed vs random
+    ASVs removed); categorical effects and fusion gates or attention; a plot of the top ASVs."""
+    from aam.training.runtime import configure_logging
+    from aam.workflows.explain import run_explain
+
+    configure_logging(None, verbose)
+    options = dict(model_paths=list(model_paths), table=table, sequences=sequences, metadata=metadata,
+                   taxonomy=taxonomy, output_dir=output_dir, method=method, top_asvs=top_asvs,
+                   top_per_sample=top_per_sample, batch_size=batch_size, seed=seed,
+                   attn_implementation=attn_implementation, device=device)
+    run_explain(**options, options=options)
