@@ -14,16 +14,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
+from test_qiime2 import make_artifact
 
 from aam.cli import cli
-from aam.data.dataset import AmpliconData, BatchCollator, SampleDataset
+from aam.data.dataset import AmpliconData, BatchCollator
 from aam.data.synthetic import make_clade_driven_dataset, write_synthetic_dataset
 from aam.data.taxonomy import read_taxonomy, short_name
 from aam.errors import AamError
 from aam.training.attribution import answer_reader, gradient_effects, occlusion_effects
 from aam.workflows.common import load_amplicon_data
 from aam.workflows.predict import load_predictor, member_inputs
-from test_qiime2 import make_artifact
 
 SMALL = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--token-limit", "32",
          "--batch-size", "16", "--device", "cpu", "--quiet"]

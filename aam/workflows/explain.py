@@ -209,7 +209,7 @@ def _asv_table(data, effects, members: list[MemberResult], answers: dict[int, np
     relative = counts.multiply(1.0 / np.maximum(counts.sum(axis=1), 1)).tocsc()
     occurrence = np.diff(counts.tocsc().indptr)  # samples holding each ASV
     mean_share = np.asarray(relative.sum(axis=0)).ravel() / max(n_given, 1)
-    sample_rows, asv_columns, values = _effect_arrays(effects)
+    _, asv_columns, values = _effect_arrays(effects)
     attributed = np.unique(asv_columns)
     n_columns = values.shape[1]
     shift = answer_shift(values)
@@ -242,7 +242,6 @@ def _asv_table(data, effects, members: list[MemberResult], answers: dict[int, np
     table["sequence"] = [_sequence(data, j) for j in attributed]
     table = table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
-    del sample_rows
     return table
 
 
