@@ -58,7 +58,7 @@ def models(clade_data, tmp_path_factory) -> dict[str, Path]:
     run_cli("train", *common, "--metadata-column", "target", "--output-dir", root / "transformer",
             "--preset", "small-data", "--device", "cpu", "--quiet")
     run_cli("train", *common, "--metadata-column", "target", "--output-dir", root / "groups",
-            "--model-type", "sequence-groups", "--sequence-groups", "4,8", "--quiet")
+            "--model-type", "sequence-groups", "--sequence-groups", "4,8", "--quiet")  # 30 ASVs: coarse groups
     run_cli("train", *common, "--metadata-column", "label", "--classifier", "--output-dir", root / "classifier",
             *SMALL, "--epochs", 2)
     for fusion in ("gmu", "cross-attention"):

@@ -8,6 +8,7 @@ import dataclasses
 import click
 import pytest
 
+from aam.cli.explain import command as explain_command
 from aam.cli.pretrain import command as pretrain_command
 from aam.cli.train import command as train_command
 from aam.cli.unifrac import command as unifrac_command
@@ -20,6 +21,7 @@ from aam.models.heads import OUTPUT_CONSTRAINTS
 from aam.models.layers import ATTENTION_BACKENDS
 from aam.models.sample_encoder import COUNT_EMBEDDINGS
 from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
+from aam.training.attribution import METHODS as ATTRIBUTION_METHODS
 from aam.training.losses import TARGET_LOSSES
 from aam.training.metrics import BEST_METRICS
 from aam.training.optim import OPTIMIZERS
@@ -62,6 +64,7 @@ def defaults(command: click.Command) -> dict:
     (pretrain_command, "--optimizer", set(OPTIMIZERS)),
     (pretrain_command, "--unifrac-metric", set(DISTANCE_METRICS)),
     (unifrac_command, "--metric", set(METRICS) | set(ALIASES)),
+    (explain_command, "--method", set(ATTRIBUTION_METHODS)),
 ])
 def test_cli_choices_are_their_registry(command, flag, registry):
     assert choices(command, flag) == registry

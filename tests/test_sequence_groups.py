@@ -235,3 +235,16 @@ def test_cli_errors_name_the_flag(tmp_path, flags, message):
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (out / "checkpoints" / "best_model.pt").exists()
+
+
+def test_default_resolutions_shrink_to_a_small_table(caplog):
+    from scipy import sparse
+
+    from aam.workflows.sequence_groups import _fitting_group_counts
+
+    table = sparse.csr_matrix(np.eye(40))  # 40 distinct ASVs
+    with caplog.at_level("WARNING", logger="aam"):
+        assert _fitting_group_counts((8, 16, 32, 64), table) == (8, 16, 32)
+    assert "40 distinct ASVs" in caplog.text
+    assert _fitting_group_counts((8, 64), table) == (8, 64)  # given counts are kept (the fit names the flag)
+    assert _fitting_group_counts((8, 16, 32, 64), sparse.csr_matrix(np.eye(100))) == (8, 16, 32, 64)

@@ -1,5 +1,5 @@
 """``aam demo``: synthetic data, then unifrac -> pretrain -> train -> predict -> rf-baseline -> embed ->
-inspect, end to end."""
+explain -> inspect, end to end."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def _run(name: str, args: list[str]) -> None:
 @click.command("demo", cls=o.SectionedCommand)
 @o.apply([
     o.option("--output-dir", type=click.Path(file_okay=False), required=True, section="Output",
-             help="Folder for data/, unifrac, pretrain/, train/, predictions.tsv, rf_baseline.tsv and "
-                  "embeddings.tsv/.png."),
+             help="Folder for data/, unifrac, pretrain/, train/, predictions.tsv, rf_baseline.tsv, "
+                  "embeddings.tsv/.png and explain/."),
     o.option("--data-only", is_flag=True, default=False, section="Output",
              help="Only write the synthetic dataset to OUTPUT_DIR/data."),
     o.option("--samples", type=int, default=160, section="Input", help="Synthetic samples."),
@@ -74,6 +74,8 @@ def command(output_dir: str, data_only: bool, samples: int, asvs: int, pretrain_
     _run("embed", ["--model", str(out / "pretrain" / "pretrained_encoder.pt"), "--table", str(paths["table"]),
                    "--output", str(out / "embeddings.tsv"), "--plot", str(out / "embeddings.png"), "--metadata",
                    str(paths["metadata"]), "--color-by", "site"])
+    _run("explain", ["--model", str(out / "train" / "checkpoints" / "best_model.pt"), "--table",
+                     str(paths["table"]), "--metadata", str(paths["metadata"]), "--output-dir", str(out / "explain")])
     _run("inspect", [str(out / "train" / "checkpoints" / "best_model.pt")])
     _summary(out, time.perf_counter() - started)
 
@@ -93,6 +95,7 @@ def _summary(out: Path, seconds: float) -> None:
     click.echo(f"\ndemo finished in {seconds / 60:.1f} min", err=True)
     click.echo(f"  predictions      {out / 'predictions.tsv'}", err=True)
     click.echo(f"  plots            {out / 'train' / 'plots'}, {out / 'embeddings.png'}", err=True)
+    click.echo(f"  ASV attributions {out / 'explain' / 'asv_importance.tsv'}", err=True)
     click.echo(f"  TensorBoard      tensorboard --logdir {out}", err=True)
     click.echo("  validation       MAE      R^2", err=True)
     click.echo(f"  AAM              {aam['mae']:<8.3f} {aam['r2']:.3f}", err=True)

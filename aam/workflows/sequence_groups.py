@@ -46,6 +46,21 @@ def parse_group_counts(value: str | None) -> tuple[int, ...]:
     return counts
 
 
+def _fitting_group_counts(counts: tuple[int, ...], table) -> tuple[int, ...]:
+    """The default resolutions less those with more groups than the training samples have distinct ASVs (a
+    small table), with a warning; given counts are kept as they are (the fit names the flag if one is too
+    large)."""
+    if counts != SequenceGroupsConfig.group_counts:
+        return counts
+    distinct = len(np.unique(table.indices))
+    fitting = tuple(c for c in counts if c <= distinct)
+    if fitting and fitting != counts:
+        log.warning("the training samples hold %d distinct ASVs: using %s groups per resolution instead of %s "
+                    "(--sequence-groups)", distinct, ",".join(map(str, fitting)), ",".join(map(str, counts)))
+        return fitting
+    return counts
+
+
 def check_sequence_groups_options(opts: dict[str, Any]) -> None:
     for key, (unset, what) in _UNSUPPORTED.items():
         if opts.get(key) not in (unset, None, False, ""):
@@ -64,12 +79,13 @@ def train_sequence_groups(opts: dict[str, Any], output_dir: Path, main: bool, da
                           run: dict[str, Any]) -> FitResult:
     """Fit on every sample of ``ids`` (the inner cross-validation chooses the shrinkage) and write the run."""
     classifier = bool(opts["classifier"])
-    config = SequenceGroupsConfig(group_counts=parse_group_counts(opts.get("sequence_groups")),
+    rows = data.rows_of(ids)
+    counts = _fitting_group_counts(parse_group_counts(opts.get("sequence_groups")), data.counts[rows])
+    config = SequenceGroupsConfig(group_counts=counts,
                                   clusterings=int(opts.get("group_clusterings") or 8),
                                   kmer_size=int(opts.get("group_kmer_size") or 4), classifier=classifier,
                                   out_dim=len(setup.class_labels) if classifier else 1)
     model = SequenceGroupComposition(config)
-    rows = data.rows_of(ids)
     log.info("sequence groups: %d samples%s, resolutions %s, %d-mer profiles", len(ids),
              "" if groups is None else f" of {len(np.unique(groups))} groups",
              ",".join(map(str, config.group_counts)), config.kmer_size)
