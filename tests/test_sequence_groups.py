@@ -248,3 +248,76 @@ def test_default_resolutions_shrink_to_a_small_table(caplog):
     assert "40 distinct ASVs" in caplog.text
     assert _fitting_group_counts((8, 64), table) == (8, 64)  # given counts are kept (the fit names the flag)
     assert _fitting_group_counts((8, 16, 32, 64), sparse.csr_matrix(np.eye(100))) == (8, 16, 32, 64)
+
+
+def test_choose_weight_follows_the_better_part_and_ties_go_to_half():
+    from aam.workflows.forest_blend import BLEND_WEIGHTS, choose_weight
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=50)
+    frame = lambda values: pd.DataFrame({"sample_id": [f"s{i}" for i in range(50)], "prediction": values,  # noqa: E731
+                                         "actual": y})
+    assert choose_weight(frame(y + rng.normal(size=50)), frame(y), False).weight == 1.0
+    assert choose_weight(frame(y), frame(y + rng.normal(size=50)), False).weight == 0.0
+    assert choose_weight(frame(y + 1), frame(y - 1), False).weight == 0.5  # the average is exact
+    choice = choose_weight(frame(y + 1), frame(y + 1), False)  # every weight ties
+    assert choice.weight == 0.5 and [r["forest_weight"] for r in choice.grid] == list(BLEND_WEIGHTS)
+
+
+def test_forest_blend_weight_is_chosen_on_inner_folds_and_used_by_predict(tmp_path):
+    from aam.workflows.forest_blend import BLEND_WEIGHTS
+    from aam.workflows.rf_baseline import load_forest, predict_forest
+
+    table, metadata = _classification_data(tmp_path)
+    common = ["--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
+              "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2,4",
+              "--group-clusterings", "2", "--max-bp", "40", "--seed", "1", "--quiet", "--forest-blend"]
+    out = tmp_path / "train"
+    result = CliRunner().invoke(cli, [str(a) for a in ["train", *common, "--output-dir", out]])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "sequence_groups.json").read_text())
+    blend = report["forest_blend"]
+    weight = blend["weight"]
+    assert weight in BLEND_WEIGHTS and len(blend["grid"]) == len(BLEND_WEIGHTS)
+    assert blend["grid"][0]["auroc"] == pytest.approx(report["out_of_fold_scores"]["auroc"])  # weight 0 = model
+    assert max(r["auroc"] for r in blend["grid"]) == pytest.approx(
+        next(r["auroc"] for r in blend["grid"] if r["forest_weight"] == weight))
+    _, info = load_predictor(out / "checkpoints" / "best_model.pt")
+    assert info["forest_weight"] == weight
+    bundle = load_forest(out / "forest.joblib")
+    assert bundle["classifier"] and bundle["metadata_column"] == "disease"
+
+    columns = ["prob_CD", "prob_control"]
+    frames = {}
+    for name, extra in {"model": [], "auto": ["--forest", out / "forest.joblib"],
+                        "fixed": ["--forest", out / "forest.joblib", "--forest-weight", "0.3"]}.items():
+        result = CliRunner().invoke(cli, [str(a) for a in ["predict", "--model", out / "checkpoints" / "best_model.pt",
+                                                           "--table", table, "--output", tmp_path / f"{name}.tsv",
+                                                           *extra]])
+        assert result.exit_code == 0, result.output
+        frames[name] = pd.read_csv(tmp_path / f"{name}.tsv", sep="\t")
+    trees = predict_forest(bundle, str(table), frames["model"]["sample_id"].tolist())[columns].to_numpy()
+    model = frames["model"][columns].to_numpy()
+    np.testing.assert_allclose(frames["auto"][columns], (1 - weight) * model + weight * trees, atol=1e-6)
+    np.testing.assert_allclose(frames["fixed"][columns], 0.7 * model + 0.3 * trees, atol=1e-6)
+
+    result = CliRunner().invoke(cli, [str(a) for a in ["predict", "--model", out / "checkpoints" / "best_model.pt",
+                                                       "--table", table, "--output", tmp_path / "x.tsv", "--forest",
+                                                       out / "forest.joblib", "--forest-weight", "2"]])
+    assert result.exit_code == 2 and "--forest-weight" in result.output
+
+    cv = tmp_path / "cv"
+    result = CliRunner().invoke(cli, [str(a) for a in ["cross-validate", *common, "--n-folds", "3",
+                                                       "--rf-n-estimators", "20", "--output-dir", cv]])
+    assert result.exit_code == 0, result.output
+    fold = pd.read_csv(cv / "folds" / "fold0" / "predictions.tsv", sep="\t")
+    assert {"aam_prediction", "forest_prediction"} <= set(fold.columns)  # each fold's own forest and weight
+
+
+def test_forest_blend_needs_the_sequence_groups_model(tmp_path):
+    table, metadata = _classification_data(tmp_path)
+    result = CliRunner().invoke(cli, [str(a) for a in [
+        "train", "--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
+        "--max-bp", "40", "--forest-blend", "--output-dir", tmp_path / "out", "--quiet"]])
+    assert result.exit_code == 2 and "--forest-blend" in result.output
+    assert not (tmp_path / "out").exists()

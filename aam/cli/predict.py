@@ -37,13 +37,14 @@ from aam.cli import options as o
     o.option("--forest", type=click.Path(dir_okay=False), default=None, section="Input",
              help="A forest from aam rf-baseline --save-model, fitted on the same training samples: its "
                   "prediction is averaged with the model's (adds aam_prediction and forest_prediction)."),
-    o.option("--forest-weight", type=float, default=0.5, section="Input",
-             help="Weight of --forest in the average (0-1)."),
+    o.option("--forest-weight", default="auto", section="Input",
+             help="Weight of --forest in the average (0-1), or auto: the weight chosen by the model's inner "
+                  "cross-validation when it was trained with --forest-blend, else 0.5."),
     o.ATTN_IMPLEMENTATION, o.DEVICE, o.SEED, o.VERBOSE,
 ])
 def command(model_paths: tuple[str, ...], table: str, sequences: str | None, metadata: str | None, output: str,
             batch_size: int, asv_sampling: str | None, prediction_passes: int, output_variance: bool,
-            no_sequence_cache: bool, forest: str | None, forest_weight: float, attn_implementation: str,
+            no_sequence_cache: bool, forest: str | None, forest_weight: str, attn_implementation: str,
             q2_metadata: bool, device: str, seed: int | None, verbose: bool) -> None:
     """Predict a trained model's target for every sample of --table, in the target's original units."""
     from aam.training.runtime import configure_logging

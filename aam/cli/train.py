@@ -84,6 +84,10 @@ TRAIN_OPTIONS = [
              help="sequence-groups: k-means runs per resolution from different starts, used side by side."),
     o.option("--group-kmer-size", type=click.IntRange(1, 6), default=4, section="Model",
              help="sequence-groups: k of the k-mer profile describing each ASV (4^k columns)."),
+    o.option("--forest-blend", is_flag=True, default=False, section="Model",
+             help="sequence-groups: also fit a random forest on relative abundances and choose the weight of "
+                  "their average by the same inner cross-validation (training samples only); saves RUN/forest.joblib "
+                  "and the weight, which aam predict --forest RUN/forest.joblib then uses."),
     o.option("--target-layer-norm/--no-target-layer-norm", default=True, section="Model",
              help="LayerNorm on the pooled target vector."),
     o.option("--target-pooling", type=click.Choice(["attention", "abundance", "attention+abundance", "mean",

@@ -55,6 +55,7 @@ class SequenceGroupsFit:
     out_of_fold: np.ndarray  # [n, C] class probabilities, or [n] predictions
     n_asvs: int
     group_sizes: dict[int, list[int]] = field(default_factory=dict)  # ASVs per group, per resolution
+    splits: list = field(default_factory=list)  # the inner folds: (train, test) index pairs over the samples
 
 
 def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matrix, tokens: np.ndarray,
@@ -139,7 +140,7 @@ def _fit_readout(model: SequenceGroupComposition, features: np.ndarray, targets:
     _copy_readout(model, _estimator(config.classifier, chosen).fit(features, targets))
     log.info("sequence groups: %s=%g chosen by %s inner cross-validation (pooled %s %.4g)", parameter, chosen,
              scheme, scoring, scores[best])
-    return SequenceGroupsFit(parameter, chosen, grid, scoring, scheme, predictions[best], n_asvs=0)
+    return SequenceGroupsFit(parameter, chosen, grid, scoring, scheme, predictions[best], n_asvs=0, splits=splits)
 
 
 def _estimator(classifier: bool, strength: float):

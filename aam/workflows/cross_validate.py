@@ -35,6 +35,7 @@ from aam.training.metrics import metric_direction
 from aam.training.preemption import RunInterrupted
 from aam.training.runtime import configure_logging
 from aam.workflows.common import check_options, sample_groups
+from aam.workflows.forest_blend import FOREST_FILE, blend
 from aam.workflows.scoring import probability_columns, score_predictions, scores_by
 
 log = logging.getLogger("aam")
@@ -256,10 +257,12 @@ def _run_fold(opts: dict[str, Any], out: Path, name: str, held_out: list[str], t
     if missing:
         raise AamError("training wrote no best checkpoint (no epoch gave a finite score)", source=missing[0],
                        hint="check the fold's training.log")
+    forest = checkpoints[0].parent.parent / FOREST_FILE if opts.get("forest_blend") else None
     frame = run_predict(model_path=[str(p) for p in checkpoints], table=opts["table"],
                         output=str(fold_dir / "raw_predictions.tsv"), metadata=opts["metadata"],
                         sequences=opts.get("sequences"), batch_size=max(32, opts["batch_size"]),
-                        device=opts.get("device", "auto"), seed=seed, sample_ids=test_ids)
+                        device=opts.get("device", "auto"), seed=seed, sample_ids=test_ids,
+                        forest=None if forest is None else str(forest), forest_weight="auto")
     frame = _with_actual(frame, metadata, column, opts["classifier"]).assign(fold=name)
     write_tsv(done, frame)  # the fold is finished once this file exists
     score = score_predictions(frame, bool(opts["classifier"]))
@@ -341,17 +344,7 @@ def _summarise(out: Path, aam: pd.DataFrame, forest: pd.DataFrame | None, metada
 def _blend(aam: pd.DataFrame, forest: pd.DataFrame, classifier: bool) -> pd.DataFrame:
     """The equal-weight average of AAM and the forest, sample by sample: predictions (regression) or class
     probabilities and their argmax (classification). Scored as a third method, never used to choose."""
-    forest = forest.set_index("sample_id").loc[aam["sample_id"]]
-    blend = aam.copy()
-    if not classifier:
-        blend["prediction"] = (aam["prediction"].to_numpy(float) + forest["prediction"].to_numpy(float)) / 2
-        return blend
-    columns = sorted(set(probability_columns(aam)) | set(probability_columns(forest)))
-    mean = (aam.reindex(columns=columns).fillna(0.0).to_numpy(float)
-            + forest.reindex(columns=columns).fillna(0.0).to_numpy(float)) / 2  # [N, C]
-    blend[columns] = mean
-    blend["prediction"] = [columns[k][len("prob_"):] for k in mean.argmax(1)]
-    return blend
+    return blend(aam, forest, 0.5, classifier)
 
 
 def _write_oof(out: Path, methods: dict[str, pd.DataFrame], classifier: bool) -> None:

@@ -63,7 +63,7 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
                 sequences: str | None = None, batch_size: int = 8, device: str = "auto",
                 prediction_passes: int = 1, asv_sampling: str | None = None, seed: int | None = None,
                 output_variance: bool = False, sample_ids: Sequence[str] | None = None,
-                forest: str | None = None, forest_weight: float = 0.5,
+                forest: str | None = None, forest_weight: float | str = "auto",
                 attn_implementation: str = "sdpa", q2_metadata: bool = False) -> pd.DataFrame:
     """Predict every usable sample of ``table`` (or those of ``sample_ids``); writes ``output`` (TSV) and
     returns the frame.
@@ -71,14 +71,14 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
     ``model_path`` may name several checkpoints (an ensemble, e.g. the same recipe trained with different
     seeds): their predictions are averaged (class probabilities for classifiers) and ``prediction_std`` is
     the spread over members and passes. ``forest`` (``aam rf-baseline --save-model``) is averaged in with
-    weight ``forest_weight``; ``aam_prediction`` and ``forest_prediction`` keep the two parts.
+    weight ``forest_weight`` ("auto": the weight the first model's inner cross-validation chose with
+    ``--forest-blend``, else 0.5); ``aam_prediction`` and ``forest_prediction`` keep the two parts.
     """
     bundle = None
     if forest is not None:
         from aam.workflows.rf_baseline import load_forest
 
-        if not 0.0 <= forest_weight <= 1.0:
-            raise AamError(f"must be in [0, 1], got {forest_weight}", source="--forest-weight")
+        forest_weight = parse_forest_weight(forest_weight)
         bundle = load_forest(forest)
     paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
     if not paths:
@@ -121,6 +121,10 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
         result["unseen_read_share"] = _unseen_shares(tables[int(first_info.get("max_bp", 150))], first_info,
                                                      result["sample_id"])
     if bundle is not None:
+        if forest_weight is None:
+            forest_weight = float(first_info.get("forest_weight", 0.5))
+            log.info("forest weight %.2f (%s)", forest_weight, "chosen by the model's inner cross-validation"
+                     if "forest_weight" in first_info else "the default; the model records no --forest-blend")
         result = _with_forest(result, bundle, first_info, table, forest, forest_weight, decoder)
     if q2_metadata:
         write_q2_metadata(output, result)
@@ -149,6 +153,19 @@ def member_inputs(info: dict[str, Any], data, frame: pd.DataFrame | None, metada
         groups=groups, classifier=bool(info.get("classifier")), class_labels=info.get("class_labels") or (),
         quantiles=info.get("quantiles"))
     return dataset, decoder
+
+
+def parse_forest_weight(value: float | str | None) -> float | None:
+    """``--forest-weight``: a number in [0, 1], or None for ``auto`` (the model's recorded weight)."""
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = float("nan")
+    if not 0.0 <= weight <= 1.0:
+        raise AamError(f"must be a number in [0, 1] or auto, got {value}", source="--forest-weight")
+    return weight
 
 
 HIGH_UNSEEN_SHARE = 0.5  # a sample with more of its reads in unseen ASVs than this is flagged in the log

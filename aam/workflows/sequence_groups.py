@@ -20,6 +20,7 @@ from aam.training.prediction import PredictionDecoder
 from aam.training.sequence_groups_fit import fit_sequence_groups
 from aam.training.trainer import FitResult
 from aam.workflows.common import write_run_config
+from aam.workflows.forest_blend import fit_forest_blend
 from aam.workflows.scoring import score_predictions
 
 log = logging.getLogger("aam")
@@ -114,6 +115,11 @@ def train_sequence_groups(opts: dict[str, Any], output_dir: Path, main: bool, da
               "scoring": fit.scoring, "inner_scheme": fit.inner_scheme, "grid": fit.grid, "n_samples": len(ids),
               "n_asvs": fit.n_asvs, "group_sizes": {str(k): v for k, v in fit.group_sizes.items()},
               "out_of_fold_scores": scores}
+    if opts.get("forest_blend"):
+        choice = fit_forest_blend(data.counts[rows], data.asv_ids, ids, setup.actual, fit.splits, frame, classifier,
+                                  opts["metadata_column"].strip(), seed, output_dir if main else None)
+        report["forest_blend"] = choice.to_dict()
+        data_info["forest_weight"] = choice.weight
     if main:
         write_tsv(output_dir / "val_predictions.tsv", frame)
         write_json(output_dir / "sequence_groups.json", report)

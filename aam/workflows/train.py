@@ -90,6 +90,10 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     ids = align_samples(data.sample_ids, metadata, source=opts["metadata"])
     if opts.get("model_type") == SEQUENCE_GROUPS:
         return _run_sequence_groups(opts, output_dir, session, data, metadata, column, ids)
+    if opts.get("forest_blend"):
+        raise AamError("the forest blend's weight is chosen by the sequence-groups model's inner cross-validation",
+                       source="--forest-blend", hint="use it with --model-type sequence-groups, or average a "
+                       "transformer with aam predict --forest FOREST --forest-weight W")
     targets = load_distance_targets(data, unifrac_matrix=opts.get("unifrac_matrix"), tree=opts.get("tree"),
                                     metric=opts["unifrac_metric"])
     if targets is not None:
