@@ -286,6 +286,9 @@ def test_forest_blend_weight_is_chosen_on_inner_folds_and_used_by_predict(tmp_pa
     assert info["forest_weight"] == weight
     bundle = load_forest(out / "forest.joblib")
     assert bundle["classifier"] and bundle["metadata_column"] == "disease"
+    from aam.workflows.inspect import format_card, model_card
+
+    assert f"forest blend   weight {weight:.2f}" in format_card(model_card(out / "checkpoints" / "best_model.pt"))
 
     columns = ["prob_CD", "prob_control"]
     frames = {}

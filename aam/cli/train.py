@@ -87,7 +87,8 @@ TRAIN_OPTIONS = [
     o.option("--forest-blend", is_flag=True, default=False, section="Model",
              help="sequence-groups: also fit a random forest on relative abundances and choose the weight of "
                   "their average by the same inner cross-validation (training samples only); saves RUN/forest.joblib "
-                  "and the weight, which aam predict --forest RUN/forest.joblib then uses."),
+                  "and the weight, which aam predict --forest RUN/forest.joblib then uses. On 24-person cohorts the "
+                  "weight was noisy and scored below a fixed 0.5 (BENCHMARKS.md): there, pass --forest-weight 0.5."),
     o.option("--target-layer-norm/--no-target-layer-norm", default=True, section="Model",
              help="LayerNorm on the pooled target vector."),
     o.option("--target-pooling", type=click.Choice(["attention", "abundance", "attention+abundance", "mean",

@@ -39,6 +39,8 @@ def model_card(path: str | Path) -> dict[str, Any]:
         encoder = data.get("categorical_encoder") or {}
         card["categorical_levels"] = {column: sorted(levels, key=str) for column, levels in
                                       (encoder.get("mappings") or {}).items()}
+        if "forest_weight" in data:
+            card["forest_weight"] = data["forest_weight"]
     training_asvs = data.get("training_asvs")
     card["training"] = {
         "samples": run.get("n_train", NOT_RECORDED), "validation_samples": run.get("n_val", NOT_RECORDED),
@@ -84,6 +86,9 @@ def format_card(card: dict[str, Any]) -> str:
             lines.append(f"  target scale   {transform.get('name')} ({details})")
         for column, levels in (card.get("categorical_levels") or {}).items():
             lines.append(f"  categorical    {column}: {', '.join(map(str, levels))}")
+        if "forest_weight" in card:
+            lines.append(f"  forest blend   weight {card['forest_weight']:.2f} on forest.joblib (chosen by the inner "
+                         "cross-validation; aam predict --forest RUN/forest.joblib)")
     training = card["training"]
     groups = (f", grouped by {training['group_column']!r} ({training['groups']} groups)"
               if training.get("group_column") else "")
