@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from aam.data.vocabulary import START, A  # noqa: E402
 from aam.models import EncoderConfig, SequenceEncoder  # noqa: E402
-from aam.models.config import START, A  # noqa: E402
 
 SIZES = {"default": dict(embedding_dim=128, attention_heads=4, attention_layers=4),
          "small": dict(embedding_dim=64, attention_heads=4, attention_layers=2)}

@@ -39,8 +39,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aam.data.dataset import AmpliconData, BatchCollator, MatrixDistanceLookup, SampleDataset  # noqa: E402
+from aam.data.vocabulary import START, A  # noqa: E402
 from aam.models import EncoderConfig, PredictorConfig, SequencePredictor  # noqa: E402
-from aam.models.config import START, A  # noqa: E402
 from aam.models.layers import ATTENTION_BACKENDS, attention_backend  # noqa: E402
 from aam.training.losses import MultiTaskLoss, build_target_loss  # noqa: E402
 from aam.training.trainer import Trainer, TrainerConfig  # noqa: E402

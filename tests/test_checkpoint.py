@@ -8,7 +8,8 @@ from torch import nn
 
 from aam.errors import AamError
 from aam.models import EncoderConfig, PredictorConfig, SequencePredictor
-from aam.training.checkpoint import load_checkpoint, save_checkpoint, strip_wrapper_prefixes, unwrap_model
+from aam.models.build import unwrap_model
+from aam.training.checkpoint import load_checkpoint, save_checkpoint, strip_wrapper_prefixes
 from aam.workflows.predict import load_predictor
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from aam.data.vocabulary import PAD, START
 from aam.models import FUSIONS, EncoderConfig, PredictorConfig, build_model
-from aam.models.config import GMU_GATES, PAD, START
+from aam.models.config import GMU_GATES
 from aam.models.fusion import (
     AddFusion,
     CategoricalEmbedder,

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from aam.data.vocabulary import START
 from aam.models import OUTPUT_CONSTRAINTS, REGRESSION_HEADS, EncoderConfig, PredictorConfig, build_model
-from aam.models.config import START
 from aam.models.heads import CountHead, DistanceHead, LearnableSoftplus, head_name
 
 D = 16

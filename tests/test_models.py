@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from aam.data.vocabulary import MASK, PAD, START, UNK, A, C, G, T
 from aam.models import (
     COUNT_EMBEDDINGS,
     FUSIONS,
@@ -28,7 +29,6 @@ from aam.models import (
     to_config,
 )
 from aam.models.asv_encoder import kmer_ids, nucleotide_positions, span_mask
-from aam.models.config import MASK, PAD, START, UNK, A, C, G, T
 from aam.models.sample_encoder import abundance_feature
 
 GOLDEN_DIR = Path(__file__).parent / "golden"

@@ -7,24 +7,24 @@ import logging
 import numpy as np
 import pytest
 
-from aam.data import sequences as seq
+from aam.data import vocabulary as vocab
 from aam.data.sequences import (
-    PAD,
-    START,
-    UNK,
     is_dna,
     normalize_sequence,
     read_fasta,
     resolve_sequences,
     tokenize,
 )
+from aam.data.vocabulary import PAD, START, UNK
 from aam.errors import AamError
+from aam.models import EncoderConfig
 
 
 def test_vocabulary():
-    assert (seq.PAD, seq.A, seq.C, seq.G, seq.T, seq.UNK, seq.START, seq.MASK, seq.VOCAB_SIZE) == (
+    assert (vocab.PAD, vocab.A, vocab.C, vocab.G, vocab.T, vocab.UNK, vocab.START, vocab.MASK, vocab.VOCAB_SIZE) == (
         0, 1, 2, 3, 4, 5, 6, 7, 8)
-    assert seq.NUCLEOTIDE_TOKENS == (1, 2, 3, 4, 5)
+    assert vocab.NUCLEOTIDE_TOKENS == (1, 2, 3, 4, 5)
+    assert EncoderConfig().vocab_size == vocab.VOCAB_SIZE  # the models embed the data layer's tokens
 
 
 def reference_tokens(sequence: str, max_bp: int) -> list[int]:

@@ -51,6 +51,10 @@ def command(**opts) -> None:
     from aam.workflows.cross_validate import run_cross_validate
 
     opts["variants"] = [_variant_options(flags, opts) for flags in opts["variants"]]
+    if opts.get("pretrain_epochs"):
+        from aam.cli.pretrain import command as pretrain_command
+
+        opts["pretrain_defaults"] = {p.name: p.default for p in pretrain_command.params if p.name and p.expose_value}
     run_cross_validate(opts)
 
 

@@ -19,11 +19,11 @@ import torch
 from scipy import sparse
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from aam.data.vocabulary import PAD
 from aam.errors import AamError
 
 log = logging.getLogger(__name__)
 
-PAD = 0  # padding token, as aam.data.sequences.PAD
 
 SeedKey = tuple[int, int, int]  # (dataset seed, epoch, sample row): one random stream per sample and epoch
 

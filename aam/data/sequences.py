@@ -16,13 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from aam.data.qiime2 import artifact_payload, is_artifact
+from aam.data.vocabulary import START, UNK, A, C, G, T
 from aam.errors import AamError
 
 log = logging.getLogger(__name__)
 
-PAD, A, C, G, T, UNK, START, MASK = range(8)
-VOCAB_SIZE = 8
-NUCLEOTIDE_TOKENS = (A, C, G, T, UNK)
 IUPAC = frozenset("ACGTURYSWKMBDHVN")
 
 _LOOKUP = np.full(256, UNK, dtype=np.uint8)  # byte -> token, for upper-cased sequences

@@ -6,16 +6,14 @@ Nucleotides -> one vector per ASV (`ASVEncoder`); ASVs of a sample -> contextual
 """
 
 from aam.models.asv_encoder import MASK_STRATEGIES, ASVEncoder, gather_asv_embeddings
+from aam.models.build import build_model, from_config, to_config, unwrap_model
 from aam.models.config import (
                                DISTANCE_METRICS,
                                GMU_GATES,
                                EncoderConfig,
                                PredictorConfig,
-                               build_model,
-                               from_config,
                                model_config_from_dict,
                                model_config_to_dict,
-                               to_config,
 )
 from aam.models.fusion import FUSIONS, CategoricalEmbedder, CategoricalFusion, ConditionalOutputScaling
 from aam.models.heads import OUTPUT_CONSTRAINTS, REGRESSION_HEADS, CountHead, DistanceHead
@@ -39,5 +37,5 @@ __all__ = [
     "PositionEmbedding", "PredictorConfig", "REGRESSION_HEADS", "SampleSequenceEncoder", "SequenceEncoder",
     "SequencePredictor", "TransformerBlock", "TransformerStack", "abundance_feature", "build_model",
     "count_parameters", "from_config", "gather_asv_embeddings", "model_config_from_dict",
-    "model_config_to_dict", "model_summary", "to_config",
+    "model_config_to_dict", "model_summary", "to_config", "unwrap_model",
 ]

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from aam.models.config import MASK, NUCLEOTIDE_TOKENS, PAD, A
+from aam.data.vocabulary import MASK, NUCLEOTIDE_TOKENS, PAD, A
 from aam.models.layers import AttentionPooling, PositionEmbedding, TransformerStack, recomputed
 
 SPAN_LENGTHS = (3, 5)  # inclusive range of span lengths for `span` masking

@@ -1,11 +1,11 @@
-"""Frozen dataclass configs for AAM's models, and `build_model` / `to_config` / `from_config`.
+"""Frozen dataclass configs for AAM's models (built by `aam.models.build`).
 
 A config is data: `to_dict()` gives plain JSON-ready values (nested for `PredictorConfig.encoder`) and
 `from_dict()` rebuilds the same config, so a checkpoint that stores `model_config_to_dict(model.config)`
 rebuilds an identical model with `from_config(model_config_from_dict(d))`.
 
 Invalid values raise `ValueError` naming the field; the CLI turns that into an `AamError` on the flag.
-The vocabulary ids match `aam.data.sequences` (kept here so the model layer does not depend on the data layer).
+The vocabulary is `aam.data.vocabulary`'s; each registry a field names is its module's (fusions, heads, ...).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from torch import nn
-
-PAD, A, C, G, T, UNK, START, MASK = 0, 1, 2, 3, 4, 5, 6, 7
-VOCAB_SIZE = 8
-NUCLEOTIDE_TOKENS = (A, C, G, T, UNK)  # positions eligible for masked-nucleotide prediction
+from aam.data.vocabulary import VOCAB_SIZE
+from aam.models.asv_encoder import MASK_STRATEGIES
+from aam.models.fusion import FUSIONS
+from aam.models.heads import OUTPUT_CONSTRAINTS
+from aam.models.sample_encoder import COUNT_EMBEDDINGS
 
 DISTANCE_METRICS = ("unifrac", "weighted", "faith_pd")
 GMU_GATES = ("learned", "open", "closed")
@@ -108,9 +108,6 @@ class EncoderConfig(_Config):
     kmer_size: int = 0
 
     def __post_init__(self) -> None:
-        from aam.models.asv_encoder import MASK_STRATEGIES
-        from aam.models.sample_encoder import COUNT_EMBEDDINGS
-
         for name in ("vocab_size", "max_bp", "embedding_dim", "ffn_ratio", "token_limit", "asv_chunk_size"):
             _check_positive(name, getattr(self, name))
         for name in ("attention_layers", "asv_layers", "sample_layers", "encoder_layers"):
@@ -174,9 +171,6 @@ class PredictorConfig(_Config):
     freeze_base: bool = False
 
     def __post_init__(self) -> None:
-        from aam.models.fusion import FUSIONS
-        from aam.models.heads import OUTPUT_CONSTRAINTS
-
         if isinstance(self.encoder, Mapping):
             object.__setattr__(self, "encoder", EncoderConfig.from_dict(self.encoder))
         for name in ("categorical_cardinalities", "conditional_output_scaling_columns", "regressor_hidden_dims"):
@@ -245,25 +239,3 @@ def model_config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
     if model_type not in _MODEL_TYPES:
         raise ValueError(f"model_type must be one of {', '.join(_MODEL_TYPES)}; got {model_type!r}")
     return _MODEL_TYPES[model_type].from_dict(data["config"])  # type: ignore[return-value]
-
-
-def build_model(config: ModelConfig) -> nn.Module:
-    """A fresh `SequenceEncoder` or `SequencePredictor` for `config`."""
-    from aam.models.sequence_encoder import SequenceEncoder
-    from aam.models.sequence_predictor import SequencePredictor
-
-    if isinstance(config, PredictorConfig):
-        return SequencePredictor(config)
-    if isinstance(config, EncoderConfig):
-        return SequenceEncoder(config)
-    raise TypeError(f"not a model config: {type(config).__name__}")
-
-
-from_config = build_model
-
-
-def to_config(model: nn.Module) -> ModelConfig:
-    """The config a model was built from (unwrapping DataParallel/DDP/compiled wrappers)."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "_orig_mod", None) or model.module  # type: ignore[assignment]
-    return model.config  # type: ignore[return-value]

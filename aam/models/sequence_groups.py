@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aam.models.config import A, T, _check_positive, _Config
+from aam.data.vocabulary import A, T
+from aam.models.config import _check_positive, _Config
 from aam.models.sample_encoder import relative_abundance
 
 MODEL_TYPE = "sequence-groups"

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aam.training.checkpoint import unwrap_model
+from aam.models.build import unwrap_model
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from aam.training.checkpoint import unwrap_model
+from aam.models.build import unwrap_model
 from aam.training.trainer import forward_batch
 
 log = logging.getLogger(__name__)

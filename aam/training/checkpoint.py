@@ -42,22 +42,12 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from aam import __version__
 from aam.errors import AamError
 from aam.fileio import atomic_write
+from aam.models.build import unwrap_model
 
 FORMAT = "aam-checkpoint"
 VERSION = 1
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 SHARDED_HEADER = "aam_checkpoint.pt"  # the non-tensor part of a sharded checkpoint directory
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare module inside DataParallel/DDP/FSDP and ``torch.compile`` wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        else:
-            return model
 
 
 def distance_head_of(model: nn.Module) -> nn.Module:

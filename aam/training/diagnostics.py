@@ -8,8 +8,8 @@ from typing import Any
 
 from torch import nn
 
+from aam.models.build import unwrap_model
 from aam.training import sharding
-from aam.training.checkpoint import unwrap_model
 
 log = logging.getLogger("aam.training.trainer")
 

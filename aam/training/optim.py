@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from aam.training.checkpoint import unwrap_model
+from aam.models.build import unwrap_model
 
 __all__ = ["OPTIMIZERS", "LRRangeTest", "build_optimizer", "find_lr", "param_group_lrs", "parameter_groups"]
 

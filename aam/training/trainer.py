@@ -29,10 +29,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from aam.models.build import unwrap_model
 from aam.models.layers import attention_backend
 from aam.training import sharding
 from aam.training.asv_cache import encode_all_asvs
-from aam.training.checkpoint import Snapshot, distance_head_of, strip_wrapper_prefixes, unwrap_model
+from aam.training.checkpoint import Snapshot, distance_head_of, strip_wrapper_prefixes
 from aam.training.diagnostics import Diagnostics
 from aam.training.distributed import DeviceDistanceLookup, DistributedContext, gather_with_grad
 from aam.training.early_stopping import EarlyStopping

@@ -79,7 +79,8 @@ def run_cross_validate(opts: dict[str, Any]) -> dict[str, Any]:
                                         "folds": {k: len(v) for k, v in folds.items()},
                                         "members": [{"name": m[0], "seed_offset": m[1], "options": m[2]}
                                                     for m in members],
-                                        "options": {k: v for k, v in opts.items() if k not in ("config", "variants")}})
+                                        "options": {k: v for k, v in opts.items()
+                                                    if k not in ("config", "variants", "pretrain_defaults")}})
     forest = _run_forest(opts, out, column, group_column, seed) if opts.get("forest", True) else None
     configure_logging(out / "cross_validate.log", opts.get("verbose", True))
     in_folds = {s for test in folds.values() for s in test}
@@ -272,14 +273,13 @@ def _run_fold(opts: dict[str, Any], out: Path, name: str, held_out: list[str], t
 def _pretrain_fold(opts: dict[str, Any], fold_dir: Path, seed: int, label: str) -> Path:
     """``--pretrain-epochs N``: ``aam pretrain`` (UniFrac targets from ``--tree``/``--unifrac-matrix``) on the
     fold's training samples only, with the recipe's model options; returns its encoder (reused on a rerun)."""
-    from aam.cli.pretrain import command as pretrain_command
     from aam.workflows.pretrain import run_pretrain
 
     run_dir = fold_dir / "pretrain"
     encoder = run_dir / "pretrained_encoder.pt"
     if encoder.is_file():
         return encoder
-    defaults = {p.name: p.default for p in pretrain_command.params if p.name and p.expose_value}
+    defaults = opts.get("pretrain_defaults") or {}  # aam pretrain's option defaults, given by the CLI
     pretrain_opts = {**defaults, **{k: v for k, v in opts.items() if k in defaults}}
     pretrain_opts.update(output_dir=str(run_dir), epochs=opts["pretrain_epochs"], seed=seed, nuc_penalty=0.0,
                          penalty=1.0, metadata=opts["metadata"], exclude_samples=str(fold_dir / "test_samples.txt"),
