@@ -273,7 +273,7 @@ def test_data_parallel_split_reproduces_the_full_batch(monkeypatch):
     """Running the model on each replica's share and concatenating equals one forward on the whole batch."""
     from aam.models import PredictorConfig, SequencePredictor
     from aam.models.asv_encoder import ASVEncoder, nucleotide_positions
-    from aam.training.checkpoint import distance_head_of
+    from aam.models.build import unwrap_model
     from aam.training.data_parallel import split_inputs
 
     def every_third_position(self, tokens, generator=None):  # masking that does not depend on the batch
@@ -309,7 +309,7 @@ def test_data_parallel_split_reproduces_the_full_batch(monkeypatch):
         for key in ("nucleotide_logits", "nucleotide_mask", "nucleotide_targets"):
             torch.testing.assert_close(torch.cat([p[key] for p in parts]), full[key][rows], msg=key)
         embeddings = torch.cat([p["embeddings"] for p in parts])
-        torch.testing.assert_close(distance_head_of(model)(embeddings), full["distances"])
+        torch.testing.assert_close(unwrap_model(model).distance_head(embeddings), full["distances"])
 
         cached = model.encode_asvs(batch.tokens)  # the frozen-encoder path splits the cached embeddings alike
         without_tokens = {**inputs, "asv_embeddings": cached, "mask_nucleotides": False}

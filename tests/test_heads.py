@@ -162,3 +162,20 @@ def test_distance_head_keeps_o_n_squared_memory_for_backward():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         DistanceHead(dim)(embeddings).sum().backward()
     assert max(saved) <= n * n and sum(saved) < 12 * n * n  # an [N, N, D] tensor alone would be 64 N^2
+
+
+def test_distance_head_calibrate_puts_the_mean_distance_at_the_mean_target():
+    head = DistanceHead(D)
+    rate = head.calibrate(mean_distance=2.0, mean_target=0.4)
+    assert head.rate == pytest.approx(rate)
+    pair = torch.tensor([[0.0, 0.0], [2.0, 0.0]])  # 2 apart
+    assert head(pair)[0, 1].item() == pytest.approx(0.4, abs=1e-5)
+    head.calibrate(mean_distance=1.0, mean_target=1.5)  # targets are clipped below 1
+    assert head(torch.tensor([[0.0], [1.0]]))[0, 1].item() == pytest.approx(0.999, abs=1e-4)
+
+
+def test_models_expose_their_distance_head_and_categorical_parameters():
+    predictor = build_model(PredictorConfig(encoder=EncoderConfig(embedding_dim=D, attention_heads=2,
+                                                                  attention_layers=1)))
+    assert predictor.distance_head is predictor.base.distance_head
+    assert list(predictor.base.categorical_parameters()) == []

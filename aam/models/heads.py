@@ -175,6 +175,19 @@ class DistanceHead(nn.Module):
         rate = 1.0 / math.sqrt(dim)
         self.raw_rate = nn.Parameter(torch.tensor(math.log(math.expm1(rate))))  # softplus^-1(rate)
 
+    @property
+    def rate(self) -> float:
+        return float(F.softplus(self.raw_rate))
+
+    @torch.no_grad()
+    def calibrate(self, mean_distance: float, mean_target: float) -> float:
+        """Set the rate so that a pair at the mean embedding distance is predicted at the mean target distance
+        (clipped to [1e-3, 0.999]); returns the rate."""
+        target = min(max(mean_target, 1e-3), 0.999)
+        rate = -math.log(1.0 - target) / mean_distance
+        self.raw_rate.fill_(math.log(math.expm1(rate)))  # softplus^-1
+        return rate
+
     def forward(self, embeddings: Tensor, others: Tensor | None = None) -> Tensor:
         """[N, D] (and [M, D]) -> [N, M] predicted distances (M = N when `others` is None).
 

@@ -6,6 +6,8 @@ head. `sample_embeddings` [B, S, D] (the sample-transformer output) feed a `Sequ
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -41,6 +43,10 @@ class SequenceEncoder(nn.Module):
         """[U, L] bool positions to mask for the masked-nucleotide objective (None when it is off), drawn
         outside the forward pass so a compiled model holds no random-number calls."""
         return self.asv_encoder.mask_tokens(tokens, generator) if self.asv_encoder.mask_ratio > 0 else None
+
+    def categorical_parameters(self) -> Iterator[nn.Parameter]:
+        """None: the encoder never sees metadata (the same method as :class:`SequencePredictor`'s)."""
+        yield from ()
 
     def encode_asvs(self, tokens: Tensor) -> Tensor:
         """[U, L] tokens -> [U, D] ASV embeddings (no masking), e.g. to cache for a frozen encoder."""

@@ -92,6 +92,11 @@ class SequencePredictor(nn.Module):
             self.base.eval()
         return self
 
+    @property
+    def distance_head(self) -> nn.Module:
+        """The base's UniFrac distance head (trained alongside the target when a tree or matrix is given)."""
+        return self.base.distance_head
+
     def encode_asvs(self, tokens: Tensor) -> Tensor:
         """[U, L] tokens -> [U, D] ASV embeddings of the base (to cache when it is frozen)."""
         with torch.no_grad() if self._base_frozen else contextlib.nullcontext():

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from aam.models.sequence_predictor import SequencePredictor
 from aam.training.prediction import PredictionDecoder
 
 METHODS = ("occlusion", "gradient")
@@ -50,8 +51,7 @@ def answer_shift(delta: np.ndarray) -> np.ndarray:
 def shared_asv_embeddings(model: nn.Module, batch) -> Tensor | None:
     """The batch's ASV vectors computed once (reused by every variant of its samples), or None for a model
     without an ASV encoder."""
-    encode = getattr(model, "encode_asvs", None)
-    return None if encode is None else encode(batch.tokens)
+    return model.encode_asvs(batch.tokens) if isinstance(model, SequencePredictor) else None
 
 
 @torch.no_grad()
@@ -92,9 +92,9 @@ def occlusion_effects(model: nn.Module, batch, read: Reader, chunk: int = 256) -
 def gradient_effects(model: nn.Module, batch, read: Reader, step: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
     """The batch's answers [B, C] and gradient x input per slot [B, S, C] at the target branch's input (the
     base's per-ASV ``sample_embeddings``), in answer units; NaN on padding."""
-    base = getattr(model, "base", None)
-    if base is None:
+    if not isinstance(model, SequencePredictor):
         raise TypeError("gradient attribution needs a transformer model (the answer's gradient at its ASV vectors)")
+    base = model.base
     leaf: dict[str, Tensor] = {}
 
     def capture(_module, _args, output):

@@ -9,7 +9,6 @@ Setting the rate once from one batch, so that the mean prediction equals the mea
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable
 
 import torch
@@ -29,7 +28,7 @@ def calibrate_distance_head(model: nn.Module, loader: Iterable, device: torch.de
     over these batches, so training starts from well-scaled embeddings.
     """
     bare = unwrap_model(model)
-    head = bare.base.distance_head if hasattr(bare, "base") else bare.distance_head
+    head = bare.distance_head
     norms = [m for m in bare.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for norm in norms:
@@ -57,8 +56,7 @@ def calibrate_distance_head(model: nn.Module, loader: Iterable, device: torch.de
             norm.momentum = momentum
     if pairs == 0 or distance_sum <= 0:
         return
-    mean_distance, mean_target = distance_sum / pairs, min(max(target_sum / pairs, 1e-3), 0.999)
-    rate = -math.log(1.0 - mean_target) / mean_distance
-    head.raw_rate.fill_(math.log(math.expm1(rate)))  # softplus^-1
+    mean_distance, mean_target = distance_sum / pairs, target_sum / pairs
+    rate = head.calibrate(mean_distance, mean_target)
     log.info("distance head calibrated: rate %.3g (mean target %.3f, mean embedding distance %.3f)", rate,
              mean_target, mean_distance)

@@ -50,12 +50,6 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 SHARDED_HEADER = "aam_checkpoint.pt"  # the non-tensor part of a sharded checkpoint directory
 
 
-def distance_head_of(model: nn.Module) -> nn.Module:
-    """The distance head of an encoder or predictor, bare or wrapped."""
-    bare = unwrap_model(model)
-    return bare.base.distance_head if hasattr(bare, "base") else bare.distance_head
-
-
 def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove ``module.`` and ``_orig_mod.`` from the start of every key (in any order, repeatedly)."""
     stripped = {}

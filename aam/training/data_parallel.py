@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from aam.training.checkpoint import distance_head_of
+from aam.models.build import unwrap_model
 
 PER_SAMPLE = ("asv_mask", "counts", "categoricals")  # [B, ...] inputs besides asv_index
 PER_ASV = ("tokens", "asv_embeddings", "nucleotide_mask")  # [U, ...] inputs
@@ -85,5 +85,5 @@ class BatchDataParallel(nn.DataParallel):
         per_replica = [{k: v for k, v in out.items() if k != "distances"} for out in outputs]
         gathered = super().gather(per_replica, output_device)
         if "distances" in outputs[0]:
-            gathered["distances"] = distance_head_of(self.module)(gathered["embeddings"])  # [B, B]
+            gathered["distances"] = unwrap_model(self.module).distance_head(gathered["embeddings"])  # [B, B]
         return gathered

@@ -39,10 +39,9 @@ def _no_decay(name: str, param: Tensor) -> bool:
 
 
 def categorical_parameter_ids(model: nn.Module) -> set[int]:
-    """The parameters ``model`` declares as its categorical modules (``categorical_parameters()``; none when it
-    has no such method, e.g. an encoder)."""
-    method = getattr(unwrap_model(model), "categorical_parameters", None)
-    return {id(p) for p in method()} if callable(method) else set()
+    """The parameters ``model`` declares as its categorical modules (``categorical_parameters()``: none for an
+    encoder)."""
+    return {id(p) for p in unwrap_model(model).categorical_parameters()}
 
 
 def parameter_groups(model: nn.Module, lr: float, weight_decay: float,

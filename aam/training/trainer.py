@@ -33,7 +33,7 @@ from aam.models.build import unwrap_model
 from aam.models.layers import attention_backend
 from aam.training import sharding
 from aam.training.asv_cache import encode_all_asvs
-from aam.training.checkpoint import Snapshot, distance_head_of, strip_wrapper_prefixes
+from aam.training.checkpoint import Snapshot, strip_wrapper_prefixes
 from aam.training.diagnostics import Diagnostics
 from aam.training.distributed import DeviceDistanceLookup, DistributedContext, gather_with_grad
 from aam.training.early_stopping import EarlyStopping
@@ -382,7 +382,7 @@ class Trainer:
                                                                                    non_blocking=True)
         if targets.dim() != 2:  # per-sample targets (Faith PD) need no pairs
             return self.loss_fn(outputs, batch)
-        global_outputs = {**outputs, "distances": distance_head_of(self.model)(embeddings)}
+        global_outputs = {**outputs, "distances": unwrap_model(self.model).distance_head(embeddings)}
         return self.loss_fn(global_outputs, dataclasses.replace(batch, distances=targets))
 
     def _autocast(self):

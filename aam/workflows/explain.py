@@ -29,6 +29,7 @@ from aam.data.taxonomy import read_taxonomy, short_name
 from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
 from aam.models.layers import attention_backend
+from aam.models.sequence_predictor import SequencePredictor
 from aam.training.attribution import (
     METHODS,
     answer_reader,
@@ -81,7 +82,7 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
         first_info: dict[str, Any] = {}
         for i, path in enumerate(paths):
             model, info = load_predictor(path, torch_device)
-            if method == "gradient" and not hasattr(model, "base"):
+            if method == "gradient" and not isinstance(model, SequencePredictor):
                 raise AamError("gradient attribution needs a transformer model", source="--method",
                                hint="use --method occlusion (works for every model)")
             if method == "gradient" and info.get("quantiles"):
