@@ -51,11 +51,9 @@ def command(**opts) -> None:
     from aam.workflows.cross_validate import run_cross_validate
 
     opts["variants"] = [_variant_options(flags, opts) for flags in opts["variants"]]
-    if opts.get("pretrain_epochs"):
-        from aam.cli.pretrain import command as pretrain_command
+    from aam.cli.pretrain import command as pretrain_command
 
-        opts["pretrain_defaults"] = {p.name: p.default for p in pretrain_command.params if p.name and p.expose_value}
-    run_cross_validate(opts)
+    run_cross_validate(opts, {p.name: p.default for p in pretrain_command.params if p.name and p.expose_value})
 
 
 def _variant_options(flags: str, opts: dict) -> dict:

@@ -43,8 +43,9 @@ log = logging.getLogger("aam")
 PRIMARY_METRIC = {False: "mae", True: "auroc"}  # how folds are won: regression, classification
 
 
-def run_cross_validate(opts: dict[str, Any]) -> dict[str, Any]:
-    """Cross-validate the ``aam train`` recipe in ``opts`` and the forest; returns the summary."""
+def run_cross_validate(opts: dict[str, Any], pretrain_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Cross-validate the ``aam train`` recipe in ``opts`` and the forest; returns the summary.
+    ``pretrain_defaults`` (``aam pretrain``'s option defaults) are needed with ``--pretrain-epochs``."""
     from aam.workflows.train import _check_train_options
 
     check_options(opts)
@@ -79,8 +80,7 @@ def run_cross_validate(opts: dict[str, Any]) -> dict[str, Any]:
                                         "folds": {k: len(v) for k, v in folds.items()},
                                         "members": [{"name": m[0], "seed_offset": m[1], "options": m[2]}
                                                     for m in members],
-                                        "options": {k: v for k, v in opts.items()
-                                                    if k not in ("config", "variants", "pretrain_defaults")}})
+                                        "options": {k: v for k, v in opts.items() if k not in ("config", "variants")}})
     forest = _run_forest(opts, out, column, group_column, seed) if opts.get("forest", True) else None
     configure_logging(out / "cross_validate.log", opts.get("verbose", True))
     in_folds = {s for test in folds.values() for s in test}
@@ -88,7 +88,7 @@ def run_cross_validate(opts: dict[str, Any]) -> dict[str, Any]:
     for k, name in enumerate(folds):
         if name in chosen:
             _run_fold(opts, out, name, folds[name] + outside, folds[name], metadata, column, seed, members,
-                      f"fold {k + 1}/{len(folds)} ({name})")
+                      f"fold {k + 1}/{len(folds)} ({name})", pretrain_defaults or {})
     finished = {name: out / "folds" / name / "predictions.tsv" for name in folds}
     finished = {name: path for name, path in finished.items() if path.is_file()}
     if len(finished) < len(folds):
@@ -216,7 +216,7 @@ def _run_forest(opts: dict[str, Any], out: Path, column: str, group_column: str 
 
 def _run_fold(opts: dict[str, Any], out: Path, name: str, held_out: list[str], test_ids: list[str],
               metadata: pd.DataFrame, column: str, seed: int, members: list[tuple[str, int, dict[str, Any]]],
-              label: str) -> None:
+              label: str, pretrain_defaults: dict[str, Any]) -> None:
     """Train every member without the ``held_out`` samples, then predict the fold's ``test_ids`` with their
     average; skipped when the fold's predictions exist, resumed from a member's last checkpoint."""
     from aam.workflows.predict import run_predict
@@ -229,7 +229,7 @@ def _run_fold(opts: dict[str, Any], out: Path, name: str, held_out: list[str], t
     fold_dir.mkdir(parents=True, exist_ok=True)
     excluded = set(held_out) | (set(read_ids(opts["exclude_samples"])) if opts.get("exclude_samples") else set())
     write_ids(fold_dir / "test_samples.txt", sorted(excluded))
-    encoder = _pretrain_fold(opts, fold_dir, seed, label) if opts.get("pretrain_epochs") else None
+    encoder = _pretrain_fold(opts, fold_dir, seed, label, pretrain_defaults) if opts.get("pretrain_epochs") else None
     checkpoints = []
     for k, (run_name, offset, changes) in enumerate(members):
         run_dir = fold_dir / run_name
@@ -270,7 +270,8 @@ def _run_fold(opts: dict[str, Any], out: Path, name: str, held_out: list[str], t
     log.info("%s: AAM %s", label, "  ".join(f"{k}={v:.4g}" for k, v in score.items()))
 
 
-def _pretrain_fold(opts: dict[str, Any], fold_dir: Path, seed: int, label: str) -> Path:
+def _pretrain_fold(opts: dict[str, Any], fold_dir: Path, seed: int, label: str,
+                   defaults: dict[str, Any]) -> Path:
     """``--pretrain-epochs N``: ``aam pretrain`` (UniFrac targets from ``--tree``/``--unifrac-matrix``) on the
     fold's training samples only, with the recipe's model options; returns its encoder (reused on a rerun)."""
     from aam.workflows.pretrain import run_pretrain
@@ -279,7 +280,6 @@ def _pretrain_fold(opts: dict[str, Any], fold_dir: Path, seed: int, label: str) 
     encoder = run_dir / "pretrained_encoder.pt"
     if encoder.is_file():
         return encoder
-    defaults = opts.get("pretrain_defaults") or {}  # aam pretrain's option defaults, given by the CLI
     pretrain_opts = {**defaults, **{k: v for k, v in opts.items() if k in defaults}}
     pretrain_opts.update(output_dir=str(run_dir), epochs=opts["pretrain_epochs"], seed=seed, nuc_penalty=0.0,
                          penalty=1.0, metadata=opts["metadata"], exclude_samples=str(fold_dir / "test_samples.txt"),
