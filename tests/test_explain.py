@@ -202,9 +202,10 @@ def test_categorical_models_report_category_effects_and_fusion_values(models, cl
     assert set(values["level"]) == sites and values[column].between(0, 1).all()
 
 
-def test_taxonomy_artifact_labels_like_the_tsv(clade_data, models, explained, tmp_path):
+@pytest.mark.parametrize("version", [5, 6])
+def test_taxonomy_artifact_labels_like_the_tsv(clade_data, models, explained, tmp_path, version):
     qza = make_artifact(tmp_path / "taxonomy.qza", "FeatureData[Taxonomy]", "TSVTaxonomyDirectoryFormat",
-                        {"taxonomy.tsv": Path(clade_data["taxonomy"]).read_bytes()})
+                        {"taxonomy.tsv": Path(clade_data["taxonomy"]).read_bytes()}, version=version)
     assert read_taxonomy(qza) == read_taxonomy(clade_data["taxonomy"])
     run_cli("explain", "--model", models["groups"], "--table", clade_data["table"], "--taxonomy", qza,
             "--output-dir", tmp_path / "out", "--device", "cpu", "--quiet")
