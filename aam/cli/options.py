@@ -14,6 +14,9 @@ import click
 
 from aam.cli.presets import PRESETS
 from aam.errors import AamError
+from aam.models.config import DISTANCE_METRICS, MAX_KMER_SIZE, EncoderConfig, PredictorConfig
+from aam.models.registries import COUNT_EMBEDDINGS, MASK_STRATEGIES
+from aam.registry import Registry
 
 SECTION_ORDER = ("Input", "Model", "Categorical", "Target", "Loss", "Training", "Cross-validation", "Performance",
                  "Distributed", "Output", "Other")
@@ -130,7 +133,7 @@ def data_options(pretrain: bool) -> list[Callable]:
         option("--tree", type=click.Path(dir_okay=False), default=None, section="Input",
                help="Newick tree (or Phylogeny[Rooted] .qza): compute UniFrac targets with the built-in engine "
                     "instead of --unifrac-matrix."),
-        option("--unifrac-metric", type=click.Choice(["unifrac", "weighted", "faith_pd"]), default="unifrac",
+        option("--unifrac-metric", type=click.Choice(DISTANCE_METRICS), default=ENCODER.distance_metric,
                section="Input", help="Distance target: unweighted UniFrac, weighted (normalised) UniFrac, or "
                                      "per-sample Faith PD."),
         option("--output-dir", type=click.Path(file_okay=False), required=True, section="Output",
@@ -150,9 +153,9 @@ def data_options(pretrain: bool) -> list[Callable]:
         option("--exclude-samples", type=click.Path(dir_okay=False), default=None, section="Input",
                help="File of sample ids (one per line) kept out of training and validation, e.g. a held-out "
                     "test set or an outer cross-validation fold."),
-        option("--max-bp", type=int, default=150, section="Input",
+        option("--max-bp", type=int, default=ENCODER.max_bp, section="Input",
                help="Nucleotides kept per ASV; longer sequences are truncated (and counted in the log)."),
-        option("--token-limit", type=int, default=1024, section="Input", help="Maximum ASVs per sample."),
+        option("--token-limit", type=int, default=ENCODER.token_limit, section="Input", help="Maximum ASVs per sample."),
         option("--asv-sampling", type=click.Choice(["abundance", "first", "random"]), default="abundance",
                section="Input", help="Which ASVs to keep beyond --token-limit (changed: default abundance, the "
                                      "most abundant first; random re-draws each training epoch)."),
@@ -164,24 +167,44 @@ def data_options(pretrain: bool) -> list[Callable]:
     ]
 
 
+ENCODER, PREDICTOR = EncoderConfig(), PredictorConfig()  # defaults of the model options come from here
+
+
+class RegistryChoice(click.Choice):
+    """A choice among a registry's names, read when the option is shown or parsed, so an implementation
+    registered after this module loaded (a plug-in, a test's toy) is offered too."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        super().__init__(registry.names())
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.registry.names()
+
+    @choices.setter
+    def choices(self, _value) -> None:
+        pass
+
+
 # ----------------------------------------------------------------------------- model
 MODEL_OPTIONS = [
-    option("--embedding-dim", type=int, default=128, section="Model", help="Width D of every transformer."),
-    option("--attention-heads", type=int, default=4, section="Model", help="Attention heads; must divide D."),
-    option("--attention-layers", type=int, default=4, section="Model",
+    option("--embedding-dim", type=int, default=ENCODER.embedding_dim, section="Model", help="Width D of every transformer."),
+    option("--attention-heads", type=int, default=ENCODER.attention_heads, section="Model", help="Attention heads; must divide D."),
+    option("--attention-layers", type=int, default=ENCODER.attention_layers, section="Model",
            help="Layers of each transformer stack (nucleotide, ASV, sample, target)."),
-    option("--ffn-ratio", type=int, default=4, section="Model", help="Feed-forward width as a multiple of D."),
-    option("--dropout", type=float, default=0.1, section="Model", help="Dropout inside the transformers."),
-    option("--kmer-size", type=click.IntRange(0, 8), default=0, section="Model",
+    option("--ffn-ratio", type=int, default=ENCODER.ffn_ratio, section="Model", help="Feed-forward width as a multiple of D."),
+    option("--dropout", type=float, default=ENCODER.dropout, section="Model", help="Dropout inside the transformers."),
+    option("--kmer-size", type=click.IntRange(0, MAX_KMER_SIZE), default=ENCODER.kmer_size, section="Model",
            help="Add a learned k-mer bag (mean over each ASV's overlapping k-mers) to its nucleotide encoding; "
                 "0 disables. 6 reads fast and tells near-identical ASVs apart."),
-    option("--count-embedding/--no-count-embedding", default=False, section="Model",
+    option("--count-embedding/--no-count-embedding", default=ENCODER.count_embedding, section="Model",
            help="Feed each ASV's relative abundance (log1p) into its embedding."),
-    option("--count-embedding-method", type=click.Choice(["add", "concat", "film"]), default="add",
+    option("--count-embedding-method", type=RegistryChoice(COUNT_EMBEDDINGS), default=ENCODER.count_embedding_method,
            section="Model", help="How the abundance enters the ASV embedding."),
-    option("--nuc-mask-ratio", type=float, default=0.15, section="Model",
+    option("--nuc-mask-ratio", type=float, default=ENCODER.nuc_mask_ratio, section="Model",
            help="Fraction of nucleotide positions masked for the masked-nucleotide objective (0 disables)."),
-    option("--nuc-mask-strategy", type=click.Choice(["random", "span"]), default="random", section="Model",
+    option("--nuc-mask-strategy", type=RegistryChoice(MASK_STRATEGIES), default=ENCODER.nuc_mask_strategy, section="Model",
            help="Mask single positions or spans of 3-5 nucleotides."),
 ]
 
@@ -258,12 +281,12 @@ PERFORMANCE_OPTIONS = [
            help="Automatic mixed precision (fp16 uses a gradient scaler; bf16 also on CPU)."),
     option("--compile-model", is_flag=True, default=False, section="Performance", help="torch.compile the model."),
     option("--tf32", is_flag=True, default=False, section="Performance", help="Allow TF32 matmuls on Ampere+."),
-    option("--gradient-checkpointing/--no-gradient-checkpointing", default=False, section="Performance",
+    option("--gradient-checkpointing/--no-gradient-checkpointing", default=ENCODER.gradient_checkpointing, section="Performance",
            help="Recompute each transformer block in backward to save memory (changed: off by default, was on: "
                 "it costs one more forward pass of every block, and CPU and small-batch runs do not need the memory; "
                 "for large batches prefer --asv-chunk-size, see README)."),
     ATTN_IMPLEMENTATION,
-    option("--asv-chunk-size", type=click.IntRange(min=0), default=None, section="Performance",
+    option("--asv-chunk-size", type=click.IntRange(min=0), default=ENCODER.asv_chunk_size, section="Performance",
            help="Encode the batch's distinct ASVs this many at a time, each chunk recomputed in backward "
                 "(activation checkpointing), so training memory stays flat in distinct ASVs; see README, "
                 "GPU memory. 0 or unset: off (changed: default off, was 256, which saved no memory there; "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from aam.cli import options as o
+from aam.models.config import GMU_GATES, TARGET_POOLINGS
+from aam.models.registries import FUSIONS, OUTPUT_CONSTRAINTS
 
 CATEGORICAL_GUIDE = """\
 Choosing --categorical-fusion (categorical metadata such as site, season, host sex):
@@ -59,7 +61,7 @@ TRAIN_OPTIONS = [
              help="Deprecated: use --target-transform zscore-category --normalize-by."),
     o.option("--log-transform-targets", is_flag=True, default=False, section="Target",
              help="Deprecated: use --target-transform log-minmax or log-zscore."),
-    o.option("--output-constraint", type=click.Choice(["none", "bounded", "nonnegative", "nonnegative-learnable"]),
+    o.option("--output-constraint", type=o.RegistryChoice(OUTPUT_CONSTRAINTS),
              default=None, section="Target",
              help="Constrain regression outputs (default none). Applied to the transformed target: bounded needs "
                   "--target-transform minmax (the training range), nonnegative minmax or none; other pairs are "
@@ -89,24 +91,23 @@ TRAIN_OPTIONS = [
                   "their average by the same inner cross-validation (training samples only); saves RUN/forest.joblib "
                   "and the weight, which aam predict --forest RUN/forest.joblib then uses. On 24-person cohorts the "
                   "weight was noisy and scored below a fixed 0.5 (BENCHMARKS.md): there, pass --forest-weight 0.5."),
-    o.option("--target-layer-norm/--no-target-layer-norm", default=True, section="Model",
+    o.option("--target-layer-norm/--no-target-layer-norm", default=o.PREDICTOR.target_layer_norm, section="Model",
              help="LayerNorm on the pooled target vector."),
-    o.option("--target-pooling", type=click.Choice(["attention", "abundance", "attention+abundance", "mean",
-                                                    "composition"]),
-             default="attention", section="Model",
+    o.option("--target-pooling", type=click.Choice(TARGET_POOLINGS), default=o.PREDICTOR.target_pooling,
+             section="Model",
              help="How the target branch pools ASVs: learned attention, the relative-abundance-weighted mean, "
                   "both mixed, the plain mean over the sample's ASVs, or composition: the centred log shares of "
                   "learned groups of related ASVs (a rare clade's rise weighs like a dominant one's)."),
     o.option("--regressor-hidden-dims", default=None, section="Model", help="MLP head widths, e.g. '64,32'."),
-    o.option("--regressor-dropout", type=float, default=0.0, section="Model", help="Dropout in the MLP head."),
-    o.option("--residual-regression-head", is_flag=True, default=False, section="Model",
+    o.option("--regressor-dropout", type=float, default=o.PREDICTOR.regressor_dropout, section="Model", help="Dropout in the MLP head."),
+    o.option("--residual-regression-head", is_flag=True, default=o.PREDICTOR.residual_regression_head, section="Model",
              help="Head = Linear(x) + MLP(x); needs --regressor-hidden-dims."),
     o.option("--pretrained-encoder", type=click.Path(), default=None, section="Model",
              help="pretrained_encoder.pt from aam pretrain (a pretrained_encoder/ directory with "
                   "--fsdp-sharded-checkpoint)."),
     o.option("--freeze-base", is_flag=True, default=False, section="Model",
              help="Freeze the pretrained encoder (kept in eval mode; its losses are off)."),
-    o.option("--count-prediction/--no-count-prediction", default=True, section="Model",
+    o.option("--count-prediction/--no-count-prediction", default=o.PREDICTOR.count_prediction, section="Model",
              help="Auxiliary head predicting each ASV's relative abundance."),
     o.option("--target-penalty", type=float, default=1.0, section="Loss", help="Weight of the target loss."),
     o.option("--count-penalty", type=float, default=1.0, section="Loss", help="Weight of the count loss."),
@@ -126,17 +127,17 @@ TRAIN_OPTIONS = [
              help="Column for --categorical-loss-weights (default: the first categorical column)."),
     o.option("--categorical-columns", default=None, section="Categorical",
              help="Categorical metadata columns to condition on, 'a,b'."),
-    o.option("--categorical-embed-dim", type=int, default=16, section="Categorical",
+    o.option("--categorical-embed-dim", type=int, default=o.PREDICTOR.categorical_embed_dim, section="Categorical",
              help="Embedding width per categorical column."),
-    o.option("--categorical-fusion", type=click.Choice(["concat", "add", "gmu", "cross-attention", "perceiver"]),
-             default="concat", section="Categorical", help="How metadata enters the model (see --categorical-help)."),
-    o.option("--gmu-gate", type=click.Choice(["learned", "open", "closed"]), default="learned",
+    o.option("--categorical-fusion", type=o.RegistryChoice(FUSIONS), default=o.PREDICTOR.categorical_fusion,
+             section="Categorical", help="How metadata enters the model (see --categorical-help)."),
+    o.option("--gmu-gate", type=click.Choice(GMU_GATES), default=o.PREDICTOR.gmu_gate,
              section="Categorical", help="gmu ablation: learned gate, or fixed open (sequence only) / closed."),
-    o.option("--cross-attn-heads", type=click.IntRange(1, 64), default=8, section="Categorical",
+    o.option("--cross-attn-heads", type=click.IntRange(1, 64), default=o.PREDICTOR.cross_attn_heads, section="Categorical",
              help="Heads of cross-attention and perceiver fusion; must divide D."),
-    o.option("--perceiver-num-latents", type=click.IntRange(1, 1024), default=64, section="Categorical",
+    o.option("--perceiver-num-latents", type=click.IntRange(1, 1024), default=o.PREDICTOR.perceiver_num_latents, section="Categorical",
              help="Perceiver latents."),
-    o.option("--perceiver-num-layers", type=click.IntRange(1, 16), default=2, section="Categorical",
+    o.option("--perceiver-num-layers", type=click.IntRange(1, 16), default=o.PREDICTOR.perceiver_num_layers, section="Categorical",
              help="Perceiver self-attention layers."),
     o.option("--conditional-output-scaling", default=None, section="Categorical",
              help="Columns with a per-category output scale and bias."),

@@ -3,39 +3,43 @@
 Nucleotides -> one vector per ASV (`ASVEncoder`); ASVs of a sample -> contextual ASV vectors
 (`SampleSequenceEncoder`); -> pooled sample vector and predicted distances (`SequenceEncoder`, pretrainable);
 -> target prediction with optional categorical fusion (`SequencePredictor`).
+
+Names are imported from their modules on first use, so `aam.models.config` and `aam.models.registries` load
+without torch (the CLI reads defaults and choices from them).
 """
 
-from aam.models.asv_encoder import MASK_STRATEGIES, ASVEncoder, gather_asv_embeddings
-from aam.models.build import build_model, from_config, to_config, unwrap_model
-from aam.models.config import (
-                               DISTANCE_METRICS,
-                               GMU_GATES,
-                               EncoderConfig,
-                               PredictorConfig,
-                               model_config_from_dict,
-                               model_config_to_dict,
-)
-from aam.models.fusion import FUSIONS, CategoricalEmbedder, CategoricalFusion, ConditionalOutputScaling
-from aam.models.heads import OUTPUT_CONSTRAINTS, REGRESSION_HEADS, CountHead, DistanceHead
-from aam.models.layers import (
-                               ATTENTION_BACKENDS,
-                               AttentionPooling,
-                               MultiHeadAttention,
-                               PositionEmbedding,
-                               TransformerBlock,
-                               TransformerStack,
-)
-from aam.models.sample_encoder import COUNT_EMBEDDINGS, SampleSequenceEncoder, abundance_feature
-from aam.models.sequence_encoder import SequenceEncoder
-from aam.models.sequence_predictor import SequencePredictor
-from aam.models.summary import count_parameters, model_summary
+from __future__ import annotations
 
-__all__ = [
-    "ASVEncoder", "ATTENTION_BACKENDS", "AttentionPooling", "COUNT_EMBEDDINGS", "CategoricalEmbedder",
-    "CategoricalFusion", "ConditionalOutputScaling", "CountHead", "DISTANCE_METRICS", "DistanceHead",
-    "EncoderConfig", "FUSIONS", "GMU_GATES", "MASK_STRATEGIES", "MultiHeadAttention", "OUTPUT_CONSTRAINTS",
-    "PositionEmbedding", "PredictorConfig", "REGRESSION_HEADS", "SampleSequenceEncoder", "SequenceEncoder",
-    "SequencePredictor", "TransformerBlock", "TransformerStack", "abundance_feature", "build_model",
-    "count_parameters", "from_config", "gather_asv_embeddings", "model_config_from_dict",
-    "model_config_to_dict", "model_summary", "to_config", "unwrap_model",
-]
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("ASVEncoder", "gather_asv_embeddings"), "asv_encoder"),
+    **dict.fromkeys(("build_model", "from_config", "to_config", "unwrap_model"), "build"),
+    **dict.fromkeys(("DISTANCE_METRICS", "GMU_GATES", "EncoderConfig", "PredictorConfig", "model_config_from_dict",
+                     "model_config_to_dict"), "config"),
+    **dict.fromkeys(("CategoricalEmbedder", "CategoricalFusion", "ConditionalOutputScaling"), "fusion"),
+    **dict.fromkeys(("CountHead", "DistanceHead"), "heads"),
+    **dict.fromkeys(("ATTENTION_BACKENDS", "AttentionPooling", "MultiHeadAttention", "PositionEmbedding",
+                     "TransformerBlock", "TransformerStack"), "layers"),
+    **dict.fromkeys(("COUNT_EMBEDDINGS", "FUSIONS", "MASK_STRATEGIES", "OUTPUT_CONSTRAINTS", "REGRESSION_HEADS"),
+                    "registries"),
+    **dict.fromkeys(("SampleSequenceEncoder", "abundance_feature"), "sample_encoder"),
+    "SequenceEncoder": "sequence_encoder",
+    "SequencePredictor": "sequence_predictor",
+    **dict.fromkeys(("count_parameters", "model_summary"), "summary"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'aam.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"aam.models.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from aam.data.vocabulary import MASK, NUCLEOTIDE_TOKENS, PAD, A
 from aam.models.layers import AttentionPooling, PositionEmbedding, TransformerStack, recomputed
+from aam.models.registries import MASK_STRATEGIES
 
 SPAN_LENGTHS = (3, 5)  # inclusive range of span lengths for `span` masking
 
@@ -44,10 +45,6 @@ def span_mask(eligible: Tensor, ratio: float, generator: torch.Generator | None 
     return covered & eligible
 
 
-MASK_STRATEGIES: dict[str, Callable[[Tensor, float, torch.Generator | None], Tensor]] = {
-    "random": random_mask,
-    "span": span_mask,
-}
 
 
 def nucleotide_positions(tokens: Tensor) -> Tensor:

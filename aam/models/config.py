@@ -16,10 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from aam.data.vocabulary import VOCAB_SIZE
-from aam.models.asv_encoder import MASK_STRATEGIES
-from aam.models.fusion import FUSIONS
-from aam.models.heads import OUTPUT_CONSTRAINTS
-from aam.models.sample_encoder import COUNT_EMBEDDINGS
+from aam.models.registries import COUNT_EMBEDDINGS, FUSIONS, MASK_STRATEGIES, OUTPUT_CONSTRAINTS
 
 DISTANCE_METRICS = ("unifrac", "weighted", "faith_pd")
 GMU_GATES = ("learned", "open", "closed")

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from aam.models.layers import FeedForward, MultiHeadAttention, TransformerStack
+from aam.models.registries import FUSIONS  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from aam.models.config import PredictorConfig
@@ -229,13 +230,6 @@ class PerceiverFusion(CategoricalFusion):
         return self.out(latents.mean(dim=1)), {}  # [B, D]
 
 
-FUSIONS: dict[str, type[CategoricalFusion]] = {
-    "concat": ConcatFusion,
-    "add": AddFusion,
-    "gmu": GMUFusion,
-    "cross-attention": CrossAttentionFusion,
-    "perceiver": PerceiverFusion,
-}
 
 
 class ConditionalOutputScaling(nn.Module):

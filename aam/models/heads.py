@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aam.models.layers import TransformerStack
+from aam.models.registries import OUTPUT_CONSTRAINTS, REGRESSION_HEADS  # noqa: F401 (re-exported)
 
 
 def _xavier(module: nn.Module) -> None:
@@ -72,7 +73,6 @@ class ResidualHead(nn.Module):
         return self.skip(x) + self.mlp(x)
 
 
-REGRESSION_HEADS: dict[str, type[nn.Module]] = {"linear": LinearHead, "mlp": MLPHead, "residual": ResidualHead}
 
 
 def head_name(hidden_dims: Sequence[int], residual: bool) -> str:
@@ -114,12 +114,6 @@ class Unconstrained(nn.Identity):
         super().__init__()
 
 
-OUTPUT_CONSTRAINTS: dict[str, type[nn.Module]] = {
-    "none": Unconstrained,
-    "bounded": Bounded,
-    "nonnegative": NonNegative,
-    "nonnegative-learnable": LearnableSoftplus,
-}
 
 
 class ClassLogProbabilities(nn.Module):

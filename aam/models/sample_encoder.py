@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from aam.models.layers import TransformerStack
+from aam.models.registries import COUNT_EMBEDDINGS  # noqa: F401 (re-exported)
 
 ABUNDANCE_SCALE = 1e4  # relative abundance is read per 10,000 reads before the log
 
@@ -67,11 +68,6 @@ class FiLMCountEmbedding(nn.Module):
         return hidden * (1 + gamma) + beta
 
 
-COUNT_EMBEDDINGS: dict[str, type[nn.Module]] = {
-    "add": AddCountEmbedding,
-    "concat": ConcatCountEmbedding,
-    "film": FiLMCountEmbedding,
-}
 
 
 class SampleSequenceEncoder(nn.Module):
