@@ -1,5 +1,6 @@
-"""Until options are built from the configs and registries (#16), the click declarations repeat their choices
-and defaults: these tests fail when a copy drifts from its source."""
+"""The click options take their defaults from the config dataclasses and their choices from the registries
+(#16); these tests fail when a declaration drifts from its source (an option still written as a literal, or a
+registry whose implementations and names disagree)."""
 
 from __future__ import annotations
 

@@ -14,9 +14,17 @@ import click
 
 from aam.cli.presets import PRESETS
 from aam.errors import AamError
-from aam.models.config import DISTANCE_METRICS, MAX_KMER_SIZE, EncoderConfig, PredictorConfig
+from aam.models.config import (
+    ATTENTION_IMPLEMENTATIONS,
+    DISTANCE_METRICS,
+    MAX_KMER_SIZE,
+    EncoderConfig,
+    PredictorConfig,
+)
 from aam.models.registries import COUNT_EMBEDDINGS, MASK_STRATEGIES
 from aam.registry import Registry
+from aam.training.config import PRECISIONS, TrainerConfig
+from aam.training.registries import OPTIMIZERS, SCHEDULERS
 
 SECTION_ORDER = ("Input", "Model", "Categorical", "Target", "Loss", "Training", "Cross-validation", "Performance",
                  "Distributed", "Output", "Other")
@@ -167,7 +175,8 @@ def data_options(pretrain: bool) -> list[Callable]:
     ]
 
 
-ENCODER, PREDICTOR = EncoderConfig(), PredictorConfig()  # defaults of the model options come from here
+# the option defaults come from the configs
+ENCODER, PREDICTOR, TRAINER = EncoderConfig(), PredictorConfig(), TrainerConfig()
 
 
 class RegistryChoice(click.Choice):
@@ -217,18 +226,17 @@ LOSS_WEIGHT_OPTIONS = [
 
 # ----------------------------------------------------------------------------- training
 TRAINING_OPTIONS = [
-    option("--epochs", type=int, default=100, section="Training", help="Maximum epochs."),
+    option("--epochs", type=int, default=TRAINER.epochs, section="Training", help="Maximum epochs."),
     option("--batch-size", type=int, default=8, section="Training",
            help="Samples per batch (per process under DDP/FSDP)."),
-    option("--gradient-accumulation-steps", type=int, default=1, section="Training",
+    option("--gradient-accumulation-steps", type=int, default=TRAINER.gradient_accumulation_steps, section="Training",
            help="Batches per optimizer step."),
-    option("--lr", type=float, default=1e-4, section="Training", help="Peak learning rate."),
-    option("--weight-decay", type=float, default=0.01, section="Training",
+    option("--lr", type=float, default=TRAINER.lr, section="Training", help="Peak learning rate."),
+    option("--weight-decay", type=float, default=TRAINER.weight_decay, section="Training",
            help="Weight decay (not applied to biases and norms)."),
-    option("--optimizer", type=click.Choice(["adamw", "adam", "sgd"]), default="adamw", section="Training",
+    option("--optimizer", type=RegistryChoice(OPTIMIZERS), default=TRAINER.optimizer, section="Training",
            help="Optimizer (SGD uses momentum 0.9)."),
-    option("--scheduler", type=click.Choice(["warmup_cosine", "cosine", "cosine_restarts", "plateau", "onecycle"]),
-           default="warmup_cosine", section="Training", help="Learning-rate schedule."),
+    option("--scheduler", type=RegistryChoice(SCHEDULERS), default=TRAINER.scheduler, section="Training", help="Learning-rate schedule."),
     option("--warmup-steps", type=int, default=None, section="Training",
            help="Warmup optimizer steps for warmup_cosine (changed: default 5%% of all steps)."),
     option("--scheduler-t0", type=int, default=None, section="Training",
@@ -240,24 +248,24 @@ TRAINING_OPTIONS = [
     option("--scheduler-patience", type=int, default=None, section="Training", help="plateau patience (default 5)."),
     option("--scheduler-factor", type=float, default=None, section="Training", help="plateau factor (default 0.3)."),
     option("--scheduler-min-lr", type=float, default=None, section="Training", help="plateau minimum LR (default 0)."),
-    option("--patience", type=int, default=10, section="Training",
+    option("--patience", type=int, default=TRAINER.patience, section="Training",
            help="Early stopping: epochs without improvement of the selected metric."),
-    option("--max-grad-norm", type=float, default=None, section="Training", help="Clip gradients to this norm."),
-    option("--ema-decay", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
+    option("--max-grad-norm", type=float, default=TRAINER.max_grad_norm, section="Training", help="Clip gradients to this norm."),
+    option("--ema-decay", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=TRAINER.ema_decay,
            section="Training",
            help="Keep an exponential moving average of the weights (e.g. 0.99: a ~100-step horizon); validation "
                 "scores it and checkpoints hold it. Steadies noisy small-data validation. Not with --fsdp."),
-    option("--log-grad-norms", is_flag=True, default=False, section="Training",
+    option("--log-grad-norms", is_flag=True, default=TRAINER.log_grad_norms, section="Training",
            help="Log per-module gradient norms (fusion gates, mixing parameters) to TensorBoard each epoch."),
     option("--resume-from", type=click.Path(), default=None, section="Training",
            help="last_model.pt or best_model.pt (or a checkpoint directory written with --fsdp-sharded-checkpoint) "
                 "to resume (model, optimizer, scheduler, epoch, RNG, best); a step checkpoint continues "
                 "mid-epoch exactly."),
-    option("--checkpoint-every-steps", type=click.IntRange(min=1), default=None, section="Training",
+    option("--checkpoint-every-steps", type=click.IntRange(min=1), default=TRAINER.checkpoint_every_steps, section="Training",
            help="Also write checkpoints/last_model.pt every N optimizer steps (atomic; the last one is kept), so "
                 "a preempted or crashed run loses at most N steps. SIGTERM, SIGUSR1 (Slurm --signal) and "
                 "Ctrl-C always write one before stopping and print the --resume-from line."),
-    option("--progress-interval", type=click.FloatRange(min=0), default=60.0, section="Training",
+    option("--progress-interval", type=click.FloatRange(min=0), default=TRAINER.progress_interval, section="Training",
            help="Seconds between progress lines (batch, step, samples/s, loss, ETA) in the log when stderr is "
                 "not a terminal, as on a cluster; 0 logs every batch."),
     option("--auto-batch-size/--no-auto-batch-size", default=False, section="Training",
@@ -270,17 +278,17 @@ TRAINING_OPTIONS = [
 ]
 
 ATTN_IMPLEMENTATION = option(
-    "--attn-implementation", type=click.Choice(["sdpa", "flash", "mem_efficient", "math"]), default="sdpa",
+    "--attn-implementation", type=click.Choice(ATTENTION_IMPLEMENTATIONS), default=TRAINER.attn_implementation,
     section="Performance",
     help="Attention kernels to prefer on CUDA, each falling back to the next and finally to math (flash takes "
          "no padding mask, so padded batches use mem_efficient). A run-time choice: checkpoints do not record "
          "it, so any model runs on any GPU. sdpa lets PyTorch choose (changed: was mem_efficient).")
 
 PERFORMANCE_OPTIONS = [
-    option("--mixed-precision", type=click.Choice(["fp16", "bf16", "none"]), default="none", section="Performance",
+    option("--mixed-precision", type=click.Choice(["none" if p == "fp32" else p for p in PRECISIONS]), default="none", section="Performance",
            help="Automatic mixed precision (fp16 uses a gradient scaler; bf16 also on CPU)."),
-    option("--compile-model", is_flag=True, default=False, section="Performance", help="torch.compile the model."),
-    option("--tf32", is_flag=True, default=False, section="Performance", help="Allow TF32 matmuls on Ampere+."),
+    option("--compile-model", is_flag=True, default=TRAINER.compile_model, section="Performance", help="torch.compile the model."),
+    option("--tf32", is_flag=True, default=TRAINER.tf32, section="Performance", help="Allow TF32 matmuls on Ampere+."),
     option("--gradient-checkpointing/--no-gradient-checkpointing", default=ENCODER.gradient_checkpointing, section="Performance",
            help="Recompute each transformer block in backward to save memory (changed: off by default, was on: "
                 "it costs one more forward pass of every block, and CPU and small-batch runs do not need the memory; "

@@ -5,8 +5,11 @@ from __future__ import annotations
 import click
 
 from aam.cli import options as o
+from aam.data.normalization import TARGET_TRANSFORMS
 from aam.models.config import GMU_GATES, TARGET_POOLINGS
 from aam.models.registries import FUSIONS, OUTPUT_CONSTRAINTS
+from aam.training.config import BEST_METRICS
+from aam.training.registries import TARGET_LOSSES
 
 CATEGORICAL_GUIDE = """\
 Choosing --categorical-fusion (categorical metadata such as site, season, host sex):
@@ -47,9 +50,7 @@ TRAIN_OPTIONS = [
              help="Output width: 1 for regression; the number of classes with --classifier (inferred)."),
     o.option("--class-weights", default=None, section="Target", help="Per-class loss weights 'w1,w2,...' "
                                                                       "in sorted label order."),
-    o.option("--target-transform", type=click.Choice(["none", "minmax", "zscore", "zscore-category",
-                                                      "log-minmax", "log-zscore", "log-zscore-category"]),
-             default=None,
+    o.option("--target-transform", type=click.Choice(list(TARGET_TRANSFORMS)), default=None,
              section="Target", help="Target scaling fitted on the training split (changed: default zscore, was "
                                     "minmax: min-max scaling on the training split squeezes targets outside its "
                                     "range and, with the legacy bounded outputs, clips them)."),
@@ -111,7 +112,7 @@ TRAIN_OPTIONS = [
              help="Auxiliary head predicting each ASV's relative abundance."),
     o.option("--target-penalty", type=float, default=1.0, section="Loss", help="Weight of the target loss."),
     o.option("--count-penalty", type=float, default=1.0, section="Loss", help="Weight of the count loss."),
-    o.option("--loss-type", type=click.Choice(["mse", "mae", "huber", "quantile", "asymmetric"]), default="huber",
+    o.option("--loss-type", type=o.RegistryChoice(TARGET_LOSSES), default="huber",
              section="Loss", help="Regression loss (classifiers use NLL)."),
     o.option("--loss-config", default=None, section="Loss",
              help="The reference tool's per-output loss as JSON, e.g. '{\"0\": \"mae\"}': AAM regression predicts "
@@ -145,7 +146,7 @@ TRAIN_OPTIONS = [
              help="Separate learning rate for the categorical modules."),
     o.option("--categorical-help", is_flag=True, expose_value=False, is_eager=True, callback=_print_guide,
              section="Categorical", help="Print a guide to choosing a fusion and exit."),
-    o.option("--best-metric", type=click.Choice(["val_loss", "r2", "mae", "accuracy", "f1"]), default=None,
+    o.option("--best-metric", type=click.Choice(BEST_METRICS), default=None,
              section="Training", help="Checkpoint selection (changed: default mae for regression, f1 for "
                                       "classification, not the mixed loss)."),
     o.option("--augment-reads", type=click.FloatRange(0.0, 1.0, min_open=True), default=None, section="Training",

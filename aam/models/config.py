@@ -21,6 +21,7 @@ from aam.models.registries import COUNT_EMBEDDINGS, FUSIONS, MASK_STRATEGIES, OU
 DISTANCE_METRICS = ("unifrac", "weighted", "faith_pd")
 GMU_GATES = ("learned", "open", "closed")
 TARGET_POOLINGS = ("attention", "abundance", "attention+abundance", "mean", "composition")
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "flash", "mem_efficient", "math")  # run-time choice (aam.models.layers)
 MAX_KMER_SIZE = 8  # a k-mer table has 4^k rows
 
 _ConfigT = TypeVar("_ConfigT", bound="_Config")

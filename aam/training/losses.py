@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from aam.training.registries import TARGET_LOSSES
+
 __all__ = [
     "TARGET_LOSSES",
     "AsymmetricLoss",
@@ -270,13 +272,6 @@ class ClassificationNLLLoss:
         return f"ClassificationNLLLoss(class_weights={weights})"
 
 
-TARGET_LOSSES: dict[str, type[TargetLoss]] = {
-    "mse": MSELoss,
-    "mae": MAELoss,
-    "huber": HuberLoss,
-    "quantile": QuantileLoss,
-    "asymmetric": AsymmetricLoss,
-}
 
 
 def build_target_loss(name: str = "huber", *, classifier: bool = False, quantiles: Sequence[float] | None = None,

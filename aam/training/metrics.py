@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aam.training.config import BEST_METRICS
+
 __all__ = [
     "BEST_METRICS",
     "ClassificationMetrics",
@@ -30,7 +32,6 @@ __all__ = [
     "point_prediction",
 ]
 
-BEST_METRICS = ("val_loss", "r2", "mae", "accuracy", "f1")
 _MINIMISED = {"loss", "val_loss", "mae", "mse", "rmse"}
 _MAXIMISED = {"r2", "accuracy", "f1", "f1_macro", "f1_weighted", "auroc"}
 

@@ -23,14 +23,12 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from aam.models.build import unwrap_model
+from aam.training.registries import OPTIMIZERS
 
 __all__ = ["OPTIMIZERS", "LRRangeTest", "build_optimizer", "find_lr", "param_group_lrs", "parameter_groups"]
 
-OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
-    "adamw": torch.optim.AdamW,
-    "adam": torch.optim.Adam,
-    "sgd": partial(torch.optim.SGD, momentum=0.9),
-}
+adamw, adam = torch.optim.AdamW, torch.optim.Adam
+sgd_momentum = partial(torch.optim.SGD, momentum=0.9)
 
 def _no_decay(name: str, param: Tensor) -> bool:
     """Biases, normalisation parameters and any other vector or scalar are not weight-decayed."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,8 @@ from torch.optim.lr_scheduler import (
     OneCycleLR,
     ReduceLROnPlateau,
 )
+
+from aam.training.registries import SCHEDULERS
 
 __all__ = [
     "SCHEDULERS",
@@ -139,39 +140,32 @@ class SchedulerHandle:
         self.scheduler.load_state_dict(state["scheduler"])
 
 
-def _warmup_cosine(optimizer: Optimizer, opts: SchedulerOptions) -> SchedulerHandle:
+def warmup_cosine(optimizer: Optimizer, opts: SchedulerOptions) -> SchedulerHandle:
     scheduler = WarmupCosineLR(optimizer, opts.warmup_steps, opts.total_steps, opts.eta_min)
     return SchedulerHandle("warmup_cosine", scheduler, "step")
 
 
-def _cosine(optimizer: Optimizer, opts: SchedulerOptions) -> SchedulerHandle:
+def cosine(optimizer: Optimizer, opts: SchedulerOptions) -> SchedulerHandle:
     return SchedulerHandle("cosine", CosineAnnealingLR(optimizer, T_max=opts.total_steps, eta_min=opts.eta_min),
                            "step")
 
 
-def _cosine_restarts(optimizer: Optimizer, opts: SchedulerOptions) -> SchedulerHandle:
+def cosine_restarts(optimizer: Optimizer, opts: SchedulerOptions) -> SchedulerHandle:
     scheduler = CosineAnnealingWarmRestarts(optimizer, T_0=opts.t0, T_mult=opts.t_mult, eta_min=opts.eta_min)
     return SchedulerHandle("cosine_restarts", scheduler, "step")
 
 
-def _plateau(optimizer: Optimizer, opts: SchedulerOptions) -> SchedulerHandle:
+def plateau(optimizer: Optimizer, opts: SchedulerOptions) -> SchedulerHandle:
     scheduler = ReduceLROnPlateau(optimizer, mode=opts.mode, patience=opts.patience, factor=opts.factor,
                                   min_lr=opts.min_lr)
     return SchedulerHandle("plateau", scheduler, "epoch", needs_metric=True)
 
 
-def _onecycle(optimizer: Optimizer, opts: SchedulerOptions) -> SchedulerHandle:
+def onecycle(optimizer: Optimizer, opts: SchedulerOptions) -> SchedulerHandle:
     max_lrs = [group["lr"] for group in optimizer.param_groups]
     return SchedulerHandle("onecycle", OneCycleLR(optimizer, max_lr=max_lrs, total_steps=opts.total_steps), "step")
 
 
-SCHEDULERS: dict[str, Callable[[Optimizer, SchedulerOptions], SchedulerHandle]] = {
-    "warmup_cosine": _warmup_cosine,
-    "cosine": _cosine,
-    "cosine_restarts": _cosine_restarts,
-    "plateau": _plateau,
-    "onecycle": _onecycle,
-}
 
 
 def _resolve_warmup(total_steps: int, warmup_steps: int | None, warmup_fraction: float) -> int:

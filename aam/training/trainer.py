@@ -34,6 +34,7 @@ from aam.models.layers import attention_backend
 from aam.training import sharding
 from aam.training.asv_cache import encode_all_asvs
 from aam.training.checkpoint import Snapshot, strip_wrapper_prefixes
+from aam.training.config import TrainerConfig  # noqa: F401 (re-exported)
 from aam.training.diagnostics import Diagnostics
 from aam.training.distributed import DeviceDistanceLookup, DistributedContext, gather_with_grad
 from aam.training.early_stopping import EarlyStopping
@@ -55,50 +56,6 @@ from aam.training.strategy import build_strategy
 log = logging.getLogger(__name__)
 
 STOP_SYNC_STEPS = 10  # under DDP/FSDP, ranks agree on a stop signal every this many optimizer steps
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    """Optimisation and selection settings shared by ``aam pretrain`` and ``aam train``."""
-
-    epochs: int = 100
-    optimizer: str = "adamw"
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    categorical_lr: float | None = None
-    scheduler: str = "warmup_cosine"
-    warmup_steps: int | None = None
-    warmup_fraction: float = 0.05
-    scheduler_t0: int | None = None
-    scheduler_t_mult: int | None = None
-    scheduler_eta_min: float | None = None
-    scheduler_patience: int | None = None
-    scheduler_factor: float | None = None
-    scheduler_min_lr: float | None = None
-    patience: int = 10
-    max_grad_norm: float | None = None
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str | None = None  # fp32 (None) | bf16 | fp16, see aam.training.precision
-    tf32: bool = False
-    compile_model: bool = False
-    compile_backend: str = "inductor"  # torch.compile backend (tests on CPU use "eager" and "aot_eager")
-    attn_implementation: str = "sdpa"  # SDPA kernels on CUDA (aam.models.layers.ATTENTION_BACKENDS)
-    best_metric: str = "val_loss"
-    mask_nucleotides: bool = True
-    log_grad_norms: bool = False
-    progress: bool = True
-    ema_decay: float | None = None
-    memory_profile: bool = False
-    checkpoint_every_steps: int | None = None  # also write the "last" checkpoint every N optimizer steps
-    progress_interval: float = 60.0  # seconds between progress lines when no progress bar is shown (0: every step)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainerConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
 
 
 @dataclass
