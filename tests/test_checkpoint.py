@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -10,6 +11,7 @@ from aam.errors import AamError
 from aam.models import EncoderConfig, PredictorConfig, SequencePredictor
 from aam.models.build import unwrap_model
 from aam.training.checkpoint import load_checkpoint, save_checkpoint, strip_wrapper_prefixes
+from aam.training.data_config import DataConfig
 from aam.workflows.predict import load_predictor
 
 
@@ -44,7 +46,7 @@ def test_wrapped_model_round_trip(tmp_path, wrap):
         payload["model_state"] = {f"module._orig_mod.{k}": v for k, v in payload["model_state"].items()}
         torch.save(payload, path)
     rebuilt, info = load_predictor(path)
-    assert info == {"max_bp": 20}
+    assert info == DataConfig(max_bp=20)
     batch = inputs()
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(*batch)["prediction"], model(*batch)["prediction"])
@@ -75,3 +77,34 @@ def test_weights_that_do_not_fit(tmp_path):
     torch.save(payload, path)
     with pytest.raises(AamError, match="does not fit"):
         load_predictor(path)
+
+
+def test_checkpoints_of_earlier_versions_still_load_and_predict(synthetic_dir, tmp_path):
+    """A checkpoint whose data section was written before the typed DataConfig (a dict without the training-ASV
+    fingerprints, run record or forest weight, plus a key this version does not know) predicts exactly as the
+    same weights with today's data section."""
+    from click.testing import CliRunner
+
+    from aam.cli import cli
+    from aam.workflows.predict import run_predict
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [str(a) for a in [
+        "train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"], "--metadata-column",
+        "target", "--embedding-dim", 16, "--attention-heads", 2, "--attention-layers", 1, "--token-limit", 16,
+        "--epochs", 1, "--batch-size", 8, "--device", "cpu", "--output-dir", out, "--quiet"]])
+    assert result.exit_code == 0, result.output
+    today = out / "checkpoints" / "best_model.pt"
+    payload = torch.load(today, weights_only=False)
+    old_keys = ("max_bp", "token_limit", "asv_sampling", "metadata_column", "classifier", "class_labels",
+                "target_transform", "normalize_by", "categorical_columns", "categorical_encoder", "quantiles", "seed")
+    payload["data"] = {**{k: payload["data"][k] for k in old_keys}, "retired_key": 1}
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    _, info = load_predictor(old)
+    assert info.training_asvs is None and info.forest_weight is None and info.run == {}
+    assert info.max_bp == 150 and info.token_limit == 16
+    new_frame = run_predict(model_path=str(today), table=synthetic_dir["table"], output=str(tmp_path / "a.tsv"))
+    old_frame = run_predict(model_path=str(old), table=synthetic_dir["table"], output=str(tmp_path / "b.tsv"))
+    assert "unseen_read_share" in new_frame and "unseen_read_share" not in old_frame
+    np.testing.assert_allclose(old_frame["prediction"], new_frame["prediction"])

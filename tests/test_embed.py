@@ -39,8 +39,8 @@ def runs(synthetic_dir, tmp_path_factory):
 def reference_embeddings(model_path: Path, table: str) -> pd.DataFrame:
     """The encoder's pooled vectors of all samples in one batch."""
     encoder, info = load_encoder(model_path, torch.device("cpu"))
-    data = load_amplicon_data(table, max_bp=int(info["max_bp"]))
-    dataset = SampleDataset(data, None, token_limit=int(info["token_limit"]))
+    data = load_amplicon_data(table, max_bp=info.max_bp)
+    dataset = SampleDataset(data, None, token_limit=info.token_limit)
     batch = BatchCollator(data.tokens, data.sample_ids)([dataset[i] for i in range(len(dataset))])
     with torch.no_grad():
         vectors = encoder(batch.tokens, batch.asv_index, batch.asv_mask, batch.counts)["embeddings"].numpy()

@@ -82,7 +82,7 @@ def explained(clade_data, models, tmp_path_factory) -> dict[str, Path]:
 
 def one_batch(model_path: Path, table: str, data: AmpliconData | None = None):
     model, info = load_predictor(model_path)
-    data = data if data is not None else load_amplicon_data(table, max_bp=int(info.get("max_bp", 150)))
+    data = data if data is not None else load_amplicon_data(table, max_bp=info.max_bp)
     dataset, decoder = member_inputs(info, data, None, None, None)
     batch = BatchCollator(data.tokens, data.sample_ids)([dataset[i] for i in range(len(dataset))])
     return model, batch, answer_reader(decoder), data

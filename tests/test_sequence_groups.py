@@ -185,7 +185,7 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
     assert len(val) == 48 and {"prob_CD", "prob_control", "actual"} <= set(val.columns)
 
     model, info = load_predictor(out / "checkpoints" / "best_model.pt")
-    assert isinstance(model, SequenceGroupComposition) and info["classifier"]
+    assert isinstance(model, SequenceGroupComposition) and info.classifier
     predictions = tmp_path / "predictions.tsv"
     result = CliRunner().invoke(cli, ["predict", "--model", str(out / "checkpoints" / "best_model.pt"),
                                       "--table", str(table), "--output", str(predictions), "--batch-size", "5"])
@@ -283,7 +283,7 @@ def test_forest_blend_weight_is_chosen_on_inner_folds_and_used_by_predict(tmp_pa
     assert max(r["auroc"] for r in blend["grid"]) == pytest.approx(
         next(r["auroc"] for r in blend["grid"] if r["forest_weight"] == weight))
     _, info = load_predictor(out / "checkpoints" / "best_model.pt")
-    assert info["forest_weight"] == weight
+    assert info.forest_weight == weight
     bundle = load_forest(out / "forest.joblib")
     assert bundle["classifier"] and bundle["metadata_column"] == "disease"
     from aam.workflows.inspect import format_card, model_card

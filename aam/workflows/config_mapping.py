@@ -8,10 +8,11 @@ from typing import Any
 
 from aam.errors import AamError
 from aam.models import EncoderConfig, PredictorConfig
+from aam.training.config import TrainerConfig
 from aam.training.losses import validate_quantiles
-from aam.training.trainer import TrainerConfig
 
 log = logging.getLogger("aam")
+ENCODER, PREDICTOR, TRAINER = EncoderConfig(), PredictorConfig(), TrainerConfig()  # defaults of missing options
 
 LEGACY_OUTPUT_FLAGS = {
     "bounded_targets": ("--bounded-targets", "bounded"),
@@ -28,7 +29,7 @@ def encoder_config_from_options(opts: dict[str, Any]) -> EncoderConfig:
             token_limit=opts["token_limit"], count_embedding=opts["count_embedding"],
             count_embedding_method=opts["count_embedding_method"], nuc_mask_ratio=opts["nuc_mask_ratio"],
             nuc_mask_strategy=opts["nuc_mask_strategy"], gradient_checkpointing=opts["gradient_checkpointing"],
-            asv_chunk_size=opts.get("asv_chunk_size") or None, kmer_size=opts.get("kmer_size", 0),
+            asv_chunk_size=opts.get("asv_chunk_size") or None, kmer_size=opts.get("kmer_size", ENCODER.kmer_size),
             distance_metric=opts["unifrac_metric"],
         )
     except ValueError as err:
@@ -87,7 +88,7 @@ def predictor_config_from_options(opts: dict[str, Any], *, out_dim: int, cardina
             output_constraint=output_constraint_from_options(opts), regressor_hidden_dims=hidden,
             regressor_dropout=opts["regressor_dropout"], residual_regression_head=opts["residual_regression_head"],
             target_layer_norm=opts["target_layer_norm"],
-            target_pooling=opts.get("target_pooling", "attention"), freeze_base=bool(opts.get("freeze_base")),
+            target_pooling=opts.get("target_pooling", PREDICTOR.target_pooling), freeze_base=bool(opts.get("freeze_base")),
         )
     except ValueError as err:
         raise AamError(str(err), source="model options") from None
@@ -106,10 +107,10 @@ def trainer_config_from_options(opts: dict[str, Any], *, best_metric: str) -> Tr
         gradient_accumulation_steps=opts["gradient_accumulation_steps"],
         mixed_precision=None if mixed in (None, "none") else mixed, compile_model=opts["compile_model"],
         best_metric=best_metric, mask_nucleotides=opts["nuc_mask_ratio"] > 0 and opts["nuc_penalty"] > 0
-        and not opts.get("freeze_base"), log_grad_norms=opts.get("log_grad_norms", False),
+        and not opts.get("freeze_base"), log_grad_norms=opts.get("log_grad_norms", TRAINER.log_grad_norms),
         progress=opts.get("verbose", True), ema_decay=opts.get("ema_decay"),
         memory_profile=bool(opts.get("memory_profile")),
         checkpoint_every_steps=opts.get("checkpoint_every_steps"),
-        progress_interval=opts.get("progress_interval", 60.0),
-        attn_implementation=opts.get("attn_implementation") or "sdpa", tf32=bool(opts.get("tf32")),
+        progress_interval=opts.get("progress_interval", TRAINER.progress_interval),
+        attn_implementation=opts.get("attn_implementation") or TRAINER.attn_implementation, tf32=bool(opts.get("tf32")),
     )

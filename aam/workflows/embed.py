@@ -19,6 +19,7 @@ from aam.models import SequenceEncoder, SequencePredictor
 from aam.models.layers import attention_backend
 from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
 from aam.training.checkpoint import load_checkpoint
+from aam.training.data_config import DataConfig
 from aam.training.runtime import configure_threads, resolve_device
 from aam.workflows.common import load_amplicon_data
 from aam.workflows.predict import model_from_checkpoint
@@ -29,7 +30,7 @@ OUTPUT_SUFFIXES = (".tsv", ".npy")
 ASV_CHUNK = 256  # distinct ASVs encoded per forward pass
 
 
-def load_encoder(path: str | Path, device: torch.device) -> tuple[SequenceEncoder, dict]:
+def load_encoder(path: str | Path, device: torch.device) -> tuple[SequenceEncoder, DataConfig]:
     """The encoder (the base of a trained model, or a pretrained encoder) of a checkpoint, in eval mode."""
     checkpoint = load_checkpoint(path, map_location="cpu", expected_kind=("encoder", "predictor"))
     if checkpoint["model_config"].get("model_type") == SEQUENCE_GROUPS:
@@ -37,7 +38,9 @@ def load_encoder(path: str | Path, device: torch.device) -> tuple[SequenceEncode
                        source=str(path), hint="give a pretrained_encoder.pt or a transformer model")
     model = model_from_checkpoint(checkpoint, path)
     encoder = model.base if isinstance(model, SequencePredictor) else model
-    return encoder.to(device).eval(), checkpoint.get("data") or {}
+    recorded = {"max_bp": encoder.config.max_bp, "token_limit": encoder.config.token_limit,
+                **(checkpoint.get("data") or {})}  # a checkpoint without data reads as its model does
+    return encoder.to(device).eval(), DataConfig.from_dict(recorded)
 
 
 def _check_output(path: str, flag: str) -> None:
@@ -67,8 +70,8 @@ def run_embed(*, model_path: str, table: str, output: str, sequences: str | None
     torch_device = resolve_device(device)
     configure_threads(torch_device)
     encoder, info = load_encoder(model_path, torch_device)
-    data = load_amplicon_data(table, sequences_path=sequences, max_bp=int(info.get("max_bp", encoder.config.max_bp)))
-    dataset = SampleDataset(data, None, None, None, int(info.get("token_limit", 1024)), "abundance", 0)
+    data = load_amplicon_data(table, sequences_path=sequences, max_bp=info.max_bp)
+    dataset = SampleDataset(data, None, None, None, info.token_limit, "abundance", 0)
     if dataset.skipped_ids:
         log.warning("skipped %d sample(s) with no usable ASV", len(dataset.skipped_ids))
     loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), batch_size, shuffle=False)

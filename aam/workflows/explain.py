@@ -39,6 +39,7 @@ from aam.training.attribution import (
     occlusion_effects,
     shared_asv_embeddings,
 )
+from aam.training.data_config import DataConfig
 from aam.training.runtime import configure_threads, resolve_device
 from aam.workflows.common import load_amplicon_data, run_directory, write_run_config
 from aam.workflows.predict import _check_compatible, load_predictor, member_inputs
@@ -79,21 +80,21 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
     configure_threads(torch_device)
     with run_directory(output_dir, resume=False) as out:
         members, data, decoder = [], None, None
-        first_info: dict[str, Any] = {}
+        first_info = DataConfig()
         for i, path in enumerate(paths):
             model, info = load_predictor(path, torch_device)
             if method == "gradient" and not isinstance(model, SequencePredictor):
                 raise AamError("gradient attribution needs a transformer model", source="--method",
                                hint="use --method occlusion (works for every model)")
-            if method == "gradient" and info.get("quantiles"):
+            if method == "gradient" and info.quantiles:
                 raise AamError("gradient attribution does not support quantile heads", source="--method",
                                hint="use --method occlusion")
             if i == 0:
                 first_info = info
-                data = load_amplicon_data(table, sequences_path=sequences, max_bp=int(info.get("max_bp", 150)))
+                data = load_amplicon_data(table, sequences_path=sequences, max_bp=info.max_bp)
             else:
                 _check_compatible(first_info, info, paths[0], path)
-                if int(info.get("max_bp", 150)) != int(first_info.get("max_bp", 150)):
+                if info.max_bp != first_info.max_bp:
                     raise AamError("ensemble members read sequences of different lengths (--max-bp)", source=path)
             dataset, decoder = member_inputs(info, data, frame, metadata, None)
             loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), batch_size, shuffle=False)
@@ -120,12 +121,11 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
     return summary
 
 
-def _attribute(model, loader, decoder, method: str, info: dict[str, Any]) -> MemberResult:
+def _attribute(model, loader, decoder, method: str, info: DataConfig) -> MemberResult:
     """Answers, per-ASV effects, categorical effects and fusion diagnostics of one model."""
     device = next(model.parameters()).device
     read = answer_reader(decoder)
-    encoder = (CategoricalEncoder.from_dict(info["categorical_encoder"]) if info.get("categorical_encoder")
-               else None)
+    encoder = CategoricalEncoder.from_dict(dict(info.categorical_encoder)) if info.categorical_encoder else None
     result = MemberResult()
     for batch in loader:
         batch = batch.to(device)
@@ -380,7 +380,7 @@ def _answers_after_removal(model, loader, read, plans, keys) -> np.ndarray:
     return result
 
 
-def _categorical_outputs(out: Path, members: list[MemberResult], info: dict[str, Any],
+def _categorical_outputs(out: Path, members: list[MemberResult], info: DataConfig,
                          classes: list[str]) -> list[str]:
     """``categorical_effects.tsv`` and (gmu, cross-attention) ``fusion.tsv``, when the model has categoricals."""
     written = []

@@ -39,7 +39,7 @@ def model_card(path: str | Path) -> dict[str, Any]:
         encoder = data.get("categorical_encoder") or {}
         card["categorical_levels"] = {column: sorted(levels, key=str) for column, levels in
                                       (encoder.get("mappings") or {}).items()}
-        if "forest_weight" in data:
+        if data.get("forest_weight") is not None:
             card["forest_weight"] = data["forest_weight"]
     training_asvs = data.get("training_asvs")
     card["training"] = {

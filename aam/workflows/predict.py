@@ -24,6 +24,7 @@ from aam.models.layers import attention_backend
 from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
 from aam.models.sequence_groups import SequenceGroupComposition, SequenceGroupsConfig
 from aam.training.checkpoint import load_checkpoint
+from aam.training.data_config import DataConfig
 from aam.training.prediction import PredictionDecoder
 from aam.training.runtime import configure_threads, resolve_device
 from aam.training.trainer import forward_batch
@@ -52,11 +53,11 @@ def model_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> torch
     return model
 
 
-def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, DataConfig]:
     """The exact model of a ``predictor`` checkpoint (a SequencePredictor, or a SequenceGroupComposition for
-    ``--model-type sequence-groups``; weights on ``device``, eval mode) and its data info."""
+    ``--model-type sequence-groups``; weights on ``device``, eval mode) and its data config."""
     checkpoint = load_checkpoint(path, map_location="cpu", expected_kind="predictor")
-    return model_from_checkpoint(checkpoint, path).to(device).eval(), checkpoint.get("data", {})
+    return model_from_checkpoint(checkpoint, path).to(device).eval(), DataConfig.from_dict(checkpoint.get("data"))
 
 
 def run_predict(*, model_path: str | Sequence[str], table: str, output: str, metadata: str | None = None,
@@ -98,14 +99,14 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
     tables: dict[int, Any] = {}  # the tokenised table per max_bp (members usually share one)
     frame = read_metadata(metadata) if metadata is not None else None
     passes: list[pd.DataFrame] = []
-    first_info: dict[str, Any] = {}
+    first_info = DataConfig()
     for i, path in enumerate(paths):  # one member in memory at a time
         model, info = load_predictor(path, torch_device)
         if i == 0:
             first_info = info
         else:
             _check_compatible(first_info, info, paths[0], path)
-        max_bp = int(info.get("max_bp", 150))
+        max_bp = info.max_bp
         if max_bp not in tables:
             tables[max_bp] = load_amplicon_data(table, sequences_path=sequences, max_bp=max_bp)
         data = tables[max_bp]
@@ -117,14 +118,15 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
             passes += [_one_pass(model, loader, decoder, dataset, epoch) for epoch in range(prediction_passes)]
         del model
     result = _combine_passes(_align(passes, paths), decoder, output_variance or len(passes) > 1)
-    if first_info.get("training_asvs") is not None:
-        result["unseen_read_share"] = _unseen_shares(tables[int(first_info.get("max_bp", 150))], first_info,
+    if first_info.training_asvs is not None:
+        result["unseen_read_share"] = _unseen_shares(tables[first_info.max_bp], first_info,
                                                      result["sample_id"])
     if bundle is not None:
         if forest_weight is None:
-            forest_weight = float(first_info.get("forest_weight", 0.5))
-            log.info("forest weight %.2f (%s)", forest_weight, "chosen by the model's inner cross-validation"
-                     if "forest_weight" in first_info else "the default; the model records no --forest-blend")
+            recorded = first_info.forest_weight
+            forest_weight = 0.5 if recorded is None else float(recorded)
+            log.info("forest weight %.2f (%s)", forest_weight, "the default; the model records no --forest-blend"
+                     if recorded is None else "chosen by the model's inner cross-validation")
         result = _with_forest(result, bundle, first_info, table, forest, forest_weight, decoder)
     if q2_metadata:
         write_q2_metadata(output, result)
@@ -134,24 +136,23 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
     return result
 
 
-def member_inputs(info: dict[str, Any], data, frame: pd.DataFrame | None, metadata: str | None,
+def member_inputs(info: DataConfig, data, frame: pd.DataFrame | None, metadata: str | None,
                   sample_ids: Sequence[str] | None, sampling: str = "abundance",
                   seed: int | None = None) -> tuple[SampleDataset, PredictionDecoder]:
     """One checkpoint's view of the table (its token limit, categoricals and per-category scaling; only
     ``sample_ids`` when given) and the decoder of its answers into original units."""
     member_frame = frame if frame is not None else _no_metadata(info, data.sample_ids)
     categoricals = _categoricals(member_frame, info, data.sample_ids, metadata)
-    groups = (category_keys(member_frame, data.sample_ids, info["normalize_by"])
-              if info.get("normalize_by") else None)
+    groups = (category_keys(member_frame, data.sample_ids, list(info.normalize_by))
+              if info.normalize_by else None)
     rows = None
     if sample_ids is not None:
         rows = data.rows_of([str(i) for i in sample_ids])
         categoricals = None if categoricals is None else categoricals[rows]
-    dataset = SampleDataset(data, rows, None, categoricals, info.get("token_limit", 1024), sampling, seed)
+    dataset = SampleDataset(data, rows, None, categoricals, info.token_limit, sampling, seed)
     decoder = PredictionDecoder(
-        transform=transform_from_dict(info["target_transform"]) if info.get("target_transform") else None,
-        groups=groups, classifier=bool(info.get("classifier")), class_labels=info.get("class_labels") or (),
-        quantiles=info.get("quantiles"))
+        transform=transform_from_dict(dict(info.target_transform)) if info.target_transform else None,
+        groups=groups, classifier=info.classifier, class_labels=info.class_labels, quantiles=info.quantiles)
     return dataset, decoder
 
 
@@ -171,10 +172,10 @@ def parse_forest_weight(value: float | str | None) -> float | None:
 HIGH_UNSEEN_SHARE = 0.5  # a sample with more of its reads in unseen ASVs than this is flagged in the log
 
 
-def _unseen_shares(data, info: dict[str, Any], sample_ids: pd.Series) -> np.ndarray:
+def _unseen_shares(data, info: DataConfig, sample_ids: pd.Series) -> np.ndarray:
     """Each predicted sample's share of reads in ASVs the (first) model never saw in training; logged, and a
     warning once when many samples are mostly unseen."""
-    shares = unseen_read_share(data.counts, data.tokens, info["training_asvs"])
+    shares = unseen_read_share(data.counts, data.tokens, info.training_asvs)
     index = {s: i for i, s in enumerate(data.sample_ids)}
     values = shares[[index[s] for s in sample_ids]]
     high = int((values > HIGH_UNSEEN_SHARE).sum())
@@ -187,14 +188,14 @@ def _unseen_shares(data, info: dict[str, Any], sample_ids: pd.Series) -> np.ndar
     return values
 
 
-def _with_forest(result: pd.DataFrame, bundle: dict[str, Any], info: dict[str, Any], table: str, path: str,
+def _with_forest(result: pd.DataFrame, bundle: dict[str, Any], info: DataConfig, table: str, path: str,
                  weight: float, decoder: PredictionDecoder) -> pd.DataFrame:
     """AAM's prediction averaged with the forest's: ``(1 - weight) * AAM + weight * forest`` (class
     probabilities for classifiers, then their argmax)."""
     from aam.workflows.rf_baseline import predict_forest
 
-    if bool(bundle["classifier"]) != bool(info.get("classifier")) or (
-            bundle["metadata_column"] != info.get("metadata_column", bundle["metadata_column"])):
+    if bool(bundle["classifier"]) != info.classifier or (
+            bundle["metadata_column"] != (info.metadata_column or bundle["metadata_column"])):
         raise AamError(f"the forest predicts {bundle['metadata_column']!r} "
                        f"({'classes' if bundle['classifier'] else 'a number'}), not the model's target",
                        source=path, hint="fit the forest on the same --metadata-column and task")
@@ -218,11 +219,11 @@ def _with_forest(result: pd.DataFrame, bundle: dict[str, Any], info: dict[str, A
     return result
 
 
-def _check_compatible(first: dict[str, Any], info: dict[str, Any], first_path: str, path: str) -> None:
+def _check_compatible(first: DataConfig, info: DataConfig, first_path: str, path: str) -> None:
     """Ensemble members must answer the same question in the same units."""
     for key, what in (("classifier", "task (regression or classification)"), ("class_labels", "classes"),
                       ("quantiles", "quantile levels")):
-        if (info.get(key) or None) != (first.get(key) or None):
+        if (getattr(info, key) or None) != (getattr(first, key) or None):
             raise AamError(f"ensemble member differs in {what} from {first_path}", source=path,
                            hint="pass checkpoints trained on the same --metadata-column and task")
 
@@ -241,20 +242,20 @@ def _align(passes: list[pd.DataFrame], paths: list[str]) -> list[pd.DataFrame]:
     return aligned
 
 
-def _no_metadata(info: dict[str, Any], sample_ids: list[str]) -> pd.DataFrame:
+def _no_metadata(info: DataConfig, sample_ids: list[str]) -> pd.DataFrame:
     """The empty metadata frame of a run without --metadata (an error if the model needs columns)."""
-    columns = sorted(set(info.get("categorical_columns") or []) | set(info.get("normalize_by") or []))
+    columns = sorted(set(info.categorical_columns) | set(info.normalize_by or ()))
     if columns:
         raise AamError(f"this model uses metadata columns {', '.join(columns)}", source="--metadata",
                        hint="pass --metadata FILE.tsv with those columns")
     return pd.DataFrame(index=pd.Index(sample_ids, name="sample_id"))
 
 
-def _categoricals(frame: pd.DataFrame, info: dict[str, Any], sample_ids: list[str],
+def _categoricals(frame: pd.DataFrame, info: DataConfig, sample_ids: list[str],
                   source: str | None) -> np.ndarray | None:
-    if not info.get("categorical_encoder"):
+    if not info.categorical_encoder:
         return None
-    encoder = CategoricalEncoder.from_dict(info["categorical_encoder"])
+    encoder = CategoricalEncoder.from_dict(dict(info.categorical_encoder))
     missing_columns = [c for c in encoder.columns if c not in frame.columns]
     if missing_columns:
         raise AamError(f"metadata lacks the model's categorical column(s) {', '.join(missing_columns)}",

@@ -16,6 +16,7 @@ from aam.models import SequenceEncoder
 from aam.models.summary import model_summary
 from aam.training.calibration import calibrate_distance_head
 from aam.training.checkpoint import Snapshot
+from aam.training.data_config import DataConfig
 from aam.training.distributed import check_identical
 from aam.training.losses import MultiTaskLoss
 from aam.training.plots import loss_curves, prediction_scatter
@@ -77,8 +78,8 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
     config = encoder_config_from_options(opts)
     model = SequenceEncoder(config)
     log.info("model:\n%s", model_summary(model))
-    data_info = {"max_bp": opts["max_bp"], "token_limit": opts["token_limit"], "asv_sampling": opts["asv_sampling"],
-                 "unifrac_metric": opts["unifrac_metric"], "seed": seed}
+    data_info = DataConfig(max_bp=opts["max_bp"], token_limit=opts["token_limit"], asv_sampling=opts["asv_sampling"],
+                           unifrac_metric=opts["unifrac_metric"], seed=seed).to_dict()
 
     encoder_stem = output_dir / "pretrained_encoder"
 

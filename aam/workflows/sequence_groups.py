@@ -16,6 +16,7 @@ from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
 from aam.models.sequence_groups import SequenceGroupComposition, SequenceGroupsConfig
 from aam.training.checkpoint import save_checkpoint
+from aam.training.data_config import DataConfig
 from aam.training.prediction import PredictionDecoder
 from aam.training.sequence_groups_fit import fit_sequence_groups
 from aam.training.trainer import FitResult
@@ -104,13 +105,12 @@ def train_sequence_groups(opts: dict[str, Any], output_dir: Path, main: bool, da
     log.info("inner out-of-fold scores (%s, %d ASVs in %s groups): %s", fit.inner_scheme, fit.n_asvs,
              "+".join(map(str, config.group_counts)), "  ".join(f"{k}={v:.4g}" for k, v in scores.items()))
 
-    data_info = {
-        "max_bp": opts["max_bp"], "token_limit": ALL_ASVS, "asv_sampling": "abundance", "metadata_column":
-        opts["metadata_column"].strip(), "classifier": classifier, "class_labels": setup.class_labels,
-        "target_transform": setup.transform.to_dict() if setup.transform is not None else None,
-        "normalize_by": setup.normalize_by, "categorical_columns": [], "categorical_encoder": None,
-        "quantiles": None, "seed": seed,
-    }
+    data_info = DataConfig(
+        max_bp=opts["max_bp"], token_limit=ALL_ASVS, asv_sampling="abundance",
+        metadata_column=opts["metadata_column"].strip(), classifier=classifier,
+        class_labels=setup.class_labels or (),
+        target_transform=setup.transform.to_dict() if setup.transform is not None else None,
+        normalize_by=setup.normalize_by, seed=seed)
     report = {"model_type": config.model_type, "parameter": fit.parameter, "chosen": fit.chosen,
               "scoring": fit.scoring, "inner_scheme": fit.inner_scheme, "grid": fit.grid, "n_samples": len(ids),
               "n_asvs": fit.n_asvs, "group_sizes": {str(k): v for k, v in fit.group_sizes.items()},
@@ -119,16 +119,19 @@ def train_sequence_groups(opts: dict[str, Any], output_dir: Path, main: bool, da
         choice = fit_forest_blend(data.counts[rows], data.asv_ids, ids, setup.actual, fit.splits, frame, classifier,
                                   opts["metadata_column"].strip(), seed, output_dir if main else None)
         report["forest_blend"] = choice.to_dict()
-        data_info["forest_weight"] = choice.weight
+        data_info = data_info.replace(forest_weight=choice.weight)
     if main:
         write_tsv(output_dir / "val_predictions.tsv", frame)
         write_json(output_dir / "sequence_groups.json", report)
         save_checkpoint(output_dir / "checkpoints" / "best_model.pt", kind="predictor",
                         model_config=config.to_dict(), model=model,
-                        data={**data_info, "training_asvs": training_fingerprints(data.counts, data.tokens, rows),
-                              "run": {**run, "inner_scores": scores, "chosen": {fit.parameter: fit.chosen}}})
+                        data=data_info.replace(
+                            training_asvs=training_fingerprints(data.counts, data.tokens, rows),
+                            run={**run, "inner_scores": scores, "chosen": {fit.parameter: fit.chosen}}).to_dict())
         write_run_config(output_dir, "train", {**opts, "seed": seed},
-                         {"model_config": config.to_dict(), "data": data_info, "n_train": len(ids), "n_val": 0})
+                         {"model_config": config.to_dict(),
+                          "data": {k: v for k, v in data_info.to_dict().items() if k not in ("training_asvs", "run")},
+                          "n_train": len(ids), "n_val": 0})
     log.info("saved %s (inner out-of-fold predictions in val_predictions.tsv)",
              output_dir / "checkpoints" / "best_model.pt")
     key = "auroc" if classifier else "mae"

@@ -25,6 +25,7 @@ from aam.models import SequencePredictor
 from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
 from aam.models.summary import model_summary
 from aam.training.checkpoint import Snapshot, load_checkpoint
+from aam.training.data_config import DataConfig
 from aam.training.distributed import check_identical
 from aam.training.losses import MultiTaskLoss, build_target_loss
 from aam.training.metrics import default_best_metric
@@ -138,17 +139,17 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
         model.freeze_base(True)
     log.info("model:\n%s", model_summary(model))
 
-    data_info = {
-        "max_bp": opts["max_bp"], "token_limit": opts["token_limit"], "asv_sampling": opts["asv_sampling"],
-        "metadata_column": column, "classifier": bool(opts["classifier"]), "class_labels": setup.class_labels,
-        "target_transform": setup.transform.to_dict() if setup.transform is not None else None,
-        "normalize_by": setup.normalize_by, "categorical_columns": categorical_columns,
-        "categorical_encoder": encoder.to_dict() if encoder else None, "quantiles": config.quantiles, "seed": seed,
-    }
+    data_info = DataConfig(
+        max_bp=opts["max_bp"], token_limit=opts["token_limit"], asv_sampling=opts["asv_sampling"],
+        metadata_column=column, classifier=bool(opts["classifier"]), class_labels=setup.class_labels or (),
+        target_transform=setup.transform.to_dict() if setup.transform is not None else None,
+        normalize_by=setup.normalize_by, categorical_columns=categorical_columns,
+        categorical_encoder=encoder.to_dict() if encoder else None, quantiles=config.quantiles, seed=seed)
     best_metric = opts.get("best_metric") or default_best_metric(opts["classifier"])
 
-    checkpoint_data = {**data_info, "training_asvs": training_fingerprints(data.counts, data.tokens, train_rows),
-                       "run": run_record(opts, seed, len(train_ids), len(val_ids), groups)}
+    checkpoint_data = data_info.replace(
+        training_asvs=training_fingerprints(data.counts, data.tokens, train_rows),
+        run=run_record(opts, seed, len(train_ids), len(val_ids), groups)).to_dict()
 
     def save(name: str, snapshot: Snapshot) -> Path:  # on every rank
         return snapshot.write(output_dir / "checkpoints" / f"{name}_model", kind="predictor",
@@ -179,7 +180,7 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
                                                       resumed=resumed is not None)
     if main:
         write_run_config(output_dir, "train", {**opts, "seed": seed, "best_metric": best_metric},
-                         {"model_config": config.to_dict(), "data": data_info, "n_train": len(train_ids),
+                         {"model_config": config.to_dict(), "data": _without_fingerprints(data_info), "n_train": len(train_ids),
                           "n_val": len(val_ids)})
     if opts.get("find_lr"):
         return _report_lr_range(trainer, train_loader, output_dir, main)
@@ -199,6 +200,11 @@ def run_record(opts: dict[str, Any], seed: int, n_train: int, n_val: int, groups
     return {"command": "train", "options": {k: v for k, v in opts.items() if k != "config"}, "seed": seed,
             "n_train": n_train, "n_val": n_val, "group_column": opts.get("group_column"),
             "n_groups": None if groups is None else int(len(np.unique(groups)))}
+
+
+def _without_fingerprints(data_info: DataConfig) -> dict[str, Any]:
+    """The data config for config.json: everything but the (long) training-ASV fingerprints and the run."""
+    return {k: v for k, v in data_info.to_dict().items() if k not in ("training_asvs", "run")}
 
 
 def _run_sequence_groups(opts: dict[str, Any], output_dir: Path, session: Session, data, metadata: pd.DataFrame,
