@@ -23,7 +23,7 @@ from aam.data.dataset import SampleDataset, collate_samples
 from aam.models.asv_encoder import gather_asv_embeddings
 from aam.models.config import EncoderConfig
 from aam.models.sequence_encoder import SequenceEncoder
-from aam.workflows.common import load_amplicon_data
+from aam.workflows.inputs import load_amplicon_data
 
 DATA = "/work/shared/data"
 

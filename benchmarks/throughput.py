@@ -102,7 +102,7 @@ def prepare_inputs(config: BenchConfig, n_batches: int, seed: int, out: Path) ->
     """
     from aam.data.dataset import SampleDataset
     from aam.data.metadata import read_metadata
-    from aam.workflows.common import load_amplicon_data, load_distance_targets
+    from aam.workflows.inputs import load_amplicon_data, load_distance_targets
 
     data = load_amplicon_data(DATA / "oral_dev.biom", max_bp=config.max_bp)
     ages = read_metadata(DATA / "oral_dev_metadata.tsv")["age"].astype(float)

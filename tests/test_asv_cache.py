@@ -8,7 +8,7 @@ import torch
 from aam.models import EncoderConfig, PredictorConfig, SequencePredictor
 from aam.training.asv_cache import encode_all_asvs
 from aam.training.trainer import forward_batch
-from aam.workflows.common import build_loaders, load_amplicon_data
+from aam.workflows.inputs import build_loaders, load_amplicon_data
 
 
 def test_cached_embeddings_reproduce_the_encoder(synthetic_dir):

@@ -8,7 +8,7 @@ import torch
 from aam.models import EncoderConfig, SequenceEncoder
 from aam.training.calibration import calibrate_distance_head
 from aam.training.trainer import forward_batch
-from aam.workflows.common import build_loaders, load_amplicon_data, load_distance_targets
+from aam.workflows.inputs import build_loaders, load_amplicon_data, load_distance_targets
 
 
 def test_calibrated_predictions_match_mean_target(synthetic_dir):

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
 from aam.cli import cli
-from aam.workflows import common
+from aam.workflows import samples
 
 TINY = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--token-limit", "24",
         "--max-bp", "150", "--batch-size", "8", "--seed", "3", "--device", "cpu", "--quiet"]
@@ -102,7 +102,7 @@ def test_outputs_score_both_methods_on_the_same_folds(grouped_run, synthetic_dir
 
 
 def test_classifier_folds_are_stratified_and_scored_by_auroc(synthetic_dir, subjects, tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "_SUGGESTED", set())
+    monkeypatch.setattr(samples, "_SUGGESTED", set())
     out = tmp_path / "cls"
     result = run_ok(*_cv(synthetic_dir, subjects[0], out, "--metadata-column", "label", "--classifier",
                          "--n-folds", 3, "--epochs", 1))
@@ -179,7 +179,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(synthetic_dir, subj
 
 # ----------------------------------------------------------------------------- --group-column on each command
 def test_train_splits_by_group_and_suggests_the_column(synthetic_dir, subjects, tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "_SUGGESTED", set())
+    monkeypatch.setattr(samples, "_SUGGESTED", set())
     base = ["train", "--table", synthetic_dir["table"], "--metadata", subjects[0], "--metadata-column", "target",
             "--epochs", 1, *TINY]
     run_ok(*base, "--group-column", "subject", "--output-dir", tmp_path / "grouped")

@@ -22,7 +22,7 @@ from aam.data.synthetic import make_clade_driven_dataset, write_synthetic_datase
 from aam.data.taxonomy import read_taxonomy, short_name
 from aam.errors import AamError
 from aam.training.attribution import answer_reader, gradient_effects, occlusion_effects
-from aam.workflows.common import load_amplicon_data
+from aam.workflows.inputs import load_amplicon_data
 from aam.workflows.predict import load_predictor, member_inputs
 
 SMALL = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--token-limit", "32",

@@ -8,7 +8,7 @@ import torch
 from aam.data.metadata import read_metadata
 from aam.models import EncoderConfig, PredictorConfig, SequencePredictor
 from aam.training.trainer import forward_batch
-from aam.workflows.common import build_loaders, load_amplicon_data
+from aam.workflows.inputs import build_loaders, load_amplicon_data
 
 
 def test_predictor_fits_the_synthetic_target(synthetic_dir):

@@ -19,7 +19,7 @@ from aam.data.novelty import (
 from aam.data.sequences import tokenize
 from aam.data.synthetic import _write_biom
 from aam.training.checkpoint import load_checkpoint
-from aam.workflows.common import load_amplicon_data
+from aam.workflows.inputs import load_amplicon_data
 
 
 def test_fingerprints_follow_the_sequence_not_its_position():

@@ -18,7 +18,7 @@ from aam.data.qiime2 import artifact_type
 from aam.data.sequences import read_fasta
 from aam.errors import AamError
 from aam.unifrac.tree import load_tree
-from aam.workflows.common import load_amplicon_data
+from aam.workflows.inputs import load_amplicon_data
 
 
 def make_artifact(path: Path, semantic_type: str, fmt: str, payload: dict[str, bytes], version: int = 5) -> Path:

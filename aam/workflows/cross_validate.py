@@ -34,9 +34,10 @@ from aam.fileio import write_json, write_tsv
 from aam.training.metrics import metric_direction
 from aam.training.preemption import RunInterrupted
 from aam.training.runtime import configure_logging
-from aam.workflows.common import check_options, sample_groups
 from aam.workflows.forest_blend import FOREST_FILE, blend
+from aam.workflows.samples import sample_groups
 from aam.workflows.scoring import probability_columns, score_predictions, scores_by
+from aam.workflows.session import check_options
 
 log = logging.getLogger("aam")
 
@@ -135,7 +136,7 @@ def _chosen_folds(opts: dict[str, Any], folds: dict[str, list[str]]) -> list[str
 
 def _usable_samples(opts: dict[str, Any]) -> tuple[list[str], pd.DataFrame, str]:
     """Ids of the table with a usable target (minus ``--exclude-samples``), the metadata and the target."""
-    from aam.workflows.common import exclude_samples
+    from aam.workflows.samples import exclude_samples
     from aam.workflows.train import _ids_with_target
 
     metadata = read_metadata(opts["metadata"])

@@ -21,7 +21,7 @@ from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
 from aam.training.checkpoint import load_checkpoint
 from aam.training.data_config import DataConfig
 from aam.training.runtime import configure_threads, resolve_device
-from aam.workflows.common import load_amplicon_data
+from aam.workflows.inputs import load_amplicon_data
 from aam.workflows.predict import model_from_checkpoint
 
 log = logging.getLogger("aam")

@@ -41,8 +41,9 @@ from aam.training.attribution import (
 )
 from aam.training.data_config import DataConfig
 from aam.training.runtime import configure_threads, resolve_device
-from aam.workflows.common import load_amplicon_data, run_directory, write_run_config
+from aam.workflows.inputs import load_amplicon_data
 from aam.workflows.predict import _check_compatible, load_predictor, member_inputs
+from aam.workflows.run_folder import run_directory, write_run_config
 
 log = logging.getLogger("aam")
 

@@ -28,8 +28,8 @@ from aam.training.data_config import DataConfig
 from aam.training.prediction import PredictionDecoder
 from aam.training.runtime import configure_threads, resolve_device
 from aam.training.trainer import forward_batch
-from aam.workflows.common import load_amplicon_data
-from aam.workflows.session import load_weights
+from aam.workflows.inputs import load_amplicon_data
+from aam.workflows.resume import load_weights
 
 log = logging.getLogger("aam")
 

@@ -133,7 +133,7 @@ def _own_split(table_ids: list[str], frame: pd.DataFrame, column: str, classifie
                group_column: str | None, test_size: float, seed: int, output: str) -> tuple[list[str], list[str]]:
     """A split made here (no lists, no folds) as ``aam train`` makes it, written beside ``output`` so
     ``aam train --val-samples`` can reuse it."""
-    from aam.workflows.common import sample_groups, split_samples
+    from aam.workflows.samples import sample_groups, split_samples
 
     ids = _usable([s for s in table_ids if s in frame.index], table_ids, frame, column, classifier, metadata,
                   "--metadata")

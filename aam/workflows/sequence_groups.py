@@ -20,8 +20,8 @@ from aam.training.data_config import DataConfig
 from aam.training.prediction import PredictionDecoder
 from aam.training.sequence_groups_fit import fit_sequence_groups
 from aam.training.trainer import FitResult
-from aam.workflows.common import write_run_config
 from aam.workflows.forest_blend import fit_forest_blend
+from aam.workflows.run_folder import write_run_config
 from aam.workflows.scoring import score_predictions
 
 log = logging.getLogger("aam")

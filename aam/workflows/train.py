@@ -33,22 +33,13 @@ from aam.training.plots import confusion_matrix_plot, loss_curves, prediction_sc
 from aam.training.prediction import PredictionDecoder
 from aam.training.runtime import configure_logging
 from aam.training.trainer import EvalResult, FitResult, Trainer
-from aam.workflows.common import (
-    Session,
-    adopt_batch_size,
-    build_loaders,
-    check_options,
-    exclude_samples,
-    load_amplicon_data,
-    load_distance_targets,
-    run_in_session,
-    sample_groups,
-    split_samples,
-    write_run_config,
-)
 from aam.workflows.config_mapping import predictor_config_from_options, trainer_config_from_options
+from aam.workflows.inputs import build_loaders, load_amplicon_data, load_distance_targets
+from aam.workflows.resume import load_resume_weights, load_weights, open_writer, resume_into
+from aam.workflows.run_folder import write_run_config
+from aam.workflows.samples import exclude_samples, sample_groups, split_samples
 from aam.workflows.sequence_groups import check_sequence_groups_options, train_sequence_groups
-from aam.workflows.session import load_resume_weights, load_weights, open_writer, resume_into
+from aam.workflows.session import Session, adopt_batch_size, check_options, run_in_session
 
 log = logging.getLogger("aam")
 
