@@ -244,3 +244,18 @@ def test_errors_are_one_line_and_leave_nothing(models, clade_data, tmp_path):
         assert named in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
         assert not out.exists()
+
+
+def test_samples_file_explains_a_subset(models, clade_data, tmp_path):
+    ids = pd.read_csv(clade_data["metadata"], sep="\t")["sample_id"].astype(str).tolist()[:10]
+    listed = tmp_path / "ids.txt"
+    listed.write_text("\n".join(ids) + "\n")
+    run_cli("explain", "--model", models["groups"], "--table", clade_data["table"], "--samples", listed,
+            "--output-dir", tmp_path / "out", "--device", "cpu", "--quiet")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_samples"] == 10
+    assert set(pd.read_csv(tmp_path / "out" / "sample_top_asvs.tsv", sep="\t")["sample_id"].astype(str)) == set(ids)
+    assert (pd.read_csv(tmp_path / "out" / "asv_importance.tsv", sep="\t")["n_samples"] <= 10).all()
+    listed.write_text("S001\nnot_a_sample\n")
+    result = run_cli("explain", "--model", models["groups"], "--table", clade_data["table"], "--samples", listed,
+                     "--output-dir", tmp_path / "bad", "--device", "cpu", "--quiet", code=2)
+    assert "ids.txt" in result.output and "not_a_sample" in result.output and not (tmp_path / "bad").exists()

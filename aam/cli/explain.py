@@ -19,6 +19,9 @@ from aam.cli import options as o
              help="FASTA (or FeatureData[Sequence] .qza) mapping hashed feature ids to sequences."),
     o.option("--metadata", type=click.Path(dir_okay=False), default=None, section="Input",
              help="Metadata TSV with the model's categorical columns (needed when it was trained with them)."),
+    o.option("--samples", type=click.Path(dir_okay=False), default=None, section="Input",
+             help="File of sample ids (one per line) to explain instead of every sample of --table (a cohort's "
+                  "subset: the cost grows with samples x ASVs read)."),
     o.option("--taxonomy", type=click.Path(dir_okay=False), default=None, section="Input",
              help="QIIME 2 taxonomy TSV (Feature ID, Taxon) or FeatureData[Taxonomy] .qza: adds a taxon column "
                   "and labels the plot."),
@@ -38,7 +41,7 @@ from aam.cli import options as o
     o.ATTN_IMPLEMENTATION, o.DEVICE, o.VERBOSE,
 ])
 def command(model_paths: tuple[str, ...], table: str, sequences: str | None, metadata: str | None,
-            taxonomy: str | None, output_dir: str, method: str, top_asvs: int, top_per_sample: int,
+            samples: str | None, taxonomy: str | None, output_dir: str, method: str, top_asvs: int, top_per_sample: int,
             batch_size: int, seed: int, attn_implementation: str, device: str, verbose: bool) -> None:
     """Attribute a model's answers to the ASVs of --table: per-ASV importance, direction (per class for
     classifiers), prevalence and stability; each sample's top ASVs; a deletion check (top-attributed vs random
@@ -48,7 +51,7 @@ def command(model_paths: tuple[str, ...], table: str, sequences: str | None, met
 
     configure_logging(None, verbose)
     options = dict(model_paths=list(model_paths), table=table, sequences=sequences, metadata=metadata,
-                   taxonomy=taxonomy, output_dir=output_dir, method=method, top_asvs=top_asvs,
+                   samples=samples, taxonomy=taxonomy, output_dir=output_dir, method=method, top_asvs=top_asvs,
                    top_per_sample=top_per_sample, batch_size=batch_size, seed=seed,
                    attn_implementation=attn_implementation, device=device)
     run_explain(**options, options=options)

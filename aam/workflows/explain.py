@@ -25,6 +25,7 @@ import torch
 from aam.data.categorical import CategoricalEncoder
 from aam.data.dataset import BatchCollator, make_loader
 from aam.data.metadata import read_metadata
+from aam.data.split import read_ids
 from aam.data.taxonomy import read_taxonomy, short_name
 from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
@@ -64,6 +65,7 @@ class MemberResult:
 def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequences: str | None = None,
                 metadata: str | None = None, taxonomy: str | None = None, method: str = "occlusion",
                 top_asvs: int = 20, top_per_sample: int = 10, batch_size: int = 16, seed: int = 0,
+                samples: str | None = None,
                 device: str = "auto", attn_implementation: str = "sdpa",
                 options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the attribution tables, the deletion check and a plot to ``output_dir``; return the summary."""
@@ -76,6 +78,7 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
         if value < 1:
             raise AamError("must be at least 1", source=flag)
     taxa = read_taxonomy(taxonomy) if taxonomy is not None else None
+    sample_ids = read_ids(samples) if samples is not None else None
     frame = read_metadata(metadata) if metadata is not None else None
     torch_device = resolve_device(device)
     configure_threads(torch_device)
@@ -97,7 +100,9 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
                 _check_compatible(first_info, info, paths[0], path)
                 if info.max_bp != first_info.max_bp:
                     raise AamError("ensemble members read sequences of different lengths (--max-bp)", source=path)
-            dataset, decoder = member_inputs(info, data, frame, metadata, None)
+            if sample_ids is not None and i == 0:
+                sample_ids = [data.sample_ids[r] for r in data.rows_of(sample_ids, source=samples)]
+            dataset, decoder = member_inputs(info, data, frame, metadata, sample_ids)
             loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), batch_size, shuffle=False)
             with attention_backend(attn_implementation, torch_device):
                 members.append(_attribute(model, loader, decoder, method, info))
@@ -110,7 +115,7 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
         write_tsv(out / "asv_importance.tsv", importance)
         write_tsv(out / "sample_top_asvs.tsv", _sample_top(data, effects, answers, classes, taxa, top_per_sample))
         deletion = _deletion_check(paths, data, frame, metadata, effects, answers, batch_size, seed, torch_device,
-                                   attn_implementation)
+                                   attn_implementation, sample_ids)
         write_tsv(out / "deletion_check.tsv", deletion)
         extra_outputs = _categorical_outputs(out, members, first_info, classes)
         _plot_top(importance, out / "plots" / "top_asvs.png", top_asvs, classes)
@@ -287,7 +292,7 @@ CRITERIA = ("largest |effect|", "largest effect toward the answer")
 
 
 def _deletion_check(paths, data, frame, metadata, effects, answers, batch_size: int, seed: int,
-                    device: torch.device, attn_implementation: str) -> pd.DataFrame:
+                    device: torch.device, attn_implementation: str, sample_ids: list[str] | None) -> pd.DataFrame:
     """For k in DELETION_KS, each sample loses k ASVs chosen by the attribution or k random ones of those the
     model read (RANDOM_DRAWS draws). Two criteria: the k largest effects by size, measured by how far the
     (ensemble's) answer moves (|change|, or total variation for class probabilities); and the k largest effects
@@ -316,7 +321,7 @@ def _deletion_check(paths, data, frame, metadata, effects, answers, batch_size: 
     after = np.zeros((len(keys), len(next(iter(answers.values())))))
     for path in paths:
         model, info = load_predictor(path, device)
-        dataset, decoder = member_inputs(info, data, frame, metadata, None)
+        dataset, decoder = member_inputs(info, data, frame, metadata, sample_ids)
         loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), batch_size, shuffle=False)
         with attention_backend(attn_implementation, device):
             after += _answers_after_removal(model, loader, answer_reader(decoder), plans, keys) / len(paths)
