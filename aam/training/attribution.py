@@ -81,8 +81,9 @@ def occlusion_effects(model: nn.Module, batch, read: Reader, chunk: int = 256) -
     mask = batch.asv_mask.cpu().numpy()
     counts = mask.sum(1)
     rows, slots = np.nonzero(mask & (counts[:, None] > 1))
-    removed = torch.zeros(len(rows), n_slots, dtype=torch.bool, device=batch.asv_mask.device)
-    removed[torch.arange(len(rows)), torch.as_tensor(slots)] = True
+    device = batch.asv_mask.device
+    removed = torch.zeros(len(rows), n_slots, dtype=torch.bool, device=device)
+    removed[torch.arange(len(rows), device=device), torch.as_tensor(slots, device=device)] = True
     without = answers_without(model, batch, rows, removed, read, embeddings, chunk)
     effects = np.full((n_samples, n_slots, full.shape[1]), np.nan)
     effects[rows, slots] = full[rows] - without
