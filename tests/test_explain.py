@@ -259,3 +259,25 @@ def test_samples_file_explains_a_subset(models, clade_data, tmp_path):
     result = run_cli("explain", "--model", models["groups"], "--table", clade_data["table"], "--samples", listed,
                      "--output-dir", tmp_path / "bad", "--device", "cpu", "--quiet", code=2)
     assert "ids.txt" in result.output and "not_a_sample" in result.output and not (tmp_path / "bad").exists()
+
+
+def test_group_column_counts_groups_and_the_share_on_single_group_asvs(models, clade_data, tmp_path):
+    metadata = pd.read_csv(clade_data["metadata"], sep="\t")
+    run_cli("explain", "--model", models["groups"], "--table", clade_data["table"], "--metadata",
+            clade_data["metadata"], "--group-column", "site", "--output-dir", tmp_path / "out", "--device", "cpu",
+            "--quiet")
+    table = pd.read_csv(tmp_path / "out" / "asv_importance.tsv", sep="\t")
+    assert table["n_groups"].between(1, metadata["site"].nunique()).all()
+    data = load_amplicon_data(clade_data["table"])
+    site = metadata.set_index(metadata["sample_id"].astype(str))["site"]
+    dense = pd.DataFrame(data.counts.toarray(), index=data.sample_ids, columns=data.asv_ids)
+    expected = {a: site[dense.index[dense[a] > 0]].nunique() for a in table["feature_id"]}
+    assert table.set_index("feature_id")["n_groups"].to_dict() == expected
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    single = table.loc[table["n_groups"] == 1, "importance"].sum() / table["importance"].sum()
+    assert summary["group_column"] == "site" and summary["importance_share_single_group"] == pytest.approx(single)
+    for args, flag in ([["--group-column", "site"], "--metadata"],
+                       [["--metadata", clade_data["metadata"], "--group-column", "nope"], "--group-column"]):
+        result = run_cli("explain", "--model", models["groups"], "--table", clade_data["table"], *args,
+                         "--output-dir", tmp_path / "bad", "--quiet", code=2)
+        assert flag in result.output and not (tmp_path / "bad").exists()

@@ -22,6 +22,10 @@ from aam.cli import options as o
     o.option("--samples", type=click.Path(dir_okay=False), default=None, section="Input",
              help="File of sample ids (one per line) to explain instead of every sample of --table (a cohort's "
                   "subset: the cost grows with samples x ASVs read)."),
+    o.option("--group-column", default=None, section="Input",
+             help="Metadata column of groups (a subject or study id): adds n_groups per ASV and the share of the "
+                  "attribution on ASVs found in one group only, with a warning when it is most of it (a model "
+                  "that recognises people instead of learning what transfers). Needs --metadata."),
     o.option("--taxonomy", type=click.Path(dir_okay=False), default=None, section="Input",
              help="QIIME 2 taxonomy TSV (Feature ID, Taxon) or FeatureData[Taxonomy] .qza: adds a taxon column "
                   "and labels the plot."),
@@ -41,7 +45,7 @@ from aam.cli import options as o
     o.ATTN_IMPLEMENTATION, o.DEVICE, o.VERBOSE,
 ])
 def command(model_paths: tuple[str, ...], table: str, sequences: str | None, metadata: str | None,
-            samples: str | None, taxonomy: str | None, output_dir: str, method: str, top_asvs: int, top_per_sample: int,
+            samples: str | None, group_column: str | None, taxonomy: str | None, output_dir: str, method: str, top_asvs: int, top_per_sample: int,
             batch_size: int, seed: int, attn_implementation: str, device: str, verbose: bool) -> None:
     """Attribute a model's answers to the ASVs of --table: per-ASV importance, direction (per class for
     classifiers), prevalence and stability; each sample's top ASVs; a deletion check (top-attributed vs random
@@ -51,7 +55,7 @@ def command(model_paths: tuple[str, ...], table: str, sequences: str | None, met
 
     configure_logging(None, verbose)
     options = dict(model_paths=list(model_paths), table=table, sequences=sequences, metadata=metadata,
-                   samples=samples, taxonomy=taxonomy, output_dir=output_dir, method=method, top_asvs=top_asvs,
+                   samples=samples, group_column=group_column, taxonomy=taxonomy, output_dir=output_dir, method=method, top_asvs=top_asvs,
                    top_per_sample=top_per_sample, batch_size=batch_size, seed=seed,
                    attn_implementation=attn_implementation, device=device)
     run_explain(**options, options=options)

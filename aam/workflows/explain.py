@@ -24,8 +24,8 @@ import torch
 
 from aam.data.categorical import CategoricalEncoder
 from aam.data.dataset import BatchCollator, make_loader
-from aam.data.metadata import read_metadata
-from aam.data.split import read_ids
+from aam.data.metadata import read_metadata, require_column
+from aam.data.split import group_labels, read_ids
 from aam.data.taxonomy import read_taxonomy, short_name
 from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
@@ -65,7 +65,7 @@ class MemberResult:
 def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequences: str | None = None,
                 metadata: str | None = None, taxonomy: str | None = None, method: str = "occlusion",
                 top_asvs: int = 20, top_per_sample: int = 10, batch_size: int = 16, seed: int = 0,
-                samples: str | None = None,
+                samples: str | None = None, group_column: str | None = None,
                 device: str = "auto", attn_implementation: str = "sdpa",
                 options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the attribution tables, the deletion check and a plot to ``output_dir``; return the summary."""
@@ -80,6 +80,10 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
     taxa = read_taxonomy(taxonomy) if taxonomy is not None else None
     sample_ids = read_ids(samples) if samples is not None else None
     frame = read_metadata(metadata) if metadata is not None else None
+    if group_column is not None:
+        if frame is None:
+            raise AamError("needs --metadata (the file with the group column)", source="--group-column")
+        require_column(frame, group_column, source=metadata, flag="--group-column")
     torch_device = resolve_device(device)
     configure_threads(torch_device)
     with run_directory(output_dir, resume=False) as out:
@@ -111,7 +115,8 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
             del model
         classes = decoder.class_labels if decoder.classifier else []
         answers, effects = _ensemble(members)
-        importance = _asv_table(data, effects, members, answers, classes, taxa)
+        groups = None if group_column is None else _groups_of(frame, group_column, data, answers)
+        importance = _asv_table(data, effects, members, answers, classes, taxa, groups)
         write_tsv(out / "asv_importance.tsv", importance)
         write_tsv(out / "sample_top_asvs.tsv", _sample_top(data, effects, answers, classes, taxa, top_per_sample))
         deletion = _deletion_check(paths, data, frame, metadata, effects, answers, batch_size, seed, torch_device,
@@ -120,9 +125,14 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
         extra_outputs = _categorical_outputs(out, members, first_info, classes)
         _plot_top(importance, out / "plots" / "top_asvs.png", top_asvs, classes)
         summary = _summary(paths, method, importance, deletion, members, answers, classes, extra_outputs)
+        if groups is not None:
+            summary["group_column"] = group_column
+            summary["importance_share_single_group"] = _single_group_share(importance)
         write_json(out / "summary.json", summary)
         write_run_config(out, "explain", options or {}, {"method": method})
     _log_deletion(deletion)
+    if groups is not None:
+        _log_single_group_share(summary["importance_share_single_group"], group_column)
     log.info("wrote ASV attributions of %d samples to %s", len(answers), output_dir)
     return summary
 
@@ -208,7 +218,7 @@ def _effect_arrays(effects: dict[tuple[int, int], np.ndarray]) -> tuple[np.ndarr
 
 
 def _asv_table(data, effects, members: list[MemberResult], answers: dict[int, np.ndarray],
-               classes: list[str], taxa: dict[str, str] | None) -> pd.DataFrame:
+               classes: list[str], taxa: dict[str, str] | None, groups: np.ndarray | None = None) -> pd.DataFrame:
     """One row per ASV read by the model in at least one given sample, by importance."""
     rows_given = np.array(sorted(answers), dtype=np.int64)
     n_given = len(rows_given)
@@ -244,12 +254,40 @@ def _asv_table(data, effects, members: list[MemberResult], answers: dict[int, np
         per_member = np.stack([_member_importance(m, len(data.asv_ids), n_given) for m in members])  # [M, A]
         table["importance_member_sd"] = per_member[:, attributed].std(axis=0, ddof=1)
     table["n_samples"] = occurrence[attributed]
+    if groups is not None:  # [n_given] group of each given sample, in rows_given order
+        holders = counts.tocsc()
+        table["n_groups"] = [len(set(groups[holders.indices[holders.indptr[j]:holders.indptr[j + 1]]]))
+                             for j in attributed]
     table["n_read"] = n_read[attributed]
     table["mean_relative_abundance"] = mean_share[attributed]
     table["sequence"] = [_sequence(data, j) for j in attributed]
     table = table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table
+
+
+def _groups_of(frame: pd.DataFrame, column: str, data, answers: dict[int, np.ndarray]) -> np.ndarray:
+    """The group of each explained sample (in data-row order), a sample without one being its own group."""
+    ids = [data.sample_ids[r] for r in sorted(answers)]
+    values = frame[column].reindex(ids).to_numpy()
+    return group_labels(values, ids)
+
+
+def _single_group_share(importance: pd.DataFrame) -> float:
+    """Share of the total importance carried by ASVs that occur in one group only."""
+    total = float(importance["importance"].sum())
+    single = float(importance.loc[importance["n_groups"] == 1, "importance"].sum())
+    return single / total if total > 0 else float("nan")
+
+
+SINGLE_GROUP_WARNING = 0.5
+
+
+def _log_single_group_share(share: float, column: str) -> None:
+    message = ("%.0f%% of the attribution is on ASVs found in one %s only%s", 100 * share, column,
+               ": the model may recognise groups (people, studies) rather than a signal that transfers to new ones"
+               if share > SINGLE_GROUP_WARNING else "")
+    (log.warning if share > SINGLE_GROUP_WARNING else log.info)(*message)
 
 
 def _member_importance(member: MemberResult, n_asvs: int, n_given: int) -> np.ndarray:
