@@ -8,7 +8,7 @@ before any model code loads). Adding an implementation is its class and one ``re
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -73,5 +73,3 @@ def lazy_entries(module: str, names: Mapping[str, str]) -> dict[str, Lazy]:
     """``{name: Lazy("module:attribute")}`` for every ``name: attribute`` of ``names``."""
     return {name: Lazy(f"{module}:{attribute}") for name, attribute in names.items()}
 
-
-Factory = Callable[..., Any]

@@ -13,7 +13,7 @@ column to unknown, and gated or cross-attention fusion its gate or attention per
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,7 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
         deletion = _deletion_check(paths, data, frame, metadata, effects, answers, batch_size, seed, torch_device,
                                    attn_implementation, sample_ids)
         write_tsv(out / "deletion_check.tsv", deletion)
-        extra_outputs = _categorical_outputs(out, members, first_info, classes)
+        extra_outputs = _categorical_outputs(out, members, classes)
         _plot_top(importance, out / "plots" / "top_asvs.png", top_asvs, classes)
         summary = _summary(paths, method, importance, deletion, members, answers, classes, extra_outputs)
         if groups is not None:
@@ -217,6 +217,16 @@ def _effect_arrays(effects: dict[tuple[int, int], np.ndarray]) -> tuple[np.ndarr
     return keys[:, 0], keys[:, 1], values.reshape(len(keys), -1)
 
 
+def _per_sample(effects: dict[tuple[int, int], np.ndarray]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(data row, table columns [n], effects [n, C]) of each sample, sorted once instead of searched per sample."""
+    sample_rows, asv_columns, values = _effect_arrays(effects)
+    order = np.lexsort((asv_columns, sample_rows))
+    sample_rows, asv_columns, values = sample_rows[order], asv_columns[order], values[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(sample_rows) != 0]) if len(sample_rows) else np.zeros(0, int)
+    for start, end in zip(starts, np.r_[starts[1:], len(sample_rows)]):
+        yield int(sample_rows[start]), asv_columns[start:end], values[start:end]
+
+
 def _asv_table(data, effects, members: list[MemberResult], answers: dict[int, np.ndarray],
                classes: list[str], taxa: dict[str, str] | None, groups: np.ndarray | None = None) -> pd.DataFrame:
     """One row per ASV read by the model in at least one given sample, by importance."""
@@ -224,7 +234,8 @@ def _asv_table(data, effects, members: list[MemberResult], answers: dict[int, np
     n_given = len(rows_given)
     counts = data.counts[rows_given]
     relative = counts.multiply(1.0 / np.maximum(counts.sum(axis=1), 1)).tocsc()
-    occurrence = np.diff(counts.tocsc().indptr)  # samples holding each ASV
+    holders = counts.tocsc()  # per ASV, the given samples holding it
+    occurrence = np.diff(holders.indptr)
     mean_share = np.asarray(relative.sum(axis=0)).ravel() / max(n_given, 1)
     _, asv_columns, values = _effect_arrays(effects)
     attributed = np.unique(asv_columns)
@@ -255,7 +266,6 @@ def _asv_table(data, effects, members: list[MemberResult], answers: dict[int, np
         table["importance_member_sd"] = per_member[:, attributed].std(axis=0, ddof=1)
     table["n_samples"] = occurrence[attributed]
     if groups is not None:  # [n_given] group of each given sample, in rows_given order
-        holders = counts.tocsc()
         table["n_groups"] = [len(set(groups[holders.indices[holders.indptr[j]:holders.indptr[j + 1]]]))
                              for j in attributed]
     table["n_read"] = n_read[attributed]
@@ -303,16 +313,10 @@ def _sample_top(data, effects, answers, classes: list[str], taxa: dict[str, str]
                 top: int) -> pd.DataFrame:
     """Each sample's ``top`` ASVs by the size of their effect; for classifiers the signed effect is on the
     probability of the sample's predicted class."""
-    sample_rows, asv_columns, values = _effect_arrays(effects)
     records = []
-    order = np.lexsort((asv_columns, sample_rows))
-    sample_rows, asv_columns, values = sample_rows[order], asv_columns[order], values[order]
-    starts = np.flatnonzero(np.r_[True, np.diff(sample_rows) != 0])
-    for start, end in zip(starts, np.r_[starts[1:], len(sample_rows)]):
-        row = int(sample_rows[start])
+    for row, cols, vals in _per_sample(effects):
         answer = answers[row]
         predicted = int(np.argmax(answer)) if classes else 0
-        cols, vals = asv_columns[start:end], values[start:end]
         depth = max(float(data.counts[row].sum()), 1.0)
         for rank, k in enumerate(np.argsort(-answer_shift(vals), kind="stable")[:top], start=1):
             record = {"sample_id": data.sample_ids[row],
@@ -336,12 +340,13 @@ def _deletion_check(paths, data, frame, metadata, effects, answers, batch_size: 
     (ensemble's) answer moves (|change|, or total variation for class probabilities); and the k largest effects
     toward the answer (raising the prediction, or the predicted class's probability), measured by how much the
     answer drops (a region-perturbation check)."""
-    sample_rows, asv_columns, values = _effect_arrays(effects)
     rng = np.random.default_rng(seed)
     plans: dict[tuple[int, int, str, int], set[int]] = {}  # (k, criterion, top|random_i, row) -> columns removed
-    for row in answers:
-        here = sample_rows == row
-        cols, vals = asv_columns[here], values[here]
+    by_sample = {row: (cols, vals) for row, cols, vals in _per_sample(effects)}
+    for row in answers:  # the samples' order fixes the random draws
+        if row not in by_sample:
+            continue
+        cols, vals = by_sample[row]
         toward = int(np.argmax(answers[row])) if vals.shape[1] > 1 else 0
         rankings = (cols[np.argsort(-answer_shift(vals), kind="stable")],
                     cols[np.argsort(-vals[:, toward], kind="stable")])
@@ -424,8 +429,7 @@ def _answers_after_removal(model, loader, read, plans, keys) -> np.ndarray:
     return result
 
 
-def _categorical_outputs(out: Path, members: list[MemberResult], info: DataConfig,
-                         classes: list[str]) -> list[str]:
+def _categorical_outputs(out: Path, members: list[MemberResult], classes: list[str]) -> list[str]:
     """``categorical_effects.tsv`` and (gmu, cross-attention) ``fusion.tsv``, when the model has categoricals."""
     written = []
     records = [r for m in members for r in m.categorical]
@@ -436,20 +440,21 @@ def _categorical_outputs(out: Path, members: list[MemberResult], info: DataConfi
         names = [f"effect_{c}" for c in classes] if classes else ["effect"]
         for c, name in enumerate(names):
             frame[name] = effect[:, c]
-        grouped = frame.groupby(["column", "level"], sort=True)
-        table = grouped.mean().reset_index()
-        table.insert(2, "n_samples", grouped.size().to_numpy() // len(members))
-        write_tsv(out / "categorical_effects.tsv", table)
+        write_tsv(out / "categorical_effects.tsv", _per_level(frame, len(members)))
         written.append("categorical_effects.tsv")
     fusion = [r for m in members for r in m.fusion]
     if fusion:
-        frame = pd.DataFrame(fusion)
-        grouped = frame.groupby(["column", "level"], sort=True)
-        table = grouped.mean().reset_index()
-        table.insert(2, "n_samples", grouped.size().to_numpy() // len(members))
-        write_tsv(out / "fusion.tsv", table)
+        write_tsv(out / "fusion.tsv", _per_level(pd.DataFrame(fusion), len(members)))
         written.append("fusion.tsv")
     return written
+
+
+def _per_level(frame: pd.DataFrame, n_members: int) -> pd.DataFrame:
+    """Means per categorical column and level, with the samples behind each (every member saw each sample)."""
+    grouped = frame.groupby(["column", "level"], sort=True)
+    table = grouped.mean().reset_index()
+    table.insert(2, "n_samples", grouped.size().to_numpy() // n_members)
+    return table
 
 
 def _plot_top(importance: pd.DataFrame, path: Path, top: int, classes: list[str]) -> None:
