@@ -14,9 +14,11 @@ import numpy as np  # noqa: E402
 from aam.fileio import atomic_write  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: str | Path) -> None:
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110, tight: bool = True) -> None:
+    """Write ``fig`` as a PNG atomically (cropped to its content when ``tight``) and close it."""
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi,
+                                                   bbox_inches="tight" if tight else None))
     finally:
         plt.close(fig)
 
@@ -32,7 +34,7 @@ def prediction_scatter(actual: np.ndarray, predicted: np.ndarray, path: str | Pa
     ax.set_xlabel(f"actual {unit}".strip())
     ax.set_ylabel(f"predicted {unit}".strip())
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def confusion_matrix_plot(matrix: np.ndarray, labels: Sequence[str], path: str | Path, *, title: str = "") -> None:
@@ -45,7 +47,7 @@ def confusion_matrix_plot(matrix: np.ndarray, labels: Sequence[str], path: str |
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def loss_curves(history: Sequence[dict], path: str | Path, keys: Sequence[str] = ("loss",)) -> None:
@@ -59,7 +61,7 @@ def loss_curves(history: Sequence[dict], path: str | Path, keys: Sequence[str] =
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def attention_heatmap(weights: np.ndarray, column_names: Sequence[str]) -> plt.Figure:

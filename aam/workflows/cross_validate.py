@@ -390,12 +390,7 @@ def _comparison(methods: dict[str, pd.DataFrame], classifier: bool) -> pd.DataFr
 def _plot(path: Path, comparison: pd.DataFrame, methods: dict[str, pd.DataFrame], classifier: bool,
           column: str) -> None:
     """Per-fold scores of each method (left) and, for regression, out-of-fold predictions vs actual (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from aam.fileio import atomic_path
+    from aam.training.plots import plt, save_figure
 
     metric = PRIMARY_METRIC[classifier]
     folds = comparison[~comparison["fold"].isin(["pooled", "mean", "sd"])]
@@ -420,9 +415,7 @@ def _plot(path: Path, comparison: pd.DataFrame, methods: dict[str, pd.DataFrame]
         ax.set_ylabel("out-of-fold prediction")
         ax.legend()
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, tight=False)
 
 
 def _log_summary(summary: dict[str, Any], with_forest: bool, out: Path) -> None:

@@ -136,10 +136,7 @@ def principal_coordinates(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _ordination_plot(embeddings: pd.DataFrame, path: str, metadata: pd.DataFrame | None,
                      color_by: str | None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from aam.training.plots import plt, save_figure
 
     coordinates, share = principal_coordinates(embeddings.to_numpy(np.float64))
     figure, axis = plt.subplots(figsize=(6, 5), layout="constrained")
@@ -160,7 +157,5 @@ def _ordination_plot(embeddings: pd.DataFrame, path: str, metadata: pd.DataFrame
     axis.set_xlabel(f"PC1 ({share[0]:.0%})")
     axis.set_ylabel(f"PC2 ({share[1]:.0%})")
     axis.set_title("AAM sample embeddings")
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, path, dpi=120, tight=False)
     log.info("wrote the ordination to %s", path)

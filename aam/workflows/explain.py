@@ -458,12 +458,7 @@ def _per_level(frame: pd.DataFrame, n_members: int) -> pd.DataFrame:
 
 
 def _plot_top(importance: pd.DataFrame, path: Path, top: int, classes: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from aam.fileio import atomic_path
+    from aam.training.plots import plt, save_figure
 
     shown = importance.head(top).iloc[::-1]
     labels = [_label(r) for _, r in shown.iterrows()]
@@ -482,10 +477,7 @@ def _plot_top(importance: pd.DataFrame, path: Path, top: int, classes: list[str]
     axis.legend(handles.values(), [k if not classes else f"raises {k}" for k in handles], fontsize="small",
                 loc="lower right")
     axis.set_title(f"Top {len(shown)} ASVs")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, path, dpi=120, tight=False)
 
 
 def _label(row: pd.Series) -> str:
