@@ -14,8 +14,7 @@ from aam.cli import options as o
                   "transformer aam train run (its encoder is used)."),
     o.option("--table", type=click.Path(dir_okay=False), required=True, section="Input",
              help="BIOM table (or FeatureTable[Frequency] .qza) of the samples to embed."),
-    o.option("--sequences", type=click.Path(dir_okay=False), default=None, section="Input",
-             help="FASTA (or FeatureData[Sequence] .qza) mapping hashed feature ids to sequences."),
+    o.SEQUENCES,
     o.option("--output", type=click.Path(dir_okay=False), required=True, section="Output",
              help="Sample embeddings: .tsv (sample_id, dim_0, ...) or .npy [N, D] float32 with the sample ids in "
                   "OUTPUT.ids.txt. The pooled vector the UniFrac head reads: after pretraining, Euclidean "

@@ -15,8 +15,7 @@ from aam.cli import options as o
     o.option("--table", type=click.Path(dir_okay=False), required=True, section="Input",
              help="BIOM table (or FeatureTable[Frequency] .qza) of the samples to explain, e.g. the training "
                   "samples or a new cohort."),
-    o.option("--sequences", type=click.Path(dir_okay=False), default=None, section="Input",
-             help="FASTA (or FeatureData[Sequence] .qza) mapping hashed feature ids to sequences."),
+    o.SEQUENCES,
     o.option("--metadata", type=click.Path(dir_okay=False), default=None, section="Input",
              help="Metadata TSV with the model's categorical columns (needed when it was trained with them)."),
     o.option("--samples", type=click.Path(dir_okay=False), default=None, section="Input",

@@ -123,6 +123,8 @@ SEED = option("--seed", type=int, default=None, section="Other",
               help="Random seed for splits, rarefaction, initialisation and masking; makes runs repeatable.")
 DEVICE = option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", section="Performance",
                 help="Compute device; auto picks CUDA/ROCm when available (changed: was cuda).")
+SEQUENCES = option("--sequences", type=click.Path(dir_okay=False), default=None, section="Input",
+                   help="FASTA (or FeatureData[Sequence] .qza) mapping hashed feature ids to sequences.")
 VERBOSE = option("--verbose/--quiet", default=True, section="Other", help="Progress bars and per-epoch logs.")
 
 
