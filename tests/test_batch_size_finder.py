@@ -24,6 +24,7 @@ from aam.training.batch_size_finder import (
 from aam.training.losses import MultiTaskLoss
 from aam.training.trainer import Trainer, TrainerConfig
 from aam.workflows import session as session_module
+from aam.workflows.run_config import FitRun
 
 
 @pytest.mark.parametrize("limit", [2, 3, 7, 8, 37, 100, 128, 255, 256, 1000])
@@ -129,20 +130,20 @@ def test_find_batch_size_measures_the_real_step_against_the_budget():
 @pytest.mark.parametrize("target, expected_steps", [(None, 3), (100, 5), (10, 1)])
 def test_workflow_glue_sets_batch_and_accumulation(monkeypatch, target, expected_steps):
     monkeypatch.setattr("aam.training.batch_size_finder.find_batch_size", lambda *a, **k: 24)
-    opts = {"auto_batch_size": True, "batch_size": 8, "gradient_accumulation_steps": 3,
-            "target_effective_batch_size": target, "max_memory_fraction": 0.8}
+    run = FitRun(table="t.biom", output_dir="out", auto_batch_size=True, batch_size=8, gradient_accumulation_steps=3,
+                  target_effective_batch_size=target, max_memory_fraction=0.8)
     loader = SimpleNamespace(dataset=None, collate_fn=None)
     cuda = SimpleNamespace(device=torch.device("cuda", 0), distributed=None, data_parallel=False)
-    found = session_module.search_batch_size(opts, cuda, trainer=None, train_loader=loader, resumed=False)
+    found = session_module.search_batch_size(run, cuda, trainer=None, train_loader=loader, resumed=False)
     assert found == {"batch_size": 24, "gradient_accumulation_steps": expected_steps}
     for session, resumed in ((SimpleNamespace(device=torch.device("cpu"), distributed=None, data_parallel=False), False),
                              (SimpleNamespace(device=torch.device("cuda", 0), distributed=object(),
                                               data_parallel=False), False),
                              (cuda, True)):
-        assert session_module.search_batch_size(opts, session, None, loader, resumed=resumed) is None
+        assert session_module.search_batch_size(run, session, None, loader, resumed=resumed) is None
     monkeypatch.setattr("aam.training.batch_size_finder.find_batch_size", lambda *a, **k: None)
     with pytest.raises(session_module.AamError, match="2 samples per batch"):
-        session_module.search_batch_size(opts, cuda, None, loader, resumed=False)
+        session_module.search_batch_size(run, cuda, None, loader, resumed=False)
 
 
 def test_cli_on_cpu_skips_the_search_and_profiles_memory(synthetic_dir, tmp_path):

@@ -87,6 +87,7 @@ def test_checkpoints_of_earlier_versions_still_load_and_predict(synthetic_dir, t
 
     from aam.cli import cli
     from aam.workflows.predict import run_predict
+    from aam.workflows.run_config import PredictRun
 
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, [str(a) for a in [
@@ -104,7 +105,9 @@ def test_checkpoints_of_earlier_versions_still_load_and_predict(synthetic_dir, t
     _, info = load_predictor(old)
     assert info.training_asvs is None and info.forest_weight is None and info.run == {}
     assert info.max_bp == 150 and info.token_limit == 16
-    new_frame = run_predict(model_path=str(today), table=synthetic_dir["table"], output=str(tmp_path / "a.tsv"))
-    old_frame = run_predict(model_path=str(old), table=synthetic_dir["table"], output=str(tmp_path / "b.tsv"))
+    new_frame = run_predict(PredictRun(model_paths=(str(today),), table=synthetic_dir["table"],
+                                       output=str(tmp_path / "a.tsv")))
+    old_frame = run_predict(PredictRun(model_paths=(str(old),), table=synthetic_dir["table"],
+                                       output=str(tmp_path / "b.tsv")))
     assert "unseen_read_share" in new_frame and "unseen_read_share" not in old_frame
     np.testing.assert_allclose(old_frame["prediction"], new_frame["prediction"])

@@ -9,11 +9,14 @@ import dataclasses
 import click
 import pytest
 
+from aam.cli.cross_validate import command as cross_validate_command
 from aam.cli.explain import command as explain_command
+from aam.cli.predict import command as predict_command
 from aam.cli.pretrain import command as pretrain_command
 from aam.cli.train import command as train_command
 from aam.cli.unifrac import command as unifrac_command
 from aam.data.normalization import TARGET_TRANSFORMS
+from aam.errors import AamError
 from aam.models import EncoderConfig, PredictorConfig
 from aam.models.asv_encoder import MASK_STRATEGIES
 from aam.models.config import DISTANCE_METRICS, GMU_GATES, TARGET_POOLINGS
@@ -35,6 +38,7 @@ from aam.workflows.config_mapping import (
     predictor_config_from_options,
     trainer_config_from_options,
 )
+from aam.workflows.run_config import CrossValidateRun, PredictRun, PretrainRun, TrainRun, option_fields
 
 
 def choices(command: click.Command, flag: str) -> set[str]:
@@ -82,10 +86,59 @@ def _differences(built, reference) -> dict[str, tuple]:
     return out
 
 
+REQUIRED = {"table": "t.biom", "output_dir": "out", "metadata": "m.tsv", "metadata_column": "y"}
+
+
 def test_cli_defaults_build_the_default_configs():
-    train = defaults(train_command)
+    train = TrainRun.from_options({**defaults(train_command), **REQUIRED})
     built = predictor_config_from_options(train, out_dim=1, cardinalities=(), output_scaling_columns=())
     assert _differences(built, PredictorConfig(encoder=EncoderConfig())) == {}
     trainer = trainer_config_from_options(train, best_metric=TrainerConfig().best_metric)
     assert _differences(trainer, TrainerConfig()) == {}
-    assert _differences(encoder_config_from_options(defaults(pretrain_command)), EncoderConfig()) == {}
+    pretrain = PretrainRun.from_options({**defaults(pretrain_command), "table": "t.biom", "output_dir": "out",
+                                         "tree": "t.nwk"})
+    assert _differences(encoder_config_from_options(pretrain), EncoderConfig()) == {}
+
+
+# which options of a run class a command does not offer (the cross-validation folds forbid or set them)
+NOT_OFFERED = {"cross-validate": {"distributed", "data_parallel", "fsdp", "fsdp_sharded_checkpoint", "sync_batchnorm"}}
+
+
+@pytest.mark.parametrize("command, run_class", [
+    (pretrain_command, PretrainRun), (train_command, TrainRun), (cross_validate_command, CrossValidateRun),
+    (predict_command, PredictRun),
+])
+def test_each_command_offers_its_run_configs_options_with_its_defaults(command, run_class):
+    params = {p.name: p for p in command.params if p.name and p.expose_value}
+    fields = {f.name: f for f in dataclasses.fields(run_class) if f.name in option_fields(run_class)}
+    assert set(params) == set(fields) - NOT_OFFERED.get(command.name, set())
+    for name, param in params.items():
+        default = fields[name].default
+        if default is dataclasses.MISSING:
+            assert param.required, name
+        else:
+            assert not param.required and param.default == default, (name, param.default, default)
+
+
+def test_a_run_is_checked_when_it_is_built():
+    with pytest.raises(AamError, match="--distributed and --fsdp cannot be combined"):
+        TrainRun.from_options(REQUIRED, distributed=True, fsdp=True)
+    with pytest.raises(AamError, match="--residual-regression-head needs --regressor-hidden-dims"):
+        TrainRun.from_options(REQUIRED, residual_regression_head=True)
+    with pytest.raises(AamError, match="pretraining needs distance targets"):
+        PretrainRun(table="t.biom", output_dir="out")
+    with pytest.raises(AamError, match="not available in cross-validation"):
+        CrossValidateRun.from_options(REQUIRED, resume_from="last_model.pt")
+    with pytest.raises(AamError, match="--forest-weight"):
+        PredictRun(model_paths=("m.pt",), table="t.biom", output="p.tsv", forest_weight="2")
+    with pytest.raises(TypeError, match="no option embeding_dim"):
+        TrainRun.from_options({**REQUIRED, "embeding_dim": 8})
+
+
+def test_a_run_round_trips_through_its_options_and_resolves_loss_config():
+    run = TrainRun.from_options(REQUIRED, loss_config='{"0": "mae"}', embedding_dim=32)
+    assert run.loss_type == "mae"
+    assert TrainRun.from_options(run.options()) == run
+    fold = CrossValidateRun.from_options(REQUIRED, members=2).recipe(output_dir="fold", seed=3)
+    assert type(fold) is TrainRun and fold.output_dir == "fold" and fold.seed == 3
+    assert PredictRun(model_paths="m.pt", table="t", output="o").model_paths == ("m.pt",)

@@ -8,32 +8,32 @@ from aam.cli import options as o
 from aam.cli.train import TRAIN_OPTIONS
 
 CV_OPTIONS = [
-    o.option("--n-folds", type=int, default=5, section="Cross-validation",
+    o.option("--n-folds", type=int, default=o.CV.n_folds, section="Cross-validation",
              help="Outer folds: stratified by class for classifiers, grouped with --group-column."),
-    o.option("--leave-one-group-out", is_flag=True, default=False, section="Cross-validation",
+    o.option("--leave-one-group-out", is_flag=True, default=o.CV.leave_one_group_out, section="Cross-validation",
              help="One outer fold per value of --group-column (e.g. leave one study out)."),
-    o.option("--folds", type=click.Path(dir_okay=False), default=None, section="Cross-validation",
+    o.option("--folds", type=click.Path(dir_okay=False), default=o.CV.folds, section="Cross-validation",
              help="TSV of sample ids and their outer fold (e.g. folds.tsv of another run) instead of making folds."),
-    o.option("--fold-column", default="fold", section="Cross-validation", help="The fold column of --folds."),
-    o.option("--members", type=int, default=1, section="Cross-validation",
+    o.option("--fold-column", default=o.CV.fold_column, section="Cross-validation", help="The fold column of --folds."),
+    o.option("--members", type=int, default=o.CV.members, section="Cross-validation",
              help="Models per fold, seeds --seed, --seed+1, ...; their average is the fold's prediction "
                   "(as aam predict --model A --model B)."),
-    o.option("--variant", "variants", multiple=True, default=(), section="Cross-validation",
+    o.option("--variant", "variants", multiple=True, default=o.CV.variants, section="Cross-validation",
              help="Also train, per fold and seed, the recipe with these extra train flags (quoted, e.g. "
                   "'--kmer-size 6'), and average every model: an ensemble of recipes. Repeatable."),
-    o.option("--pretrain-epochs", type=click.IntRange(1, None), default=None, section="Cross-validation",
+    o.option("--pretrain-epochs", type=click.IntRange(1, None), default=o.CV.pretrain_epochs, section="Cross-validation",
              help="Per fold, first pretrain the encoder for this many epochs on the fold's training samples "
                   "(UniFrac targets from --tree or --unifrac-matrix, the recipe's model options), then "
                   "fine-tune from it (add --freeze-base to train only the head)."),
-    o.option("--only-folds", default=None, section="Cross-validation",
+    o.option("--only-folds", default=o.CV.only_folds, section="Cross-validation",
              help="Comma list of fold names to run now (e.g. one per GPU or job into the same --output-dir); "
                   "the summary covers every finished fold."),
-    o.option("--forest/--no-forest", default=True, section="Cross-validation",
+    o.option("--forest/--no-forest", default=o.CV.forest, section="Cross-validation",
              help="Also fit aam rf-baseline's random forest on the same folds and compare."),
-    o.option("--rf-n-estimators", type=int, default=500, section="Cross-validation", help="Trees of the forest."),
-    o.option("--rf-max-features", default="sqrt", section="Cross-validation",
+    o.option("--rf-n-estimators", type=int, default=o.CV.rf_n_estimators, section="Cross-validation", help="Trees of the forest."),
+    o.option("--rf-max-features", default=o.CV.rf_max_features, section="Cross-validation",
              help="Forest features per split: sqrt, log2, none, a fraction or a count."),
-    o.option("--rf-n-jobs", type=int, default=-1, section="Cross-validation", help="Forest jobs (-1: all cores)."),
+    o.option("--rf-n-jobs", type=int, default=o.CV.rf_n_jobs, section="Cross-validation", help="Forest jobs (-1: all cores)."),
 ]
 
 
@@ -49,11 +49,10 @@ def command(**opts) -> None:
     its held-out samples. Writes out-of-fold predictions, per-fold, pooled and per-group scores, a side-by-side
     table and a plot to --output-dir; rerunning the command resumes after an interruption."""
     from aam.workflows.cross_validate import run_cross_validate
+    from aam.workflows.run_config import CrossValidateRun
 
-    opts["variants"] = [_variant_options(flags, opts) for flags in opts["variants"]]
-    from aam.cli.pretrain import command as pretrain_command
-
-    run_cross_validate(opts, {p.name: p.default for p in pretrain_command.params if p.name and p.expose_value})
+    variants = tuple(_variant_options(flags, opts) for flags in opts["variants"])
+    run_cross_validate(CrossValidateRun.from_options(opts, variants=variants))
 
 
 def _variant_options(flags: str, opts: dict) -> dict:

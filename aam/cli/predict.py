@@ -16,41 +16,36 @@ from aam.cli import options as o
     o.option("--table", type=click.Path(dir_okay=False), required=True, section="Input",
              help="BIOM table (or FeatureTable[Frequency] .qza) of the samples to predict (not rarefied)."),
     o.SEQUENCES,
-    o.option("--metadata", type=click.Path(dir_okay=False), default=None, section="Input",
+    o.option("--metadata", type=click.Path(dir_okay=False), default=o.PREDICT.metadata, section="Input",
              help="Metadata TSV; needed when the model uses categorical columns."),
     o.option("--output", type=click.Path(dir_okay=False), required=True, section="Output",
              help="TSV: sample_id, prediction (original units; class label and prob_<class> for classifiers)."),
-    o.option("--batch-size", type=int, default=8, section="Performance", help="Samples per batch."),
-    o.option("--asv-sampling", type=click.Choice(["abundance", "first", "random"]), default=None,
+    o.option("--batch-size", type=int, default=o.PREDICT.batch_size, section="Performance", help="Samples per batch."),
+    o.option("--asv-sampling", type=click.Choice(["abundance", "first", "random"]), default=o.PREDICT.asv_sampling,
              section="Input", help="ASV selection beyond the token limit (default abundance; random with "
                                    "--prediction-passes > 1)."),
-    o.option("--prediction-passes", type=int, default=1, section="Output",
+    o.option("--prediction-passes", type=int, default=o.PREDICT.prediction_passes, section="Output",
              help="Average this many passes over random ASV subsets; adds prediction_std."),
-    o.option("--q2-metadata", is_flag=True, default=False, section="Output",
+    o.option("--q2-metadata", is_flag=True, default=o.PREDICT.q2_metadata, section="Output",
              help="Write --output as QIIME 2 metadata (a sample-id column and a #q2:types row), for qiime "
                   "metadata tabulate and other QIIME 2 tools."),
-    o.option("--output-variance", is_flag=True, default=False, section="Output",
+    o.option("--output-variance", is_flag=True, default=o.PREDICT.output_variance, section="Output",
              help="Add a prediction_std column (standard deviation over passes and ensemble members)."),
-    o.option("--no-sequence-cache", is_flag=True, default=False, section="Input",
+    o.option("--no-sequence-cache", is_flag=True, default=o.PREDICT.no_sequence_cache, section="Input",
              help="Accepted for compatibility; sequences are always tokenised once."),
-    o.option("--forest", type=click.Path(dir_okay=False), default=None, section="Input",
+    o.option("--forest", type=click.Path(dir_okay=False), default=o.PREDICT.forest, section="Input",
              help="A forest from aam rf-baseline --save-model, fitted on the same training samples: its "
                   "prediction is averaged with the model's (adds aam_prediction and forest_prediction)."),
-    o.option("--forest-weight", default="auto", section="Input",
+    o.option("--forest-weight", default=o.PREDICT.forest_weight, section="Input",
              help="Weight of --forest in the average (0-1), or auto: the weight chosen by the model's inner "
                   "cross-validation when it was trained with --forest-blend, else 0.5."),
     o.ATTN_IMPLEMENTATION, o.DEVICE, o.SEED, o.VERBOSE,
 ])
-def command(model_paths: tuple[str, ...], table: str, sequences: str | None, metadata: str | None, output: str,
-            batch_size: int, asv_sampling: str | None, prediction_passes: int, output_variance: bool,
-            no_sequence_cache: bool, forest: str | None, forest_weight: str, attn_implementation: str,
-            q2_metadata: bool, device: str, seed: int | None, verbose: bool) -> None:
+def command(verbose: bool, **opts) -> None:
     """Predict a trained model's target for every sample of --table, in the target's original units."""
     from aam.training.runtime import configure_logging
     from aam.workflows.predict import run_predict
+    from aam.workflows.run_config import PredictRun
 
     configure_logging(None, verbose)
-    run_predict(model_path=list(model_paths), table=table, output=output, metadata=metadata, sequences=sequences,
-                batch_size=batch_size, device=device, prediction_passes=prediction_passes,
-                asv_sampling=asv_sampling, seed=seed, output_variance=output_variance, forest=forest,
-                forest_weight=forest_weight, attn_implementation=attn_implementation, q2_metadata=q2_metadata)
+    run_predict(PredictRun.from_options(opts, verbose=verbose))

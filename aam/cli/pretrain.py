@@ -11,10 +11,10 @@ from aam.cli import options as o
 @o.CONFIG
 @o.PRESET
 @o.apply(o.data_options(pretrain=True) + [
-    o.option("--metadata", type=click.Path(dir_okay=False), default=None, section="Input",
+    o.option("--metadata", type=click.Path(dir_okay=False), default=o.FIT.metadata, section="Input",
              help="Metadata TSV, needed only for --group-column; samples missing from it are left out."),
 ] + o.MODEL_OPTIONS + o.LOSS_WEIGHT_OPTIONS + [
-    o.option("--count-penalty", type=float, default=1.0, section="Loss",
+    o.option("--count-penalty", type=float, default=o.FIT.count_penalty, section="Loss",
              help="Accepted for compatibility; the encoder has no count head."),
 ] + o.TRAINING_OPTIONS + o.PERFORMANCE_OPTIONS + o.DISTRIBUTED_OPTIONS + [o.SEED, o.VERBOSE])
 def command(**opts) -> None:
@@ -22,5 +22,6 @@ def command(**opts) -> None:
     embeddings, and masked nucleotides of each ASV. Writes checkpoints/, pretrained_encoder.pt and plots to
     --output-dir."""
     from aam.workflows.pretrain import run_pretrain
+    from aam.workflows.run_config import PretrainRun
 
-    run_pretrain(opts)
+    run_pretrain(PretrainRun.from_options(opts))

@@ -44,36 +44,36 @@ TRAIN_OPTIONS = [
     o.option("--metadata", type=click.Path(dir_okay=False), required=True, section="Input",
              help="Tab-separated metadata with a sample id column (sample_id, #SampleID, ...)."),
     o.option("--metadata-column", required=True, section="Target", help="Column to predict."),
-    o.option("--classifier", is_flag=True, default=False, section="Target",
+    o.option("--classifier", is_flag=True, default=o.TRAIN.classifier, section="Target",
              help="Predict classes (labels may be strings); outputs class probabilities."),
-    o.option("--out-dim", type=int, default=1, section="Target",
+    o.option("--out-dim", type=int, default=o.TRAIN.out_dim, section="Target",
              help="Output width: 1 for regression; the number of classes with --classifier (inferred)."),
-    o.option("--class-weights", default=None, section="Target", help="Per-class loss weights 'w1,w2,...' "
+    o.option("--class-weights", default=o.TRAIN.class_weights, section="Target", help="Per-class loss weights 'w1,w2,...' "
                                                                       "in sorted label order."),
-    o.option("--target-transform", type=click.Choice(list(TARGET_TRANSFORMS)), default=None,
+    o.option("--target-transform", type=click.Choice(list(TARGET_TRANSFORMS)), default=o.TRAIN.target_transform,
              section="Target", help="Target scaling fitted on the training split (changed: default zscore, was "
                                     "minmax: min-max scaling on the training split squeezes targets outside its "
                                     "range and, with the legacy bounded outputs, clips them)."),
-    o.option("--normalize-by", default=None, section="Target",
+    o.option("--normalize-by", default=o.TRAIN.normalize_by, section="Target",
              help="Columns for zscore-category and log-zscore-category."),
-    o.option("--normalize-targets/--no-normalize-targets", default=None, section="Target",
+    o.option("--normalize-targets/--no-normalize-targets", default=o.TRAIN.normalize_targets, section="Target",
              help="Deprecated: use --target-transform minmax|none."),
-    o.option("--normalize-targets-by", default=None, section="Target",
+    o.option("--normalize-targets-by", default=o.TRAIN.normalize_targets_by, section="Target",
              help="Deprecated: use --target-transform zscore-category --normalize-by."),
-    o.option("--log-transform-targets", is_flag=True, default=False, section="Target",
+    o.option("--log-transform-targets", is_flag=True, default=o.TRAIN.log_transform_targets, section="Target",
              help="Deprecated: use --target-transform log-minmax or log-zscore."),
     o.option("--output-constraint", type=o.RegistryChoice(OUTPUT_CONSTRAINTS),
-             default=None, section="Target",
+             default=o.TRAIN.output_constraint, section="Target",
              help="Constrain regression outputs (default none). Applied to the transformed target: bounded needs "
                   "--target-transform minmax (the training range), nonnegative minmax or none; other pairs are "
                   "refused."),
-    o.option("--bounded-targets", is_flag=True, default=False, section="Target",
+    o.option("--bounded-targets", is_flag=True, default=o.TRAIN.bounded_targets, section="Target",
              help="Deprecated: use --output-constraint bounded."),
-    o.option("--output-activation", type=click.Choice(["none", "relu", "softplus", "exp"]), default=None,
+    o.option("--output-activation", type=click.Choice(["none", "relu", "softplus", "exp"]), default=o.TRAIN.output_activation,
              section="Target", help="Deprecated: use --output-constraint nonnegative."),
-    o.option("--learnable-output-scale", is_flag=True, default=False, section="Target",
+    o.option("--learnable-output-scale", is_flag=True, default=o.TRAIN.learnable_output_scale, section="Target",
              help="Deprecated: use --output-constraint nonnegative-learnable."),
-    o.option("--model-type", type=click.Choice(["transformer", "sequence-groups"]), default="transformer",
+    o.option("--model-type", type=click.Choice(["transformer", "sequence-groups"]), default=o.TRAIN.model_type,
              section="Model",
              help="transformer: the attention model (every other Model option). sequence-groups: a linear model of "
                   "the centred log shares of ASV groups found by clustering each ASV's k-mer profile at several "
@@ -81,86 +81,86 @@ TRAIN_OPTIONS = [
                   "gradient training, seconds on a CPU; an unseen ASV joins the group of the nearest sequence. "
                   "Measured ahead of the forest on new people when a few clades carry the signal, behind it on "
                   "oral age (BENCHMARKS.md)."),
-    o.option("--sequence-groups", default="8,16,32,64", section="Model",
+    o.option("--sequence-groups", default=o.TRAIN.sequence_groups, section="Model",
              help="sequence-groups: groups per resolution, a comma list."),
-    o.option("--group-clusterings", type=click.IntRange(1, 64), default=8, section="Model",
+    o.option("--group-clusterings", type=click.IntRange(1, 64), default=o.TRAIN.group_clusterings, section="Model",
              help="sequence-groups: k-means runs per resolution from different starts, used side by side."),
-    o.option("--group-kmer-size", type=click.IntRange(1, 6), default=4, section="Model",
+    o.option("--group-kmer-size", type=click.IntRange(1, 6), default=o.TRAIN.group_kmer_size, section="Model",
              help="sequence-groups: k of the k-mer profile describing each ASV (4^k columns)."),
-    o.option("--forest-blend", is_flag=True, default=False, section="Model",
+    o.option("--forest-blend", is_flag=True, default=o.TRAIN.forest_blend, section="Model",
              help="sequence-groups: also fit a random forest on relative abundances and choose the weight of "
                   "their average by the same inner cross-validation (training samples only); saves RUN/forest.joblib "
                   "and the weight, which aam predict --forest RUN/forest.joblib then uses. On 24-person cohorts the "
                   "weight was noisy and scored below a fixed 0.5 (BENCHMARKS.md): there, pass --forest-weight 0.5."),
-    o.option("--target-layer-norm/--no-target-layer-norm", default=o.PREDICTOR.target_layer_norm, section="Model",
+    o.option("--target-layer-norm/--no-target-layer-norm", default=o.TRAIN.target_layer_norm, section="Model",
              help="LayerNorm on the pooled target vector."),
-    o.option("--target-pooling", type=click.Choice(TARGET_POOLINGS), default=o.PREDICTOR.target_pooling,
+    o.option("--target-pooling", type=click.Choice(TARGET_POOLINGS), default=o.TRAIN.target_pooling,
              section="Model",
              help="How the target branch pools ASVs: learned attention, the relative-abundance-weighted mean, "
                   "both mixed, the plain mean over the sample's ASVs, or composition: the centred log shares of "
                   "learned groups of related ASVs (a rare clade's rise weighs like a dominant one's)."),
-    o.option("--regressor-hidden-dims", default=None, section="Model", help="MLP head widths, e.g. '64,32'."),
-    o.option("--regressor-dropout", type=float, default=o.PREDICTOR.regressor_dropout, section="Model", help="Dropout in the MLP head."),
-    o.option("--residual-regression-head", is_flag=True, default=o.PREDICTOR.residual_regression_head, section="Model",
+    o.option("--regressor-hidden-dims", default=o.TRAIN.regressor_hidden_dims, section="Model", help="MLP head widths, e.g. '64,32'."),
+    o.option("--regressor-dropout", type=float, default=o.TRAIN.regressor_dropout, section="Model", help="Dropout in the MLP head."),
+    o.option("--residual-regression-head", is_flag=True, default=o.TRAIN.residual_regression_head, section="Model",
              help="Head = Linear(x) + MLP(x); needs --regressor-hidden-dims."),
-    o.option("--pretrained-encoder", type=click.Path(), default=None, section="Model",
+    o.option("--pretrained-encoder", type=click.Path(), default=o.TRAIN.pretrained_encoder, section="Model",
              help="pretrained_encoder.pt from aam pretrain (a pretrained_encoder/ directory with "
                   "--fsdp-sharded-checkpoint)."),
-    o.option("--freeze-base", is_flag=True, default=False, section="Model",
+    o.option("--freeze-base", is_flag=True, default=o.TRAIN.freeze_base, section="Model",
              help="Freeze the pretrained encoder (kept in eval mode; its losses are off)."),
-    o.option("--count-prediction/--no-count-prediction", default=o.PREDICTOR.count_prediction, section="Model",
+    o.option("--count-prediction/--no-count-prediction", default=o.TRAIN.count_prediction, section="Model",
              help="Auxiliary head predicting each ASV's relative abundance."),
-    o.option("--target-penalty", type=float, default=1.0, section="Loss", help="Weight of the target loss."),
-    o.option("--count-penalty", type=float, default=1.0, section="Loss", help="Weight of the count loss."),
-    o.option("--loss-type", type=o.RegistryChoice(TARGET_LOSSES), default="huber",
+    o.option("--target-penalty", type=float, default=o.TRAIN.target_penalty, section="Loss", help="Weight of the target loss."),
+    o.option("--count-penalty", type=float, default=o.TRAIN.count_penalty, section="Loss", help="Weight of the count loss."),
+    o.option("--loss-type", type=o.RegistryChoice(TARGET_LOSSES), default=o.TRAIN.loss_type,
              section="Loss", help="Regression loss (classifiers use NLL)."),
-    o.option("--loss-config", default=None, section="Loss",
+    o.option("--loss-config", default=o.TRAIN.loss_config, section="Loss",
              help="The reference tool's per-output loss as JSON, e.g. '{\"0\": \"mae\"}': AAM regression predicts "
                   "one column, so one entry (0 or the --metadata-column name) sets --loss-type (mse, mae or huber)."),
-    o.option("--quantiles", default=None, section="Loss", help="Quantile levels for --loss-type quantile "
+    o.option("--quantiles", default=o.TRAIN.quantiles, section="Loss", help="Quantile levels for --loss-type quantile "
                                                                "(default 0.1,0.5,0.9)."),
-    o.option("--over-penalty", type=float, default=1.0, section="Loss", help="asymmetric: weight of over-prediction."),
-    o.option("--under-penalty", type=float, default=1.0, section="Loss",
+    o.option("--over-penalty", type=float, default=o.TRAIN.over_penalty, section="Loss", help="asymmetric: weight of over-prediction."),
+    o.option("--under-penalty", type=float, default=o.TRAIN.under_penalty, section="Loss",
              help="asymmetric: weight of under-prediction."),
-    o.option("--categorical-loss-weights", default=None, section="Loss",
+    o.option("--categorical-loss-weights", default=o.TRAIN.categorical_loss_weights, section="Loss",
              help="'auto' (balanced) or a JSON object {value: weight} for --categorical-loss-weight-column."),
-    o.option("--categorical-loss-weight-column", default=None, section="Loss",
+    o.option("--categorical-loss-weight-column", default=o.TRAIN.categorical_loss_weight_column, section="Loss",
              help="Column for --categorical-loss-weights (default: the first categorical column)."),
-    o.option("--categorical-columns", default=None, section="Categorical",
+    o.option("--categorical-columns", default=o.TRAIN.categorical_columns, section="Categorical",
              help="Categorical metadata columns to condition on, 'a,b'."),
-    o.option("--categorical-embed-dim", type=int, default=o.PREDICTOR.categorical_embed_dim, section="Categorical",
+    o.option("--categorical-embed-dim", type=int, default=o.TRAIN.categorical_embed_dim, section="Categorical",
              help="Embedding width per categorical column."),
-    o.option("--categorical-fusion", type=o.RegistryChoice(FUSIONS), default=o.PREDICTOR.categorical_fusion,
+    o.option("--categorical-fusion", type=o.RegistryChoice(FUSIONS), default=o.TRAIN.categorical_fusion,
              section="Categorical", help="How metadata enters the model (see --categorical-help)."),
-    o.option("--gmu-gate", type=click.Choice(GMU_GATES), default=o.PREDICTOR.gmu_gate,
+    o.option("--gmu-gate", type=click.Choice(GMU_GATES), default=o.TRAIN.gmu_gate,
              section="Categorical", help="gmu ablation: learned gate, or fixed open (sequence only) / closed."),
-    o.option("--cross-attn-heads", type=click.IntRange(1, 64), default=o.PREDICTOR.cross_attn_heads, section="Categorical",
+    o.option("--cross-attn-heads", type=click.IntRange(1, 64), default=o.TRAIN.cross_attn_heads, section="Categorical",
              help="Heads of cross-attention and perceiver fusion; must divide D."),
-    o.option("--perceiver-num-latents", type=click.IntRange(1, 1024), default=o.PREDICTOR.perceiver_num_latents, section="Categorical",
+    o.option("--perceiver-num-latents", type=click.IntRange(1, 1024), default=o.TRAIN.perceiver_num_latents, section="Categorical",
              help="Perceiver latents."),
-    o.option("--perceiver-num-layers", type=click.IntRange(1, 16), default=o.PREDICTOR.perceiver_num_layers, section="Categorical",
+    o.option("--perceiver-num-layers", type=click.IntRange(1, 16), default=o.TRAIN.perceiver_num_layers, section="Categorical",
              help="Perceiver self-attention layers."),
-    o.option("--conditional-output-scaling", default=None, section="Categorical",
+    o.option("--conditional-output-scaling", default=o.TRAIN.conditional_output_scaling, section="Categorical",
              help="Columns with a per-category output scale and bias."),
-    o.option("--categorical-lr", type=float, default=None, section="Categorical",
+    o.option("--categorical-lr", type=float, default=o.TRAIN.categorical_lr, section="Categorical",
              help="Separate learning rate for the categorical modules."),
     o.option("--categorical-help", is_flag=True, expose_value=False, is_eager=True, callback=_print_guide,
              section="Categorical", help="Print a guide to choosing a fusion and exit."),
-    o.option("--best-metric", type=click.Choice(BEST_METRICS), default=None,
+    o.option("--best-metric", type=click.Choice(BEST_METRICS), default=o.TRAIN.best_metric,
              section="Training", help="Checkpoint selection (changed: default mae for regression, f1 for "
                                       "classification, not the mixed loss)."),
-    o.option("--augment-reads", type=click.FloatRange(0.0, 1.0, min_open=True), default=None, section="Training",
+    o.option("--augment-reads", type=click.FloatRange(0.0, 1.0, min_open=True), default=o.TRAIN.augment_reads, section="Training",
              help="Augmentation: each epoch, keep each training read with this probability (a new "
                   "rarefaction-like draw per epoch: rare ASVs drop out at random, abundances jitter); "
                   "validation and prediction read every ASV. Off by default."),
-    o.option("--min-asv-groups", type=click.IntRange(1, None), default=None, section="Training",
+    o.option("--min-asv-groups", type=click.IntRange(1, None), default=o.TRAIN.min_asv_groups, section="Training",
              help="With --group-column: train only on the reads of ASVs found in at least this many training "
                   "groups (e.g. 2: no subject's private ASVs), so the model learns what recurs across subjects "
                   "instead of recognising them; validation and prediction read every ASV. Off by default."),
-    o.option("--val-prediction-passes", type=click.IntRange(1, 100), default=1, section="Training",
+    o.option("--val-prediction-passes", type=click.IntRange(1, 100), default=o.TRAIN.val_prediction_passes, section="Training",
              help="Accepted for compatibility with 1 only (an error above): validation reads each sample's most "
                   "abundant ASVs once; aam predict --prediction-passes averages random draws."),
-    o.option("--find-lr", is_flag=True, default=False, section="Training",
+    o.option("--find-lr", is_flag=True, default=o.TRAIN.find_lr, section="Training",
              help="Run a learning-rate range test, print the suggestion and exit."),
 ]
 
@@ -174,6 +174,7 @@ def command(**opts) -> None:
     """Fine-tune a SequencePredictor on --metadata-column (regression, or classes with --classifier),
     optionally from a pretrained encoder and conditioned on categorical metadata. Writes checkpoints,
     val_predictions.tsv (original units), plots and TensorBoard logs to --output-dir."""
+    from aam.workflows.run_config import TrainRun
     from aam.workflows.train import run_train
 
-    run_train(opts)
+    run_train(TrainRun.from_options(opts))

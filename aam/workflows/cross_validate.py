@@ -35,43 +35,28 @@ from aam.training.metrics import metric_direction
 from aam.training.preemption import RunInterrupted
 from aam.training.runtime import configure_logging
 from aam.workflows.forest_blend import FOREST_FILE, blend
+from aam.workflows.run_config import CrossValidateRun, PredictRun, PretrainRun
 from aam.workflows.samples import sample_groups
 from aam.workflows.scoring import probability_columns, score_predictions, scores_by
-from aam.workflows.session import check_options
 
 log = logging.getLogger("aam")
 
 PRIMARY_METRIC = {False: "mae", True: "auroc"}  # how folds are won: regression, classification
 
 
-def run_cross_validate(opts: dict[str, Any], pretrain_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Cross-validate the ``aam train`` recipe in ``opts`` and the forest; returns the summary.
-    ``pretrain_defaults`` (``aam pretrain``'s option defaults) are needed with ``--pretrain-epochs``."""
-    from aam.workflows.train import _check_train_options
-
-    check_options(opts)
-    _check_train_options(opts)
-    if opts.get("pretrain_epochs") and not (opts.get("tree") or opts.get("unifrac_matrix")):
-        raise AamError("pretraining needs distance targets", source="--pretrain-epochs",
-                       hint="give --tree FILE.nwk or --unifrac-matrix FILE")
-    if opts.get("pretrain_epochs") and opts.get("pretrained_encoder"):
-        raise AamError("cannot be combined with --pretrained-encoder", source="--pretrain-epochs")
-    for flag in ("val_samples", "resume_from", "find_lr", "distributed", "fsdp"):
-        if opts.get(flag):
-            raise AamError("is not available in cross-validation", source=f"--{flag.replace('_', '-')}",
-                           hint="inner early-stopping splits come from --test-size and --group-column; a rerun "
-                                "resumes by itself")
-    members = _member_runs(opts)
-    out = Path(opts["output_dir"])
-    configure_logging(None, opts.get("verbose", True))
-    seed = _run_seed(opts, out)
-    classifier = bool(opts["classifier"])
-    ids, metadata, column = _usable_samples(opts)
-    group_column = (opts.get("group_column") or "").strip() or None
-    folds, fold_table = _folds(opts, out, ids, metadata, column, seed)
-    chosen = _chosen_folds(opts, folds)
+def run_cross_validate(run: CrossValidateRun) -> dict[str, Any]:
+    """Cross-validate the ``aam train`` recipe of ``run`` and the forest; returns the summary."""
+    members = _member_runs(run)
+    out = Path(run.output_dir)
+    configure_logging(None, run.verbose)
+    seed = _run_seed(run, out)
+    classifier = run.classifier
+    ids, metadata, column = _usable_samples(run)
+    group_column = (run.group_column or "").strip() or None
+    folds, fold_table = _folds(run, out, ids, metadata, column, seed)
+    chosen = _chosen_folds(run, folds)
     out.mkdir(parents=True, exist_ok=True)  # only now: bad input leaves nothing behind
-    configure_logging(out / "cross_validate.log", opts.get("verbose", True))
+    configure_logging(out / "cross_validate.log", run.verbose)
     if fold_table is not None:
         write_tsv(out / "folds.tsv", fold_table)
     n_done = sum((out / "folds" / name / "predictions.tsv").is_file() for name in folds)
@@ -81,15 +66,15 @@ def run_cross_validate(opts: dict[str, Any], pretrain_defaults: dict[str, Any] |
                                         "folds": {k: len(v) for k, v in folds.items()},
                                         "members": [{"name": m[0], "seed_offset": m[1], "options": m[2]}
                                                     for m in members],
-                                        "options": {k: v for k, v in opts.items() if k not in ("config", "variants")}})
-    forest = _run_forest(opts, out, column, group_column, seed) if opts.get("forest", True) else None
-    configure_logging(out / "cross_validate.log", opts.get("verbose", True))
+                                        "options": {k: v for k, v in run.options().items() if k != "variants"}})
+    forest = _run_forest(run, out, column, group_column, seed) if run.forest else None
+    configure_logging(out / "cross_validate.log", run.verbose)
     in_folds = {s for test in folds.values() for s in test}
     outside = [s for s in ids if s not in in_folds]  # in no fold: never trained on either
     for k, name in enumerate(folds):
         if name in chosen:
-            _run_fold(opts, out, name, folds[name] + outside, folds[name], metadata, column, seed, members,
-                      f"fold {k + 1}/{len(folds)} ({name})", pretrain_defaults or {})
+            _run_fold(run, out, name, folds[name] + outside, folds[name], metadata, column, seed, members,
+                      f"fold {k + 1}/{len(folds)} ({name})")
     finished = {name: out / "folds" / name / "predictions.tsv" for name in folds}
     finished = {name: path for name, path in finished.items() if path.is_file()}
     if len(finished) < len(folds):
@@ -101,53 +86,51 @@ def run_cross_validate(opts: dict[str, Any], pretrain_defaults: dict[str, Any] |
     return _summarise(out, aam, forest, metadata, group_column, classifier, column)
 
 
-def _run_seed(opts: dict[str, Any], out: Path) -> int:
+def _run_seed(run: CrossValidateRun, out: Path) -> int:
     """``--seed``, else the seed of the run being resumed in ``out``, else a fresh one (recorded)."""
-    if opts.get("seed") is not None:
-        return int(opts["seed"])
+    if run.seed is not None:
+        return int(run.seed)
     previous = out / "cv_config.json"
     if previous.is_file():
         return int(json.loads(previous.read_text(encoding="utf-8"))["seed"])
     return random.SystemRandom().randrange(2**31)
 
 
-def _member_runs(opts: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
+def _member_runs(run: CrossValidateRun) -> list[tuple[str, int, dict[str, Any]]]:
     """(run name, seed offset, options) of each model of a fold: ``--members`` seeds of the recipe and of each
-    ``--variant`` (the recipe with more flags, already resolved into ``opts["variants"]``)."""
-    n_seeds = int(opts.get("members") or 1)
-    if n_seeds < 1:
-        raise AamError("must be at least 1", source="--members")
-    recipes = [("", {})] + [(f"_v{k + 1}", changes) for k, changes in enumerate(opts.get("variants") or [])]
+    ``--variant`` (the recipe with more flags, already resolved into ``run.variants``)."""
+    n_seeds = run.members
+    recipes = [("", {})] + [(f"_v{k + 1}", changes) for k, changes in enumerate(run.variants)]
     if len(recipes) == 1 and n_seeds == 1:
         return [("model", 0, {})]
     return [(f"model{tag}_s{offset}", offset, changes) for tag, changes in recipes for offset in range(n_seeds)]
 
 
-def _chosen_folds(opts: dict[str, Any], folds: dict[str, list[str]]) -> list[str]:
+def _chosen_folds(run: CrossValidateRun, folds: dict[str, list[str]]) -> list[str]:
     """``--only-folds a,b`` (to spread folds over processes or machines), else every fold."""
-    if not opts.get("only_folds"):
+    if not run.only_folds:
         return list(folds)
-    chosen = [f.strip() for f in str(opts["only_folds"]).split(",") if f.strip()]
+    chosen = [f.strip() for f in str(run.only_folds).split(",") if f.strip()]
     unknown = [f for f in chosen if f not in folds]
     if unknown:
         raise AamError(f"no fold named {unknown[0]!r} (folds: {', '.join(list(folds)[:10])})", source="--only-folds")
     return chosen
 
 
-def _usable_samples(opts: dict[str, Any]) -> tuple[list[str], pd.DataFrame, str]:
+def _usable_samples(run: CrossValidateRun) -> tuple[list[str], pd.DataFrame, str]:
     """Ids of the table with a usable target (minus ``--exclude-samples``), the metadata and the target."""
     from aam.workflows.samples import exclude_samples
     from aam.workflows.train import _ids_with_target
 
-    metadata = read_metadata(opts["metadata"])
-    column = opts["metadata_column"].strip()
-    require_column(metadata, column, source=opts["metadata"])
-    table_ids = [str(s) for s in load_table(opts["table"]).ids(axis="sample")]
-    ids = align_samples(table_ids, metadata, source=opts["metadata"])
-    return exclude_samples(_ids_with_target(metadata, column, ids, opts), opts), metadata, column
+    metadata = read_metadata(run.metadata)
+    column = run.metadata_column.strip()
+    require_column(metadata, column, source=run.metadata)
+    table_ids = [str(s) for s in load_table(run.table).ids(axis="sample")]
+    ids = align_samples(table_ids, metadata, source=run.metadata)
+    return exclude_samples(_ids_with_target(metadata, column, ids, run), run.split), metadata, column
 
 
-def _folds(opts: dict[str, Any], out: Path, ids: list[str], metadata: pd.DataFrame, column: str,
+def _folds(run: CrossValidateRun, out: Path, ids: list[str], metadata: pd.DataFrame, column: str,
            seed: int) -> tuple[dict[str, list[str]], pd.DataFrame | None]:
     """The outer folds: from ``folds.tsv`` of an earlier run, from ``--folds FILE``, or made here; with the
     table to write as ``folds.tsv`` (None when it exists)."""
@@ -156,15 +139,15 @@ def _folds(opts: dict[str, Any], out: Path, ids: list[str], metadata: pd.DataFra
         folds = _read_fold_file(saved, "fold", ids)
         log.info("using the folds of %s", saved)
         return folds, None
-    groups = sample_groups(metadata, ids, opts, target=column)  # the same checks as aam train's
-    if opts.get("folds"):
-        folds = _read_fold_file(opts["folds"], opts.get("fold_column") or "fold", ids)
+    groups = sample_groups(metadata, ids, run.split, target=column)  # the same checks as aam train's
+    if run.folds:
+        folds = _read_fold_file(run.folds, run.fold_column, ids)
     else:
-        if groups is None and opts.get("leave_one_group_out"):
+        if groups is None and run.leave_one_group_out:
             raise AamError("needs --group-column", source="--leave-one-group-out")
-        stratify = metadata.loc[ids, column].astype(str).to_numpy() if opts["classifier"] else None
-        folds = make_folds(ids, opts.get("n_folds") or 5, seed, groups=groups, stratify=stratify,
-                           leave_one_group_out=bool(opts.get("leave_one_group_out")))
+        stratify = metadata.loc[ids, column].astype(str).to_numpy() if run.classifier else None
+        folds = make_folds(ids, run.n_folds, seed, groups=groups, stratify=stratify,
+                           leave_one_group_out=run.leave_one_group_out)
     fold_of = {s: name for name, members in folds.items() for s in members}
     frame = pd.DataFrame({"sample_id": list(fold_of), "fold": list(fold_of.values())})
     if groups is not None:
@@ -200,24 +183,24 @@ def _check_groups_within_folds(frame: pd.DataFrame) -> None:
                     len(crossing), crossing.index[0])
 
 
-def _run_forest(opts: dict[str, Any], out: Path, column: str, group_column: str | None, seed: int) -> pd.DataFrame:
+def _run_forest(run: CrossValidateRun, out: Path, column: str, group_column: str | None, seed: int) -> pd.DataFrame:
     """The forest's out-of-fold predictions over ``folds.tsv`` (fitted once; reused on a rerun)."""
     from aam.workflows.rf_baseline import run_rf_baseline
 
     output = out / "forest" / "predictions.tsv"
     if not output.is_file():
-        log.info("random forest (%d trees) on the same folds", opts.get("rf_n_estimators") or 500)
-        run_rf_baseline(table=opts["table"], metadata=opts["metadata"], metadata_column=column, output=str(output),
+        log.info("random forest (%d trees) on the same folds", run.rf_n_estimators)
+        run_rf_baseline(table=run.table, metadata=run.metadata, metadata_column=column, output=str(output),
                         folds=str(out / "folds.tsv"), group_column=group_column,
-                        n_estimators=opts.get("rf_n_estimators") or 500,
-                        max_features=opts.get("rf_max_features") or "sqrt", random_seed=seed,
-                        n_jobs=opts.get("rf_n_jobs") or -1, classifier=bool(opts["classifier"]))
+                        n_estimators=run.rf_n_estimators,
+                        max_features=run.rf_max_features, random_seed=seed,
+                        n_jobs=run.rf_n_jobs, classifier=run.classifier)
     return pd.read_csv(output, sep="\t", dtype={"sample_id": str, "fold": str})
 
 
-def _run_fold(opts: dict[str, Any], out: Path, name: str, held_out: list[str], test_ids: list[str],
+def _run_fold(run: CrossValidateRun, out: Path, name: str, held_out: list[str], test_ids: list[str],
               metadata: pd.DataFrame, column: str, seed: int, members: list[tuple[str, int, dict[str, Any]]],
-              label: str, pretrain_defaults: dict[str, Any]) -> None:
+              label: str) -> None:
     """Train every member without the ``held_out`` samples, then predict the fold's ``test_ids`` with their
     average; skipped when the fold's predictions exist, resumed from a member's last checkpoint."""
     from aam.workflows.predict import run_predict
@@ -228,9 +211,9 @@ def _run_fold(opts: dict[str, Any], out: Path, name: str, held_out: list[str], t
     if done.is_file():
         return
     fold_dir.mkdir(parents=True, exist_ok=True)
-    excluded = set(held_out) | (set(read_ids(opts["exclude_samples"])) if opts.get("exclude_samples") else set())
+    excluded = set(held_out) | (set(read_ids(run.exclude_samples)) if run.exclude_samples else set())
     write_ids(fold_dir / "test_samples.txt", sorted(excluded))
-    encoder = _pretrain_fold(opts, fold_dir, seed, label, pretrain_defaults) if opts.get("pretrain_epochs") else None
+    encoder = _pretrain_fold(run, fold_dir, seed, label) if run.pretrain_epochs else None
     checkpoints = []
     for k, (run_name, offset, changes) in enumerate(members):
         run_dir = fold_dir / run_name
@@ -241,38 +224,35 @@ def _run_fold(opts: dict[str, Any], out: Path, name: str, held_out: list[str], t
         log.info("%s: training %s without its %d held-out samples%s", label,
                  f"member {k + 1}/{len(members)}" if len(members) > 1 else "the model", len(test_ids),
                  " (resuming)" if last.is_file() else "")
-        fold_opts = {**opts, **changes, "output_dir": str(run_dir), "seed": seed + offset,
-                     "exclude_samples": str(fold_dir / "test_samples.txt"),
-                     "resume_from": str(last) if last.is_file() else None}
-        if encoder is not None:
-            fold_opts["pretrained_encoder"] = str(encoder)
+        fold_run = run.recipe(**changes, output_dir=str(run_dir), seed=seed + offset,
+                              exclude_samples=str(fold_dir / "test_samples.txt"),
+                              resume_from=str(last) if last.is_file() else None,
+                              **({"pretrained_encoder": str(encoder)} if encoder is not None else {}))
         try:
-            run_train(fold_opts)
+            run_train(fold_run)
         except KeyboardInterrupt:
             log.warning("interrupted during %s; run the same command again to resume it", label)
             raise
         except RunInterrupted as stop:
             raise RunInterrupted(stop.signal_number, stop.checkpoint, f"{label}, {stop.where}", rerun=True) from None
         (run_dir / "train_finished.txt").write_text("finished\n", encoding="utf-8")
-    configure_logging(out / "cross_validate.log", opts.get("verbose", True))  # training logged to its run dir
+    configure_logging(out / "cross_validate.log", run.verbose)  # training logged to its run dir
     missing = [str(p) for p in checkpoints if not p.is_file()]
     if missing:
         raise AamError("training wrote no best checkpoint (no epoch gave a finite score)", source=missing[0],
                        hint="check the fold's training.log")
-    forest = checkpoints[0].parent.parent / FOREST_FILE if opts.get("forest_blend") else None
-    frame = run_predict(model_path=[str(p) for p in checkpoints], table=opts["table"],
-                        output=str(fold_dir / "raw_predictions.tsv"), metadata=opts["metadata"],
-                        sequences=opts.get("sequences"), batch_size=max(32, opts["batch_size"]),
-                        device=opts.get("device", "auto"), seed=seed, sample_ids=test_ids,
-                        forest=None if forest is None else str(forest), forest_weight="auto")
-    frame = _with_actual(frame, metadata, column, opts["classifier"]).assign(fold=name)
+    forest = checkpoints[0].parent.parent / FOREST_FILE if run.forest_blend else None
+    frame = run_predict(PredictRun(
+        model_paths=tuple(str(p) for p in checkpoints), table=run.table, output=str(fold_dir / "raw_predictions.tsv"),
+        metadata=run.metadata, sequences=run.sequences, batch_size=max(32, run.batch_size), device=run.device,
+        seed=seed, sample_ids=tuple(test_ids), forest=None if forest is None else str(forest)))
+    frame = _with_actual(frame, metadata, column, run.classifier).assign(fold=name)
     write_tsv(done, frame)  # the fold is finished once this file exists
-    score = score_predictions(frame, bool(opts["classifier"]))
+    score = score_predictions(frame, run.classifier)
     log.info("%s: AAM %s", label, "  ".join(f"{k}={v:.4g}" for k, v in score.items()))
 
 
-def _pretrain_fold(opts: dict[str, Any], fold_dir: Path, seed: int, label: str,
-                   defaults: dict[str, Any]) -> Path:
+def _pretrain_fold(run: CrossValidateRun, fold_dir: Path, seed: int, label: str) -> Path:
     """``--pretrain-epochs N``: ``aam pretrain`` (UniFrac targets from ``--tree``/``--unifrac-matrix``) on the
     fold's training samples only, with the recipe's model options; returns its encoder (reused on a rerun)."""
     from aam.workflows.pretrain import run_pretrain
@@ -281,15 +261,13 @@ def _pretrain_fold(opts: dict[str, Any], fold_dir: Path, seed: int, label: str,
     encoder = run_dir / "pretrained_encoder.pt"
     if encoder.is_file():
         return encoder
-    pretrain_opts = {**defaults, **{k: v for k, v in opts.items() if k in defaults}}
-    pretrain_opts.update(output_dir=str(run_dir), epochs=opts["pretrain_epochs"], seed=seed, nuc_penalty=0.0,
-                         penalty=1.0, metadata=opts["metadata"], exclude_samples=str(fold_dir / "test_samples.txt"),
-                         best_metric=None, resume_from=None)
     last = run_dir / "checkpoints" / "last_model.pt"
-    if last.is_file():
-        pretrain_opts["resume_from"] = str(last)
-    log.info("%s: pretraining the encoder on UniFrac for %d epochs without the fold", label, opts["pretrain_epochs"])
-    run_pretrain(pretrain_opts)
+    pretrain = PretrainRun.from_options(
+        run.options(), ignore_unknown=True, output_dir=str(run_dir), epochs=run.pretrain_epochs, seed=seed,
+        nuc_penalty=0.0, penalty=1.0, exclude_samples=str(fold_dir / "test_samples.txt"),
+        resume_from=str(last) if last.is_file() else None)
+    log.info("%s: pretraining the encoder on UniFrac for %d epochs without the fold", label, run.pretrain_epochs)
+    run_pretrain(pretrain)
     return encoder
 
 

@@ -30,6 +30,7 @@ from aam.training.runtime import configure_threads, resolve_device
 from aam.training.trainer import forward_batch
 from aam.workflows.inputs import load_amplicon_data
 from aam.workflows.resume import load_weights
+from aam.workflows.run_config import PredictRun
 
 log = logging.getLogger("aam")
 
@@ -60,42 +61,33 @@ def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> tupl
     return model_from_checkpoint(checkpoint, path).to(device).eval(), DataConfig.from_dict(checkpoint.get("data"))
 
 
-def run_predict(*, model_path: str | Sequence[str], table: str, output: str, metadata: str | None = None,
-                sequences: str | None = None, batch_size: int = 8, device: str = "auto",
-                prediction_passes: int = 1, asv_sampling: str | None = None, seed: int | None = None,
-                output_variance: bool = False, sample_ids: Sequence[str] | None = None,
-                forest: str | None = None, forest_weight: float | str = "auto",
-                attn_implementation: str = "sdpa", q2_metadata: bool = False) -> pd.DataFrame:
-    """Predict every usable sample of ``table`` (or those of ``sample_ids``); writes ``output`` (TSV) and
-    returns the frame.
+def run_predict(run: PredictRun) -> pd.DataFrame:
+    """Predict every usable sample of ``run.table`` (or those of ``run.sample_ids``); writes ``run.output`` (TSV)
+    and returns the frame.
 
-    ``model_path`` may name several checkpoints (an ensemble, e.g. the same recipe trained with different
-    seeds): their predictions are averaged (class probabilities for classifiers) and ``prediction_std`` is
-    the spread over members and passes. ``forest`` (``aam rf-baseline --save-model``) is averaged in with
-    weight ``forest_weight`` ("auto": the weight the first model's inner cross-validation chose with
-    ``--forest-blend``, else 0.5); ``aam_prediction`` and ``forest_prediction`` keep the two parts.
+    Several ``model_paths`` (an ensemble, e.g. the same recipe trained with different seeds) are averaged
+    (class probabilities for classifiers) and ``prediction_std`` is the spread over members and passes. A
+    ``forest`` (``aam rf-baseline --save-model``) is averaged in with ``forest_weight`` ("auto": the weight the
+    first model's inner cross-validation chose with ``--forest-blend``, else 0.5); ``aam_prediction`` and
+    ``forest_prediction`` keep the two parts.
     """
     bundle = None
-    if forest is not None:
+    forest_weight = run.forest_weight_value
+    if run.forest is not None:
         from aam.workflows.rf_baseline import load_forest
 
-        forest_weight = parse_forest_weight(forest_weight)
-        bundle = load_forest(forest)
-    paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
-    if not paths:
-        raise AamError("give at least one checkpoint", source="--model")
-    if batch_size < 1:
-        raise AamError("must be at least 1", source="--batch-size")
-    if prediction_passes < 1:
-        raise AamError("must be at least 1", source="--prediction-passes")
-    torch_device = resolve_device(device)
+        bundle = load_forest(run.forest)
+    paths = list(run.model_paths)
+    torch_device = resolve_device(run.device)
     configure_threads(torch_device)
-    sampling = asv_sampling or ("random" if prediction_passes > 1 else "abundance")
+    prediction_passes = run.prediction_passes
+    sampling = run.asv_sampling or ("random" if prediction_passes > 1 else "abundance")
     if prediction_passes > 1 and sampling != "random":
         log.warning("--prediction-passes > 1 only varies with --asv-sampling random; using one pass")
         prediction_passes = 1
     if len(paths) > 1:
         log.info("ensemble of %d models", len(paths))
+    table, metadata, sample_ids = run.table, run.metadata, run.sample_ids
     tables: dict[int, Any] = {}  # the tokenised table per max_bp (members usually share one)
     frame = read_metadata(metadata) if metadata is not None else None
     passes: list[pd.DataFrame] = []
@@ -108,16 +100,16 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
             _check_compatible(first_info, info, paths[0], path)
         max_bp = info.max_bp
         if max_bp not in tables:
-            tables[max_bp] = load_amplicon_data(table, sequences_path=sequences, max_bp=max_bp)
+            tables[max_bp] = load_amplicon_data(table, sequences_path=run.sequences, max_bp=max_bp)
         data = tables[max_bp]
-        dataset, decoder = member_inputs(info, data, frame, metadata, sample_ids, sampling, seed)
+        dataset, decoder = member_inputs(info, data, frame, metadata, sample_ids, sampling, run.seed)
         if dataset.skipped_ids and not passes:
             log.warning("skipped %d sample(s) with no usable ASV", len(dataset.skipped_ids))
-        loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), batch_size, shuffle=False)
-        with attention_backend(attn_implementation, torch_device):
+        loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), run.batch_size, shuffle=False)
+        with attention_backend(run.attn_implementation, torch_device):
             passes += [_one_pass(model, loader, decoder, dataset, epoch) for epoch in range(prediction_passes)]
         del model
-    result = _combine_passes(_align(passes, paths), decoder, output_variance or len(passes) > 1)
+    result = _combine_passes(_align(passes, paths), decoder, run.output_variance or len(passes) > 1)
     if first_info.training_asvs is not None:
         result["unseen_read_share"] = _unseen_shares(tables[first_info.max_bp], first_info,
                                                      result["sample_id"])
@@ -127,12 +119,12 @@ def run_predict(*, model_path: str | Sequence[str], table: str, output: str, met
             forest_weight = 0.5 if recorded is None else float(recorded)
             log.info("forest weight %.2f (%s)", forest_weight, "the default; the model records no --forest-blend"
                      if recorded is None else "chosen by the model's inner cross-validation")
-        result = _with_forest(result, bundle, first_info, table, forest, forest_weight, decoder)
-    if q2_metadata:
-        write_q2_metadata(output, result)
+        result = _with_forest(result, bundle, first_info, table, run.forest, forest_weight, decoder)
+    if run.q2_metadata:
+        write_q2_metadata(run.output, result)
     else:
-        write_tsv(output, result)
-    log.info("wrote %d predictions to %s", len(result), output)
+        write_tsv(run.output, result)
+    log.info("wrote %d predictions to %s", len(result), run.output)
     return result
 
 
@@ -154,19 +146,6 @@ def member_inputs(info: DataConfig, data, frame: pd.DataFrame | None, metadata: 
         transform=transform_from_dict(dict(info.target_transform)) if info.target_transform else None,
         groups=groups, classifier=info.classifier, class_labels=info.class_labels, quantiles=info.quantiles)
     return dataset, decoder
-
-
-def parse_forest_weight(value: float | str | None) -> float | None:
-    """``--forest-weight``: a number in [0, 1], or None for ``auto`` (the model's recorded weight)."""
-    if value is None or str(value).strip().lower() == "auto":
-        return None
-    try:
-        weight = float(value)
-    except ValueError:
-        weight = float("nan")
-    if not 0.0 <= weight <= 1.0:
-        raise AamError(f"must be a number in [0, 1] or auto, got {value}", source="--forest-weight")
-    return weight
 
 
 HIGH_UNSEEN_SHARE = 0.5  # a sample with more of its reads in unseen ASVs than this is flagged in the log

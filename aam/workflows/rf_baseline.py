@@ -133,14 +133,15 @@ def _own_split(table_ids: list[str], frame: pd.DataFrame, column: str, classifie
                group_column: str | None, test_size: float, seed: int, output: str) -> tuple[list[str], list[str]]:
     """A split made here (no lists, no folds) as ``aam train`` makes it, written beside ``output`` so
     ``aam train --val-samples`` can reuse it."""
+    from aam.workflows.run_config import SampleSplit
     from aam.workflows.samples import sample_groups, split_samples
 
     ids = _usable([s for s in table_ids if s in frame.index], table_ids, frame, column, classifier, metadata,
                   "--metadata")
     stratify = frame.loc[ids, column].astype(str).to_numpy() if classifier else None
-    opts = {"metadata": metadata, "group_column": group_column, "test_size": test_size}
-    groups = sample_groups(frame, ids, opts, target=column)  # or suggests a subject-like column
-    train_ids, val_ids = split_samples(ids, opts, seed, stratify=stratify, groups=groups)
+    split = SampleSplit(test_size=test_size, group_column=group_column, metadata=metadata)
+    groups = sample_groups(frame, ids, split, target=column)  # or suggests a subject-like column
+    train_ids, val_ids = split_samples(ids, split, seed, stratify=stratify, groups=groups)
     stem = Path(output).with_suffix("")
     write_split(stem.parent, train_ids, val_ids, None if groups is None else dict(zip(ids, groups)),
                 prefix=f"{stem.name}_")

@@ -21,20 +21,13 @@ from aam.training.prediction import PredictionDecoder
 from aam.training.sequence_groups_fit import fit_sequence_groups
 from aam.training.trainer import FitResult
 from aam.workflows.forest_blend import fit_forest_blend
+from aam.workflows.run_config import TrainRun
 from aam.workflows.run_folder import write_run_config
 from aam.workflows.scoring import score_predictions
 
 log = logging.getLogger("aam")
 
 ALL_ASVS = 2**31 - 1  # the model reads a sample's whole composition: prediction keeps every ASV
-
-# Options of the transformer that this model has no use for, with the value that means "not set".
-_UNSUPPORTED = {
-    "categorical_columns": (None, "categorical metadata"), "pretrained_encoder": (None, "a pretrained encoder"),
-    "distributed": (False, "--distributed"), "fsdp": (False, "--fsdp"), "data_parallel": (False, "--data-parallel"),
-    "find_lr": (False, "--find-lr"), "quantiles": (None, "quantile outputs"),
-}
-
 
 def parse_group_counts(value: str | None) -> tuple[int, ...]:
     """'8,16,32,64' -> (8, 16, 32, 64); one line naming the flag when it is not a list of integers >= 2."""
@@ -63,29 +56,16 @@ def _fitting_group_counts(counts: tuple[int, ...], table) -> tuple[int, ...]:
     return counts
 
 
-def check_sequence_groups_options(opts: dict[str, Any]) -> None:
-    for key, (unset, what) in _UNSUPPORTED.items():
-        if opts.get(key) not in (unset, None, False, ""):
-            raise AamError(f"{what} is not used by the sequence-groups model", source="--model-type",
-                           hint="leave it out, or use --model-type transformer")
-    if opts.get("val_samples"):
-        raise AamError("the sequence-groups model trains on every usable sample (its inner cross-validation is "
-                       "its validation)", source="--val-samples",
-                       hint="hold samples out with --exclude-samples FILE, then score them with aam predict")
-    if opts.get("loss_type") == "quantile":
-        raise AamError("quantile outputs are not available with the sequence-groups model", source="--loss-type")
-
-
-def train_sequence_groups(opts: dict[str, Any], output_dir: Path, main: bool, data, ids: list[str],
+def train_sequence_groups(run: TrainRun, output_dir: Path, main: bool, data, ids: list[str],
                           groups: np.ndarray | None, setup, by_row: dict[str, Any], seed: int,
-                          run: dict[str, Any]) -> FitResult:
+                          record: dict[str, Any]) -> FitResult:
     """Fit on every sample of ``ids`` (the inner cross-validation chooses the shrinkage) and write the run."""
-    classifier = bool(opts["classifier"])
+    classifier = run.classifier
     rows = data.rows_of(ids)
-    counts = _fitting_group_counts(parse_group_counts(opts.get("sequence_groups")), data.counts[rows])
+    counts = _fitting_group_counts(parse_group_counts(run.sequence_groups), data.counts[rows])
     config = SequenceGroupsConfig(group_counts=counts,
-                                  clusterings=int(opts.get("group_clusterings") or 8),
-                                  kmer_size=int(opts.get("group_kmer_size") or 4), classifier=classifier,
+                                  clusterings=run.group_clusterings,
+                                  kmer_size=run.group_kmer_size, classifier=classifier,
                                   out_dim=len(setup.class_labels) if classifier else 1)
     model = SequenceGroupComposition(config)
     log.info("sequence groups: %d samples%s, resolutions %s, %d-mer profiles", len(ids),
@@ -106,8 +86,8 @@ def train_sequence_groups(opts: dict[str, Any], output_dir: Path, main: bool, da
              "+".join(map(str, config.group_counts)), "  ".join(f"{k}={v:.4g}" for k, v in scores.items()))
 
     data_info = DataConfig(
-        max_bp=opts["max_bp"], token_limit=ALL_ASVS, asv_sampling="abundance",
-        metadata_column=opts["metadata_column"].strip(), classifier=classifier,
+        max_bp=run.max_bp, token_limit=ALL_ASVS, asv_sampling="abundance",
+        metadata_column=run.target_column, classifier=classifier,
         class_labels=setup.class_labels or (),
         target_transform=setup.transform.to_dict() if setup.transform is not None else None,
         normalize_by=setup.normalize_by, seed=seed)
@@ -115,9 +95,9 @@ def train_sequence_groups(opts: dict[str, Any], output_dir: Path, main: bool, da
               "scoring": fit.scoring, "inner_scheme": fit.inner_scheme, "grid": fit.grid, "n_samples": len(ids),
               "n_asvs": fit.n_asvs, "group_sizes": {str(k): v for k, v in fit.group_sizes.items()},
               "out_of_fold_scores": scores}
-    if opts.get("forest_blend"):
+    if run.forest_blend:
         choice = fit_forest_blend(data.counts[rows], data.asv_ids, ids, setup.actual, fit.splits, frame, classifier,
-                                  opts["metadata_column"].strip(), seed, output_dir if main else None)
+                                  run.target_column, seed, output_dir if main else None)
         report["forest_blend"] = choice.to_dict()
         data_info = data_info.replace(forest_weight=choice.weight)
     if main:
@@ -127,8 +107,8 @@ def train_sequence_groups(opts: dict[str, Any], output_dir: Path, main: bool, da
                         model_config=config.to_dict(), model=model,
                         data=data_info.replace(
                             training_asvs=training_fingerprints(data.counts, data.tokens, rows),
-                            run={**run, "inner_scores": scores, "chosen": {fit.parameter: fit.chosen}}).to_dict())
-        write_run_config(output_dir, "train", {**opts, "seed": seed},
+                            run={**record, "inner_scores": scores, "chosen": {fit.parameter: fit.chosen}}).to_dict())
+        write_run_config(output_dir, "train", {**run.options(), "seed": seed},
                          {"model_config": config.to_dict(),
                           "data": {k: v for k, v in data_info.to_dict().items() if k not in ("training_asvs", "run")},
                           "n_train": len(ids), "n_val": 0})

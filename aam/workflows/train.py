@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from aam.data.split import write_split
 from aam.errors import AamError
 from aam.fileio import write_tsv
 from aam.models import SequencePredictor
-from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
 from aam.models.summary import model_summary
 from aam.training.checkpoint import Snapshot, load_checkpoint
 from aam.training.data_config import DataConfig
@@ -36,10 +34,11 @@ from aam.training.trainer import EvalResult, FitResult, Trainer
 from aam.workflows.config_mapping import predictor_config_from_options, trainer_config_from_options
 from aam.workflows.inputs import build_loaders, load_amplicon_data, load_distance_targets
 from aam.workflows.resume import load_resume_weights, load_weights, open_writer, resume_into
+from aam.workflows.run_config import SEQUENCE_GROUPS, TrainRun
 from aam.workflows.run_folder import write_run_config
 from aam.workflows.samples import exclude_samples, sample_groups, split_samples
-from aam.workflows.sequence_groups import check_sequence_groups_options, train_sequence_groups
-from aam.workflows.session import Session, adopt_batch_size, check_options, run_in_session
+from aam.workflows.sequence_groups import train_sequence_groups
+from aam.workflows.session import Session, adopt_batch_size, run_in_session
 
 log = logging.getLogger("aam")
 
@@ -57,90 +56,83 @@ class TargetSetup:
     class_labels: list[str] | None = None
 
 
-def run_train(opts: dict[str, Any]) -> FitResult:
-    """Fine-tune a SequencePredictor as described by the resolved ``aam train`` options."""
-    opts = apply_loss_config(opts)
-    check_options(opts)
-    _check_train_options(opts)
-    return run_in_session(opts, _run)
+def run_train(run: TrainRun) -> FitResult:
+    """Fine-tune a SequencePredictor as ``run`` (checked when it was built) describes."""
+    return run_in_session(run, _run)
 
 
-def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
+def _run(run: TrainRun, output_dir: Path, session: Session) -> FitResult:
     main, seed, device = session.is_main, session.seed, session.device
     pretrained = None
-    if opts.get("pretrained_encoder"):
-        pretrained = load_checkpoint(opts["pretrained_encoder"], expected_kind=("encoder", "predictor"))
-        opts = adopt_pretrained_architecture(opts, pretrained)
-    configure_logging(output_dir / "training.log" if main else None, opts.get("verbose", True) and main)
+    if run.pretrained_encoder:
+        pretrained = load_checkpoint(run.pretrained_encoder, expected_kind=("encoder", "predictor"))
+        run = adopt_pretrained_architecture(run, pretrained)
+    configure_logging(output_dir / "training.log" if main else None, run.verbose and main)
 
-    data = load_amplicon_data(opts["table"], sequences_path=opts.get("sequences"), max_bp=opts["max_bp"],
-                              rarefy_depth=opts.get("rarefy_depth"), seed=seed)
-    metadata = read_metadata(opts["metadata"])
-    column = opts["metadata_column"].strip()
-    require_column(metadata, column, source=opts["metadata"])
-    categorical_columns = _categorical_columns(opts, metadata)
-    ids = align_samples(data.sample_ids, metadata, source=opts["metadata"])
-    if opts.get("model_type") == SEQUENCE_GROUPS:
-        return _run_sequence_groups(opts, output_dir, session, data, metadata, column, ids)
-    if opts.get("forest_blend"):
-        raise AamError("the forest blend's weight is chosen by the sequence-groups model's inner cross-validation",
-                       source="--forest-blend", hint="use it with --model-type sequence-groups, or average a "
-                       "transformer with aam predict --forest FOREST --forest-weight W")
-    targets = load_distance_targets(data, unifrac_matrix=opts.get("unifrac_matrix"), tree=opts.get("tree"),
-                                    metric=opts["unifrac_metric"])
+    data = load_amplicon_data(run.table, sequences_path=run.sequences, max_bp=run.max_bp,
+                              rarefy_depth=run.rarefy_depth, seed=seed)
+    metadata = read_metadata(run.metadata)
+    column = run.target_column
+    require_column(metadata, column, source=run.metadata)
+    categorical_columns = _categorical_columns(run, metadata)
+    ids = align_samples(data.sample_ids, metadata, source=run.metadata)
+    if run.model_type == SEQUENCE_GROUPS:
+        return _run_sequence_groups(run, output_dir, session, data, metadata, column, ids)
+    targets = load_distance_targets(data, unifrac_matrix=run.unifrac_matrix, tree=run.tree,
+                                    metric=run.unifrac_metric)
     if targets is not None:
         with_distance = {data.sample_ids[r] for r in targets.rows}
         ids = [s for s in ids if s in with_distance]
-    ids = exclude_samples(_ids_with_target(metadata, column, ids, opts), opts)
-    stratify = metadata.loc[ids, column].astype(str).to_numpy() if opts["classifier"] else None
-    groups = sample_groups(metadata, ids, opts, target=column, inputs=tuple(categorical_columns))
-    train_ids, val_ids = split_samples(ids, opts, seed, stratify=stratify, groups=groups)
+    ids = exclude_samples(_ids_with_target(metadata, column, ids, run), run.split)
+    stratify = metadata.loc[ids, column].astype(str).to_numpy() if run.classifier else None
+    groups = sample_groups(metadata, ids, run.split, target=column, inputs=tuple(categorical_columns))
+    train_ids, val_ids = split_samples(ids, run.split, seed, stratify=stratify, groups=groups)
     check_identical((train_ids, val_ids), "the train/validation split")
     if main:
         write_split(output_dir, train_ids, val_ids, None if groups is None else dict(zip(ids, groups)))
 
-    setup = _fit_targets(opts, metadata, column, train_ids, ids)
+    setup = _fit_targets(run, metadata, column, train_ids, ids)
     encoder = CategoricalEncoder().fit(metadata.loc[train_ids], categorical_columns) if categorical_columns else None
     rows = data.rows_of(ids)
     by_row = _row_arrays(data.n_samples, rows, setup, encoder, metadata, ids)
     train_rows, val_rows = data.rows_of(train_ids), data.rows_of(val_ids)
-    train_data = _shared_asvs_only(data, train_rows, train_ids, groups, ids, opts)
-    train_weights = _category_loss_weights(opts, metadata, categorical_columns, train_ids)
+    train_data = _shared_asvs_only(data, train_rows, train_ids, groups, ids, run)
+    train_weights = _category_loss_weights(run, metadata, categorical_columns, train_ids)
     loaders = partial(
-        build_loaders, data, train_rows, val_rows, token_limit=opts["token_limit"],
-        asv_sampling=opts["asv_sampling"], seed=seed, num_workers=opts["num_workers"],
+        build_loaders, data, train_rows, val_rows, token_limit=run.token_limit,
+        asv_sampling=run.asv_sampling, seed=seed, num_workers=run.num_workers,
         distance_lookup=targets.lookup if targets is not None else None,
         train_targets=by_row["targets"][train_rows], val_targets=by_row["targets"][val_rows],
         train_categoricals=None if encoder is None else by_row["categoricals"][train_rows],
         val_categoricals=None if encoder is None else by_row["categoricals"][val_rows],
         train_weights=train_weights, pin_memory=device.type == "cuda", distributed=session.distributed,
-        read_fraction=opts.get("augment_reads"), train_data=train_data)
-    train_loader, val_loader = loaders(batch_size=opts["batch_size"])
+        read_fraction=run.augment_reads, train_data=train_data)
+    train_loader, val_loader = loaders(batch_size=run.batch_size)
 
     config = predictor_config_from_options(
-        opts, out_dim=len(setup.class_labels) if setup.class_labels else 1,
+        run, out_dim=len(setup.class_labels) if setup.class_labels else 1,
         cardinalities=tuple(encoder.cardinalities) if encoder else (),
-        output_scaling_columns=tuple(categorical_columns.index(c) for c in _csv(opts.get("conditional_output_scaling"))))
-    if not opts["classifier"]:
+        output_scaling_columns=tuple(categorical_columns.index(c) for c in _csv(run.conditional_output_scaling)))
+    if not run.classifier:
         _check_output_constraint(config.output_constraint, setup.transform_name)
     model = SequencePredictor(config)
     if pretrained is not None:
-        _load_pretrained_encoder(model, pretrained, opts["pretrained_encoder"])
-    if opts.get("freeze_base"):
+        _load_pretrained_encoder(model, pretrained, run.pretrained_encoder)
+    if run.freeze_base:
         model.freeze_base(True)
     log.info("model:\n%s", model_summary(model))
 
     data_info = DataConfig(
-        max_bp=opts["max_bp"], token_limit=opts["token_limit"], asv_sampling=opts["asv_sampling"],
-        metadata_column=column, classifier=bool(opts["classifier"]), class_labels=setup.class_labels or (),
+        max_bp=run.max_bp, token_limit=run.token_limit, asv_sampling=run.asv_sampling,
+        metadata_column=column, classifier=run.classifier, class_labels=setup.class_labels or (),
         target_transform=setup.transform.to_dict() if setup.transform is not None else None,
         normalize_by=setup.normalize_by, categorical_columns=categorical_columns,
         categorical_encoder=encoder.to_dict() if encoder else None, quantiles=config.quantiles, seed=seed)
-    best_metric = opts.get("best_metric") or default_best_metric(opts["classifier"])
+    best_metric = run.best_metric or default_best_metric(run.classifier)
 
     checkpoint_data = data_info.replace(
         training_asvs=training_fingerprints(data.counts, data.tokens, train_rows),
-        run=run_record(opts, seed, len(train_ids), len(val_ids), groups)).to_dict()
+        run=run_record(run, seed, len(train_ids), len(val_ids), groups)).to_dict()
 
     def save(name: str, snapshot: Snapshot) -> Path:  # on every rank
         return snapshot.write(output_dir / "checkpoints" / f"{name}_model", kind="predictor",
@@ -152,28 +144,28 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
         frame["epoch"] = epoch + 1
         write_tsv(output_dir / "val_predictions.tsv", frame)
 
-    decoder = PredictionDecoder(transform=setup.transform, groups=by_row["groups"], classifier=opts["classifier"],
+    decoder = PredictionDecoder(transform=setup.transform, groups=by_row["groups"], classifier=run.classifier,
                                 class_labels=setup.class_labels or (), quantiles=config.quantiles,
                                 actual=by_row["actual"])
-    loss_fn = _build_loss(opts, config, setup, targets is not None)
+    loss_fn = _build_loss(run, config, setup, targets is not None)
     writer = open_writer(output_dir) if main else None
-    trainer_config = trainer_config_from_options(opts, best_metric=best_metric)
-    resumed = load_resume_weights(model, opts["resume_from"], "predictor") if opts.get("resume_from") else None
+    trainer_config = trainer_config_from_options(run, best_metric=best_metric)
+    resumed = load_resume_weights(model, run.resume_from, "predictor") if run.resume_from else None
     trainer = Trainer(model, loss_fn, trainer_config, device=device, decoder=decoder,
                       save_checkpoint=save, on_best=on_best if main else None, writer=writer,
                       category_names=categorical_columns, distributed=session.distributed,
                       distance_lookup=targets.lookup if targets is not None else None,
-                      data_parallel=session.data_parallel, sharded_checkpoint=bool(opts.get("fsdp_sharded_checkpoint")),
-                      asv_tokens=data.tokens if opts.get("freeze_base") else None)
+                      data_parallel=session.data_parallel, sharded_checkpoint=run.fsdp_sharded_checkpoint,
+                      asv_tokens=data.tokens if run.freeze_base else None)
     if resumed is not None:
-        resume_into(trainer, resumed, opts["resume_from"])
-    opts, train_loader, val_loader = adopt_batch_size(opts, session, trainer, loaders, (train_loader, val_loader),
+        resume_into(trainer, resumed, run.resume_from)
+    run, train_loader, val_loader = adopt_batch_size(run, session, trainer, loaders, (train_loader, val_loader),
                                                       resumed=resumed is not None)
     if main:
-        write_run_config(output_dir, "train", {**opts, "seed": seed, "best_metric": best_metric},
+        write_run_config(output_dir, "train", {**run.options(), "seed": seed, "best_metric": best_metric},
                          {"model_config": config.to_dict(), "data": _without_fingerprints(data_info), "n_train": len(train_ids),
                           "n_val": len(val_ids)})
-    if opts.get("find_lr"):
+    if run.find_lr:
         return _report_lr_range(trainer, train_loader, output_dir, main)
     try:
         result = trainer.fit(train_loader, val_loader)
@@ -181,15 +173,15 @@ def _run(opts: dict[str, Any], output_dir: Path, session: Session) -> FitResult:
         if writer is not None:
             writer.close()
     if main:
-        _write_plots(output_dir, result, opts["classifier"], setup.class_labels, column)
+        _write_plots(output_dir, result, run.classifier, setup.class_labels, column)
     _log_summary(result, best_metric, output_dir)
     return result
 
 
-def run_record(opts: dict[str, Any], seed: int, n_train: int, n_val: int, groups: np.ndarray | None) -> dict[str, Any]:
+def run_record(run: TrainRun, seed: int, n_train: int, n_val: int, groups: np.ndarray | None) -> dict[str, Any]:
     """What a checkpoint keeps about the run that made it (``aam inspect``): the resolved options and the split."""
-    return {"command": "train", "options": {k: v for k, v in opts.items() if k != "config"}, "seed": seed,
-            "n_train": n_train, "n_val": n_val, "group_column": opts.get("group_column"),
+    return {"command": "train", "options": run.options(), "seed": seed,
+            "n_train": n_train, "n_val": n_val, "group_column": run.group_column,
             "n_groups": None if groups is None else int(len(np.unique(groups)))}
 
 
@@ -198,24 +190,23 @@ def _without_fingerprints(data_info: DataConfig) -> dict[str, Any]:
     return {k: v for k, v in data_info.to_dict().items() if k not in ("training_asvs", "run")}
 
 
-def _run_sequence_groups(opts: dict[str, Any], output_dir: Path, session: Session, data, metadata: pd.DataFrame,
+def _run_sequence_groups(run: TrainRun, output_dir: Path, session: Session, data, metadata: pd.DataFrame,
                          column: str, ids: list[str]) -> FitResult:
     """``--model-type sequence-groups``: every usable sample trains the model (no validation split: the inner
     cross-validation, grouped by ``--group-column``, chooses its shrinkage and gives its honest estimate)."""
-    check_sequence_groups_options(opts)
-    ids = exclude_samples(_ids_with_target(metadata, column, ids, opts), opts)
-    groups = sample_groups(metadata, ids, opts, target=column, inputs=())
-    setup = _fit_targets(opts, metadata, column, ids, ids)
+    ids = exclude_samples(_ids_with_target(metadata, column, ids, run), run.split)
+    groups = sample_groups(metadata, ids, run.split, target=column, inputs=())
+    setup = _fit_targets(run, metadata, column, ids, ids)
     by_row = _row_arrays(data.n_samples, data.rows_of(ids), setup, None, metadata, ids)
-    return train_sequence_groups(opts, output_dir, session.is_main, data, ids, groups, setup, by_row, session.seed,
-                                 run_record(opts, session.seed, len(ids), 0, groups))
+    return train_sequence_groups(run, output_dir, session.is_main, data, ids, groups, setup, by_row, session.seed,
+                                 run_record(run, session.seed, len(ids), 0, groups))
 
 
 def _shared_asvs_only(data, train_rows: np.ndarray, train_ids: list[str], groups: np.ndarray | None,
-                      ids: list[str], opts: dict[str, Any]):
+                      ids: list[str], run: TrainRun):
     """``--min-asv-groups K``: the data whose training samples keep only ASVs carried by at least K training
     groups (None without the option)."""
-    minimum = opts.get("min_asv_groups")
+    minimum = run.min_asv_groups
     if not minimum or minimum <= 1:
         return None
     if groups is None:
@@ -262,76 +253,25 @@ def _check_output_constraint(constraint: str, transform: str) -> None:
                         f"{'within the training range' if constraint == 'bounded' else 'non-negative'}), or drop it")
 
 
-def apply_loss_config(opts: dict[str, Any]) -> dict[str, Any]:
-    """``--loss-config '{"0": "mae"}'`` (the reference tool's per-output losses) as ``--loss-type``: one entry,
-    keyed by output 0 or the target column, naming mse, mae or huber."""
-    text = opts.get("loss_config")
-    if not text:
-        return opts
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise AamError(f"is not JSON ({err.msg})", source="--loss-config", hint='e.g. --loss-config \'{"0": "mae"}\'') \
-            from None
-    if not isinstance(config, dict) or len(config) != 1:
-        raise AamError("needs exactly one entry: AAM regression predicts one column", source="--loss-config",
-                       hint='e.g. --loss-config \'{"0": "mae"}\'')
-    (key, loss), = config.items()
-    if str(key) not in ("0", str(opts.get("metadata_column"))):
-        raise AamError(f"entry {key!r} names no output; use 0 or {opts.get('metadata_column')!r}",
-                       source="--loss-config")
-    if loss not in ("mse", "mae", "huber"):
-        raise AamError(f"loss {loss!r} is not one of mse, mae, huber", source="--loss-config",
-                       hint="quantile and asymmetric losses are set with --loss-type")
-    if opts.get("classifier"):
-        raise AamError("is for regression (classifiers use NLL)", source="--loss-config")
-    log.info("--loss-config: output 0 uses the %s loss", loss)
-    return {**opts, "loss_type": loss}
-
-
-def _check_train_options(opts: dict[str, Any]) -> None:
-    if (opts.get("val_prediction_passes") or 1) > 1:
-        raise AamError("several validation passes are not supported: validation reads each sample's most "
-                       "abundant ASVs once, so its scores are deterministic", source="--val-prediction-passes",
-                       hint="leave it at 1; aam predict --prediction-passes N averages random ASV draws")
-    if opts["classifier"] and opts["loss_type"] in ("quantile", "asymmetric"):
-        raise AamError(f"--loss-type {opts['loss_type']} is for regression", source="--classifier")
-    if opts.get("quantiles") and opts["loss_type"] != "quantile":
-        raise AamError("--quantiles needs --loss-type quantile", source="--quantiles")
-    if opts.get("class_weights") and not opts["classifier"]:
-        raise AamError("--class-weights needs --classifier", source="--class-weights")
-    if opts.get("residual_regression_head") and not opts.get("regressor_hidden_dims"):
-        raise AamError("--residual-regression-head needs --regressor-hidden-dims", source="--residual-regression-head")
-    if opts.get("categorical_loss_weights") and not opts.get("categorical_columns"):
-        raise AamError("needs --categorical-columns", source="--categorical-loss-weights")
-    if opts.get("conditional_output_scaling") and not opts.get("categorical_columns"):
-        raise AamError("needs --categorical-columns", source="--conditional-output-scaling")
-    if opts["classifier"] and opts.get("output_constraint") not in (None, "none"):
-        raise AamError("output constraints are for regression", source="--output-constraint")
-    if opts.get("conditional_output_scaling") and opts["categorical_fusion"] in ("gmu", "cross-attention"):
-        log.warning("--conditional-output-scaling with --categorical-fusion %s models the same effect twice; "
-                    "see aam train --categorical-help", opts["categorical_fusion"])
-
-
 def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
-def _categorical_columns(opts: dict[str, Any], metadata: pd.DataFrame) -> list[str]:
-    columns = _csv(opts.get("categorical_columns"))
+def _categorical_columns(run: TrainRun, metadata: pd.DataFrame) -> list[str]:
+    columns = _csv(run.categorical_columns)
     for name in columns:
-        require_column(metadata, name, source=opts["metadata"], flag="--categorical-columns")
-    if opts["metadata_column"].strip() in columns:
+        require_column(metadata, name, source=run.metadata, flag="--categorical-columns")
+    if run.target_column in columns:
         raise AamError("the target column cannot also be a categorical input", source="--categorical-columns")
-    for name in _csv(opts.get("conditional_output_scaling")):
+    for name in _csv(run.conditional_output_scaling):
         if name not in columns:
             raise AamError(f"column {name!r} is not in --categorical-columns", source="--conditional-output-scaling")
     return columns
 
 
-def _ids_with_target(metadata: pd.DataFrame, column: str, ids: list[str], opts: dict[str, Any]) -> list[str]:
+def _ids_with_target(metadata: pd.DataFrame, column: str, ids: list[str], run: TrainRun) -> list[str]:
     """Ids whose target is usable: numeric and finite (regression) or present (classification)."""
-    if opts["classifier"]:
+    if run.classifier:
         values = metadata.loc[ids, column]
         keep = values.notna() & (values.astype(str).str.strip() != "")
         dropped = int((~keep).sum())
@@ -339,28 +279,28 @@ def _ids_with_target(metadata: pd.DataFrame, column: str, ids: list[str], opts: 
             log.warning("%d sample(s) without a value in %r are left out", dropped, column)
         kept = [i for i, k in zip(ids, keep.to_numpy()) if k]
         if not kept:
-            raise AamError(f"no sample has a value in column {column!r}", source=opts["metadata"])
+            raise AamError(f"no sample has a value in column {column!r}", source=run.metadata)
         return kept
-    target = numeric_target(metadata.loc[ids], column, source=opts["metadata"])
+    target = numeric_target(metadata.loc[ids], column, source=run.metadata)
     present = set(target.index)
     return [i for i in ids if i in present]
 
 
-def _fit_targets(opts: dict[str, Any], metadata: pd.DataFrame, column: str, train_ids: list[str],
+def _fit_targets(run: TrainRun, metadata: pd.DataFrame, column: str, train_ids: list[str],
                  ids: list[str]) -> TargetSetup:
     """Class labels (classifier) or the target transform fitted on the training split only."""
-    if opts["classifier"]:
+    if run.classifier:
         labels = metadata.loc[ids, column].astype(str).str.strip().to_numpy()
         class_labels = sorted(set(labels))
         if len(class_labels) < 2:
-            raise AamError(f"column {column!r} has a single class ({class_labels[0]!r})", source=opts["metadata"])
-        if opts["out_dim"] not in (1, len(class_labels)):
-            raise AamError(f"column {column!r} has {len(class_labels)} classes, not {opts['out_dim']}",
+            raise AamError(f"column {column!r} has a single class ({class_labels[0]!r})", source=run.metadata)
+        if run.out_dim not in (1, len(class_labels)):
+            raise AamError(f"column {column!r} has {len(class_labels)} classes, not {run.out_dim}",
                            source="--out-dim", hint=f"use --out-dim {len(class_labels)} or leave it out")
         index = {label: i for i, label in enumerate(class_labels)}
         return TargetSetup(ids, labels, np.array([index[v] for v in labels], dtype=np.int64),
                            class_labels=class_labels)
-    if opts["out_dim"] != 1:
+    if run.out_dim != 1:
         raise AamError("regression predicts one column", source="--out-dim",
                        hint="use --out-dim 1, or --classifier for classes")
     actual = metadata.loc[ids, column].astype(float).to_numpy()
@@ -370,8 +310,8 @@ def _fit_targets(opts: dict[str, Any], metadata: pd.DataFrame, column: str, trai
                        "samples: there is nothing to learn", source="--metadata-column",
                        hint="choose a column that varies between samples")
     name, by_columns, messages = resolve_target_transform(
-        opts.get("target_transform"), opts.get("normalize_targets"), opts.get("normalize_targets_by"),
-        opts.get("log_transform_targets", False), opts.get("normalize_by"))
+        run.target_transform, run.normalize_targets, run.normalize_targets_by,
+        run.log_transform_targets, run.normalize_by)
     for message in messages:
         warnings.warn(message, FutureWarning, stacklevel=2)
         log.warning(message)
@@ -402,32 +342,32 @@ def _row_arrays(n_rows: int, rows: np.ndarray, setup: TargetSetup, encoder: Cate
     return {"targets": targets, "actual": actual, "groups": groups, "categoricals": categoricals}
 
 
-def _category_loss_weights(opts: dict[str, Any], metadata: pd.DataFrame, categorical_columns: list[str],
+def _category_loss_weights(run: TrainRun, metadata: pd.DataFrame, categorical_columns: list[str],
                            train_ids: list[str]) -> np.ndarray | None:
     """Per-sample weights [N_train] from ``--categorical-loss-weights`` (fitted on the training split)."""
-    if not opts.get("categorical_loss_weights"):
+    if not run.categorical_loss_weights:
         return None
-    column = (opts.get("categorical_loss_weight_column") or categorical_columns[0]).strip()
+    column = (run.categorical_loss_weight_column or categorical_columns[0]).strip()
     if column not in categorical_columns:
         raise AamError(f"column {column!r} is not in --categorical-columns", source="--categorical-loss-weight-column")
-    weights = CategoryWeights.from_option(opts["categorical_loss_weights"], metadata.loc[train_ids], column)
+    weights = CategoryWeights.from_option(run.categorical_loss_weights, metadata.loc[train_ids], column)
     return weights.sample_weights(metadata, train_ids)
 
 
-def _build_loss(opts: dict[str, Any], config, setup: TargetSetup, has_distances: bool) -> MultiTaskLoss:
+def _build_loss(run: TrainRun, config, setup: TargetSetup, has_distances: bool) -> MultiTaskLoss:
     class_weights = None
-    if opts.get("class_weights"):
-        class_weights = [float(w) for w in _csv(opts["class_weights"])]
+    if run.class_weights:
+        class_weights = [float(w) for w in _csv(run.class_weights)]
         if len(class_weights) != len(setup.class_labels):
             raise AamError(f"{len(class_weights)} weights for {len(setup.class_labels)} classes",
                            source="--class-weights")
-    target_loss = build_target_loss(opts["loss_type"], classifier=opts["classifier"], quantiles=config.quantiles,
-                                    over_penalty=opts["over_penalty"], under_penalty=opts["under_penalty"],
+    target_loss = build_target_loss(run.loss_type, classifier=run.classifier, quantiles=config.quantiles,
+                                    over_penalty=run.over_penalty, under_penalty=run.under_penalty,
                                     class_weights=class_weights)
-    nuc_penalty = 0.0 if opts.get("freeze_base") else opts["nuc_penalty"]
-    penalty = opts["penalty"] if has_distances and not opts.get("freeze_base") else 0.0
-    count_penalty = opts["count_penalty"] if opts["count_prediction"] else 0.0
-    return MultiTaskLoss(target_penalty=opts["target_penalty"], penalty=penalty, nuc_penalty=nuc_penalty,
+    nuc_penalty = 0.0 if run.freeze_base else run.nuc_penalty
+    penalty = run.penalty if has_distances and not run.freeze_base else 0.0
+    count_penalty = run.count_penalty if run.count_prediction else 0.0
+    return MultiTaskLoss(target_penalty=run.target_penalty, penalty=penalty, nuc_penalty=nuc_penalty,
                          count_penalty=count_penalty, target_loss=target_loss)
 
 
@@ -436,18 +376,18 @@ ARCHITECTURE_FIELDS = ("max_bp", "embedding_dim", "attention_heads", "attention_
 OPTIONAL_BASE_MODULES = ("sample_encoder.count_embedding.", "faith_head.")  # may be added when fine-tuning
 
 
-def adopt_pretrained_architecture(opts: dict[str, Any], checkpoint: dict[str, Any]) -> dict[str, Any]:
+def adopt_pretrained_architecture(run: TrainRun, checkpoint: dict[str, Any]) -> TrainRun:
     """Take the encoder's shape options from a pretrained checkpoint, saying so where the flags differ."""
     config = checkpoint["model_config"]
     encoder = config.get("encoder", config)
-    adopted = dict(opts)
+    adopted = {}
     for name in ARCHITECTURE_FIELDS:
         value = encoder.get(name)
-        if value is not None and adopted.get(name) != value:
+        if value is not None and getattr(run, name) != value:
             log.warning("using the pretrained encoder's --%s %s (not %s)", name.replace("_", "-"), value,
-                        adopted.get(name))
+                        getattr(run, name))
             adopted[name] = value
-    return adopted
+    return run.replace(**adopted)
 
 
 def _load_pretrained_encoder(model: SequencePredictor, checkpoint: dict[str, Any], path: str) -> None:
