@@ -6,7 +6,8 @@ import click
 
 from aam.cli import options as o
 from aam.data.normalization import TARGET_TRANSFORMS
-from aam.models.config import GMU_GATES, TARGET_POOLINGS
+from aam.models.config import GMU_GATES, MAX_GROUP_KMER, TARGET_POOLINGS
+from aam.models.config import MODEL_TYPE as SEQUENCE_GROUPS
 from aam.models.registries import FUSIONS, OUTPUT_CONSTRAINTS
 from aam.training.config import BEST_METRICS
 from aam.training.registries import TARGET_LOSSES
@@ -73,7 +74,7 @@ TRAIN_OPTIONS = [
              section="Target", help="Deprecated: use --output-constraint nonnegative."),
     o.option("--learnable-output-scale", is_flag=True, default=o.TRAIN.learnable_output_scale, section="Target",
              help="Deprecated: use --output-constraint nonnegative-learnable."),
-    o.option("--model-type", type=click.Choice(["transformer", "sequence-groups"]), default=o.TRAIN.model_type,
+    o.option("--model-type", type=click.Choice(["transformer", SEQUENCE_GROUPS]), default=o.TRAIN.model_type,
              section="Model",
              help="transformer: the attention model (every other Model option). sequence-groups: a linear model of "
                   "the centred log shares of ASV groups found by clustering each ASV's k-mer profile at several "
@@ -85,7 +86,7 @@ TRAIN_OPTIONS = [
              help="sequence-groups: groups per resolution, a comma list."),
     o.option("--group-clusterings", type=click.IntRange(1, 64), default=o.TRAIN.group_clusterings, section="Model",
              help="sequence-groups: k-means runs per resolution from different starts, used side by side."),
-    o.option("--group-kmer-size", type=click.IntRange(1, 6), default=o.TRAIN.group_kmer_size, section="Model",
+    o.option("--group-kmer-size", type=click.IntRange(1, MAX_GROUP_KMER), default=o.TRAIN.group_kmer_size, section="Model",
              help="sequence-groups: k of the k-mer profile describing each ASV (4^k columns)."),
     o.option("--forest-blend", is_flag=True, default=o.TRAIN.forest_blend, section="Model",
              help="sequence-groups: also fit a random forest on relative abundances and choose the weight of "

@@ -222,6 +222,51 @@ class PredictorConfig(_Config):
 
 
 ModelConfig = EncoderConfig | PredictorConfig
+# --model-type sequence-groups (aam.models.sequence_groups), torch-free so the CLI can read its defaults
+MODEL_TYPE = "sequence-groups"
+MAX_GROUP_KMER = 6  # 4^6 = 4,096 profile columns
+
+
+@dataclass(frozen=True)
+class SequenceGroupsConfig(_Config):
+    """``group_counts``: groups per resolution; ``clusterings``: independent k-means runs per resolution (their
+    features side by side: one clustering's luck of initialisation no longer decides the groups);
+    ``kmer_size``: length of the k-mers describing an ASV; ``pseudo_share``: added to every group share before
+    the log (a group the sample lacks reads as this); ``out_dim``: 1 for regression, the number of classes for
+    a classifier."""
+
+    group_counts: tuple[int, ...] = (8, 16, 32, 64)
+    clusterings: int = 8
+    kmer_size: int = 4
+    pseudo_share: float = 1e-4
+    classifier: bool = False
+    out_dim: int = 1
+    model_type: str = MODEL_TYPE  # tells a checkpoint's reader which model to build
+
+    def __post_init__(self) -> None:
+        if not self.group_counts:
+            raise ValueError("group_counts must name at least one resolution")
+        for count in self.group_counts:
+            _check_positive("group_counts", count)
+        if not 1 <= self.kmer_size <= MAX_GROUP_KMER:
+            raise ValueError(f"kmer_size must be in [1, {MAX_GROUP_KMER}]; got {self.kmer_size}")
+        if not 0 < self.pseudo_share < 1:
+            raise ValueError(f"pseudo_share must be in (0, 1); got {self.pseudo_share}")
+        _check_positive("out_dim", self.out_dim)
+        _check_positive("clusterings", self.clusterings)
+        if self.model_type != MODEL_TYPE:
+            raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {self.model_type!r}")
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Groups of every clustering, in the order of the model's features (the counts, repeated)."""
+        return self.group_counts * self.clusterings
+
+    @property
+    def n_features(self) -> int:
+        return sum(self.resolutions)
+
+
 _MODEL_TYPES: dict[str, type[_Config]] = {"encoder": EncoderConfig, "predictor": PredictorConfig}
 
 

@@ -19,13 +19,13 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from aam.errors import AamError
-from aam.models.config import EncoderConfig, PredictorConfig
+from aam.models.config import MODEL_TYPE as SEQUENCE_GROUPS
+from aam.models.config import EncoderConfig, PredictorConfig, SequenceGroupsConfig
 from aam.training.config import TrainerConfig
 
 log = logging.getLogger("aam")
 
-ENCODER, PREDICTOR, TRAINER = EncoderConfig(), PredictorConfig(), TrainerConfig()
-SEQUENCE_GROUPS = "sequence-groups"  # aam.models.sequence_groups.MODEL_TYPE (that module imports torch)
+ENCODER, PREDICTOR, TRAINER, GROUPS = EncoderConfig(), PredictorConfig(), TrainerConfig(), SequenceGroupsConfig()
 EXCLUSIVE_PARALLEL_FLAGS = ("distributed", "data_parallel", "fsdp")
 # Options of the transformer that the sequence-groups model has no use for, with the value meaning "not set".
 SEQUENCE_GROUPS_UNSUPPORTED = {
@@ -254,9 +254,9 @@ class TrainRun(FitRun):
     learnable_output_scale: bool = False
     # model
     model_type: str = "transformer"
-    sequence_groups: str = "8,16,32,64"
-    group_clusterings: int = 8
-    group_kmer_size: int = 4
+    sequence_groups: str = ",".join(map(str, GROUPS.group_counts))
+    group_clusterings: int = GROUPS.clusterings
+    group_kmer_size: int = GROUPS.kmer_size
     forest_blend: bool = False
     target_layer_norm: bool = PREDICTOR.target_layer_norm
     target_pooling: str = PREDICTOR.target_pooling
