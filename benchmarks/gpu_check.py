@@ -277,13 +277,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"), "quick": quick}
-    result["precision"] = check_precision(device, main_size, max_bp, batches[0])
-    result["compile"] = check_compile(device, main_size, max_bp, batches, "inductor" if device.type == "cuda"
-                                      else "eager")
-    result["attention"] = check_attention(device)
-    result["memory"] = check_memory(device, main_size, max_bp, problem, [4, 8] if quick else [16, 64, 256],
-                                    chunk=16 if quick else 256)
-    result["speed"] = check_speed(device, sizes, max_bp, batches, 1 if quick else 5)
+    checks = {
+        "precision": lambda: check_precision(device, main_size, max_bp, batches[0]),
+        "attention": lambda: check_attention(device),
+        "memory": lambda: check_memory(device, main_size, max_bp, problem, [4, 8] if quick else [16, 64, 256],
+                                       chunk=16 if quick else 256),
+        "speed": lambda: check_speed(device, sizes, max_bp, batches, 1 if quick else 5),
+        "compile": lambda: check_compile(device, main_size, max_bp, batches, "inductor" if device.type == "cuda"
+                                         else "eager"),
+    }
+    for name, check in checks.items():  # saved after each, so a run cut short keeps what finished
+        started = time.perf_counter()
+        result[name] = check()
+        print(f"{name}: {time.perf_counter() - started:.1f} s", flush=True)
+        (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
     with tempfile.TemporaryDirectory() as scratch:
         result["multi_gpu"] = check_multi_gpu(Path(scratch)) if not quick else {"skipped": "quick"}
     (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))

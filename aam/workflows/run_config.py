@@ -425,7 +425,7 @@ class PredictRun(RunConfig):
     output_variance: bool = False
     no_sequence_cache: bool = False
     forest: str | None = None
-    forest_weight: str = "auto"
+    forest_weight: str | float = "auto"
     attn_implementation: str = TRAINER.attn_implementation
     device: str = "auto"
     seed: int | None = None
