@@ -124,10 +124,15 @@ def check_compile(device, size, max_bp, batches, backend) -> dict[str, Any]:
     counters.clear()
     trainer = _trainer(size, device, max_bp, compile_model=True, compile_backend=backend)
     start = time.perf_counter()
+    step_seconds = []
     for batch in batches:
+        began = time.perf_counter()
         _step(trainer, batch)
-    _sync(device)
+        _sync(device)
+        step_seconds.append(round(time.perf_counter() - began, 2))
+        print(f"compile: step {len(step_seconds)} ({len(batch)} samples) {step_seconds[-1]} s", flush=True)
     return {"backend": backend, "steps": len(batches), "seconds": round(time.perf_counter() - start, 2),
+            "step_seconds": step_seconds,
             "unique_graphs": int(counters["stats"]["unique_graphs"]),
             "graph_breaks": int(sum(counters["graph_break"].values())),
             "recompiles": int(sum(counters["recompiles"].values()))}
@@ -264,6 +269,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="toy sizes (the CPU smoke test)")
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--only", default=None, help="comma list of checks to run (precision, attention, memory, "
+                                                     "speed, compile)")
+    parser.add_argument("--compile-size", choices=sorted(SIZES), default="default")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -283,16 +291,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "memory": lambda: check_memory(device, main_size, max_bp, problem, [4, 8] if quick else [16, 64, 256],
                                        chunk=16 if quick else 256),
         "speed": lambda: check_speed(device, sizes, max_bp, batches, 1 if quick else 5),
-        "compile": lambda: check_compile(device, main_size, max_bp, batches, "inductor" if device.type == "cuda"
-                                         else "eager"),
+        "compile": lambda: check_compile(device, TOY if quick else SIZES[args.compile_size], max_bp, batches,
+                                         "inductor" if device.type == "cuda" else "eager"),
     }
+    if args.only:
+        checks = {k: v for k, v in checks.items() if k in args.only.split(",")}
     for name, check in checks.items():  # saved after each, so a run cut short keeps what finished
         started = time.perf_counter()
         result[name] = check()
         print(f"{name}: {time.perf_counter() - started:.1f} s", flush=True)
         (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
     with tempfile.TemporaryDirectory() as scratch:
-        result["multi_gpu"] = check_multi_gpu(Path(scratch)) if not quick else {"skipped": "quick"}
+        result["multi_gpu"] = check_multi_gpu(Path(scratch)) if not (quick or args.only) else {"skipped": "quick"}
+    if args.only:
+        print(json.dumps(result, indent=1))
+        return result
     (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
     (args.output / "gpu_check.md").write_text(_markdown(result))
     print(_markdown(result))

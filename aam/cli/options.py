@@ -288,7 +288,9 @@ ATTN_IMPLEMENTATION = option(
 PERFORMANCE_OPTIONS = [
     option("--mixed-precision", type=click.Choice(["none" if p == "fp32" else p for p in PRECISIONS]), default=FIT.mixed_precision, section="Performance",
            help="Automatic mixed precision (fp16 uses a gradient scaler; bf16 also on CPU)."),
-    option("--compile-model", is_flag=True, default=FIT.compile_model, section="Performance", help="torch.compile the model."),
+    option("--compile-model", is_flag=True, default=FIT.compile_model, section="Performance",
+           help="torch.compile the model (inductor, dynamic shapes). Compiling took 2-2.5 min for the first batch "
+                "shape on an H200, and new shapes recompile: worth it only for long runs (BENCHMARKS.md)."),
     option("--tf32", is_flag=True, default=FIT.tf32, section="Performance", help="Allow TF32 matmuls on Ampere+."),
     option("--gradient-checkpointing/--no-gradient-checkpointing", default=FIT.gradient_checkpointing, section="Performance",
            help="Recompute each transformer block in backward to save memory (changed: off by default, was on: "
