@@ -123,7 +123,7 @@ def _usable_samples(run: CrossValidateRun) -> tuple[list[str], pd.DataFrame, str
     from aam.workflows.train import _ids_with_target
 
     metadata = read_metadata(run.metadata)
-    column = run.metadata_column.strip()
+    column = run.target_column
     require_column(metadata, column, source=run.metadata)
     table_ids = [str(s) for s in load_table(run.table).ids(axis="sample")]
     ids = align_samples(table_ids, metadata, source=run.metadata)

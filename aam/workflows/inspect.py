@@ -9,6 +9,7 @@ from typing import Any
 
 from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
 from aam.training.checkpoint import load_checkpoint
+from aam.workflows.run_config import flag
 
 NOT_RECORDED = "not recorded"
 METRIC_ORDER = ("val_mae", "val_rmse", "val_r2", "val_auroc", "val_accuracy", "val_f1", "val_loss")
@@ -111,7 +112,7 @@ def format_card(card: dict[str, Any]) -> str:
     options = card.get("options")
     if isinstance(options, dict):
         shown = {k: v for k, v in sorted(options.items()) if v not in (None, False, "", [], ())}
-        lines.append("  options        " + " ".join(f"--{k.replace('_', '-')}={_short(v)}" for k, v in shown.items()))
+        lines.append("  options        " + " ".join(f"{flag(k)}={_short(v)}" for k, v in shown.items()))
     else:
         lines.append(f"  options        {NOT_RECORDED}")
     return "\n".join(lines)

@@ -148,13 +148,13 @@ class FitRun(RunConfig):
     weight_decay: float = TRAINER.weight_decay
     optimizer: str = TRAINER.optimizer
     scheduler: str = TRAINER.scheduler
-    warmup_steps: int | None = None
-    scheduler_t0: int | None = None
-    scheduler_t_mult: int | None = None
-    scheduler_eta_min: float | None = None
-    scheduler_patience: int | None = None
-    scheduler_factor: float | None = None
-    scheduler_min_lr: float | None = None
+    warmup_steps: int | None = TRAINER.warmup_steps
+    scheduler_t0: int | None = TRAINER.scheduler_t0
+    scheduler_t_mult: int | None = TRAINER.scheduler_t_mult
+    scheduler_eta_min: float | None = TRAINER.scheduler_eta_min
+    scheduler_patience: int | None = TRAINER.scheduler_patience
+    scheduler_factor: float | None = TRAINER.scheduler_factor
+    scheduler_min_lr: float | None = TRAINER.scheduler_min_lr
     patience: int = TRAINER.patience
     max_grad_norm: float | None = TRAINER.max_grad_norm
     ema_decay: float | None = TRAINER.ema_decay
@@ -284,7 +284,7 @@ class TrainRun(FitRun):
     perceiver_num_latents: int = PREDICTOR.perceiver_num_latents
     perceiver_num_layers: int = PREDICTOR.perceiver_num_layers
     conditional_output_scaling: str | None = None
-    categorical_lr: float | None = None
+    categorical_lr: float | None = TRAINER.categorical_lr
     # training
     best_metric: str | None = None
     augment_reads: float | None = None

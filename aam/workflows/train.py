@@ -34,7 +34,7 @@ from aam.training.trainer import EvalResult, FitResult, Trainer
 from aam.workflows.config_mapping import predictor_config_from_options, trainer_config_from_options
 from aam.workflows.inputs import build_loaders, load_amplicon_data, load_distance_targets
 from aam.workflows.resume import load_resume_weights, load_weights, open_writer, resume_into
-from aam.workflows.run_config import SEQUENCE_GROUPS, TrainRun
+from aam.workflows.run_config import SEQUENCE_GROUPS, TrainRun, flag
 from aam.workflows.run_folder import write_run_config
 from aam.workflows.samples import exclude_samples, sample_groups, split_samples
 from aam.workflows.sequence_groups import train_sequence_groups
@@ -384,7 +384,7 @@ def adopt_pretrained_architecture(run: TrainRun, checkpoint: dict[str, Any]) -> 
     for name in ARCHITECTURE_FIELDS:
         value = encoder.get(name)
         if value is not None and getattr(run, name) != value:
-            log.warning("using the pretrained encoder's --%s %s (not %s)", name.replace("_", "-"), value,
+            log.warning("using the pretrained encoder's %s %s (not %s)", flag(name), value,
                         getattr(run, name))
             adopted[name] = value
     return run.replace(**adopted)
