@@ -19,6 +19,7 @@ a time (``--jobs``), each on one torch thread. Outputs go to ``--out`` (summary.
 
     .venv/bin/python benchmarks/oral_nested.py --protocols random --seed 42
     .venv/bin/python benchmarks/oral_nested.py --protocols loso --seed 42
+    .venv/bin/python benchmarks/oral_nested.py --combine OUT_S42,OUT_S43,OUT_S44   # the seeds side by side
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="trainings at a time")
     p.add_argument("--inner-size", type=float, default=0.2)
     p.add_argument("--summary-only", action="store_true")
+    p.add_argument("--combine", default="",
+                   help="comma list of finished --out folders (one per seed): print their summaries side by side")
     return p.parse_args(argv)
 
 
@@ -108,6 +111,9 @@ def read_pred(path: Path) -> pd.Series:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.combine:
+        print(combine([Path(d) for d in args.combine.split(",") if d]))
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = pd.read_csv(args.metadata, sep="\t", dtype={"sample_id": str}).set_index("sample_id")
@@ -206,6 +212,34 @@ def summarise(args, out: Path, meta: pd.DataFrame, plan, folds_dir: Path) -> Non
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     (out / "summary.json").write_text(json.dumps({"seed": args.seed, "protocols": summary}, indent=1) + "\n")
     print("\n".join(lines))
+
+
+def combine(folders: list[Path]) -> str:
+    """One row per seed and protocol: nested vs forest, pooled and mean over folds, the wins and the choices;
+    then the mean over the seeds that finished every fold of the protocol."""
+    rows = []
+    for folder in folders:
+        summary = json.loads((folder / "summary.json").read_text())
+        for protocol, part in summary["protocols"].items():
+            rows.append({"protocol": protocol, "seed": summary["seed"], "folds": part["folds"],
+                         "nested pooled": part["pooled"]["nested"], "forest pooled": part["pooled"]["forest"],
+                         "nested mean": part["mean"]["nested"], "forest mean": part["mean"]["forest"],
+                         "pair+forest pooled": part["pooled"]["pair+forest"], "wins": part["nested_wins"],
+                         "choices": ", ".join(f"{k} x{v}" for k, v in part["choices"].items())})
+    table = pd.DataFrame(rows)
+    numbers = ["nested pooled", "forest pooled", "nested mean", "forest mean", "pair+forest pooled"]
+    lines = ["| protocol | seed | folds | " + " | ".join(numbers) + " | nested wins | inner choices |",
+             "| --- " * (len(numbers) + 5) + "|"]
+    for protocol, part in table.groupby("protocol", sort=False):
+        for _, values in part.iterrows():
+            lines.append(f"| {protocol} | {values['seed']} | {values['folds']} | "
+                         + " | ".join(f"{values[c]:.2f}" for c in numbers)
+                         + f" | {values['wins']}/{values['folds']} | {values['choices']} |")
+        full = part[part["folds"] == part["folds"].max()]
+        lines.append(f"| {protocol} | **mean of {len(full)}** | | "
+                     + " | ".join(f"**{full[c].mean():.2f}**" for c in numbers)
+                     + f" | {int(full['wins'].sum())}/{int(full['folds'].sum())} | |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
