@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
 from aam.cli import cli
-from aam.workflows import samples
+from aam.workflows import samples, scoring
 
 TINY = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--token-limit", "24",
         "--max-bp", "150", "--batch-size", "8", "--seed", "3", "--device", "cpu", "--quiet"]
@@ -92,6 +92,12 @@ def test_outputs_score_both_methods_on_the_same_folds(grouped_run, synthetic_dir
         assert row["winner"] == ("aam" if row["aam_mae"] < row["forest_mae"] else "forest")
     groups = pd.read_csv(grouped_run / "groups.tsv", sep="\t")
     assert len(groups) == 12 and groups["n"].sum() == 48 and {"aam_mae", "forest_mae"} <= set(groups.columns)
+    summary = json.loads((grouped_run / "summary.json").read_text())
+    means = oof.groupby("group")[["aam_prediction", "forest_prediction", "actual"]].mean()
+    for method in ("aam", "forest"):  # each subject's mean prediction, scored as one call per subject
+        assert summary[method]["by_group"]["n_groups"] == 12
+        assert summary[method]["by_group"]["mae"] == pytest.approx(
+            (means[f"{method}_prediction"] - means["actual"]).abs().mean(), rel=1e-4)
     assert (grouped_run / "plots" / "cross_validation.png").stat().st_size > 1000
     # the forest is exactly aam rf-baseline over the same folds file with the same seed
     run_ok("rf-baseline", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
@@ -332,3 +338,23 @@ def test_a_rerun_without_seed_keeps_the_first_runs_seed(synthetic_dir, subjects,
     assert json.loads((out / "cv_config.json").read_text())["seed"] == first
     for fold in ("fold0", "fold1"):
         assert json.loads((out / "folds" / fold / "model" / "config.json").read_text())["options"]["seed"] == first
+
+
+def test_group_means_score_one_call_per_group():
+    """A classifier's group call is its samples' mean probabilities; groups with mixed labels have no call."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"P{i}" for i in range(10)], 5)
+    labels = np.where(np.arange(10) % 2 == 0, "CD", "control").repeat(5)
+    p_cd = rng.uniform(size=50)
+    frame = pd.DataFrame({"sample_id": [f"s{i}" for i in range(50)], "group": groups, "actual": labels,
+                          "prob_CD": p_cd, "prob_control": 1 - p_cd,
+                          "prediction": np.where(p_cd > 0.5, "CD", "control")})
+    means = scoring.group_means(frame, classifier=True)
+    assert len(means) == 10 and list(means["group"]) == sorted(set(groups))
+    per_person = frame.groupby("group")["prob_CD"].mean()
+    np.testing.assert_allclose(means["prob_CD"], per_person.to_numpy())
+    assert list(means["prediction"]) == list(np.where(per_person > 0.5, "CD", "control"))
+    truth = frame.groupby("group")["actual"].first() == "CD"
+    assert scoring.score_predictions(means, True)["auroc"] == pytest.approx(roc_auc_score(truth, per_person))
+    mixed = frame.assign(actual=np.where(np.arange(50) % 2 == 0, "CD", "control"))
+    assert scoring.group_means(mixed, classifier=True) is None

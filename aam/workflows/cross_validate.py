@@ -10,7 +10,9 @@ Layout of ``--output-dir``::
     oof_predictions.tsv            every sample's AAM and forest prediction, with fold, group and actual
     comparison.tsv                 per fold: AAM's and the forest's scores and who won; pooled and mean rows
     groups.tsv                     per group (with --group-column): both methods' scores
-    summary.json, plots/cross_validation.png, cross_validate.log
+    summary.json                   pooled and per-fold means; with --group-column also ``by_group``: each group's
+                                   mean prediction scored as one call (a person-level AUROC)
+    plots/cross_validation.png, cross_validate.log
 
 A rerun of the same command skips finished folds and resumes an interrupted fold from its last checkpoint.
 """
@@ -37,7 +39,7 @@ from aam.training.runtime import configure_logging
 from aam.workflows.forest_blend import FOREST_FILE, blend
 from aam.workflows.run_config import CrossValidateRun, PredictRun, PretrainRun
 from aam.workflows.samples import sample_groups
-from aam.workflows.scoring import probability_columns, score_predictions, scores_by
+from aam.workflows.scoring import group_means, probability_columns, score_predictions, scores_by
 
 log = logging.getLogger("aam")
 
@@ -314,6 +316,10 @@ def _summarise(out: Path, aam: pd.DataFrame, forest: pd.DataFrame | None, metada
     if group_column:
         groups = _side_by_side([scores_by(f, "group", classifier) for f in methods.values()], list(methods), "group")
         write_tsv(out / "groups.tsv", groups)
+        for name, frame in methods.items():
+            means = group_means(frame, classifier)
+            if means is not None:
+                summary[name]["by_group"] = {"n_groups": len(means), **score_predictions(means, classifier)}
     write_json(out / "summary.json", summary)
     _plot(out / "plots" / "cross_validation.png", comparison, methods, classifier, column)
     _log_summary(summary, forest is not None, out)
@@ -408,4 +414,9 @@ def _log_summary(summary: dict[str, Any], with_forest: bool, out: Path) -> None:
                  f"{summary['n_folds']} folds; the AAM+forest average {blend['fold_mean'][metric]:.4g} "
                  f"(pooled {blend['pooled'][metric]:.4g})")
     log.info(text)
+    if "by_group" in aam:
+        parts = [f"{name} {summary[name]['by_group'][metric]:.4g}" for name in ("aam", "forest", "blend")
+                 if name in summary]
+        log.info("each group's mean prediction scored as one call (%d groups): %s %s", aam["by_group"]["n_groups"],
+                 metric, ", ".join(parts))
     log.info("outputs: %s (comparison.tsv, oof_predictions.tsv, summary.json, plots/cross_validation.png)", out)

@@ -1,5 +1,5 @@
 """Scores of a prediction table (``sample_id``, ``prediction``, ``actual``, and ``prob_<class>`` for
-classifiers), as ``aam train`` reports them: overall, per fold and per group."""
+classifiers), as ``aam train`` reports them: overall, per fold and per group, and of each group's mean."""
 
 from __future__ import annotations
 
@@ -45,3 +45,22 @@ def scores_by(frame: pd.DataFrame, column: str, classifier: bool) -> pd.DataFram
     rows = [{column: key, "n": len(part), **score_predictions(part, classifier)}
             for key, part in frame.groupby(column, sort=False)]
     return pd.DataFrame(rows)
+
+
+def group_means(frame: pd.DataFrame, classifier: bool) -> pd.DataFrame | None:
+    """One row per ``group`` (e.g. a person): the mean of its samples' predictions, as a call on the whole group.
+
+    Regression: the mean prediction against the mean target. Classification: the mean class probabilities (and
+    the most probable class as ``prediction``) against the group's label; ``None`` when some group's samples
+    carry different labels, since such a group has no single truth to score.
+    """
+    grouped = frame.groupby("group", sort=True)
+    if not classifier:
+        return grouped[["prediction", "actual"]].mean().reset_index()
+    if (grouped["actual"].nunique() > 1).any():
+        return None
+    columns = probability_columns(frame)
+    means = grouped[columns].mean()
+    labels = np.array([c[len("prob_"):] for c in columns])
+    return means.assign(prediction=labels[means.to_numpy().argmax(axis=1)],
+                        actual=grouped["actual"].first().astype(str)).reset_index()
