@@ -204,11 +204,23 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(cli, ["predict", "--model", str(out / "checkpoints" / "best_model.pt"),
                                       "--table", str(table), "--forest", str(forest), "--output",
-                                      str(tmp_path / "blend.tsv")])
+                                      str(tmp_path / "blend.tsv"), "--metadata", str(metadata),
+                                      "--group-column", "subject"])
     assert result.exit_code == 0, result.output
     blend = pd.read_csv(tmp_path / "blend.tsv", sep="\t")
     forest_part = blend[["prob_CD", "prob_control"]].to_numpy() - 0.5 * frame[["prob_CD", "prob_control"]].to_numpy()
     np.testing.assert_allclose(forest_part.sum(1), 0.5, atol=1e-5)  # half the model, half the forest
+    calls = pd.read_csv(tmp_path / "blend_by_group.tsv", sep="\t", dtype={"group": str})  # one call per subject
+    subject_of = pd.read_csv(metadata, sep="\t", dtype=str).set_index("sample_id")["subject"]
+    per_subject = blend.assign(group=blend["sample_id"].map(subject_of)).groupby("group")
+    assert list(calls.columns) == ["group", "n", "prediction", "prob_CD", "prob_control"]
+    assert calls["group"].tolist() == sorted(subject_of.unique()) and calls["n"].sum() == 48
+    np.testing.assert_allclose(calls["prob_CD"], per_subject["prob_CD"].mean().to_numpy(), atol=1e-5)
+    assert (calls["prediction"] == np.where(calls["prob_CD"] > calls["prob_control"], "CD", "control")).all()
+    result = CliRunner().invoke(cli, ["predict", "--model", str(out / "checkpoints" / "best_model.pt"),
+                                      "--table", str(table), "--output", str(tmp_path / "no.tsv"),
+                                      "--group-column", "subject"])
+    assert result.exit_code == 2 and "--group-column: needs --metadata" in result.output
 
     cv = tmp_path / "cv"
     result = CliRunner().invoke(cli, [str(a) for a in ["cross-validate", *common, "--n-folds", "3",

@@ -39,6 +39,10 @@ from aam.cli import options as o
     o.option("--forest-weight", default=o.PREDICT.forest_weight, section="Input",
              help="Weight of --forest in the average (0-1), or auto: the weight chosen by the model's inner "
                   "cross-validation when it was trained with --forest-blend, else 0.5."),
+    o.option("--group-column", default=o.PREDICT.group_column, section="Output",
+             help="Metadata column marking samples of one person (or site, study): also write "
+                  "<output>_by_group.tsv, each group's mean prediction (mean class probabilities for classifiers) "
+                  "as one call on the group, with its sample count n."),
     o.ATTN_IMPLEMENTATION, o.DEVICE, o.SEED, o.VERBOSE,
 ])
 def command(verbose: bool, **opts) -> None:

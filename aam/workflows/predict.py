@@ -13,7 +13,7 @@ import torch
 
 from aam.data.categorical import CategoricalEncoder, category_keys
 from aam.data.dataset import BatchCollator, SampleDataset, make_loader
-from aam.data.metadata import read_metadata
+from aam.data.metadata import read_metadata, require_column
 from aam.data.normalization import transform_from_dict
 from aam.data.novelty import unseen_read_share
 from aam.data.qiime2 import write_q2_metadata
@@ -31,6 +31,7 @@ from aam.training.trainer import forward_batch
 from aam.workflows.inputs import load_amplicon_data
 from aam.workflows.resume import load_weights
 from aam.workflows.run_config import PredictRun
+from aam.workflows.scoring import group_means
 
 log = logging.getLogger("aam")
 
@@ -125,7 +126,31 @@ def run_predict(run: PredictRun) -> pd.DataFrame:
     else:
         write_tsv(run.output, result)
     log.info("wrote %d predictions to %s", len(result), run.output)
+    if run.group_column:
+        _write_group_calls(run, result, frame, decoder.classifier)
     return result
+
+
+def group_output_path(output: str | Path) -> Path:
+    """``predictions.tsv`` -> ``predictions_by_group.tsv`` (beside it)."""
+    path = Path(output)
+    return path.with_name(f"{path.stem}_by_group{path.suffix or '.tsv'}")
+
+
+def _write_group_calls(run: PredictRun, result: pd.DataFrame, metadata: pd.DataFrame, classifier: bool) -> None:
+    """Each group's mean prediction (its samples' mean class probabilities for a classifier) as one call."""
+    require_column(metadata, run.group_column, source=run.metadata, flag="--group-column")
+    ids = result["sample_id"].astype(str)
+    groups = metadata[run.group_column].reindex(ids.tolist()).to_numpy()
+    missing = pd.isna(groups)
+    if missing.any():
+        log.warning("--group-column %s: %d sample(s) have no value in %s; each is called on its own",
+                    run.group_column, int(missing.sum()), run.metadata)
+        groups = np.where(missing, ids.to_numpy(), groups)
+    calls = group_means(result.assign(group=groups), classifier)
+    path = group_output_path(run.output)
+    write_tsv(path, calls)
+    log.info("wrote %d group calls (mean of each %s's predictions) to %s", len(calls), run.group_column, path)
 
 
 def member_inputs(info: DataConfig, data, frame: pd.DataFrame | None, metadata: str | None,

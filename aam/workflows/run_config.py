@@ -426,6 +426,7 @@ class PredictRun(RunConfig):
     no_sequence_cache: bool = False
     forest: str | None = None
     forest_weight: str | float = "auto"
+    group_column: str | None = None
     attn_implementation: str = TRAINER.attn_implementation
     device: str = "auto"
     seed: int | None = None
@@ -444,6 +445,8 @@ class PredictRun(RunConfig):
         if self.prediction_passes < 1:
             raise AamError("must be at least 1", source="--prediction-passes")
         self.forest_weight_value  # noqa: B018 -- checked now, before any model is read
+        if self.group_column and self.metadata is None:
+            raise AamError("needs --metadata (the file with the group column)", source="--group-column")
 
     @property
     def forest_weight_value(self) -> float | None:

@@ -48,19 +48,25 @@ def scores_by(frame: pd.DataFrame, column: str, classifier: bool) -> pd.DataFram
 
 
 def group_means(frame: pd.DataFrame, classifier: bool) -> pd.DataFrame | None:
-    """One row per ``group`` (e.g. a person): the mean of its samples' predictions, as a call on the whole group.
+    """One row per ``group`` (e.g. a person), with its sample count ``n``: the mean of its samples' predictions,
+    as a call on the whole group.
 
-    Regression: the mean prediction against the mean target. Classification: the mean class probabilities (and
-    the most probable class as ``prediction``) against the group's label; ``None`` when some group's samples
-    carry different labels, since such a group has no single truth to score.
+    Regression: the mean prediction (and the mean ``actual`` when present). Classification: the mean class
+    probabilities and the most probable class as ``prediction`` (and the group's label as ``actual``); ``None``
+    when some group's samples carry different labels, since such a group has no single truth to score.
     """
     grouped = frame.groupby("group", sort=True)
+    truth = "actual" in frame.columns
     if not classifier:
-        return grouped[["prediction", "actual"]].mean().reset_index()
-    if (grouped["actual"].nunique() > 1).any():
-        return None
-    columns = probability_columns(frame)
-    means = grouped[columns].mean()
-    labels = np.array([c[len("prob_"):] for c in columns])
-    return means.assign(prediction=labels[means.to_numpy().argmax(axis=1)],
-                        actual=grouped["actual"].first().astype(str)).reset_index()
+        means = grouped[["prediction"] + (["actual"] if truth else [])].mean()
+    else:
+        if truth and (grouped["actual"].nunique() > 1).any():
+            return None
+        columns = probability_columns(frame)
+        means = grouped[columns].mean()
+        labels = np.array([c[len("prob_"):] for c in columns])
+        means.insert(0, "prediction", labels[means.to_numpy().argmax(axis=1)])
+        if truth:
+            means["actual"] = grouped["actual"].first().astype(str)
+    means.insert(0, "n", grouped.size())
+    return means.reset_index()
