@@ -221,6 +221,11 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
                                       "--table", str(table), "--output", str(tmp_path / "no.tsv"),
                                       "--group-column", "subject"])
     assert result.exit_code == 2 and "--group-column: needs --metadata" in result.output
+    result = CliRunner().invoke(cli, ["predict", "--model", str(out / "checkpoints" / "best_model.pt"),
+                                      "--table", str(table), "--output", str(tmp_path / "typo.tsv"),
+                                      "--metadata", str(metadata), "--group-column", "subjct"])
+    assert result.exit_code == 2 and "subjct" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "typo.tsv").exists()  # refused before predicting: nothing half-written
 
     cv = tmp_path / "cv"
     result = CliRunner().invoke(cli, [str(a) for a in ["cross-validate", *common, "--n-folds", "3",

@@ -91,6 +91,8 @@ def run_predict(run: PredictRun) -> pd.DataFrame:
     table, metadata, sample_ids = run.table, run.metadata, run.sample_ids
     tables: dict[int, Any] = {}  # the tokenised table per max_bp (members usually share one)
     frame = read_metadata(metadata) if metadata is not None else None
+    if run.group_column:  # checked before any model runs, so a misspelt column writes nothing
+        require_column(frame, run.group_column, source=metadata, flag="--group-column")
     passes: list[pd.DataFrame] = []
     first_info = DataConfig()
     for i, path in enumerate(paths):  # one member in memory at a time
@@ -139,7 +141,6 @@ def group_output_path(output: str | Path) -> Path:
 
 def _write_group_calls(run: PredictRun, result: pd.DataFrame, metadata: pd.DataFrame, classifier: bool) -> None:
     """Each group's mean prediction (its samples' mean class probabilities for a classifier) as one call."""
-    require_column(metadata, run.group_column, source=run.metadata, flag="--group-column")
     ids = result["sample_id"].astype(str)
     groups = metadata[run.group_column].reindex(ids.tolist()).to_numpy()
     missing = pd.isna(groups)
