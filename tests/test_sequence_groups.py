@@ -20,8 +20,9 @@ from aam.cli import cli
 from aam.data.dataset import AmpliconData, BatchCollator, SampleDataset
 from aam.data.sequences import tokenize
 from aam.data.synthetic import _write_biom
+from aam.errors import AamError
 from aam.models.sequence_groups import SequenceGroupComposition, SequenceGroupsConfig, kmer_profiles
-from aam.training.sequence_groups_fit import _inner_splits, _log_shares, fit_sequence_groups
+from aam.training.sequence_groups_fit import _inner_splits, _log_shares, fit_sequence_groups, select_anchors
 from aam.training.trainer import forward_batch
 from aam.workflows.predict import load_predictor
 
@@ -147,6 +148,50 @@ def test_an_unseen_private_variant_counts_towards_its_clade():
     np.testing.assert_array_equal(assigned, [known[clade_of == c][0] for c in range(4)])
 
 
+def test_select_anchors_ranks_asvs_by_the_groups_that_carry_them():
+    counts = sparse.csr_matrix(np.array([  # rows are samples of people a, a, b, c; ASV 4 is never read
+        [5, 1, 3, 0, 0],
+        [5, 0, 3, 0, 0],
+        [5, 1, 0, 9, 0],
+        [5, 0, 0, 9, 0],
+    ], dtype=float))
+    people = np.array(["a", "a", "b", "c"])
+    np.testing.assert_array_equal(select_anchors(counts, people, 10), [0, 1, 3])  # 2: person a only
+    np.testing.assert_array_equal(select_anchors(counts, people, 2), [0, 3])  # 1 and 3 in two people: reads
+    np.testing.assert_array_equal(select_anchors(counts, np.array(["a", "a", "a", "b"]), 10), [0, 3])
+    np.testing.assert_array_equal(select_anchors(counts, None, 10), [0, 1, 2, 3])  # samples as the units
+    assert select_anchors(counts, people, 0).size == 0
+
+
+def test_anchor_groups_take_a_new_variant_of_a_widespread_asv_and_match_scikit_learn():
+    counts, sequences, clade_of, labels, subjects, rng, variant, roots = clade_problem(seed=3)
+    tokens = tokens_of(sequences)
+    anchors = select_anchors(sparse.csr_matrix(counts), subjects, 64)
+    np.testing.assert_array_equal(anchors, np.flatnonzero(np.array([o == -1 for o in
+                                                                     _owners(sequences, counts, subjects)])))
+    config = SequenceGroupsConfig(group_counts=(4,), clusterings=1, anchors=len(anchors), classifier=True, out_dim=2)
+    model = SequenceGroupComposition(config)
+    assert config.resolutions == (4, len(anchors)) and config.n_features == 4 + len(anchors)
+    fit = fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, labels, subjects, seed=0, anchors=anchors)
+    features, batch = features_and_batch(model, counts, tokens)
+    assert features.shape == (len(labels), 4 + len(anchors))
+    reference = LogisticRegression(C=fit.chosen, max_iter=5000).fit(features, labels).predict_proba(features)
+    np.testing.assert_allclose(np.exp(predictions_of(model, batch)), reference, atol=1e-5)
+    with torch.no_grad():
+        assert (model.assign(torch.from_numpy(tokens[anchors]))[:, 1].numpy() == np.arange(len(anchors))).all()
+        new = [variant(sequences[a]) for a in anchors]  # one substitution away, never in the table
+        assigned = model.assign(torch.from_numpy(tokens_of(new)))[:, 1].numpy()
+    assert (assigned == np.arange(len(anchors))).mean() >= 0.9  # nearly all join the ASV they vary
+    with pytest.raises(AamError, match="anchor"):
+        fit_sequence_groups(SequenceGroupComposition(config), sparse.csr_matrix(counts), tokens, labels, subjects,
+                            seed=0)
+
+
+def _owners(sequences: list[str], counts: np.ndarray, subjects: np.ndarray) -> list[int]:
+    """-1 for an ASV read in two or more subjects, else 0 (private or unread)."""
+    return [-1 if len(set(subjects[counts[:, j] > 0])) >= 2 else 0 for j in range(len(sequences))]
+
+
 def test_inner_folds_keep_groups_together_and_stratify():
     targets = np.array([0, 1] * 20)
     groups = np.repeat([f"g{i}" for i in range(10)], 4)
@@ -173,7 +218,7 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
     table, metadata = _classification_data(tmp_path)
     common = ["--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
               "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2,4",
-              "--group-clusterings", "2", "--max-bp", "40", "--seed", "1", "--quiet"]
+              "--group-clusterings", "2", "--group-anchors", "64", "--max-bp", "40", "--seed", "1", "--quiet"]
     out = tmp_path / "train"
     result = CliRunner().invoke(cli, [str(a) for a in ["train", *common, "--output-dir", out]])
     assert result.exit_code == 0, result.output
@@ -181,6 +226,7 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
     assert report["inner_scheme"] == "5-fold grouped" and report["out_of_fold_scores"]["auroc"] > 0.8
     config = json.loads((out / "config.json").read_text())
     assert config["model_config"]["model_type"] == "sequence-groups"
+    assert config["model_config"]["anchors"] == 12  # the 12 ASVs shared between people; private ones are not
     val = pd.read_csv(out / "val_predictions.tsv", sep="\t")
     assert len(val) == 48 and {"prob_CD", "prob_control", "actual"} <= set(val.columns)
 

@@ -88,6 +88,10 @@ TRAIN_OPTIONS = [
              help="sequence-groups: k-means runs per resolution from different starts, used side by side."),
     o.option("--group-kmer-size", type=click.IntRange(1, MAX_GROUP_KMER), default=o.TRAIN.group_kmer_size, section="Model",
              help="sequence-groups: k of the k-mer profile describing each ASV (4^k columns)."),
+    o.option("--group-anchors", type=click.IntRange(0, 4096), default=o.TRAIN.group_anchors, section="Model",
+             help="sequence-groups: up to N training ASVs carried by the most groups (--group-column values, else "
+                  "samples; at least two) each head one more group, which every ASV joins when its profile is "
+                  "nearest to theirs: a new variant of a widespread ASV counts towards it. 0: none."),
     o.option("--forest-blend", is_flag=True, default=o.TRAIN.forest_blend, section="Model",
              help="sequence-groups: also fit a random forest on relative abundances and choose the weight of "
                   "their average by the same inner cross-validation (training samples only); saves RUN/forest.joblib "

@@ -231,12 +231,14 @@ MAX_GROUP_KMER = 6  # 4^6 = 4,096 profile columns
 class SequenceGroupsConfig(_Config):
     """``group_counts``: groups per resolution; ``clusterings``: independent k-means runs per resolution (their
     features side by side: one clustering's luck of initialisation no longer decides the groups);
-    ``kmer_size``: length of the k-mers describing an ASV; ``pseudo_share``: added to every group share before
-    the log (a group the sample lacks reads as this); ``out_dim``: 1 for regression, the number of classes for
-    a classifier."""
+    ``kmer_size``: length of the k-mers describing an ASV; ``anchors``: how many widespread training ASVs head a
+    group of their own, which every other ASV joins when it is nearer to it than to any other anchor (0: none;
+    the fit chooses them); ``pseudo_share``: added to every group share before the log (a group the sample lacks
+    reads as this); ``out_dim``: 1 for regression, the number of classes for a classifier."""
 
     group_counts: tuple[int, ...] = (8, 16, 32, 64)
     clusterings: int = 8
+    anchors: int = 0
     kmer_size: int = 4
     pseudo_share: float = 1e-4
     classifier: bool = False
@@ -254,13 +256,15 @@ class SequenceGroupsConfig(_Config):
             raise ValueError(f"pseudo_share must be in (0, 1); got {self.pseudo_share}")
         _check_positive("out_dim", self.out_dim)
         _check_positive("clusterings", self.clusterings)
+        _check_positive("anchors", self.anchors, allow_zero=True)
         if self.model_type != MODEL_TYPE:
             raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {self.model_type!r}")
 
     @property
     def resolutions(self) -> tuple[int, ...]:
-        """Groups of every clustering, in the order of the model's features (the counts, repeated)."""
-        return self.group_counts * self.clusterings
+        """Groups of every clustering, in the order of the model's features (the counts, repeated, then the
+        anchors' groups when there are any)."""
+        return self.group_counts * self.clusterings + ((self.anchors,) if self.anchors else ())
 
     @property
     def n_features(self) -> int:

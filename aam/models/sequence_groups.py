@@ -10,9 +10,13 @@ reads the prediction off them. The centres and the read-out are fitted outside g
 is chosen by grouped inner cross-validation); this module only evaluates the fitted model on a batch, so
 ``aam predict`` and ``aam cross-validate`` run it like any other checkpoint.
 
+Beside the k-means groups, the most widespread training ASVs can each head a group of their own (``anchors``):
+every ASV joins the anchor nearest to its profile, so the finest resolution is one ASV and its close variants.
+
 An ASV never seen in training still joins the group of the closest sequence profile, so a person's private
-variant of a clade counts towards that clade: what a forest on ASV columns cannot do. The model has one weight
-per group and resolution (a few hundred), which is what keeps it from recognising the training people.
+variant of a clade counts towards that clade (and a variant of a widespread ASV towards that ASV): what a
+forest on ASV columns cannot do. The model has one weight per group and resolution (a few hundred, plus one per
+anchor), shrunk together, which is what keeps it from recognising the training people.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ class SequenceGroupComposition(nn.Module):
     """Batch -> ``prediction`` [B, out_dim] (log-probabilities for a classifier, model units for regression).
 
     Buffers (filled by the fit, saved in the checkpoint): ``centres`` [sum K, 4^k] (every clustering's centres
-    stacked) and ``feature_mean`` [sum K] (the features' mean over the training samples); the read-out is
+    stacked, then the anchors' profiles) and ``feature_mean`` [sum K] (the features' mean over the training samples); the read-out is
     ``readout`` (a Linear layer).
     """
 

@@ -1,7 +1,8 @@
 """Fitting :class:`~aam.models.sequence_groups.SequenceGroupComposition`: no gradient descent.
 
 1. k-means (scikit-learn) on the k-mer profiles of the ASVs present in the training samples, ``clusterings``
-   times per resolution from different starts; the centres become the model's groups.
+   times per resolution from different starts; the centres become the model's groups. The anchors (the
+   training ASVs carried by the most groups, :func:`select_anchors`) add their own profiles as centres.
 2. The model's own feature function gives each training sample's centred log group shares; their training
    mean is subtracted. They are not scaled to unit variance: a group whose share barely varies would be
    amplified to weigh like one that does, and the shrinkage would no longer favour broad, stable groups.
@@ -58,11 +59,33 @@ class SequenceGroupsFit:
     splits: list = field(default_factory=list)  # the inner folds: (train, test) index pairs over the samples
 
 
+def select_anchors(counts: sparse.csr_matrix, groups: np.ndarray | None, limit: int) -> np.ndarray:
+    """Indices of up to ``limit`` ASVs of ``counts`` [n, N_asvs] found in at least two groups (samples when
+    ``groups`` is None), those in the most groups first (ties: more reads first, then the lower index)."""
+    counts = sparse.csr_matrix(counts, dtype=np.float64)
+    if groups is None:
+        units = counts
+    else:
+        _, unit_of_row = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+        membership = sparse.csr_matrix((np.ones(len(unit_of_row)), (unit_of_row, np.arange(len(unit_of_row)))))
+        units = membership @ counts  # [groups, N_asvs] reads per group
+    carriers = np.asarray((units > 0).sum(axis=0)).ravel()  # [N_asvs] groups holding each ASV
+    reads = np.asarray(counts.sum(axis=0)).ravel()
+    order = np.lexsort((np.arange(len(reads)), -reads, -carriers))
+    return np.sort(order[carriers[order] >= 2][:max(limit, 0)])
+
+
 def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matrix, tokens: np.ndarray,
-                        targets: np.ndarray, groups: np.ndarray | None, seed: int) -> SequenceGroupsFit:
+                        targets: np.ndarray, groups: np.ndarray | None, seed: int,
+                        anchors: np.ndarray | None = None) -> SequenceGroupsFit:
     """Fit ``model`` in place on the samples of ``counts`` [n, N_asvs] (``tokens`` [N_asvs, L]) with
-    ``targets`` [n] (class indices for a classifier, transformed floats otherwise)."""
+    ``targets`` [n] (class indices for a classifier, transformed floats otherwise); ``anchors`` are the ASV
+    indices whose profiles head the anchor groups (as many as ``model.config.anchors``)."""
     config = model.config
+    anchors = np.zeros(0, dtype=np.int64) if anchors is None else np.asarray(anchors, dtype=np.int64)
+    if len(anchors) != config.anchors:
+        raise AamError(f"the model has {config.anchors} anchor groups but {len(anchors)} anchors were given",
+                       source="--group-anchors")
     counts = sparse.csr_matrix(counts, dtype=np.float64)
     used = np.unique(counts.indices)  # the ASVs the training samples hold
     if len(used) < max(config.group_counts):
@@ -70,9 +93,13 @@ def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matr
                        f"{max(config.group_counts)} groups", source="--sequence-groups",
                        hint="give smaller group counts, e.g. --sequence-groups 4,8")
     profiles = kmer_profiles(torch.from_numpy(np.ascontiguousarray(tokens[used])), config.kmer_size)
-    starts = np.random.SeedSequence(seed).generate_state(len(config.resolutions))  # one per clustering
+    clusterings = config.group_counts * config.clusterings
+    starts = np.random.SeedSequence(seed).generate_state(len(clusterings))  # one per clustering
     centres = [KMeans(count, n_init=4, random_state=int(start)).fit(profiles.numpy()).cluster_centers_
-               for start, count in zip(starts, config.resolutions)]
+               for start, count in zip(starts, clusterings)]
+    if len(anchors):
+        centres.append(kmer_profiles(torch.from_numpy(np.ascontiguousarray(tokens[anchors])),
+                                     config.kmer_size).numpy())
     with torch.no_grad():
         model.centres.copy_(torch.from_numpy(np.concatenate(centres)))
         assignments = model.nearest_groups(profiles)  # [U, R]

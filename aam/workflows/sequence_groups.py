@@ -18,7 +18,7 @@ from aam.models.sequence_groups import SequenceGroupComposition, SequenceGroupsC
 from aam.training.checkpoint import save_checkpoint
 from aam.training.data_config import DataConfig
 from aam.training.prediction import PredictionDecoder
-from aam.training.sequence_groups_fit import fit_sequence_groups
+from aam.training.sequence_groups_fit import fit_sequence_groups, select_anchors
 from aam.training.trainer import FitResult
 from aam.workflows.forest_blend import fit_forest_blend
 from aam.workflows.run_config import TrainRun
@@ -63,15 +63,16 @@ def train_sequence_groups(run: TrainRun, output_dir: Path, main: bool, data, ids
     classifier = run.classifier
     rows = data.rows_of(ids)
     counts = _fitting_group_counts(parse_group_counts(run.sequence_groups), data.counts[rows])
+    anchors = select_anchors(data.counts[rows], groups, run.group_anchors)
     config = SequenceGroupsConfig(group_counts=counts,
                                   clusterings=run.group_clusterings,
-                                  kmer_size=run.group_kmer_size, classifier=classifier,
+                                  kmer_size=run.group_kmer_size, anchors=len(anchors), classifier=classifier,
                                   out_dim=len(setup.class_labels) if classifier else 1)
     model = SequenceGroupComposition(config)
-    log.info("sequence groups: %d samples%s, resolutions %s, %d-mer profiles", len(ids),
+    log.info("sequence groups: %d samples%s, resolutions %s, %d anchor ASVs, %d-mer profiles", len(ids),
              "" if groups is None else f" of {len(np.unique(groups))} groups",
-             ",".join(map(str, config.group_counts)), config.kmer_size)
-    fit = fit_sequence_groups(model, data.counts[rows], data.tokens, setup.model_targets, groups, seed)
+             ",".join(map(str, config.group_counts)), config.anchors, config.kmer_size)
+    fit = fit_sequence_groups(model, data.counts[rows], data.tokens, setup.model_targets, groups, seed, anchors)
 
     decoder = PredictionDecoder(transform=setup.transform, groups=by_row["groups"], classifier=classifier,
                                 class_labels=setup.class_labels or (), quantiles=None, actual=by_row["actual"])
