@@ -261,10 +261,15 @@ class SequenceGroupsConfig(_Config):
             raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {self.model_type!r}")
 
     @property
+    def kmeans_resolutions(self) -> tuple[int, ...]:
+        """Groups of every k-means clustering, in the order of the model's features (the counts, repeated)."""
+        return self.group_counts * self.clusterings
+
+    @property
     def resolutions(self) -> tuple[int, ...]:
-        """Groups of every clustering, in the order of the model's features (the counts, repeated, then the
-        anchors' groups when there are any)."""
-        return self.group_counts * self.clusterings + ((self.anchors,) if self.anchors else ())
+        """Groups of every resolution of the model's features: the k-means clusterings, then the anchors' groups
+        when there are any."""
+        return self.kmeans_resolutions + ((self.anchors,) if self.anchors else ())
 
     @property
     def n_features(self) -> int:

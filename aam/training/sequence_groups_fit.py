@@ -93,7 +93,7 @@ def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matr
                        f"{max(config.group_counts)} groups", source="--sequence-groups",
                        hint="give smaller group counts, e.g. --sequence-groups 4,8")
     profiles = kmer_profiles(torch.from_numpy(np.ascontiguousarray(tokens[used])), config.kmer_size)
-    clusterings = config.group_counts * config.clusterings
+    clusterings = config.kmeans_resolutions
     starts = np.random.SeedSequence(seed).generate_state(len(clusterings))  # one per clustering
     centres = [KMeans(count, n_init=4, random_state=int(start)).fit(profiles.numpy()).cluster_centers_
                for start, count in zip(starts, clusterings)]
