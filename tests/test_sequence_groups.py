@@ -21,7 +21,13 @@ from aam.data.dataset import AmpliconData, BatchCollator, SampleDataset
 from aam.data.sequences import tokenize
 from aam.data.synthetic import _write_biom
 from aam.errors import AamError
-from aam.models.sequence_groups import SequenceGroupComposition, SequenceGroupsConfig, kmer_profiles
+from aam.models.sequence_groups import (
+    SequenceGroupComposition,
+    SequenceGroupsConfig,
+    kmer_profiles,
+    position_profiles,
+    sequence_profiles,
+)
 from aam.training.sequence_groups_fit import _inner_splits, _log_shares, fit_sequence_groups, select_anchors
 from aam.training.trainer import forward_batch
 from aam.workflows.predict import load_predictor
@@ -46,6 +52,40 @@ def test_kmer_profiles_count_windows_of_unambiguous_nucleotides():
         np.testing.assert_allclose(row, expected)
     assert profiles[1].sum() == pytest.approx(1.0)  # AA twice: the windows with N are skipped
     assert kmer_profiles(torch.from_numpy(tokens_of(["AC"], 8)), 4).sum() == 0  # shorter than k
+
+
+def test_position_profiles_are_one_hot_nucleotides_and_distances_count_substitutions():
+    sequences = ["ACGTA", "ACGTT", "ANG", "TTTTTTTT"]
+    profiles = position_profiles(torch.from_numpy(tokens_of(sequences, 8)), 6).numpy()
+    assert profiles.shape == (4, 24)
+    for row, sequence in zip(profiles, sequences):
+        expected = np.zeros((6, 4))
+        for i, base in enumerate(sequence[:6]):
+            if base in BASES:
+                expected[i, BASES.index(base)] = 1.0
+        np.testing.assert_allclose(row, expected.ravel() / np.sqrt(6))  # N, the end and past 6 positions: 0
+    squared = ((profiles[0] - profiles[1]) ** 2).sum()
+    assert squared == pytest.approx(2 * 1 / 6)  # one substitution in 6 positions
+    narrow = position_profiles(torch.from_numpy(tokens_of(["ACG"], 3)), 6).numpy()  # tokens narrower than 6
+    np.testing.assert_allclose(narrow, position_profiles(torch.from_numpy(tokens_of(["ACG"], 8)), 6).numpy())
+
+    tokens = torch.from_numpy(tokens_of(sequences[:2] + sequences[3:], 8))
+    np.testing.assert_array_equal(sequence_profiles(tokens, 2, 0).numpy(), kmer_profiles(tokens, 2).numpy())
+    both = sequence_profiles(tokens, 2, 6).numpy()
+    assert both.shape == (3, 16 + 24)
+    np.testing.assert_allclose(np.linalg.norm(both[:, :16], axis=1), 1.0)  # the k-mer part at unit length
+    np.testing.assert_allclose(both[:, 16:], position_profiles(tokens, 6).numpy())
+
+
+def test_a_checkpoint_config_without_positions_reads_as_k_mers_only():
+    config = SequenceGroupsConfig(group_counts=(2,), clusterings=1, positions=40)
+    data = config.to_dict()
+    assert data["positions"] == 40 and config.profile_width == 256 + 160
+    del data["positions"]  # written before the field existed
+    old = SequenceGroupsConfig.from_dict(data)
+    assert old.positions == 0 and SequenceGroupComposition(old).centres.shape == (2, 256)
+    with pytest.raises(ValueError, match="positions"):
+        SequenceGroupsConfig(positions=-1)
 
 
 def clade_problem(n_subjects: int = 12, per_subject: int = 4, seed: int = 0):
@@ -105,11 +145,12 @@ def predictions_of(model, batch) -> np.ndarray:
     return prediction[np.argsort(batch.sample_index.numpy())].numpy()
 
 
-def test_fitted_readout_equals_scikit_learn_on_the_same_features_and_forward_agrees():
+@pytest.mark.parametrize("positions", [0, 40])
+def test_fitted_readout_equals_scikit_learn_on_the_same_features_and_forward_agrees(positions):
     counts, sequences, _, labels, subjects, *_ = clade_problem()
     tokens = tokens_of(sequences)
     model = SequenceGroupComposition(SequenceGroupsConfig(group_counts=(2, 4), clusterings=2, classifier=True,
-                                                          out_dim=2))
+                                                          out_dim=2, positions=positions))
     fit = fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, labels, subjects, seed=0)
     assert fit.parameter == "C" and fit.inner_scheme == "5-fold grouped" and len(fit.grid) == 7
     assert fit.out_of_fold.shape == (len(labels), 2)
@@ -134,11 +175,12 @@ def test_regression_readout_equals_ridge_and_finds_the_clade_share():
     np.testing.assert_allclose(predictions_of(model, batch)[:, 0], reference, rtol=1e-5, atol=1e-5)
 
 
-def test_an_unseen_private_variant_counts_towards_its_clade():
+@pytest.mark.parametrize("positions", [0, 40])
+def test_an_unseen_private_variant_counts_towards_its_clade(positions):
     counts, sequences, clade_of, labels, subjects, rng, variant, roots = clade_problem(seed=2)
     tokens = tokens_of(sequences)
     model = SequenceGroupComposition(SequenceGroupsConfig(group_counts=(4,), clusterings=1, classifier=True,
-                                                          out_dim=2))
+                                                          out_dim=2, positions=positions))
     fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, labels, subjects, seed=0)
     with torch.no_grad():
         known = model.assign(torch.from_numpy(tokens))[:, 0].numpy()
@@ -227,6 +269,7 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["model_config"]["model_type"] == "sequence-groups"
     assert config["model_config"]["anchors"] == 12  # the 12 ASVs shared between people; private ones are not
+    assert config["model_config"]["positions"] == 40  # --max-bp positions beside the k-mers, by default
     val = pd.read_csv(out / "val_predictions.tsv", sep="\t")
     assert len(val) == 48 and {"prob_CD", "prob_control", "actual"} <= set(val.columns)
 
@@ -387,3 +430,18 @@ def test_forest_blend_needs_the_sequence_groups_model(tmp_path):
         "--max-bp", "40", "--forest-blend", "--output-dir", tmp_path / "out", "--quiet"]])
     assert result.exit_code == 2 and "--forest-blend" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_no_group_positions_describes_asvs_by_k_mers_only(tmp_path):
+    table, metadata = _classification_data(tmp_path)
+    out = tmp_path / "kmers"
+    result = CliRunner().invoke(cli, [str(a) for a in [
+        "train", "--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
+        "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2",
+        "--group-clusterings", "1", "--no-group-positions", "--max-bp", "40", "--seed", "1", "--quiet",
+        "--output-dir", out]])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_config"]["positions"] == 0 and config["options"]["group_positions"] is False
+    model, _ = load_predictor(out / "checkpoints" / "best_model.pt")
+    assert model.centres.shape[1] == 4 ** 4

@@ -88,6 +88,11 @@ TRAIN_OPTIONS = [
              help="sequence-groups: k-means runs per resolution from different starts, used side by side."),
     o.option("--group-kmer-size", type=click.IntRange(1, MAX_GROUP_KMER), default=o.TRAIN.group_kmer_size, section="Model",
              help="sequence-groups: k of the k-mer profile describing each ASV (4^k columns)."),
+    o.option("--group-positions/--no-group-positions", default=o.TRAIN.group_positions, section="Model",
+             help="sequence-groups: also describe each ASV by its nucleotide at each of its first --max-bp "
+                  "positions (one-hot), beside the k-mer profile, the two scaled to equal weight, so the groups "
+                  "follow substitutions as well as k-mer content. On by default since session 13 (chosen on "
+                  "development cohorts, BENCHMARKS.md); --no-group-positions gives the k-mer profile alone."),
     o.option("--group-anchors", type=click.IntRange(0, 4096), default=o.TRAIN.group_anchors, section="Model",
              help="sequence-groups: up to N training ASVs carried by the most groups (--group-column values, else "
                   "samples; at least two) each head one more group, which every ASV joins when its profile is "

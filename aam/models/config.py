@@ -231,7 +231,9 @@ MAX_GROUP_KMER = 6  # 4^6 = 4,096 profile columns
 class SequenceGroupsConfig(_Config):
     """``group_counts``: groups per resolution; ``clusterings``: independent k-means runs per resolution (their
     features side by side: one clustering's luck of initialisation no longer decides the groups);
-    ``kmer_size``: length of the k-mers describing an ASV; ``anchors``: how many widespread training ASVs head a
+    ``kmer_size``: length of the k-mers describing an ASV; ``positions``: how many leading nucleotide positions
+    also describe it, one-hot, beside the k-mer profile (each part scaled to unit length; 0: k-mers only, the
+    profile of checkpoints written before session 13); ``anchors``: how many widespread training ASVs head a
     group of their own, which every other ASV joins when it is nearer to it than to any other anchor (0: none;
     the fit chooses them); ``pseudo_share``: added to every group share before the log (a group the sample lacks
     reads as this); ``out_dim``: 1 for regression, the number of classes for a classifier."""
@@ -240,6 +242,7 @@ class SequenceGroupsConfig(_Config):
     clusterings: int = 8
     anchors: int = 0
     kmer_size: int = 4
+    positions: int = 0
     pseudo_share: float = 1e-4
     classifier: bool = False
     out_dim: int = 1
@@ -257,6 +260,7 @@ class SequenceGroupsConfig(_Config):
         _check_positive("out_dim", self.out_dim)
         _check_positive("clusterings", self.clusterings)
         _check_positive("anchors", self.anchors, allow_zero=True)
+        _check_positive("positions", self.positions, allow_zero=True)
         if self.model_type != MODEL_TYPE:
             raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {self.model_type!r}")
 
@@ -274,6 +278,11 @@ class SequenceGroupsConfig(_Config):
     @property
     def n_features(self) -> int:
         return sum(self.resolutions)
+
+    @property
+    def profile_width(self) -> int:
+        """Columns of an ASV's profile: 4^k k-mer frequencies, then 4 per described position."""
+        return 4 ** self.kmer_size + 4 * self.positions
 
 
 _MODEL_TYPES: dict[str, type[_Config]] = {"encoder": EncoderConfig, "predictor": PredictorConfig}

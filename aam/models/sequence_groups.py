@@ -1,7 +1,7 @@
 """A model that cannot memorise people: a linear read-out of the log-ratio composition of sequence groups.
 
-Every ASV is described by its nucleotide sequence alone (the frequencies of its k-mers) and assigned to the
-nearest of K group centres, at several resolutions (e.g. 8, 16, 32 and 64 groups), each clustered several
+Every ASV is described by its nucleotide sequence alone (the frequencies of its k-mers, and by default the
+nucleotide at each position: :func:`sequence_profiles`) and assigned to the nearest of K group centres, at several resolutions (e.g. 8, 16, 32 and 64 groups), each clustered several
 times from different starts. A sample is the centred log
 shares of those groups (compositional data analysis's centred log-ratio), centred over the training
 samples, and a linear layer
@@ -53,10 +53,33 @@ def kmer_profiles(tokens: Tensor, k: int) -> Tensor:
     return profiles / profiles.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
+def position_profiles(tokens: Tensor, positions: int) -> Tensor:
+    """[U, L] ASV tokens -> [U, 4 * positions] float64: the one-hot nucleotide at each of the first ``positions``
+    positions (all zero where the sequence has N or has ended), over sqrt(positions), so a full-length ASV has
+    unit length and the squared distance of two such ASVs is twice their share of differing positions."""
+    bases = tokens[:, 1:positions + 1].long() - A  # [U, <= positions]
+    onehot = torch.zeros(tokens.shape[0], positions, 4, dtype=torch.float64, device=tokens.device)
+    valid = (bases >= 0) & (bases <= T - A)
+    onehot[:, :bases.shape[1]].scatter_(2, bases.clamp(0, 3).unsqueeze(-1), valid.unsqueeze(-1).to(torch.float64))
+    return onehot.reshape(tokens.shape[0], -1) / positions ** 0.5
+
+
+def sequence_profiles(tokens: Tensor, kmer_size: int, positions: int) -> Tensor:
+    """[U, L] tokens -> [U, 4^k + 4 * positions] float64 ASV profiles. With ``positions`` 0, the k-mer
+    frequencies (:func:`kmer_profiles`); otherwise the k-mer frequencies scaled to unit length, then
+    :func:`position_profiles`: two views of equal weight, the k-mers robust to shifts, the positions exact
+    about substitutions."""
+    kmers = kmer_profiles(tokens, kmer_size)
+    if not positions:
+        return kmers
+    kmers = kmers / kmers.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    return torch.cat([kmers, position_profiles(tokens, positions)], dim=1)
+
+
 class SequenceGroupComposition(nn.Module):
     """Batch -> ``prediction`` [B, out_dim] (log-probabilities for a classifier, model units for regression).
 
-    Buffers (filled by the fit, saved in the checkpoint): ``centres`` [sum K, 4^k] (every clustering's centres
+    Buffers (filled by the fit, saved in the checkpoint): ``centres`` [sum K, profile_width] (every clustering's centres
     stacked, then the anchors' profiles) and ``feature_mean`` [sum K] (the features' mean over the training samples); the read-out is
     ``readout`` (a Linear layer).
     """
@@ -65,16 +88,20 @@ class SequenceGroupComposition(nn.Module):
         super().__init__()
         self.config = config
         width = config.n_features
-        self.register_buffer("centres", torch.zeros(width, 4 ** config.kmer_size, dtype=torch.float64))
+        self.register_buffer("centres", torch.zeros(width, config.profile_width, dtype=torch.float64))
         self.register_buffer("feature_mean", torch.zeros(width, dtype=torch.float64))
         self.readout = nn.Linear(width, config.out_dim, dtype=torch.float64)
 
+    def profiles(self, tokens: Tensor) -> Tensor:
+        """[U, L] tokens -> [U, profile_width] the profiles the centres describe (:func:`sequence_profiles`)."""
+        return sequence_profiles(tokens, self.config.kmer_size, self.config.positions)
+
     def assign(self, tokens: Tensor) -> Tensor:
         """[U, L] tokens -> [U, R] index of each ASV's nearest centre in each clustering (within it)."""
-        return self.nearest_groups(kmer_profiles(tokens, self.config.kmer_size))
+        return self.nearest_groups(self.profiles(tokens))
 
     def nearest_groups(self, profiles: Tensor) -> Tensor:
-        """[U, 4^k] k-mer profiles -> [U, R] index of the nearest centre in each clustering (within it)."""
+        """[U, profile_width] profiles -> [U, R] index of the nearest centre in each clustering (within it)."""
         columns, start = [], 0
         for count in self.config.resolutions:
             centres = self.centres[start:start + count]

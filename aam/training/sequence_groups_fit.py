@@ -1,7 +1,7 @@
 """Fitting :class:`~aam.models.sequence_groups.SequenceGroupComposition`: no gradient descent.
 
-1. k-means (scikit-learn) on the k-mer profiles of the ASVs present in the training samples, ``clusterings``
-   times per resolution from different starts; the centres become the model's groups. The anchors (the
+1. k-means (scikit-learn) on the profiles (k-mers, and by default positions) of the ASVs present in the
+   training samples, ``clusterings`` times per resolution from different starts; the centres become the model's groups. The anchors (the
    training ASVs carried by the most groups, :func:`select_anchors`) add their own profiles as centres.
 2. The model's own feature function gives each training sample's centred log group shares; their training
    mean is subtracted. They are not scaled to unit variance: a group whose share barely varies would be
@@ -33,7 +33,7 @@ from sklearn.model_selection import (
 )
 
 from aam.errors import AamError
-from aam.models.sequence_groups import SequenceGroupComposition, kmer_profiles
+from aam.models.sequence_groups import SequenceGroupComposition
 
 log = logging.getLogger("aam")
 
@@ -92,14 +92,13 @@ def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matr
         raise AamError(f"the training samples hold {len(used)} distinct ASVs, fewer than "
                        f"{max(config.group_counts)} groups", source="--sequence-groups",
                        hint="give smaller group counts, e.g. --sequence-groups 4,8")
-    profiles = kmer_profiles(torch.from_numpy(np.ascontiguousarray(tokens[used])), config.kmer_size)
+    profiles = model.profiles(torch.from_numpy(np.ascontiguousarray(tokens[used])))
     clusterings = config.kmeans_resolutions
     starts = np.random.SeedSequence(seed).generate_state(len(clusterings))  # one per clustering
     centres = [KMeans(count, n_init=4, random_state=int(start)).fit(profiles.numpy()).cluster_centers_
                for start, count in zip(starts, clusterings)]
     if len(anchors):
-        centres.append(kmer_profiles(torch.from_numpy(np.ascontiguousarray(tokens[anchors])),
-                                     config.kmer_size).numpy())
+        centres.append(model.profiles(torch.from_numpy(np.ascontiguousarray(tokens[anchors]))).numpy())
     with torch.no_grad():
         model.centres.copy_(torch.from_numpy(np.concatenate(centres)))
         assignments = model.nearest_groups(profiles)  # [U, R]

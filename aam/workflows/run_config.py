@@ -257,6 +257,7 @@ class TrainRun(FitRun):
     sequence_groups: str = ",".join(map(str, GROUPS.group_counts))
     group_clusterings: int = GROUPS.clusterings
     group_kmer_size: int = GROUPS.kmer_size
+    group_positions: bool = True
     group_anchors: int = 512
     forest_blend: bool = False
     target_layer_norm: bool = PREDICTOR.target_layer_norm

@@ -66,12 +66,14 @@ def train_sequence_groups(run: TrainRun, output_dir: Path, main: bool, data, ids
     anchors = select_anchors(data.counts[rows], groups, run.group_anchors)
     config = SequenceGroupsConfig(group_counts=counts,
                                   clusterings=run.group_clusterings,
-                                  kmer_size=run.group_kmer_size, anchors=len(anchors), classifier=classifier,
+                                  kmer_size=run.group_kmer_size, positions=run.max_bp if run.group_positions else 0,
+                                  anchors=len(anchors), classifier=classifier,
                                   out_dim=len(setup.class_labels) if classifier else 1)
     model = SequenceGroupComposition(config)
-    log.info("sequence groups: %d samples%s, resolutions %s, %d anchor ASVs, %d-mer profiles", len(ids),
+    log.info("sequence groups: %d samples%s, resolutions %s, %d anchor ASVs, %d-mer profiles%s", len(ids),
              "" if groups is None else f" of {len(np.unique(groups))} groups",
-             ",".join(map(str, config.group_counts)), config.anchors, config.kmer_size)
+             ",".join(map(str, config.group_counts)), config.anchors, config.kmer_size,
+             f" and {config.positions} positions" if config.positions else "")
     fit = fit_sequence_groups(model, data.counts[rows], data.tokens, setup.model_targets, groups, seed, anchors)
 
     decoder = PredictionDecoder(transform=setup.transform, groups=by_row["groups"], classifier=classifier,
