@@ -9,7 +9,8 @@ training or early stopping.
 Cohorts (``aam.data.synthetic_longitudinal``, generated into ``--out``): choose recipes on the development
 cohort (``--cohort dev``, data seed 0; since session 12 also ``dev11`` to ``dev14``, data seeds 11-14) and
 report them on cohorts never used for choosing (``--cohort test``, data seed 1; ``--cohort test2``, data seed 2;
-``--cohort test3``, data seed 3, first run in session 12). Each ``--seeds`` value is one replicate of the whole protocol
+``--cohort test3``, data seed 3, first run in session 12; ``--cohort test4``, data seed 4, first run in session 13
+after the position profiles were chosen). Each ``--seeds`` value is one replicate of the whole protocol
 (fold assignment, forest and AAM seeds). Finished runs are reused. Example::
 
     .venv/bin/python benchmarks/longitudinal.py --name preset --recipe "--preset small-data" --cohort dev
@@ -31,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
-COHORTS = {"dev": 0, "test": 1, "test2": 2, "test3": 3, "dev11": 11, "dev12": 12, "dev13": 13, "dev14": 14}
+COHORTS = {"dev": 0, "test": 1, "test2": 2, "test3": 3, "test4": 4, "dev11": 11, "dev12": 12, "dev13": 13, "dev14": 14}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
