@@ -33,6 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--tasks", default="regression,classification")
+    parser.add_argument("--models", default="transformer,sequence-groups", help="comma list of the models to run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "attribution")
     return parser.parse_args(argv)
 
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
             folder = args.out / f"{task}_seed{seed}"
             paths, drivers, target = make_task(task, seed, folder / "data")
             common = ["--table", paths["table"], "--metadata", paths["metadata"], *target, "--seed", seed]
-            for model in ("transformer", "sequence-groups"):
+            for model in args.models.split(","):
                 run = folder / model
                 if not (run / "checkpoints" / "best_model.pt").exists():
                     extra = TRANSFORMER if model == "transformer" else ["--model-type", "sequence-groups",
