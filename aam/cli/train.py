@@ -78,7 +78,8 @@ TRAIN_OPTIONS = [
              section="Model",
              help="transformer: the attention model (every other Model option). sequence-groups: a linear model of "
                   "the centred log shares of ASV groups found by clustering each ASV's sequence profile (k-mers and, "
-                  "by default, the nucleotide at each position) at several resolutions; its shrinkage is chosen by inner cross-validation grouped by --group-column; no "
+                  "by default, the nucleotide at each position) at several resolutions; its shrinkage is chosen by "
+                  "inner cross-validation grouped by --group-column; no "
                   "gradient training, seconds on a CPU; an unseen ASV joins the group of the nearest sequence. "
                   "Measured ahead of the forest on new people when a few clades carry the signal, behind it on "
                   "oral age (BENCHMARKS.md)."),

@@ -1,12 +1,11 @@
 """A model that cannot memorise people: a linear read-out of the log-ratio composition of sequence groups.
 
 Every ASV is described by its nucleotide sequence alone (the frequencies of its k-mers, and by default the
-nucleotide at each position: :func:`sequence_profiles`) and assigned to the nearest of K group centres, at several resolutions (e.g. 8, 16, 32 and 64 groups), each clustered several
-times from different starts. A sample is the centred log
-shares of those groups (compositional data analysis's centred log-ratio), centred over the training
-samples, and a linear layer
-reads the prediction off them. The centres and the read-out are fitted outside gradient training
-(:mod:`aam.training.sequence_groups_fit`: k-means on the training ASVs, a shrunk linear model whose strength
+nucleotide at each position: :func:`sequence_profiles`) and assigned to the nearest of K group centres, at
+several resolutions (e.g. 8, 16, 32 and 64 groups), each clustered several times from different starts. A
+sample is the centred log shares of those groups (compositional data analysis's centred log-ratio), centred
+over the training samples, and a linear layer reads the prediction off them. The centres and the read-out
+are fitted outside gradient training (:mod:`aam.training.sequence_groups_fit`: k-means on the training ASVs, a shrunk linear model whose strength
 is chosen by grouped inner cross-validation); this module only evaluates the fitted model on a batch, so
 ``aam predict`` and ``aam cross-validate`` run it like any other checkpoint.
 

@@ -1,8 +1,9 @@
 """Fitting :class:`~aam.models.sequence_groups.SequenceGroupComposition`: no gradient descent.
 
 1. k-means (scikit-learn) on the profiles (k-mers, and by default positions) of the ASVs present in the
-   training samples, ``clusterings`` times per resolution from different starts; the centres become the model's groups. The anchors (the
-   training ASVs carried by the most groups, :func:`select_anchors`) add their own profiles as centres.
+   training samples, ``clusterings`` times per resolution from different starts; the centres become the
+   model's groups. The anchors (the training ASVs carried by the most groups, :func:`select_anchors`) add
+   their own profiles as centres.
 2. The model's own feature function gives each training sample's centred log group shares; their training
    mean is subtracted. They are not scaled to unit variance: a group whose share barely varies would be
    amplified to weigh like one that does, and the shrinkage would no longer favour broad, stable groups.
