@@ -5,8 +5,8 @@ nucleotide at each position: :func:`sequence_profiles`) and assigned to the near
 several resolutions (e.g. 8, 16, 32 and 64 groups), each clustered several times from different starts. A
 sample is the centred log shares of those groups (compositional data analysis's centred log-ratio), centred
 over the training samples, and a linear layer reads the prediction off them. The centres and the read-out
-are fitted outside gradient training (:mod:`aam.training.sequence_groups_fit`: k-means on the training ASVs, a shrunk linear model whose strength
-is chosen by grouped inner cross-validation); this module only evaluates the fitted model on a batch, so
+are fitted outside gradient training (:mod:`aam.training.sequence_groups_fit`: k-means on the training ASVs,
+a shrunk linear model whose strength is chosen by grouped inner cross-validation); this module only evaluates the fitted model on a batch, so
 ``aam predict`` and ``aam cross-validate`` run it like any other checkpoint.
 
 Beside the k-means groups, the most widespread training ASVs can each head a group of their own (``anchors``):
