@@ -4,10 +4,10 @@ Every ASV is described by its nucleotide sequence alone (the frequencies of its 
 nucleotide at each position: :func:`sequence_profiles`) and assigned to the nearest of K group centres, at
 several resolutions (e.g. 8, 16, 32 and 64 groups), each clustered several times from different starts. A
 sample is the centred log shares of those groups (compositional data analysis's centred log-ratio), centred
-over the training samples, and a linear layer reads the prediction off them. The centres and the read-out
-are fitted outside gradient training (:mod:`aam.training.sequence_groups_fit`: k-means on the training ASVs,
-a shrunk linear model whose strength is chosen by grouped inner cross-validation); this module only evaluates the fitted model on a batch, so
-``aam predict`` and ``aam cross-validate`` run it like any other checkpoint.
+over the training samples, and a linear layer reads the prediction off them. The centres and the read-out are
+fitted outside gradient training (:mod:`aam.training.sequence_groups_fit`: k-means on the training ASVs, a
+shrunk linear model whose strength is chosen by grouped inner cross-validation); this module only evaluates
+the fitted model on a batch, so ``aam predict`` and ``aam cross-validate`` run it like any other checkpoint.
 
 Beside the k-means groups, the most widespread training ASVs can each head a group of their own (``anchors``):
 every ASV joins the anchor nearest to its profile, so the finest resolution is one ASV and its close variants.
@@ -53,13 +53,15 @@ def kmer_profiles(tokens: Tensor, k: int) -> Tensor:
 
 
 def position_profiles(tokens: Tensor, positions: int) -> Tensor:
-    """[U, L] ASV tokens -> [U, 4 * positions] float64: the one-hot nucleotide at each of the first ``positions``
-    positions (all zero where the sequence has N or has ended), over sqrt(positions), so a full-length ASV has
-    unit length and the squared distance of two such ASVs is twice their share of differing positions."""
+    """[U, L] ASV tokens -> [U, 4 * positions] float64: the one-hot nucleotide at each of the first
+    ``positions`` positions (all zero where the sequence has N or has ended), over sqrt(positions), so a
+    full-length ASV has unit length and the squared distance of two such ASVs is twice their share of
+    differing positions."""
     bases = tokens[:, 1:positions + 1].long() - A  # [U, <= positions]
     onehot = torch.zeros(tokens.shape[0], positions, 4, dtype=torch.float64, device=tokens.device)
     valid = (bases >= 0) & (bases <= T - A)
-    onehot[:, :bases.shape[1]].scatter_(2, bases.clamp(0, 3).unsqueeze(-1), valid.unsqueeze(-1).to(torch.float64))
+    onehot[:, :bases.shape[1]].scatter_(2, bases.clamp(0, 3).unsqueeze(-1),
+                                        valid.unsqueeze(-1).to(torch.float64))
     return onehot.reshape(tokens.shape[0], -1) / positions ** 0.5
 
 
@@ -78,9 +80,9 @@ def sequence_profiles(tokens: Tensor, kmer_size: int, positions: int) -> Tensor:
 class SequenceGroupComposition(nn.Module):
     """Batch -> ``prediction`` [B, out_dim] (log-probabilities for a classifier, model units for regression).
 
-    Buffers (filled by the fit, saved in the checkpoint): ``centres`` [sum K, profile_width] (every clustering's centres
-    stacked, then the anchors' profiles) and ``feature_mean`` [sum K] (the features' mean over the training samples); the read-out is
-    ``readout`` (a Linear layer).
+    Buffers (filled by the fit, saved in the checkpoint): ``centres`` [sum K, profile_width] (every
+    clustering's centres stacked, then the anchors' profiles) and ``feature_mean`` [sum K] (the features'
+    mean over the training samples); the read-out is ``readout`` (a Linear layer).
     """
 
     def __init__(self, config: SequenceGroupsConfig):

@@ -66,7 +66,8 @@ def train_sequence_groups(run: TrainRun, output_dir: Path, main: bool, data, ids
     anchors = select_anchors(data.counts[rows], groups, run.group_anchors)
     config = SequenceGroupsConfig(group_counts=counts,
                                   clusterings=run.group_clusterings,
-                                  kmer_size=run.group_kmer_size, positions=run.max_bp if run.group_positions else 0,
+                                  kmer_size=run.group_kmer_size,
+                                  positions=run.max_bp if run.group_positions else 0,
                                   anchors=len(anchors), classifier=classifier,
                                   out_dim=len(setup.class_labels) if classifier else 1)
     model = SequenceGroupComposition(config)
