@@ -16,7 +16,7 @@ Methods, each fold:
 * ``nearest``: the age of the single most similar training sample (1-nearest neighbour, cosine distance on
   log1p(1e4 x relative abundance)). A re-identification yardstick: it wins when the same people or studies are
   on both sides of the split, and it has nothing to transfer to an unseen study.
-* ``aam``: ``aam cross-validate --folds folds_<protocol>.tsv --only-folds <fold> --no-forest`` with the recipe:
+* ``aam``: ``aam cross-validate --folds folds_<protocol>.tsv --only-folds <fold> --baselines none`` with the recipe:
   it trains on the other folds' samples (early stopping on its own ``--aam-test-size`` split of them, grouped
   by study with ``--inner-group``) and predicts the fold, which is never seen in training or checkpoint
   selection. The metadata it gets has only ``sample_id`` and ``age`` (and ``study`` with ``--inner-group``,
@@ -329,7 +329,7 @@ def method_aam(args, fold_dir: Path, train: list[str], val: list[str], meta, pre
     cmd = aam_exe() + ["cross-validate", "--table", args.table, "--metadata", str(train_meta),
                        "--metadata-column", args.target, "--folds", str(fold_dir.parent.parent /
                                                                            f"folds_{protocol}.tsv"),
-                       "--only-folds", fold, "--no-forest", "--output-dir", str(cv_dir),
+                       "--only-folds", fold, "--baselines", "none", "--output-dir", str(cv_dir),
                        "--test-size", str(args.aam_test_size), "--quiet", *cross_validate_seeds(args), *variants,
                        *(["--group-column", args.group] if args.inner_group else [])] + flags + extra
     run_logged(cmd, fold_dir / f"{name}_cross_validate.log")

@@ -76,10 +76,10 @@ def test_outer_and_inner_splits_are_grouped_and_test_folds_never_train(grouped_r
         assert split.groupby("group")["split"].nunique().max() == 1
 
 
-def test_outputs_score_both_methods_on_the_same_folds(grouped_run, synthetic_dir, tmp_path):
+def test_outputs_score_every_method_on_the_same_folds(grouped_run, synthetic_dir, tmp_path):
     oof = pd.read_csv(grouped_run / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str, "fold": str})
     assert list(oof.columns) == ["sample_id", "fold", "group", "actual", "aam_prediction", "forest_prediction",
-                                 "blend_prediction"]
+                                 "clr-linear_prediction", "boosted_prediction", "blend_prediction"]
     np.testing.assert_allclose(oof["blend_prediction"], (oof["aam_prediction"] + oof["forest_prediction"]) / 2,
                                rtol=1e-5)
     assert oof["sample_id"].is_unique and len(oof) == 48 and np.isfinite(oof["aam_prediction"]).all()
@@ -88,11 +88,21 @@ def test_outputs_score_both_methods_on_the_same_folds(grouped_run, synthetic_dir
     pooled = comparison.set_index("fold").loc["pooled"]
     assert pooled["aam_mae"] == pytest.approx((oof["aam_prediction"] - oof["actual"]).abs().mean(), rel=1e-4)
     assert pooled["forest_mae"] == pytest.approx((oof["forest_prediction"] - oof["actual"]).abs().mean(), rel=1e-4)
+    summary = json.loads((grouped_run / "summary.json").read_text())
+    baselines = ["forest", "clr-linear", "boosted"]
+    means = {b: comparison.set_index("fold").loc["mean", f"{b}_mae"] for b in baselines}
+    assert summary["baselines"] == baselines and summary["best_baseline"] == min(means, key=means.get)
+    best = summary["best_baseline"]
     for _, row in comparison.iloc[:4].iterrows():
-        assert row["winner"] == ("aam" if row["aam_mae"] < row["forest_mae"] else "forest")
+        for name in baselines:
+            assert row[f"winner_vs_{name}"] == ("aam" if row["aam_mae"] < row[f"{name}_mae"] else name)
+        assert row["winner"] == row[f"winner_vs_{best}"]
+    assert summary["aam_fold_wins"] == (comparison.iloc[:3]["winner"] == "aam").sum()
+    for name in baselines:  # each baseline's pooled MAE is its own out-of-fold column's
+        assert pooled[f"{name}_mae"] == pytest.approx((oof[f"{name}_prediction"] - oof["actual"]).abs().mean(),
+                                                      rel=1e-4)
     groups = pd.read_csv(grouped_run / "groups.tsv", sep="\t")
     assert len(groups) == 12 and groups["n"].sum() == 48 and {"aam_mae", "forest_mae"} <= set(groups.columns)
-    summary = json.loads((grouped_run / "summary.json").read_text())
     means = oof.groupby("group")[["aam_prediction", "forest_prediction", "actual"]].mean()
     for method in ("aam", "forest"):  # each subject's mean prediction, scored as one call per subject
         assert summary[method]["by_group"]["n_groups"] == 12
@@ -132,13 +142,15 @@ def test_leave_one_group_out_and_folds_file(synthetic_dir, subjects, grouped_run
     frame.to_csv(tmp_path / "meta.tsv", sep="\t", index=False)
     out = tmp_path / "logo"
     run_ok(*_cv(synthetic_dir, tmp_path / "meta.tsv", out, "--metadata-column", "target", "--group-column", "study",
-                "--leave-one-group-out", "--no-forest", "--epochs", 1))
+                "--leave-one-group-out", "--no-forest", "--baselines", "forest,clr-linear", "--epochs", 1))
     comparison = pd.read_csv(out / "comparison.tsv", sep="\t", dtype={"fold": str})
     assert comparison["fold"].tolist()[:3] == ["A", "B", "C"] and comparison["n"].tolist()[:3] == [16, 20, 12]
-    assert "winner" not in comparison.columns and not (out / "forest").exists()
+    assert (comparison["winner"].fillna("") == comparison["winner_vs_clr-linear"].fillna("")).all()  # the one left
+    assert not (out / "forest").exists() and not (out / "boosted").exists() and (out / "clr-linear").is_dir()
     out = tmp_path / "from_file"  # a folds file of another run gives the same folds
     run_ok(*_cv(synthetic_dir, subjects[0], out, "--metadata-column", "target", "--folds",
-                grouped_run / "folds.tsv", "--no-forest", "--epochs", 1))
+                grouped_run / "folds.tsv", "--baselines", "none", "--epochs", 1))
+    assert "winner" not in pd.read_csv(out / "comparison.tsv", sep="\t").columns
     assert (pd.read_csv(out / "folds.tsv", sep="\t", dtype=str)[["sample_id", "fold"]]
             .equals(pd.read_csv(grouped_run / "folds.tsv", sep="\t", dtype=str)[["sample_id", "fold"]]))
 
@@ -148,6 +160,7 @@ def test_leave_one_group_out_and_folds_file(synthetic_dir, subjects, grouped_run
     (["--group-column", "nope"], "--group-column"),
     (["--val-samples", "x.txt"], "--val-samples"),
     (["--n-folds", "1"], "--n-folds"),
+    (["--baselines", "forest,lasso"], "--baselines"),
 ])
 def test_bad_cross_validation_options_are_one_line_errors(synthetic_dir, subjects, tmp_path, extra, flag):
     (tmp_path / "x.txt").write_text("S001\n")
@@ -160,7 +173,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(synthetic_dir, subj
     """SIGINT while fold 1 trains; the rerun keeps fold 0, resumes fold 1 from its last checkpoint and ends with
     the predictions of a run never interrupted."""
     args = _cv(synthetic_dir, subjects[0], tmp_path / "whole", "--metadata-column", "target", "--group-column",
-               "subject", "--n-folds", 3, "--epochs", 12, "--patience", 12, "--no-forest")
+               "subject", "--n-folds", 3, "--epochs", 12, "--patience", 12, "--baselines", "none")
     run_ok(*args)
     out = tmp_path / "cut"
     args[args.index("--output-dir") + 1] = out
@@ -241,7 +254,7 @@ def test_variants_only_folds_and_samples_in_no_fold(synthetic_dir, subjects, gro
     partial.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
     out = tmp_path / "variants"
     args = _cv(synthetic_dir, subjects[0], out, "--metadata-column", "target", "--folds", tmp_path / "folds.tsv",
-               "--no-forest", "--epochs", 1, "--variant", "--kmer-size 4")
+               "--baselines", "none", "--epochs", 1, "--variant", "--kmer-size 4")
     run_ok(*args, "--only-folds", "fold1")
     assert sorted(p.name for p in (out / "folds").iterdir()) == ["fold1"]
     runs = sorted(p.name for p in (out / "folds" / "fold1").iterdir() if p.is_dir())
@@ -314,7 +327,7 @@ def test_save_model_needs_one_fit(synthetic_dir, grouped_run, tmp_path):
 def test_pretraining_per_fold_never_sees_the_fold(synthetic_dir, subjects, tmp_path):
     out = tmp_path / "pre"
     args = _cv(synthetic_dir, subjects[0], out, "--metadata-column", "target", "--group-column", "subject",
-               "--n-folds", 3, "--epochs", 1, "--no-forest", "--tree", synthetic_dir["tree"], "--freeze-base")
+               "--n-folds", 3, "--epochs", 1, "--baselines", "none", "--tree", synthetic_dir["tree"], "--freeze-base")
     run_ok(*args, "--pretrain-epochs", 1, "--only-folds", "fold0")
     fold = out / "folds" / "fold0"
     test = set(pd.read_csv(out / "folds.tsv", sep="\t", dtype=str).query("fold == 'fold0'")["sample_id"])
@@ -331,7 +344,7 @@ def test_pretraining_per_fold_never_sees_the_fold(synthetic_dir, subjects, tmp_p
 def test_a_rerun_without_seed_keeps_the_first_runs_seed(synthetic_dir, subjects, tmp_path):
     out = tmp_path / "unseeded"
     args = [a for a in _cv(synthetic_dir, subjects[0], out, "--metadata-column", "target", "--n-folds", 2,
-                           "--epochs", 1, "--no-forest") if a not in ("--seed", "3")]
+                           "--epochs", 1, "--baselines", "none") if a not in ("--seed", "3")]
     run_ok(*args, "--only-folds", "fold0")
     first = json.loads((out / "cv_config.json").read_text())["seed"]
     run_ok(*args, "--only-folds", "fold1")

@@ -1,4 +1,4 @@
-"""``aam cross-validate``: cross-validate an ``aam train`` recipe next to the random forest, on the same folds."""
+"""``aam cross-validate``: cross-validate an ``aam train`` recipe next to classical baselines, on the same folds."""
 
 from __future__ import annotations
 
@@ -28,8 +28,11 @@ CV_OPTIONS = [
     o.option("--only-folds", default=o.CV.only_folds, section="Cross-validation",
              help="Comma list of fold names to run now (e.g. one per GPU or job into the same --output-dir); "
                   "the summary covers every finished fold."),
+    o.option("--baselines", default=o.CV.baselines, section="Cross-validation",
+             help="Classical baselines fitted on the same folds and compared (aam rf-baseline --baseline): a comma "
+                  "list of forest, clr-linear, boosted, or none. The table names the best of them per run."),
     o.option("--forest/--no-forest", default=o.CV.forest, section="Cross-validation",
-             help="Also fit aam rf-baseline's random forest on the same folds and compare."),
+             help="--no-forest leaves the forest out of --baselines."),
     o.option("--rf-n-estimators", type=int, default=o.CV.rf_n_estimators, section="Cross-validation", help="Trees of the forest."),
     o.option("--rf-max-features", default=o.CV.rf_max_features, section="Cross-validation",
              help="Forest features per split: sqrt, log2, none, a fraction or a count."),
@@ -43,8 +46,8 @@ CV_OPTIONS = [
 @o.apply(o.data_options(pretrain=False) + o.MODEL_OPTIONS + TRAIN_OPTIONS + o.LOSS_WEIGHT_OPTIONS
          + o.TRAINING_OPTIONS + o.PERFORMANCE_OPTIONS + CV_OPTIONS + [o.SEED, o.VERBOSE])
 def command(**opts) -> None:
-    """Cross-validate an aam train recipe (every train flag applies to each fold) and the random forest on the
-    same outer folds: k-fold, grouped (--group-column), leave-one-group-out or a --folds file. Each fold
+    """Cross-validate an aam train recipe (every train flag applies to each fold) and classical baselines
+    (random forest, CLR-linear, boosted trees) on the same outer folds: k-fold, grouped (--group-column), leave-one-group-out or a --folds file. Each fold
     trains on the other folds (early stopping on an inner split that honours --group-column) and predicts
     its held-out samples. Writes out-of-fold predictions, per-fold, pooled and per-group scores, a side-by-side
     table and a plot to --output-dir; rerunning the command resumes after an interruption."""

@@ -1,10 +1,11 @@
-"""``aam rf-baseline``: random-forest baseline on the split written by ``aam train``."""
+"""``aam rf-baseline``: a classical baseline (the random forest by default) on the split written by ``aam train``."""
 
 from __future__ import annotations
 
 import click
 
 from aam.cli import options as o
+from aam.training.registries import BASELINES
 
 
 @click.command("rf-baseline", cls=o.SectionedCommand)
@@ -33,18 +34,22 @@ from aam.cli import options as o
              help="TSV sample_id, prediction, actual (+ fold with --folds), a PNG scatter with the same stem, "
                   "and with --folds per-fold metrics in <stem>_metrics.tsv."),
     o.option("--save-model", type=click.Path(dir_okay=False), default=None, section="Output",
-             help="Write the fitted forest (joblib) for aam predict --forest, e.g. fitted on an aam train run's "
+             help="Write the fitted baseline (joblib) for aam predict --forest, e.g. fitted on an aam train run's "
                   "train_samples.txt to average with that model."),
-    o.option("--n-estimators", type=int, default=500, section="Model", help="Trees."),
+    o.option("--baseline", type=o.RegistryChoice(BASELINES), default="forest", section="Model",
+             help="The classical model: forest (random forest on relative abundances), clr-linear (L2 logistic or "
+                  "ridge regression on CLR abundances, penalty chosen by inner CV grouped by --group-column), "
+                  "boosted (histogram gradient-boosted trees)."),
+    o.option("--n-estimators", type=int, default=500, section="Model", help="Trees (forest)."),
     o.option("--max-features", default="sqrt", section="Model",
-             help="Features per split: sqrt, log2, none, a fraction or a count."),
-    o.option("--random-seed", type=int, default=42, section="Other", help="Forest seed."),
+             help="Features per split (forest): sqrt, log2, none, a fraction or a count."),
+    o.option("--random-seed", type=int, default=42, section="Other", help="Seed of the baseline (and its inner CV)."),
     o.option("--n-jobs", type=int, default=-1, section="Performance", help="Parallel jobs (-1: all cores)."),
     o.VERBOSE,
 ])
 def command(verbose: bool, **kwargs) -> None:
-    """Random forest on relative abundances, fitted on --train-samples and scored on --val-samples (or
-    cross-validated over --folds) with the same metrics and output format as aam train."""
+    """A classical baseline (random forest, CLR-linear or boosted trees), fitted on --train-samples and scored on
+    --val-samples (or cross-validated over --folds) with the same metrics and output format as aam train."""
     from aam.training.runtime import configure_logging
     from aam.workflows.rf_baseline import run_rf_baseline
 

@@ -13,3 +13,5 @@ SCHEDULERS: Registry = Registry("learning-rate schedule", lazy_entries("aam.trai
     "plateau": "plateau", "onecycle": "onecycle"}))
 OPTIMIZERS: Registry = Registry("optimizer", lazy_entries("aam.training.optim", {
     "adamw": "adamw", "adam": "adam", "sgd": "sgd_momentum"}))
+BASELINES: Registry = Registry("classical baseline", lazy_entries("aam.training.baselines", {
+    "forest": "FOREST", "clr-linear": "CLR_LINEAR", "boosted": "BOOSTED"}))

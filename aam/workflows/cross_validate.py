@@ -1,4 +1,4 @@
-"""``aam cross-validate``: an ``aam train`` recipe and the random forest, cross-validated on the same folds.
+"""``aam cross-validate``: an ``aam train`` recipe and classical baselines, cross-validated on the same folds.
 
 Layout of ``--output-dir``::
 
@@ -6,9 +6,11 @@ Layout of ``--output-dir``::
     folds/<fold>/test_samples.txt  the fold's held-out samples (never trained on, never used to stop early)
     folds/<fold>/model[_s<seed>]/  the aam train run(s) of the fold (inner split honours --group-column)
     folds/<fold>/predictions.tsv   the fold's out-of-fold AAM predictions (written last: the fold is done)
-    forest/                        aam rf-baseline over folds.tsv (predictions, per-fold and per-group metrics)
-    oof_predictions.tsv            every sample's AAM and forest prediction, with fold, group and actual
-    comparison.tsv                 per fold: AAM's and the forest's scores and who won; pooled and mean rows
+    <baseline>/                    aam rf-baseline --baseline <baseline> over folds.tsv, for each of --baselines
+                                   (forest/, clr-linear/, boosted/: predictions, per-fold and per-group metrics)
+    oof_predictions.tsv            every sample's prediction by AAM, each baseline and the AAM+forest average
+    comparison.tsv                 per fold: every method's scores, who won between AAM and each baseline
+                                   (winner_vs_<baseline>) and against the best one (winner); pooled/mean/sd rows
     groups.tsv                     per group (with --group-column): both methods' scores
     summary.json                   pooled and per-fold means; with --group-column also ``by_group``: each group's
                                    mean prediction scored as one call (a person-level AUROC)
@@ -69,7 +71,7 @@ def run_cross_validate(run: CrossValidateRun) -> dict[str, Any]:
                                         "members": [{"name": m[0], "seed_offset": m[1], "options": m[2]}
                                                     for m in members],
                                         "options": {k: v for k, v in run.options().items() if k != "variants"}})
-    forest = _run_forest(run, out, column, group_column, seed) if run.forest else None
+    baselines = {name: _run_baseline(run, out, name, column, group_column, seed) for name in run.baseline_names}
     configure_logging(out / "cross_validate.log", run.verbose)
     in_folds = {s for test in folds.values() for s in test}
     outside = [s for s in ids if s not in in_folds]  # in no fold: never trained on either
@@ -83,9 +85,8 @@ def run_cross_validate(run: CrossValidateRun) -> dict[str, Any]:
         log.info("%d of %d folds are finished; the summary covers those (run the others, e.g. with --only-folds, "
                  "into the same --output-dir)", len(finished), len(folds))
     aam = pd.concat([_read_predictions(path) for path in finished.values()], ignore_index=True)
-    if forest is not None:
-        forest = forest[forest["fold"].isin(list(finished))]
-    return _summarise(out, aam, forest, metadata, group_column, classifier, column)
+    baselines = {name: frame[frame["fold"].isin(list(finished))] for name, frame in baselines.items()}
+    return _summarise(out, aam, baselines, metadata, group_column, classifier, column)
 
 
 def _run_seed(run: CrossValidateRun, out: Path) -> int:
@@ -185,15 +186,17 @@ def _check_groups_within_folds(frame: pd.DataFrame) -> None:
                     len(crossing), crossing.index[0])
 
 
-def _run_forest(run: CrossValidateRun, out: Path, column: str, group_column: str | None, seed: int) -> pd.DataFrame:
-    """The forest's out-of-fold predictions over ``folds.tsv`` (fitted once; reused on a rerun)."""
+def _run_baseline(run: CrossValidateRun, out: Path, name: str, column: str, group_column: str | None,
+                  seed: int) -> pd.DataFrame:
+    """A classical baseline's out-of-fold predictions over ``folds.tsv`` (``aam rf-baseline --baseline name``
+    into ``out/<name>/``; fitted once, reused on a rerun)."""
     from aam.workflows.rf_baseline import run_rf_baseline
 
-    output = out / "forest" / "predictions.tsv"
+    output = out / name / "predictions.tsv"
     if not output.is_file():
-        log.info("random forest (%d trees) on the same folds", run.rf_n_estimators)
+        log.info("baseline %s on the same folds", name)
         run_rf_baseline(table=run.table, metadata=run.metadata, metadata_column=column, output=str(output),
-                        folds=str(out / "folds.tsv"), group_column=group_column,
+                        folds=str(out / "folds.tsv"), group_column=group_column, baseline=name,
                         n_estimators=run.rf_n_estimators,
                         max_features=run.rf_max_features, random_seed=seed,
                         n_jobs=run.rf_n_jobs, classifier=run.classifier)
@@ -289,30 +292,35 @@ def _numeric(frame: pd.DataFrame, classifier: bool) -> pd.DataFrame:
     return frame.assign(prediction=frame["prediction"].astype(float), actual=frame["actual"].astype(float))
 
 
-def _summarise(out: Path, aam: pd.DataFrame, forest: pd.DataFrame | None, metadata: pd.DataFrame,
+def _summarise(out: Path, aam: pd.DataFrame, baselines: dict[str, pd.DataFrame], metadata: pd.DataFrame,
                group_column: str | None, classifier: bool, column: str) -> dict[str, Any]:
     """Write the out-of-fold table, the per-fold comparison, per-group scores, the summary and the plot."""
-    aam = _numeric(aam, classifier)
-    methods = {"aam": aam}
-    if forest is not None:
-        methods["forest"] = _numeric(forest, classifier)
+    methods = {"aam": _numeric(aam, classifier)}
+    methods.update({name: _numeric(frame, classifier) for name, frame in baselines.items()})
+    if "forest" in baselines:
         methods["blend"] = _blend(methods["aam"], methods["forest"], classifier)
     if group_column:
         for name, frame in methods.items():
             methods[name] = frame.assign(group=frame["sample_id"].map(metadata[group_column]).astype(str))
     _write_oof(out, methods, classifier)
-    comparison = _comparison(methods, classifier)
-    write_tsv(out / "comparison.tsv", comparison)
-    summary: dict[str, Any] = {"metric": PRIMARY_METRIC[classifier], "target": column,
+    metric = PRIMARY_METRIC[classifier]
+    summary: dict[str, Any] = {"metric": metric, "target": column,
                                "n_folds": int(aam["fold"].nunique()), "n_samples": len(aam)}
     for name, frame in methods.items():
         per_fold = scores_by(frame, "fold", classifier)
         summary[name] = {"pooled": score_predictions(frame, classifier),
                          "fold_mean": per_fold.drop(columns=["fold", "n"]).mean().to_dict(),
                          "fold_sd": per_fold.drop(columns=["fold", "n"]).std(ddof=1).to_dict()}
-    if forest is not None:
-        wins = comparison.loc[~comparison["fold"].isin(["pooled", "mean", "sd"]), "winner"]
-        summary["aam_fold_wins"] = int((wins == "aam").sum())
+    best = _best_baseline(summary, list(baselines), metric)
+    comparison = _comparison(methods, classifier, best, list(baselines))
+    write_tsv(out / "comparison.tsv", comparison)
+    if best is not None:
+        summary["baselines"] = list(baselines)
+        summary["best_baseline"] = best
+        folds = ~comparison["fold"].isin(["pooled", "mean", "sd"])
+        summary["aam_fold_wins_vs"] = {name: int((comparison.loc[folds, f"winner_vs_{name}"] == "aam").sum())
+                                       for name in baselines}
+        summary["aam_fold_wins"] = summary["aam_fold_wins_vs"][best]
     if group_column:
         groups = _side_by_side([scores_by(f, "group", classifier) for f in methods.values()], list(methods), "group")
         write_tsv(out / "groups.tsv", groups)
@@ -322,8 +330,18 @@ def _summarise(out: Path, aam: pd.DataFrame, forest: pd.DataFrame | None, metada
                 summary[name]["by_group"] = {"n_groups": len(means), **score_predictions(means, classifier)}
     write_json(out / "summary.json", summary)
     _plot(out / "plots" / "cross_validation.png", comparison, methods, classifier, column)
-    _log_summary(summary, forest is not None, out)
+    _log_summary(summary, list(methods), out)
     return summary
+
+
+def _best_baseline(summary: dict[str, Any], names: list[str], metric: str) -> str | None:
+    """The baseline with the best mean fold score (the first listed on a tie); None without baselines."""
+    if not names:
+        return None
+    sign = -1.0 if metric_direction(metric) == "min" else 1.0
+    scores = [sign * summary[name]["fold_mean"][metric] for name in names]
+    scores = [s if np.isfinite(s) else -np.inf for s in scores]
+    return names[int(np.argmax(scores))]
 
 
 def _blend(aam: pd.DataFrame, forest: pd.DataFrame, classifier: bool) -> pd.DataFrame:
@@ -351,8 +369,10 @@ def _side_by_side(tables: list[pd.DataFrame], names: list[str], key: str) -> pd.
     return merged.reset_index()
 
 
-def _comparison(methods: dict[str, pd.DataFrame], classifier: bool) -> pd.DataFrame:
-    """Per-fold scores side by side, the winner of each fold on the primary metric, and pooled/mean/sd rows."""
+def _comparison(methods: dict[str, pd.DataFrame], classifier: bool, best: str | None,
+                baselines: list[str]) -> pd.DataFrame:
+    """Per-fold scores side by side, who won each fold between AAM and each baseline (``winner_vs_<name>``) and
+    against the best baseline (``winner``, naming it), and pooled/mean/sd rows."""
     names = list(methods)
     per_fold = _side_by_side([scores_by(f, "fold", classifier) for f in methods.values()], names, "fold")
     metric = PRIMARY_METRIC[classifier]
@@ -363,11 +383,15 @@ def _comparison(methods: dict[str, pd.DataFrame], classifier: bool) -> pd.DataFr
     rows = [pooled, {"fold": "mean", "n": np.nan, **numeric.mean().to_dict()},
             {"fold": "sd", "n": np.nan, **numeric.std(ddof=1).to_dict()}]
     table = pd.concat([per_fold, pd.DataFrame(rows)], ignore_index=True)
-    if "forest" in methods:
-        better = np.less if metric_direction(metric) == "min" else np.greater
-        a, f = table[f"aam_{metric}"].to_numpy(float), table[f"forest_{metric}"].to_numpy(float)
-        undecided = np.isnan(a) | np.isnan(f) | (table["fold"] == "sd").to_numpy()
-        table["winner"] = np.where(undecided, "", np.where(better(a, f), "aam", np.where(a == f, "tie", "forest")))
+    better = np.less if metric_direction(metric) == "min" else np.greater
+    a = table[f"aam_{metric}"].to_numpy(float)
+    for name in baselines:
+        b = table[f"{name}_{metric}"].to_numpy(float)
+        undecided = np.isnan(a) | np.isnan(b) | (table["fold"] == "sd").to_numpy()
+        table[f"winner_vs_{name}"] = np.where(undecided, "", np.where(better(a, b), "aam",
+                                                                       np.where(a == b, "tie", name)))
+    if best is not None:
+        table["winner"] = table[f"winner_vs_{best}"]
     return table
 
 
@@ -402,21 +426,23 @@ def _plot(path: Path, comparison: pd.DataFrame, methods: dict[str, pd.DataFrame]
     save_figure(figure, path, tight=False)
 
 
-def _log_summary(summary: dict[str, Any], with_forest: bool, out: Path) -> None:
+def _log_summary(summary: dict[str, Any], names: list[str], out: Path) -> None:
     metric = summary["metric"]
-    aam = summary["aam"]
-    text = (f"cross-validation over {summary['n_folds']} folds: AAM {metric} {aam['fold_mean'][metric]:.4g} "
-            f"+/- {aam['fold_sd'][metric]:.2g} (pooled {aam['pooled'][metric]:.4g})")
-    if with_forest:
-        forest, blend = summary["forest"], summary["blend"]
-        text += (f"; forest {forest['fold_mean'][metric]:.4g} +/- {forest['fold_sd'][metric]:.2g} "
-                 f"(pooled {forest['pooled'][metric]:.4g}); AAM better on {summary['aam_fold_wins']} of "
-                 f"{summary['n_folds']} folds; the AAM+forest average {blend['fold_mean'][metric]:.4g} "
-                 f"(pooled {blend['pooled'][metric]:.4g})")
+
+    def score(name: str) -> str:
+        part = summary[name]
+        return (f"{name} {part['fold_mean'][metric]:.4g} +/- {part['fold_sd'][metric]:.2g} "
+                f"(pooled {part['pooled'][metric]:.4g})")
+
+    text = f"cross-validation over {summary['n_folds']} folds, {metric} per fold: " + "; ".join(map(score, names))
     log.info(text)
-    if "by_group" in aam:
-        parts = [f"{name} {summary[name]['by_group'][metric]:.4g}" for name in ("aam", "forest", "blend")
-                 if name in summary]
-        log.info("each group's mean prediction scored as one call (%d groups): %s %s", aam["by_group"]["n_groups"],
-                 metric, ", ".join(parts))
+    if "best_baseline" in summary:
+        best = summary["best_baseline"]
+        log.info("best classical baseline: %s; AAM better on %d of %d folds against it (%s)", best,
+                 summary["aam_fold_wins"], summary["n_folds"],
+                 ", ".join(f"{k}: {v}" for k, v in summary["aam_fold_wins_vs"].items()))
+    if "by_group" in summary["aam"]:
+        parts = [f"{name} {summary[name]['by_group'][metric]:.4g}" for name in names if "by_group" in summary[name]]
+        log.info("each group's mean prediction scored as one call (%d groups): %s %s",
+                 summary["aam"]["by_group"]["n_groups"], metric, ", ".join(parts))
     log.info("outputs: %s (comparison.tsv, oof_predictions.tsv, summary.json, plots/cross_validation.png)", out)

@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from aam.workflows.rf_baseline import relative_abundance_matrix, save_forest
+from aam.training.baselines import FOREST
+from aam.workflows.rf_baseline import save_forest
 from aam.workflows.scoring import probability_columns, score_predictions
 
 log = logging.getLogger("aam")
 
 BLEND_WEIGHTS = tuple(round(float(w), 2) for w in np.linspace(0.0, 1.0, 11))
-FOREST_PARAMS = {"n_estimators": 500, "max_features": "sqrt", "n_jobs": -1}
 FOREST_FILE = "forest.joblib"
 
 
@@ -80,13 +80,11 @@ def fit_forest_blend(counts: sparse.csr_matrix, feature_ids: list[str], sample_i
     """Cross-validate the forest on ``splits`` (index pairs over ``sample_ids``), choose the weight against
     ``model_oof`` (the model's inner out-of-fold table in original units), refit the forest on every sample and
     save it to ``output_dir/forest.joblib`` (when given)."""
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     from sklearn.model_selection import cross_val_predict
 
-    features = relative_abundance_matrix(counts).tocsr()
+    features = sparse.csr_matrix(counts)
     target = np.asarray([str(a).strip() for a in actual]) if classifier else np.asarray(actual, dtype=np.float64)
-    make = RandomForestClassifier if classifier else RandomForestRegressor
-    forest = make(random_state=seed % 2**32, **FOREST_PARAMS)
+    forest = FOREST.build(classifier=classifier, seed=seed, n_jobs=-1)  # a pipeline reading counts
     method = "predict_proba" if classifier else "predict"
     predicted = cross_val_predict(forest, features, target, cv=splits, method=method)
     oof = pd.DataFrame({"sample_id": sample_ids, "actual": target})

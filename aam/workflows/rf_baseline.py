@@ -1,4 +1,5 @@
-"""``aam rf-baseline``: a random forest on relative abundances, on the same split or folds as ``aam train``."""
+"""``aam rf-baseline``: a classical baseline (by default the random forest on relative abundances; see
+``aam.training.baselines``), on the same split or folds as ``aam train``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from aam.data.biom_table import load_table, table_to_csr
 from aam.data.metadata import numeric_target, read_metadata, require_column
 from aam.data.split import groups_on_both_sides, read_ids, write_split
 from aam.errors import AamError
+from aam.training.baselines import relative_abundance
+from aam.training.registries import BASELINES
 from aam.fileio import atomic_write, write_tsv
 from aam.training.plots import prediction_scatter
 from aam.workflows.scoring import probability_columns, score_predictions, scores_by
@@ -39,16 +42,15 @@ def parse_max_features(value: str | float | int | None):
 
 def relative_abundance_matrix(counts: sparse.csr_matrix) -> sparse.csr_matrix:
     """Rows of ``counts`` [N, F] divided by their sums (empty rows stay zero)."""
-    totals = np.asarray(counts.sum(axis=1)).ravel()
-    scale = np.divide(1.0, totals, out=np.zeros_like(totals, dtype=np.float64), where=totals > 0)
-    return sparse.diags(scale) @ counts
+    return relative_abundance(counts)
 
 
 def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: str,
                     train_samples: str | None = None, val_samples: str | None = None, folds: str | None = None,
                     fold_column: str = "fold", group_column: str | None = None, test_size: float = 0.2,
                     n_estimators: int = 500, max_features="sqrt", random_seed: int = 42, n_jobs: int = -1,
-                    classifier: bool = False, save_model: str | None = None) -> dict[str, float]:
+                    classifier: bool = False, save_model: str | None = None,
+                    baseline: str = "forest") -> dict[str, float]:
     """Fit on ``train_samples`` and predict ``val_samples``, cross-validate over ``folds``, or, given neither,
     split the samples itself (``test_size``, grouped by ``group_column``, stratified for classifiers).
 
@@ -57,8 +59,13 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
     ``folds``); regression also writes a scatter plot with the same stem, ``folds`` a per-fold metrics table
     ``<stem>_metrics.tsv`` (with a ``pooled`` row), ``group_column`` per-group metrics ``<stem>_groups.tsv``
     and a split made here ``<stem>_train_samples.txt``/``_val_samples.txt`` (+ ``_split.tsv`` with groups).
-    Returns the metrics (pooled over folds).
+    ``baseline`` names the model (``aam.training.registries.BASELINES``); ``n_estimators`` and
+    ``max_features`` apply to the forest. Returns the metrics (pooled over folds).
     """
+    if baseline not in BASELINES:
+        raise AamError(f"unknown baseline {baseline!r}", source="--baseline",
+                       hint=f"choose one of {', '.join(BASELINES.names())}")
+    method = BASELINES[baseline]
     lists = (train_samples, val_samples)
     if folds is not None and any(lists):
         raise AamError("give either --train-samples and --val-samples, or --folds", source="--folds")
@@ -83,9 +90,9 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
                                    random_seed, output)}
     group_of = None if not group_column else frame[group_column].to_dict()
     row = {s: i for i, s in enumerate(counts.sample_ids)}
-    features = relative_abundance_matrix(counts.counts).tocsr()
-    params = {"n_estimators": n_estimators, "max_features": parse_max_features(max_features),
-              "random_state": random_seed, "n_jobs": n_jobs}
+    features = sparse.csr_matrix(counts.counts)
+    settings = ({"n_estimators": n_estimators, "max_features": parse_max_features(max_features)}
+                if baseline == "forest" else {})
     frames, per_fold = [], []
     for fold, (train_ids, val_ids) in splits.items():
         where = "" if fold is None else f" (fold {fold})"
@@ -95,12 +102,13 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
                           "--val-samples" if fold is None else f"--folds{where}")
         if group_of is not None:
             _warn_shared_groups(train_ids, val_ids, group_of, where)
+        groups = None if group_of is None else np.asarray([str(group_of[s]) for s in train_ids])
         result, metrics, model = _fit_and_score(features, row, frame, column, train_ids, val_ids, classifier,
-                                                params, metadata)
+                                                method, metadata, groups, random_seed, n_jobs, settings)
         if save_model:
-            save_forest(save_model, model, counts.feature_ids, classifier, column)
-            log.info("saved the forest to %s (aam predict --forest)", save_model)
-        log.info("random forest%s on %d training samples, %d validation samples: %s", where, len(train_ids),
+            save_forest(save_model, model, counts.feature_ids, classifier, column, baseline=baseline)
+            log.info("saved the %s baseline to %s (aam predict --forest)", baseline, save_model)
+        log.info("%s%s on %d training samples, %d validation samples: %s", method.summary, where, len(train_ids),
                  len(val_ids), "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if fold is not None:
             result["fold"] = fold
@@ -122,7 +130,7 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
         write_tsv(f"{stem}_groups.tsv", scores_by(grouped, "group", classifier))
     write_tsv(output, result)
     if not classifier:
-        title = "random forest" + (" (out-of-fold)" if per_fold else "")
+        title = baseline + (" (out-of-fold)" if per_fold else "")
         prediction_scatter(result["actual"].to_numpy(float), result["prediction"].to_numpy(float),
                            Path(output).with_suffix(".png"), unit=column,
                            title=f"{title}  MAE {metrics['mae']:.3g}  R² {metrics['r2']:.3f}")
@@ -173,21 +181,19 @@ def read_folds(path: str, fold_column: str = "fold") -> dict[str, tuple[list[str
             for name in names}
 
 
-def _fit_and_score(features, row: dict[str, int], frame: pd.DataFrame, column: str, train_ids: list[str],
-                   val_ids: list[str], classifier: bool, params: dict, metadata: str):
-    """Fit a forest on ``train_ids``; (predictions of ``val_ids``, their metrics)."""
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-
-    x_train, x_val = features[[row[s] for s in train_ids]], features[[row[s] for s in val_ids]]
+def _fit_and_score(counts: sparse.csr_matrix, row: dict[str, int], frame: pd.DataFrame, column: str,
+                   train_ids: list[str], val_ids: list[str], classifier: bool, method, metadata: str,
+                   groups: np.ndarray | None, seed: int, n_jobs: int, settings: dict):
+    """Fit the baseline ``method`` on ``train_ids`` (its inner searches grouped by ``groups``); (predictions of
+    ``val_ids``, their metrics, the fitted model)."""
+    x_train, x_val = counts[[row[s] for s in train_ids]], counts[[row[s] for s in val_ids]]
     if classifier:
         y_train = frame.loc[train_ids, column].astype(str).str.strip().to_numpy()
         y_val = frame.loc[val_ids, column].astype(str).str.strip().to_numpy()
-        model = RandomForestClassifier(**params)
     else:
         y_train = numeric_target(frame.loc[train_ids], column, source=metadata).to_numpy()
         y_val = numeric_target(frame.loc[val_ids], column, source=metadata).to_numpy()
-        model = RandomForestRegressor(**params)
-    model.fit(x_train, y_train)
+    model = method.fit(x_train, y_train, classifier=classifier, seed=seed, groups=groups, n_jobs=n_jobs, **settings)
     result = _forest_frame(model, x_val, val_ids, classifier)
     result.insert(2, "actual", y_val)
     return result, score_predictions(result, classifier), model
@@ -203,11 +209,16 @@ def _forest_frame(model, features, sample_ids: list[str], classifier: bool) -> p
     return result
 
 
-def save_forest(path: str | Path, model, feature_ids: list[str], classifier: bool, column: str) -> None:
-    """Write a fitted forest with what predicting needs (its ASV columns, task, target), atomically."""
+BUNDLE_FORMATS = {"aam-forest-1": "relative abundances", "aam-baseline-1": "counts"}  # what the model reads
+
+
+def save_forest(path: str | Path, model, feature_ids: list[str], classifier: bool, column: str,
+                baseline: str = "forest") -> None:
+    """Write a fitted baseline (an estimator on counts) with what predicting needs (its ASV columns, task,
+    target), atomically."""
     import joblib
 
-    bundle = {"format": "aam-forest-1", "model": model, "feature_ids": list(feature_ids),
+    bundle = {"format": "aam-baseline-1", "baseline": baseline, "model": model, "feature_ids": list(feature_ids),
               "classifier": bool(classifier), "metadata_column": column}
     atomic_write(path, lambda tmp: joblib.dump(bundle, tmp))
 
@@ -222,7 +233,7 @@ def load_forest(path: str | Path) -> dict:
         bundle = joblib.load(path)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         raise AamError(f"cannot read the forest ({type(err).__name__})", source=path) from None
-    if not isinstance(bundle, dict) or bundle.get("format") != "aam-forest-1":
+    if not isinstance(bundle, dict) or bundle.get("format") not in BUNDLE_FORMATS:
         raise AamError("not a forest written by aam rf-baseline --save-model", source=path)
     return bundle
 
@@ -238,7 +249,10 @@ def predict_forest(bundle: dict, table: str, sample_ids: list[str] | None = None
     columns, sources = zip(*known)
     select = sparse.csr_matrix((np.ones(len(known)), (sources, columns)),
                                shape=(len(counts.feature_ids), len(bundle["feature_ids"])))  # [table ASVs, F]
-    aligned = relative_abundance_matrix(counts.counts) @ select  # [N, F], zero for ASVs the table lacks
+    source = sparse.csr_matrix(counts.counts, dtype=np.float64)
+    if bundle["format"] == "aam-forest-1":  # written before baselines read counts: shares of the whole table
+        source = relative_abundance_matrix(source)
+    aligned = source @ select  # [N, F], zero for ASVs the table lacks
     ids = list(counts.sample_ids) if sample_ids is None else [str(s) for s in sample_ids]
     rows = {s: i for i, s in enumerate(counts.sample_ids)}
     missing = [s for s in ids if s not in rows]

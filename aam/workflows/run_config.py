@@ -384,6 +384,7 @@ class CrossValidateRun(TrainRun):
     pretrain_epochs: int | None = None
     only_folds: str | None = None
     forest: bool = True
+    baselines: str = "forest,clr-linear,boosted"
     rf_n_estimators: int = 500
     rf_max_features: str = "sqrt"
     rf_n_jobs: int = -1
@@ -402,6 +403,22 @@ class CrossValidateRun(TrainRun):
                                     "resumes by itself")
         if self.members < 1:
             raise AamError("must be at least 1", source="--members")
+        self.baseline_names  # noqa: B018 -- checked now, before any fold runs
+
+    @property
+    def baseline_names(self) -> tuple[str, ...]:
+        """The classical baselines to fit on the same folds: ``--baselines`` (``none`` for none), without the
+        forest under ``--no-forest``."""
+        from aam.training.registries import BASELINES
+
+        text = str(self.baselines or "").strip()
+        names = () if text.lower() in ("", "none") else tuple(dict.fromkeys(n.strip() for n in text.split(",")
+                                                                           if n.strip()))
+        unknown = [n for n in names if n not in BASELINES]
+        if unknown:
+            raise AamError(f"unknown baseline {unknown[0]!r}", source="--baselines",
+                           hint=f"a comma list of {', '.join(BASELINES.names())}, or none")
+        return tuple(n for n in names if self.forest or n != "forest")
 
     def recipe(self, **changes: Any) -> TrainRun:
         """The ``aam train`` run of one fold: the recipe's options with ``changes`` (a variant, the fold's folder)."""

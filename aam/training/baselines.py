@@ -1,0 +1,142 @@
+"""Classical baselines: the models a microbiome paper would put beside AAM, fitted on the same samples.
+
+Each baseline is a scikit-learn estimator that reads a raw count matrix [samples, ASVs] (sparse or dense) and
+turns it into its own features in its first step, so a fitted baseline predicts any table aligned to its ASV
+columns. The names are those of ``aam rf-baseline --baseline`` and ``aam cross-validate --baselines``
+(``aam.training.registries.BASELINES``):
+
+- ``forest``: a random forest on relative abundances (500 trees, sqrt features: the reference's baseline).
+- ``clr-linear``: L2-penalised logistic regression (classification) or ridge regression on centred log-ratio
+  abundances (pseudo-count 0.5 reads), features optionally standardised; the penalty and the standardisation
+  are chosen by inner cross-validation over the training samples, grouped like the outer folds when groups are
+  given (SIAMCAT's recipe, with an L2 instead of a LASSO penalty).
+- ``boosted``: scikit-learn's histogram gradient-boosted trees on relative abundances, with settings for small
+  cohorts (shallow trees, a slow learning rate, feature subsampling per split).
+
+Their settings were fixed by the rule in ``_design_plan/real_suite.md``, on the real tasks of
+``benchmarks/real_suite.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+CLR_PSEUDO_COUNT = 0.5
+LOGISTIC_C = tuple(float(c) for c in np.logspace(-4, 2, 13))
+RIDGE_ALPHA = tuple(float(a) for a in np.logspace(-1, 5, 13))
+INNER_FOLDS = 5
+FOREST_DEFAULTS = {"n_estimators": 500, "max_features": "sqrt"}
+BOOSTED_DEFAULTS = {"learning_rate": 0.05, "max_iter": 300, "max_leaf_nodes": 8, "min_samples_leaf": 5,
+                    "l2_regularization": 1.0, "max_features": 0.3, "early_stopping": False}
+
+
+def relative_abundance(counts) -> sparse.csr_matrix:
+    """Rows of ``counts`` [N, F] divided by their sums (empty rows stay zero)."""
+    counts = sparse.csr_matrix(counts, dtype=np.float64)
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    scale = np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)
+    return sparse.csr_matrix(sparse.diags(scale) @ counts)
+
+
+def centred_log_ratio(counts) -> np.ndarray:
+    """[N, F] counts -> dense centred log-ratios of ``counts + 0.5``: each row's logs minus their mean."""
+    dense = counts.toarray() if sparse.issparse(counts) else np.asarray(counts, dtype=np.float64)
+    logs = np.log(dense.astype(np.float64) + CLR_PSEUDO_COUNT)
+    return logs - logs.mean(axis=1, keepdims=True)
+
+
+def dense_relative_abundance(counts) -> np.ndarray:
+    return relative_abundance(counts).toarray()
+
+
+def inner_splitter(classifier: bool, groups: np.ndarray | None, seed: int, targets: np.ndarray):
+    """The inner folds of a penalty search: stratified for classifiers, grouped when ``groups`` are given (and
+    hold at least two groups); fewer than five when the rarest class or the groups are fewer."""
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+
+    n_splits = INNER_FOLDS
+    grouped = groups is not None and len(np.unique(groups)) >= 2
+    if grouped:
+        n_splits = min(n_splits, len(np.unique(groups)))
+    if classifier:
+        n_splits = max(2, min(n_splits, int(np.unique(targets, return_counts=True)[1].min())))
+        return (StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed) if grouped
+                else StratifiedKFold(n_splits, shuffle=True, random_state=seed))
+    return GroupKFold(n_splits, shuffle=True, random_state=seed) if grouped else KFold(n_splits, shuffle=True,
+                                                                                      random_state=seed)
+
+
+@dataclass(frozen=True)
+class ClassicalBaseline:
+    """A named baseline: ``build(classifier, seed, n_jobs)`` gives an unfitted scikit-learn estimator on counts;
+    ``searched`` baselines choose settings by inner cross-validation (``fit`` passes the groups)."""
+
+    name: str
+    summary: str
+    build: Callable[..., object]
+    searched: bool = False
+
+    def fit(self, counts, targets: np.ndarray, *, classifier: bool, seed: int, groups: np.ndarray | None = None,
+            n_jobs: int = -1, **settings):
+        """The estimator fitted on ``counts`` [N, F] and ``targets`` [N] (class labels or floats); ``settings``
+        go to ``build`` (the forest's ``n_estimators`` and ``max_features``)."""
+        targets = np.asarray(targets)
+        estimator = self.build(classifier=classifier, seed=seed, n_jobs=n_jobs, **settings)
+        if not self.searched:
+            return estimator.fit(counts, targets)
+        splitter = inner_splitter(classifier, groups, seed, targets)
+        estimator.set_params(cv=list(splitter.split(counts, targets, groups)))
+        if classifier:  # an inner fold may hold one class only: score it against every class of the training set
+            from sklearn.metrics import log_loss, make_scorer
+
+            estimator.set_params(scoring=make_scorer(log_loss, greater_is_better=False,
+                                                     response_method="predict_proba", labels=np.unique(targets)))
+        return estimator.fit(counts, targets)
+
+
+def _forest(*, classifier: bool, seed: int, n_jobs: int, n_estimators: int = 500, max_features="sqrt"):
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    make = RandomForestClassifier if classifier else RandomForestRegressor
+    return make_pipeline(FunctionTransformer(relative_abundance, accept_sparse=True),
+                         make(n_estimators=n_estimators, max_features=max_features, random_state=seed % 2**32,
+                              n_jobs=n_jobs))
+
+
+def _clr_linear(*, classifier: bool, seed: int, n_jobs: int):
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    if classifier:
+        model, grid, scoring = LogisticRegression(max_iter=5000), {"model__C": LOGISTIC_C}, "neg_log_loss"
+    else:
+        model, grid, scoring = Ridge(), {"model__alpha": RIDGE_ALPHA}, "neg_mean_absolute_error"
+    pipeline = Pipeline([("clr", FunctionTransformer(centred_log_ratio, accept_sparse=True)),
+                         ("scale", "passthrough"), ("model", model)])
+    grid = {**grid, "scale": ["passthrough", StandardScaler()]}
+    return GridSearchCV(pipeline, grid, scoring=scoring, n_jobs=1, refit=True)
+
+
+def _boosted(*, classifier: bool, seed: int, n_jobs: int):
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    make = HistGradientBoostingClassifier if classifier else HistGradientBoostingRegressor
+    loss = {} if classifier else {"loss": "absolute_error"}
+    return make_pipeline(FunctionTransformer(dense_relative_abundance, accept_sparse=True),
+                         make(random_state=seed % 2**32, **BOOSTED_DEFAULTS, **loss))
+
+
+FOREST = ClassicalBaseline("forest", "random forest on relative abundances (500 trees)", _forest)
+CLR_LINEAR = ClassicalBaseline("clr-linear", "L2 logistic / ridge regression on CLR abundances, penalty by inner CV",
+                               _clr_linear, searched=True)
+BOOSTED = ClassicalBaseline("boosted", "histogram gradient-boosted trees on relative abundances", _boosted)
