@@ -445,3 +445,48 @@ def test_cli_no_group_positions_describes_asvs_by_k_mers_only(tmp_path):
     assert config["model_config"]["positions"] == 0 and config["options"]["group_positions"] is False
     model, _ = load_predictor(out / "checkpoints" / "best_model.pt")
     assert model.centres.shape[1] == 4 ** 4
+
+
+def test_choose_weights_over_several_baselines_follows_the_best_weighting():
+    from aam.workflows.forest_blend import blend_many, choose_weights, weightings
+
+    assert len(weightings(3)) == 66 and all(abs(sum(w) - 1) < 1e-9 for w in weightings(3))
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=60)
+    frame = lambda values: pd.DataFrame({"sample_id": [f"s{i}" for i in range(60)], "prediction": values,  # noqa: E731
+                                         "actual": y})
+    noisy, exact, other = frame(y + rng.normal(size=60)), frame(y), frame(y + rng.normal(size=60))
+    choice = choose_weights(noisy, {"forest": other, "clr-linear": exact}, False)
+    assert choice.weight == 1.0 and choice.baseline_weights == {"forest": 0.0, "clr-linear": 1.0}
+    assert len(choice.grid) == 66 and choice.mode == "inner-cv"
+    equal = choose_weights(noisy, {"forest": other, "clr-linear": exact}, False, mode="equal")
+    assert equal.weight == pytest.approx(2 / 3, abs=0.01) and equal.baseline_weights == pytest.approx(
+        {"forest": 0.5, "clr-linear": 0.5})
+    mixed = blend_many([noisy, other, exact], [0.2, 0.3, 0.5], False)["prediction"]
+    np.testing.assert_allclose(mixed, 0.2 * noisy["prediction"] + 0.3 * other["prediction"] + 0.5 * y)
+
+
+def test_blend_of_several_baselines_is_saved_as_one_model_and_used_by_predict(tmp_path):
+    from aam.training.baselines import BaselineBlend
+    from aam.workflows.rf_baseline import load_forest, predict_forest
+
+    table, metadata = _classification_data(tmp_path)
+    common = ["--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
+              "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2,4",
+              "--group-clusterings", "2", "--max-bp", "40", "--seed", "1", "--quiet",
+              "--blend-baselines", "forest,clr-linear", "--blend-weights", "equal"]
+    out = tmp_path / "train"
+    result = CliRunner().invoke(cli, [str(a) for a in ["train", *common, "--output-dir", out]])
+    assert result.exit_code == 0, result.output
+    blend = json.loads((out / "sequence_groups.json").read_text())["forest_blend"]
+    assert blend["mode"] == "equal" and blend["weight"] == pytest.approx(0.67, abs=0.01)
+    bundle = load_forest(out / "forest.joblib")
+    assert bundle["baseline"] == "forest+clr-linear" and isinstance(bundle["model"], BaselineBlend)
+    members = bundle["model"].members
+    ids = pd.read_csv(metadata, sep="\t", dtype=str)["sample_id"].tolist()
+    trees = predict_forest(bundle, str(table), ids)
+    parts = [predict_forest({**bundle, "model": members[n]}, str(table), ids) for n in ("forest", "clr-linear")]
+    np.testing.assert_allclose(trees["prob_CD"], 0.5 * parts[0]["prob_CD"] + 0.5 * parts[1]["prob_CD"], atol=1e-9)
+    for flag in (["--blend-baselines", "forest,lasso"], ["--blend-weights", "best"]):
+        result = CliRunner().invoke(cli, [str(a) for a in ["train", *common, *flag, "--output-dir", tmp_path / "x"]])
+        assert result.exit_code == 2 and flag[0] in result.output

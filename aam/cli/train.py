@@ -103,6 +103,15 @@ TRAIN_OPTIONS = [
                   "their average by the same inner cross-validation (training samples only); saves RUN/forest.joblib "
                   "and the weight, which aam predict --forest RUN/forest.joblib then uses. On 24-person cohorts the "
                   "weight was noisy and scored below a fixed 0.5 (BENCHMARKS.md): there, pass --forest-weight 0.5."),
+    o.option("--blend-baselines", default=o.TRAIN.blend_baselines, section="Model",
+             help="sequence-groups: a comma list of classical baselines (forest, clr-linear, boosted) fitted beside "
+                  "the model on the same samples and averaged with it; their weights come from --blend-weights. "
+                  "Saves RUN/forest.joblib (their weighted average) and the weights, which aam predict --forest "
+                  "RUN/forest.joblib then uses. --forest-blend is --blend-baselines forest."),
+    o.option("--blend-weights", type=click.Choice(["inner-cv", "equal"]), default=o.TRAIN.blend_weights,
+             section="Model",
+             help="How --blend-baselines weighs the model and each baseline: inner-cv (the weighting, on a grid of "
+                  "0.1, that scores best on the inner cross-validation of the training samples) or equal."),
     o.option("--target-layer-norm/--no-target-layer-norm", default=o.TRAIN.target_layer_norm, section="Model",
              help="LayerNorm on the pooled target vector."),
     o.option("--target-pooling", type=click.Choice(TARGET_POOLINGS), default=o.TRAIN.target_pooling,

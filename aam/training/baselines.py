@@ -131,12 +131,34 @@ def _boosted(*, classifier: bool, seed: int, n_jobs: int):
     from sklearn.preprocessing import FunctionTransformer
 
     make = HistGradientBoostingClassifier if classifier else HistGradientBoostingRegressor
-    loss = {} if classifier else {"loss": "absolute_error"}
     return make_pipeline(FunctionTransformer(dense_relative_abundance, accept_sparse=True),
-                         make(random_state=seed % 2**32, **BOOSTED_DEFAULTS, **loss))
+                         make(random_state=seed % 2**32, **BOOSTED_DEFAULTS))
 
 
 FOREST = ClassicalBaseline("forest", "random forest on relative abundances (500 trees)", _forest)
 CLR_LINEAR = ClassicalBaseline("clr-linear", "L2 logistic / ridge regression on CLR abundances, penalty by inner CV",
                                _clr_linear, searched=True)
 BOOSTED = ClassicalBaseline("boosted", "histogram gradient-boosted trees on relative abundances", _boosted)
+
+
+class BaselineBlend:
+    """Fitted baselines averaged with fixed weights (they sum to 1): an estimator on counts like each of them,
+    saved as one file for ``aam predict --forest``. Its members were fitted on the same samples, so they share
+    ``classes_``."""
+
+    def __init__(self, members: dict[str, object], weights: dict[str, float], classifier: bool):
+        total = sum(weights.values())
+        self.members = dict(members)
+        self.weights = {name: weights[name] / total for name in members}
+        self.classifier = classifier
+        if classifier:
+            self.classes_ = next(iter(members.values())).classes_
+
+    def predict_proba(self, counts) -> np.ndarray:
+        return sum(w * self.members[name].predict_proba(counts) for name, w in self.weights.items())
+
+    def predict(self, counts) -> np.ndarray:
+        if self.classifier:
+            return self.classes_[self.predict_proba(counts).argmax(1)]
+        return sum(w * np.asarray(self.members[name].predict(counts), dtype=np.float64)
+                   for name, w in self.weights.items())

@@ -246,7 +246,7 @@ def _run_fold(run: CrossValidateRun, out: Path, name: str, held_out: list[str], 
     if missing:
         raise AamError("training wrote no best checkpoint (no epoch gave a finite score)", source=missing[0],
                        hint="check the fold's training.log")
-    forest = checkpoints[0].parent.parent / FOREST_FILE if run.forest_blend else None
+    forest = checkpoints[0].parent.parent / FOREST_FILE if run.blend_names else None
     frame = run_predict(PredictRun(
         model_paths=tuple(str(p) for p in checkpoints), table=run.table, output=str(fold_dir / "raw_predictions.tsv"),
         metadata=run.metadata, sequences=run.sequences, batch_size=max(32, run.batch_size), device=run.device,

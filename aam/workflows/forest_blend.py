@@ -1,25 +1,29 @@
-"""``aam train --forest-blend``: a random forest fitted beside the model, and the weight of their average chosen
-on the training samples' inner cross-validation.
+"""``aam train --model-type sequence-groups --blend-baselines forest,clr-linear,...`` (``--forest-blend``: the
+forest alone): classical baselines fitted beside the model, and the weights of their average chosen on the
+training samples' inner cross-validation.
 
-The forest (relative abundances, the ``aam rf-baseline`` settings) is cross-validated on the same inner folds
-that chose the model's shrinkage; each weight w of ``(1 - w) x model + w x forest`` is scored on the pooled
-inner out-of-fold predictions (MAE, or AUROC for classifiers; ties go to the weight nearest 0.5, the fixed
-default of ``aam predict --forest``). The forest is then refitted on every training sample and saved beside the
-checkpoint, which records the weight: ``aam predict --forest RUN/forest.joblib`` uses it. No sample outside the
-training set is seen, so the weight is a nested choice.
+Each baseline (``aam.training.baselines``) is cross-validated on the same inner folds that chose the model's
+shrinkage. ``--blend-weights inner-cv`` scores every weighting of the model and the baselines on a grid of step
+0.1 (weights summing to 1) on the pooled inner out-of-fold predictions (MAE, or AUROC for classifiers; ties go
+to the weighting nearest to equal weights); ``equal`` gives every member the same weight without looking. The
+baselines are then refitted on every training sample and saved beside the checkpoint as one averaged model
+(``forest.joblib``), and the checkpoint records the baselines' total weight: ``aam predict --forest
+RUN/forest.joblib`` uses both. No sample outside the training set is seen, so the weights are a nested choice.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from aam.training.baselines import FOREST
+from aam.training.baselines import BaselineBlend
+from aam.training.registries import BASELINES
 from aam.workflows.rf_baseline import save_forest
 from aam.workflows.scoring import probability_columns, score_predictions
 
@@ -31,17 +35,21 @@ FOREST_FILE = "forest.joblib"
 
 @dataclass
 class BlendChoice:
-    """The chosen forest weight and every weight's pooled inner score."""
+    """The chosen weights (``weight``: the baselines' total; ``baseline_weights``: each one's share of it) and
+    the pooled inner score of every weighting tried."""
 
     weight: float
     metric: str
     grid: list[dict[str, float]]
     model_score: float
-    forest_score: float
+    forest_score: float  # the baselines' own average (equal shares) alone
+    baseline_weights: dict[str, float] = field(default_factory=lambda: {"forest": 1.0})
+    mode: str = "inner-cv"
 
     def to_dict(self) -> dict:
-        return {"weight": self.weight, "metric": self.metric, "grid": self.grid, "model_inner": self.model_score,
-                "forest_inner": self.forest_score, "file": FOREST_FILE}
+        return {"weight": self.weight, "baseline_weights": self.baseline_weights, "mode": self.mode,
+                "metric": self.metric, "grid": self.grid, "model_inner": self.model_score,
+                "baselines_inner": self.forest_score, "file": FOREST_FILE}
 
 
 def blend(model: pd.DataFrame, forest: pd.DataFrame, weight: float, classifier: bool) -> pd.DataFrame:
@@ -74,32 +82,100 @@ def choose_weight(model: pd.DataFrame, forest: pd.DataFrame, classifier: bool) -
     return BlendChoice(BLEND_WEIGHTS[chosen], metric, grid, grid[0][metric], grid[-1][metric])
 
 
-def fit_forest_blend(counts: sparse.csr_matrix, feature_ids: list[str], sample_ids: list[str], actual: np.ndarray,
-                     splits: list, model_oof: pd.DataFrame, classifier: bool, column: str, seed: int,
-                     output_dir: Path | None) -> BlendChoice:
-    """Cross-validate the forest on ``splits`` (index pairs over ``sample_ids``), choose the weight against
-    ``model_oof`` (the model's inner out-of-fold table in original units), refit the forest on every sample and
-    save it to ``output_dir/forest.joblib`` (when given)."""
-    from sklearn.model_selection import cross_val_predict
+def blend_many(frames: list[pd.DataFrame], weights: list[float], classifier: bool) -> pd.DataFrame:
+    """The weighted average of several prediction tables (the first one's samples and order)."""
+    out = frames[0]
+    done = weights[0]
+    for frame, weight in zip(frames[1:], weights[1:]):
+        if weight <= 0:
+            continue
+        done += weight
+        out = blend(out, frame, weight / done, classifier)
+    return out
 
-    features = sparse.csr_matrix(counts)
-    target = np.asarray([str(a).strip() for a in actual]) if classifier else np.asarray(actual, dtype=np.float64)
-    forest = FOREST.build(classifier=classifier, seed=seed, n_jobs=-1)  # a pipeline reading counts
-    method = "predict_proba" if classifier else "predict"
-    predicted = cross_val_predict(forest, features, target, cv=splits, method=method)
+
+def weightings(n_members: int, step: float = 0.1) -> list[tuple[float, ...]]:
+    """Every weighting of ``n_members`` on a grid of ``step`` whose weights sum to 1 (the model first)."""
+    ticks = int(round(1 / step))
+    return [tuple(k / ticks for k in combo) for combo in product(range(ticks + 1), repeat=n_members)
+            if sum(combo) == ticks]
+
+
+def choose_weights(model: pd.DataFrame, baselines: dict[str, pd.DataFrame], classifier: bool,
+                   mode: str = "inner-cv") -> BlendChoice:
+    """The weighting of ``model`` and ``baselines`` (out-of-fold tables with ``actual``) that scores best
+    (``inner-cv``), or equal weights (``equal``)."""
+    if len(baselines) == 1 and mode == "inner-cv":
+        (name, frame), = baselines.items()
+        choice = choose_weight(model, frame, classifier)
+        choice.baseline_weights = {name: 1.0}
+        return choice
+    metric = "auroc" if classifier else "mae"
+    sign = 1.0 if classifier else -1.0
+    names = list(baselines)
+    frames = [model] + [baselines[n] for n in names]
+    equal = tuple([1.0 / len(frames)] * len(frames))
+    candidates = [equal] if mode == "equal" else weightings(len(frames))
+
+    def score(weights: tuple[float, ...]) -> float:
+        return score_predictions(blend_many(frames, list(weights), classifier), classifier)[metric]
+
+    grid = [{"aam": w[0], **dict(zip(names, w[1:])), metric: score(w)} for w in candidates]
+    values = np.array([sign * row[metric] for row in grid])
+    values = np.where(np.isfinite(values), values, -np.inf)
+    best = [i for i, v in enumerate(values) if v >= values.max() - 1e-12]
+    chosen = candidates[min(best, key=lambda i: sum(abs(a - b) for a, b in zip(candidates[i], equal)))]
+    total = 1.0 - chosen[0]
+    shares = ({n: w / total for n, w in zip(names, chosen[1:])} if total > 0
+              else {n: 1.0 / len(names) for n in names})
+    return BlendChoice(round(total, 2), metric, grid, score((1.0,) + (0.0,) * len(names)),
+                       score((0.0,) + (1.0 / len(names),) * len(names)), shares, mode)
+
+
+def baseline_out_of_fold(name: str, counts: sparse.csr_matrix, target: np.ndarray, sample_ids: list[str],
+                         splits: list, groups: np.ndarray | None, classifier: bool, seed: int) -> pd.DataFrame:
+    """The baseline's predictions of each inner fold's samples by a fit on the other folds (in original units)."""
+    method = BASELINES[name]
     oof = pd.DataFrame({"sample_id": sample_ids, "actual": target})
+    labels = np.unique(target) if classifier else None
+    predicted = np.zeros((len(target), len(labels))) if classifier else np.zeros(len(target))
+    for train, test in splits:
+        model = method.fit(counts[train], target[train], classifier=classifier, seed=seed,
+                           groups=None if groups is None else groups[train])
+        if classifier:
+            columns = [list(labels).index(c) for c in model.classes_]
+            predicted[np.ix_(test, columns)] = model.predict_proba(counts[test])
+        else:
+            predicted[test] = model.predict(counts[test])
     if classifier:
-        labels = np.unique(target)  # cross_val_predict's column order
         for k, label in enumerate(labels):
             oof[f"prob_{label}"] = predicted[:, k]
         oof["prediction"] = labels[predicted.argmax(1)]
     else:
         oof["prediction"] = predicted
-    choice = choose_weight(model_oof, oof, classifier)
-    log.info("forest blend: weight %.2f on the forest chosen by the inner cross-validation (pooled %s: model %.4g, "
-             "forest %.4g, blend %.4g)", choice.weight, choice.metric, choice.model_score, choice.forest_score,
-             next(r[choice.metric] for r in choice.grid if r["forest_weight"] == choice.weight))
+    return oof
+
+
+def fit_baseline_blend(counts: sparse.csr_matrix, feature_ids: list[str], sample_ids: list[str], actual: np.ndarray,
+                       splits: list, model_oof: pd.DataFrame, classifier: bool, column: str, seed: int,
+                       output_dir: Path | None, names: tuple[str, ...] = ("forest",), mode: str = "inner-cv",
+                       groups: np.ndarray | None = None) -> BlendChoice:
+    """Cross-validate each baseline of ``names`` on ``splits`` (index pairs over ``sample_ids``), choose the
+    weights against ``model_oof`` (the model's inner out-of-fold table in original units), refit the baselines on
+    every sample and save their weighted average to ``output_dir/forest.joblib`` (when given)."""
+    counts = sparse.csr_matrix(counts)
+    target = np.asarray([str(a).strip() for a in actual]) if classifier else np.asarray(actual, dtype=np.float64)
+    oofs = {name: baseline_out_of_fold(name, counts, target, sample_ids, splits, groups, classifier, seed)
+            for name in names}
+    choice = choose_weights(model_oof, oofs, classifier, mode)
+    log.info("baseline blend (%s): weight %.2f on %s, chosen by %s (pooled inner %s: model %.4g, baselines "
+             "%.4g)", ", ".join(names), choice.weight,
+             " + ".join(f"{w:.2f} {n}" for n, w in choice.baseline_weights.items()),
+             "the inner cross-validation" if mode == "inner-cv" else "equal weights", choice.metric,
+             choice.model_score, choice.forest_score)
     if output_dir is not None:
-        forest.fit(features, target)
-        save_forest(output_dir / FOREST_FILE, forest, feature_ids, classifier, column)
+        members = {name: BASELINES[name].fit(counts, target, classifier=classifier, seed=seed, groups=groups)
+                   for name in names}
+        model = members[names[0]] if len(names) == 1 else BaselineBlend(members, choice.baseline_weights, classifier)
+        save_forest(output_dir / FOREST_FILE, model, feature_ids, classifier, column, baseline="+".join(names))
     return choice

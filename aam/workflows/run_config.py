@@ -260,6 +260,8 @@ class TrainRun(FitRun):
     group_positions: bool = True
     group_anchors: int = 512
     forest_blend: bool = False
+    blend_baselines: str | None = None
+    blend_weights: str = "inner-cv"
     target_layer_norm: bool = PREDICTOR.target_layer_norm
     target_pooling: str = PREDICTOR.target_pooling
     regressor_hidden_dims: str | None = None
@@ -327,11 +329,30 @@ class TrainRun(FitRun):
                         "see aam train --categorical-help", self.categorical_fusion)
         if self.model_type == SEQUENCE_GROUPS:
             self._check_sequence_groups()
-        elif self.forest_blend:
-            raise AamError("the forest blend's weight is chosen by the sequence-groups model's inner "
-                           "cross-validation", source="--forest-blend",
+        elif self.blend_names:
+            raise AamError("the blend's weights are chosen by the sequence-groups model's inner "
+                           "cross-validation", source="--blend-baselines" if self.blend_baselines else "--forest-blend",
                            hint="use it with --model-type sequence-groups, or average a transformer with aam "
                                 "predict --forest FOREST --forest-weight W")
+
+    @property
+    def blend_names(self) -> tuple[str, ...]:
+        """The baselines averaged with a sequence-groups model: ``--blend-baselines``, else the forest under
+        ``--forest-blend``, else none."""
+        from aam.training.registries import BASELINES
+
+        if self.blend_weights not in ("inner-cv", "equal"):
+            raise AamError(f"unknown weighting {self.blend_weights!r}", source="--blend-weights",
+                           hint="inner-cv or equal")
+        text = str(self.blend_baselines or "").strip()
+        if not text or text.lower() == "none":
+            return ("forest",) if self.forest_blend else ()
+        names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+        unknown = [n for n in names if n not in BASELINES]
+        if unknown:
+            raise AamError(f"unknown baseline {unknown[0]!r}", source="--blend-baselines",
+                           hint=f"a comma list of {', '.join(BASELINES.names())}")
+        return names
 
     def _check_sequence_groups(self) -> None:
         for key, (unset, what) in SEQUENCE_GROUPS_UNSUPPORTED.items():

@@ -20,7 +20,7 @@ from aam.training.data_config import DataConfig
 from aam.training.prediction import PredictionDecoder
 from aam.training.sequence_groups_fit import fit_sequence_groups, select_anchors
 from aam.training.trainer import FitResult
-from aam.workflows.forest_blend import fit_forest_blend
+from aam.workflows.forest_blend import fit_baseline_blend
 from aam.workflows.run_config import TrainRun
 from aam.workflows.run_folder import write_run_config
 from aam.workflows.scoring import score_predictions
@@ -99,9 +99,10 @@ def train_sequence_groups(run: TrainRun, output_dir: Path, main: bool, data, ids
               "scoring": fit.scoring, "inner_scheme": fit.inner_scheme, "grid": fit.grid, "n_samples": len(ids),
               "n_asvs": fit.n_asvs, "group_sizes": {str(k): v for k, v in fit.group_sizes.items()},
               "out_of_fold_scores": scores}
-    if run.forest_blend:
-        choice = fit_forest_blend(data.counts[rows], data.asv_ids, ids, setup.actual, fit.splits, frame, classifier,
-                                  run.target_column, seed, output_dir if main else None)
+    if run.blend_names:
+        choice = fit_baseline_blend(data.counts[rows], data.asv_ids, ids, setup.actual, fit.splits, frame,
+                                    classifier, run.target_column, seed, output_dir if main else None,
+                                    names=run.blend_names, mode=run.blend_weights, groups=groups)
         report["forest_blend"] = choice.to_dict()
         data_info = data_info.replace(forest_weight=choice.weight)
     if main:

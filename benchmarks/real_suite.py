@@ -1,0 +1,281 @@
+"""The real-data suite: every method on every real task's fixed outer folds, through the CLI a user types.
+
+Tasks: the ten MLRepo tasks of ``DATA/real/`` (``tasks.tsv``: table, metadata with ``target`` and, where people
+or families repeat, ``subject``; fixed ``folds.tsv``) and ``oral_age`` (``DATA/oral_dev.biom``, age; the suite
+writes KFold(5, shuffle=True, random_state=0) folds: new samples of the studies trained on, the protocol of the
+cohort's held-out check). Methods (``METHODS``): the classical baselines run ``aam rf-baseline --baseline NAME
+--folds``; AAM recipes run ``aam cross-validate --folds ... --baselines none`` with the flags of the recipe.
+Inner splits (penalties, early stopping) are grouped by ``subject`` where the task has it.
+
+Each (task, method, seed) cell writes ``OUT/<task>/<method>/s<seed>/`` and ends with ``oof.tsv`` (sample_id,
+fold, actual, score: the positive class's probability or the prediction) and ``cell.json`` (CPU and wall
+seconds, the command); finished cells are skipped, so rerunning the same command resumes. The report goes to
+``--results`` (default ``benchmarks/results/real``):
+
+- ``fold_scores.tsv``: task, method, seed, fold, n, auroc or mae and r2;
+- ``task_scores.tsv``: per task, method and seed: mean and sd over folds, pooled, folds won against the task's
+  best classical baseline at that seed (the baseline with the best fold mean), rank among the methods run;
+- ``ranks.tsv``: per method and seed: mean rank over tasks, tasks where it beat the best classical baseline,
+  CPU minutes in all; ``report.md``: the same as tables; ``run.json``: command, commit, machine.
+
+Example (baselines and the sequence-groups recipe at three seeds, all tasks)::
+
+    python benchmarks/real_suite.py --methods forest,clr-linear,boosted,sequence-groups --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+BASELINES = ("forest", "clr-linear", "boosted")
+# AAM recipes: the flags after `aam cross-validate --table ... --folds ... --output-dir ...`
+METHODS: dict[str, str] = {
+    "sequence-groups": "--model-type sequence-groups --max-bp 100",
+    "sequence-groups-blend": "--model-type sequence-groups --max-bp 100 --forest-blend",
+    "transformer": "--preset small-data --max-bp 100",
+}
+
+
+# ----------------------------------------------------------------------------- tasks
+def tasks(data: Path) -> pd.DataFrame:
+    """One row per task: name, kind, positive class, table, metadata, folds, target and group columns."""
+    listed = pd.read_csv(data / "real" / "tasks.tsv", sep="\t", dtype=str, keep_default_na=False)
+    rows = [{"task": r.task, "classifier": r.kind == "classification", "positive": r.positive_class or None,
+             "table": data / "real" / r.task / "table.biom", "metadata": data / "real" / r.task / "metadata.tsv",
+             "folds": data / "real" / r.task / "folds.tsv", "target": "target", "group": r.group_column or None}
+            for r in listed.itertuples()]
+    rows.append({"task": "oral_age", "classifier": False, "positive": None, "table": data / "oral_dev.biom",
+                 "metadata": data / "oral_dev_metadata.tsv", "folds": None, "target": "age", "group": None})
+    return pd.DataFrame(rows).set_index("task")
+
+
+def oral_folds(data: Path, out: Path) -> Path:
+    """KFold(5, shuffle=True, random_state=0) over the oral table's samples, written once."""
+    from sklearn.model_selection import KFold
+
+    from aam.data.biom_table import load_table
+
+    path = out / "oral_age" / "folds.tsv"
+    if not path.is_file():
+        ids = [str(s) for s in load_table(str(data / "oral_dev.biom")).ids(axis="sample")]
+        fold = np.zeros(len(ids), dtype=int)
+        for k, (_, test) in enumerate(KFold(5, shuffle=True, random_state=0).split(ids)):
+            fold[test] = k
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"sample_id": ids, "fold": fold}).to_csv(path, sep="\t", index=False)
+    return path
+
+
+# ----------------------------------------------------------------------------- running a cell
+def command(task: pd.Series, method: str, seed: int, cell: Path) -> list[str]:
+    group = task.group if isinstance(task.group, str) and task.group else None
+    common = ["--table", str(task.table), "--metadata", str(task.metadata), "--metadata-column", task.target,
+              "--folds", str(task.folds)] + (["--classifier"] if task.classifier else []) + (
+              ["--group-column", group] if group else [])
+    if method in BASELINES:
+        return ["rf-baseline", "--baseline", method, *common, "--random-seed", str(seed),
+                "--output", str(cell / "predictions.tsv"), "--quiet"]
+    return ["cross-validate", *common, *shlex.split(METHODS[method]), "--baselines", "none", "--seed", str(seed),
+            "--output-dir", str(cell / "cv"), "--quiet"]
+
+
+def run_cell(task: pd.Series, method: str, seed: int, cell: Path) -> None:
+    """Run one method on one task at one seed (skipped when finished) and write ``oof.tsv`` and ``cell.json``."""
+    if (cell / "oof.tsv").is_file():
+        return
+    cell.mkdir(parents=True, exist_ok=True)
+    args = command(task, method, seed, cell)
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
+    with open(cell / "run.log", "a", encoding="utf-8") as log:
+        done = subprocess.run([sys.executable, "-m", "aam", *args], stdout=log, stderr=subprocess.STDOUT, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{task.name} / {method} / seed {seed} failed (exit {done.returncode}); see {cell}/run.log")
+    previous = json.loads((cell / "cell.json").read_text()) if (cell / "cell.json").is_file() else {}
+    cpu = previous.get("cpu_s", 0.0) + (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    wall = previous.get("wall_s", 0.0) + time.time() - start
+    oof = out_of_fold(task, method, cell)
+    oof.to_csv(cell / "oof.tmp", sep="\t", index=False)
+    (cell / "cell.json").write_text(json.dumps({"cpu_s": cpu, "wall_s": wall, "command": ["aam", *args]}, indent=1))
+    os.replace(cell / "oof.tmp", cell / "oof.tsv")
+
+
+def out_of_fold(task: pd.Series, method: str, cell: Path) -> pd.DataFrame:
+    """sample_id, fold, actual, score (positive-class probability, or the prediction) of a finished cell."""
+    if method in BASELINES:
+        frame, prefix = pd.read_csv(cell / "predictions.tsv", sep="\t", dtype={"sample_id": str, "fold": str}), ""
+    else:
+        frame = pd.read_csv(cell / "cv" / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str, "fold": str})
+        prefix = "aam_"
+    column = f"{prefix}prob_{task.positive}" if task.classifier else f"{prefix}prediction"
+    score = frame[column] if column in frame else 0.0  # a class never predicted has probability 0
+    return pd.DataFrame({"sample_id": frame["sample_id"], "fold": frame["fold"].astype(str),
+                         "actual": frame["actual"], "score": score})
+
+
+# ----------------------------------------------------------------------------- scoring
+def fold_scores(task: pd.Series, oof: pd.DataFrame) -> pd.DataFrame:
+    from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
+
+    rows = []
+    for fold, part in list(oof.groupby("fold", sort=True)) + [("pooled", oof)]:
+        if task.classifier:
+            truth = part["actual"].astype(str) == task.positive
+            auroc = roc_auc_score(truth, part["score"]) if truth.nunique() == 2 else np.nan
+            rows.append({"fold": fold, "n": len(part), "auroc": auroc})
+        else:
+            actual, predicted = part["actual"].astype(float), part["score"].astype(float)
+            rows.append({"fold": fold, "n": len(part), "mae": mean_absolute_error(actual, predicted),
+                         "r2": r2_score(actual, predicted)})
+    return pd.DataFrame(rows)
+
+
+def report(suite: pd.DataFrame, out: Path, methods: list[str], seeds: list[int], results: Path,
+           argv: list[str]) -> None:
+    """Collect every finished cell into the result tables (cells not run yet are left out, and said so)."""
+    folds, cost = [], []
+    for name, task in suite.iterrows():
+        for method in methods:
+            for seed in seeds:
+                cell = out / name / method / f"s{seed}"
+                if not (cell / "oof.tsv").is_file():
+                    continue
+                scores = fold_scores(task, pd.read_csv(cell / "oof.tsv", sep="\t", dtype={"sample_id": str}))
+                folds.append(scores.assign(task=name, method=method, seed=seed))
+                info = json.loads((cell / "cell.json").read_text())
+                cost.append({"task": name, "method": method, "seed": seed, "cpu_min": info["cpu_s"] / 60,
+                             "wall_min": info["wall_s"] / 60})
+    if not folds:
+        print("no finished cell yet")
+        return
+    folds = pd.concat(folds, ignore_index=True)
+    cost = pd.DataFrame(cost)
+    per_task = summarise_tasks(suite, folds, cost)
+    ranks = summarise_methods(per_task, cost)
+    results.mkdir(parents=True, exist_ok=True)
+    folds[["task", "method", "seed", "fold", "n"] + [c for c in ("auroc", "mae", "r2") if c in folds]].to_csv(
+        results / "fold_scores.tsv", sep="\t", index=False, float_format="%.5g")
+    per_task.to_csv(results / "task_scores.tsv", sep="\t", index=False, float_format="%.5g")
+    ranks.to_csv(results / "ranks.tsv", sep="\t", index=False, float_format="%.4g")
+    (results / "report.md").write_text(markdown(per_task, ranks), encoding="utf-8")
+    (results / "run.json").write_text(json.dumps(provenance(argv), indent=1), encoding="utf-8")
+    print(markdown(per_task, ranks))
+
+
+def summarise_tasks(suite: pd.DataFrame, folds: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (name, seed), part in folds.groupby(["task", "seed"], sort=False):
+        classifier = bool(suite.loc[name, "classifier"])
+        metric = "auroc" if classifier else "mae"
+        sign = 1.0 if classifier else -1.0  # higher is better after the sign
+        by_fold = part[part["fold"] != "pooled"].pivot(index="fold", columns="method", values=metric)
+        means = by_fold.mean()
+        baselines = [m for m in BASELINES if m in means.index]
+        best = max(baselines, key=lambda m: sign * means[m]) if baselines else None
+        ranks = (-sign * means).rank(method="average")
+        for method in by_fold.columns:
+            field = [m for m in dict.fromkeys([method, *baselines]) if m in means.index]
+            versus = (-sign * means[field]).rank(method="average")[method]
+            pooled = part[(part["fold"] == "pooled") & (part["method"] == method)].iloc[0]
+            row = {"task": name, "seed": seed, "method": method, "metric": metric, "mean": means[method],
+                   "sd": by_fold[method].std(ddof=1), "pooled": pooled[metric], "rank": ranks[method],
+                   "rank_vs_baselines": versus,
+                   "n_methods": len(means), "best_baseline": best}
+            if not classifier:
+                row["r2_pooled"] = pooled["r2"]
+            if best is not None:
+                row["folds_won_vs_best"] = int((sign * by_fold[method] > sign * by_fold[best]).sum())
+                row["beats_best"] = bool(sign * means[method] > sign * means[best])
+            spent = cost[(cost["task"] == name) & (cost["seed"] == seed) & (cost["method"] == method)]
+            row["cpu_min"] = float(spent["cpu_min"].sum())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise_methods(per_task: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (method, seed), part in per_task.groupby(["method", "seed"], sort=False):
+        rows.append({"method": method, "seed": seed, "tasks": len(part), "mean_rank": part["rank"].mean(),
+                     "mean_rank_vs_baselines": part["rank_vs_baselines"].mean(),
+                     "tasks_beating_best_baseline": int(part.get("beats_best", pd.Series(dtype=bool)).sum()),
+                     "cpu_min": float(part["cpu_min"].sum())})
+    return pd.DataFrame(rows).sort_values(["seed", "mean_rank"])
+
+
+def markdown(per_task: pd.DataFrame, ranks: pd.DataFrame) -> str:
+    """Per task and method: mean +/- sd over folds (mean over seeds), folds won against the best baseline."""
+    lines = ["| task | metric | " + " | ".join(sorted(per_task["method"].unique())) + " |",
+             "|---|---|" + "---|" * per_task["method"].nunique()]
+    for name, part in per_task.groupby("task", sort=False):
+        cells = []
+        for method in sorted(per_task["method"].unique()):
+            mine = part[part["method"] == method]
+            if mine.empty:
+                cells.append("")
+                continue
+            won = f" ({mine['folds_won_vs_best'].sum()}/{5 * len(mine)})" if method not in BASELINES else ""
+            cells.append(f"{mine['mean'].mean():.3f} ± {mine['sd'].mean():.3f}{won}")
+        lines.append(f"| {name} | {part['metric'].iloc[0]} | " + " | ".join(cells) + " |")
+    lines += ["", "| method | seed | tasks | mean rank (all methods) | mean rank (with the 3 baselines) | "
+              "tasks ahead of the best baseline | CPU min |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.method} | {r.seed} | {r.tasks} | {r.mean_rank:.2f} | {r.mean_rank_vs_baselines:.2f} | "
+              f"{r.tasks_beating_best_baseline} | {r.cpu_min:.1f} |" for r in ranks.itertuples()]
+    return "\n".join(lines) + "\n"
+
+
+def provenance(argv: list[str]) -> dict:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return {"command": "python benchmarks/real_suite.py " + " ".join(shlex.quote(a) for a in argv),
+            "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+            "python": platform.python_version(), "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
+                        help="the shared data folder (holds real/ and oral_dev.biom)")
+    parser.add_argument("--tasks", default="all", help="comma list of task names, or all")
+    parser.add_argument("--methods", default=",".join(BASELINES + ("sequence-groups",)),
+                        help=f"comma list of {', '.join(BASELINES + tuple(METHODS))}, or all")
+    parser.add_argument("--seeds", default="0", help="comma list of seeds")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "real_suite", help="where cells are run")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "real")
+    parser.add_argument("--report-only", action="store_true", help="collect finished cells, run nothing")
+    args = parser.parse_args(argv)
+    suite = tasks(args.data)
+    chosen = list(suite.index) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",")]
+    methods = list(BASELINES + tuple(METHODS)) if args.methods == "all" else [m.strip() for m in
+                                                                              args.methods.split(",")]
+    unknown = [t for t in chosen if t not in suite.index] + [m for m in methods if m not in BASELINES + tuple(METHODS)]
+    if unknown:
+        parser.error(f"unknown task or method {unknown[0]!r}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    suite = suite.loc[chosen]
+    if "oral_age" in chosen:
+        suite.loc["oral_age", "folds"] = oral_folds(args.data, args.out)
+    if not args.report_only:
+        for seed in seeds:
+            for name, task in suite.iterrows():
+                for method in methods:
+                    cell = args.out / name / method / f"s{seed}"
+                    print(f"{name} / {method} / seed {seed}", flush=True)
+                    run_cell(task, method, seed, cell)
+    report(suite, args.out, methods, seeds, args.results, argv)
+
+
+if __name__ == "__main__":
+    main()
