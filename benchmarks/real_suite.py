@@ -44,7 +44,11 @@ BASELINES = ("forest", "clr-linear", "boosted")
 # AAM recipes: the flags after `aam cross-validate --table ... --folds ... --output-dir ...`
 METHODS: dict[str, str] = {
     "sequence-groups": "--model-type sequence-groups --max-bp 100",
-    "sequence-groups-blend": "--model-type sequence-groups --max-bp 100 --forest-blend",
+    "sequence-groups-forest": "--model-type sequence-groups --max-bp 100 --forest-blend",
+    "sequence-groups-blend": "--model-type sequence-groups --max-bp 100 --blend-baselines forest,clr-linear,boosted "
+                             "--blend-weights equal",
+    "sequence-groups-blend-cv": "--model-type sequence-groups --max-bp 100 --blend-baselines "
+                                "forest,clr-linear,boosted --blend-weights inner-cv",
     "transformer": "--preset small-data --max-bp 100",
 }
 

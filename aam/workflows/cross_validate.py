@@ -329,7 +329,7 @@ def _summarise(out: Path, aam: pd.DataFrame, baselines: dict[str, pd.DataFrame],
             if means is not None:
                 summary[name]["by_group"] = {"n_groups": len(means), **score_predictions(means, classifier)}
     write_json(out / "summary.json", summary)
-    _plot(out / "plots" / "cross_validation.png", comparison, methods, classifier, column)
+    _plot(out / "plots" / "cross_validation.png", comparison, methods, classifier, column, best)
     _log_summary(summary, list(methods), out)
     return summary
 
@@ -396,7 +396,7 @@ def _comparison(methods: dict[str, pd.DataFrame], classifier: bool, best: str | 
 
 
 def _plot(path: Path, comparison: pd.DataFrame, methods: dict[str, pd.DataFrame], classifier: bool,
-          column: str) -> None:
+          column: str, best: str | None = None) -> None:
     """Per-fold scores of each method (left) and, for regression, out-of-fold predictions vs actual (right)."""
     from aam.training.plots import plt, save_figure
 
@@ -410,7 +410,7 @@ def _plot(path: Path, comparison: pd.DataFrame, methods: dict[str, pd.DataFrame]
         ax.bar(x + k * width - 0.4 + width / 2, folds[f"{name}_{metric}"].astype(float), width, label=name)
     ax.set_xticks(x, folds["fold"].astype(str), rotation=45 if len(folds) > 6 else 0, ha="right")
     ax.set_ylabel(metric.upper())
-    ax.set_title(f"{metric.upper()} per fold")
+    ax.set_title(f"{metric.upper()} per fold" + (f" (best baseline: {best})" if best else ""))
     ax.legend()
     if not classifier:
         ax = axes[0, 1]
