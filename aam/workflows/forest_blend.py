@@ -42,7 +42,7 @@ class BlendChoice:
     metric: str
     grid: list[dict[str, float]]
     model_score: float
-    forest_score: float  # the baselines' own average (equal shares) alone
+    forest_score: float | None  # the baselines' own average (equal shares) alone; None when not measured
     baseline_weights: dict[str, float] = field(default_factory=lambda: {"forest": 1.0})
     mode: str = "inner-cv"
 
@@ -160,19 +160,26 @@ def fit_baseline_blend(counts: sparse.csr_matrix, feature_ids: list[str], sample
                        splits: list, model_oof: pd.DataFrame, classifier: bool, column: str, seed: int,
                        output_dir: Path | None, names: tuple[str, ...] = ("forest",), mode: str = "inner-cv",
                        groups: np.ndarray | None = None) -> BlendChoice:
-    """Cross-validate each baseline of ``names`` on ``splits`` (index pairs over ``sample_ids``), choose the
-    weights against ``model_oof`` (the model's inner out-of-fold table in original units), refit the baselines on
-    every sample and save their weighted average to ``output_dir/forest.joblib`` (when given)."""
+    """Cross-validate each baseline of ``names`` on ``splits`` (index pairs over ``sample_ids``) and choose the
+    weights against ``model_oof`` (the model's inner out-of-fold table in original units), or take equal weights
+    (``mode="equal"``, no baseline cross-validated); fit the baselines on every sample and save their weighted
+    average to ``output_dir/forest.joblib`` (when given)."""
     counts = sparse.csr_matrix(counts)
     target = np.asarray([str(a).strip() for a in actual]) if classifier else np.asarray(actual, dtype=np.float64)
-    oofs = {name: baseline_out_of_fold(name, counts, target, sample_ids, splits, groups, classifier, seed)
-            for name in names}
-    choice = choose_weights(model_oof, oofs, classifier, mode)
-    log.info("baseline blend (%s): weight %.2f on %s, chosen by %s (pooled inner %s: model %.4g, baselines "
-             "%.4g)", ", ".join(names), choice.weight,
-             " + ".join(f"{w:.2f} {n}" for n, w in choice.baseline_weights.items()),
-             "the inner cross-validation" if mode == "inner-cv" else "equal weights", choice.metric,
-             choice.model_score, choice.forest_score)
+    if mode == "equal":  # nothing to choose: no inner cross-validation of the baselines
+        metric = "auroc" if classifier else "mae"
+        share = 1.0 / (len(names) + 1)
+        choice = BlendChoice(round(1.0 - share, 2), metric, [], score_predictions(model_oof, classifier)[metric],
+                             None, {name: 1.0 / len(names) for name in names}, mode)
+    else:
+        oofs = {name: baseline_out_of_fold(name, counts, target, sample_ids, splits, groups, classifier, seed)
+                for name in names}
+        choice = choose_weights(model_oof, oofs, classifier, mode)
+    inner = "" if choice.forest_score is None else f", baselines {choice.forest_score:.4g}"
+    log.info("baseline blend (%s): weight %.2f on %s, %s (pooled inner %s: model %.4g%s)", ", ".join(names),
+             choice.weight, " + ".join(f"{w:.2f} {n}" for n, w in choice.baseline_weights.items()),
+             "chosen by the inner cross-validation" if mode == "inner-cv" else "equal weights", choice.metric,
+             choice.model_score, inner)
     if output_dir is not None:
         members = {name: BASELINES[name].fit(counts, target, classifier=classifier, seed=seed, groups=groups)
                    for name in names}
