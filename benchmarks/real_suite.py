@@ -45,11 +45,17 @@ BASELINES = ("forest", "clr-linear", "boosted")
 METHODS: dict[str, str] = {
     "sequence-groups": "--model-type sequence-groups --max-bp 100",
     "sequence-groups-forest": "--model-type sequence-groups --max-bp 100 --forest-blend",
-    "sequence-groups-blend": "--model-type sequence-groups --max-bp 100 --blend-baselines forest,clr-linear,boosted "
-                             "--blend-weights equal",
-    "sequence-groups-blend-cv": "--model-type sequence-groups --max-bp 100 --blend-baselines "
-                                "forest,clr-linear,boosted --blend-weights inner-cv",
-    "transformer": "--preset small-data --max-bp 100",
+}
+
+# Averages of finished cells at the same seed, equal weights: exactly the ``blend`` column of
+# ``aam cross-validate <recipe>`` with the default ``--baselines`` (the mean of the out-of-fold predictions of
+# AAM and each baseline, which are ``aam rf-baseline`` on the same folds and seed). The deployable model is
+# ``aam train <recipe> --blend-baselines forest,clr-linear,boosted --blend-weights equal`` + ``aam predict
+# --forest RUN/forest.joblib``. Costs add up.
+DERIVED: dict[str, tuple[str, ...]] = {
+    "sequence-groups+baselines": ("sequence-groups",) + BASELINES,
+    "sequence-groups+forest": ("sequence-groups", "forest"),
+    "baselines-average": BASELINES,
 }
 
 
@@ -154,14 +160,18 @@ def report(suite: pd.DataFrame, out: Path, methods: list[str], seeds: list[int],
     for name, task in suite.iterrows():
         for method in methods:
             for seed in seeds:
-                cell = out / name / method / f"s{seed}"
-                if not (cell / "oof.tsv").is_file():
+                parts = [out / name / m / f"s{seed}" for m in DERIVED.get(method, (method,))]
+                if not all((cell / "oof.tsv").is_file() for cell in parts):
                     continue
-                scores = fold_scores(task, pd.read_csv(cell / "oof.tsv", sep="\t", dtype={"sample_id": str}))
+                tables = [pd.read_csv(cell / "oof.tsv", sep="\t", dtype={"sample_id": str}).set_index("sample_id")
+                          for cell in parts]
+                oof = tables[0].assign(score=sum(t.loc[tables[0].index, "score"] for t in tables) / len(tables))
+                scores = fold_scores(task, oof.reset_index())
                 folds.append(scores.assign(task=name, method=method, seed=seed))
-                info = json.loads((cell / "cell.json").read_text())
-                cost.append({"task": name, "method": method, "seed": seed, "cpu_min": info["cpu_s"] / 60,
-                             "wall_min": info["wall_s"] / 60})
+                infos = [json.loads((cell / "cell.json").read_text()) for cell in parts]
+                cost.append({"task": name, "method": method, "seed": seed,
+                             "cpu_min": sum(i["cpu_s"] for i in infos) / 60,
+                             "wall_min": sum(i["wall_s"] for i in infos) / 60})
     if not folds:
         print("no finished cell yet")
         return
@@ -254,7 +264,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the shared data folder (holds real/ and oral_dev.biom)")
     parser.add_argument("--tasks", default="all", help="comma list of task names, or all")
     parser.add_argument("--methods", default=",".join(BASELINES + ("sequence-groups",)),
-                        help=f"comma list of {', '.join(BASELINES + tuple(METHODS))}, or all")
+                        help=f"comma list of {', '.join(BASELINES + tuple(METHODS) + tuple(DERIVED))}, or all "
+                             "(derived methods average finished cells and run nothing)")
     parser.add_argument("--seeds", default="0", help="comma list of seeds")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "real_suite", help="where cells are run")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "real")
@@ -262,9 +273,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     suite = tasks(args.data)
     chosen = list(suite.index) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",")]
-    methods = list(BASELINES + tuple(METHODS)) if args.methods == "all" else [m.strip() for m in
-                                                                              args.methods.split(",")]
-    unknown = [t for t in chosen if t not in suite.index] + [m for m in methods if m not in BASELINES + tuple(METHODS)]
+    known = BASELINES + tuple(METHODS) + tuple(DERIVED)
+    methods = list(known) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    unknown = [t for t in chosen if t not in suite.index] + [m for m in methods if m not in known]
     if unknown:
         parser.error(f"unknown task or method {unknown[0]!r}")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -274,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.report_only:
         for seed in seeds:
             for name, task in suite.iterrows():
-                for method in methods:
+                for method in [m for m in methods if m not in DERIVED]:
                     cell = args.out / name / method / f"s{seed}"
                     print(f"{name} / {method} / seed {seed}", flush=True)
                     run_cell(task, method, seed, cell)

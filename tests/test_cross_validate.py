@@ -80,8 +80,8 @@ def test_outputs_score_every_method_on_the_same_folds(grouped_run, synthetic_dir
     oof = pd.read_csv(grouped_run / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str, "fold": str})
     assert list(oof.columns) == ["sample_id", "fold", "group", "actual", "aam_prediction", "forest_prediction",
                                  "clr-linear_prediction", "boosted_prediction", "blend_prediction"]
-    np.testing.assert_allclose(oof["blend_prediction"], (oof["aam_prediction"] + oof["forest_prediction"]) / 2,
-                               rtol=1e-5)
+    parts = ["aam", "forest", "clr-linear", "boosted"]  # the blend: AAM and every baseline, equal weights
+    np.testing.assert_allclose(oof["blend_prediction"], oof[[f"{m}_prediction" for m in parts]].mean(1), rtol=1e-5)
     assert oof["sample_id"].is_unique and len(oof) == 48 and np.isfinite(oof["aam_prediction"]).all()
     comparison = pd.read_csv(grouped_run / "comparison.tsv", sep="\t", dtype={"fold": str})
     assert comparison["fold"].tolist() == ["fold0", "fold1", "fold2", "pooled", "mean", "sd"]

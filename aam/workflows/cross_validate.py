@@ -8,7 +8,8 @@ Layout of ``--output-dir``::
     folds/<fold>/predictions.tsv   the fold's out-of-fold AAM predictions (written last: the fold is done)
     <baseline>/                    aam rf-baseline --baseline <baseline> over folds.tsv, for each of --baselines
                                    (forest/, clr-linear/, boosted/: predictions, per-fold and per-group metrics)
-    oof_predictions.tsv            every sample's prediction by AAM, each baseline and the AAM+forest average
+    oof_predictions.tsv            every sample's prediction by AAM, each baseline and ``blend``: AAM and the
+                                   baselines averaged with equal weights
     comparison.tsv                 per fold: every method's scores, who won between AAM and each baseline
                                    (winner_vs_<baseline>) and against the best one (winner); pooled/mean/sd rows
     groups.tsv                     per group (with --group-column): both methods' scores
@@ -38,7 +39,7 @@ from aam.fileio import write_json, write_tsv
 from aam.training.metrics import metric_direction
 from aam.training.preemption import RunInterrupted
 from aam.training.runtime import configure_logging
-from aam.workflows.forest_blend import FOREST_FILE, blend
+from aam.workflows.forest_blend import FOREST_FILE, blend_many
 from aam.workflows.run_config import CrossValidateRun, PredictRun, PretrainRun
 from aam.workflows.samples import sample_groups
 from aam.workflows.scoring import group_means, probability_columns, score_predictions, scores_by
@@ -297,8 +298,8 @@ def _summarise(out: Path, aam: pd.DataFrame, baselines: dict[str, pd.DataFrame],
     """Write the out-of-fold table, the per-fold comparison, per-group scores, the summary and the plot."""
     methods = {"aam": _numeric(aam, classifier)}
     methods.update({name: _numeric(frame, classifier) for name, frame in baselines.items()})
-    if "forest" in baselines:
-        methods["blend"] = _blend(methods["aam"], methods["forest"], classifier)
+    if baselines:
+        methods["blend"] = _blend(methods["aam"], [methods[name] for name in baselines], classifier)
     if group_column:
         for name, frame in methods.items():
             methods[name] = frame.assign(group=frame["sample_id"].map(metadata[group_column]).astype(str))
@@ -344,10 +345,12 @@ def _best_baseline(summary: dict[str, Any], names: list[str], metric: str) -> st
     return names[int(np.argmax(scores))]
 
 
-def _blend(aam: pd.DataFrame, forest: pd.DataFrame, classifier: bool) -> pd.DataFrame:
-    """The equal-weight average of AAM and the forest, sample by sample: predictions (regression) or class
-    probabilities and their argmax (classification). Scored as a third method, never used to choose."""
-    return blend(aam, forest, 0.5, classifier)
+def _blend(aam: pd.DataFrame, baselines: list[pd.DataFrame], classifier: bool) -> pd.DataFrame:
+    """The equal-weight average of AAM and every baseline, sample by sample: predictions (regression) or class
+    probabilities and their argmax (classification), as ``aam train --blend-baselines <the same>
+    --blend-weights equal`` and ``aam predict --forest`` average them. Scored as one more method, never used to
+    choose."""
+    return blend_many([aam, *baselines], [1.0] * (len(baselines) + 1), classifier)
 
 
 def _write_oof(out: Path, methods: dict[str, pd.DataFrame], classifier: bool) -> None:
