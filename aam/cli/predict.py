@@ -34,11 +34,13 @@ from aam.cli import options as o
     o.option("--no-sequence-cache", is_flag=True, default=o.PREDICT.no_sequence_cache, section="Input",
              help="Accepted for compatibility; sequences are always tokenised once."),
     o.option("--forest", type=click.Path(dir_okay=False), default=o.PREDICT.forest, section="Input",
-             help="A forest from aam rf-baseline --save-model, fitted on the same training samples: its "
+             help="A classical baseline fitted on the same training samples (aam rf-baseline --save-model, any "
+                  "--baseline; or RUN/forest.joblib of aam train --forest-blend / --blend-baselines): its "
                   "prediction is averaged with the model's (adds aam_prediction and forest_prediction)."),
     o.option("--forest-weight", default=o.PREDICT.forest_weight, section="Input",
              help="Weight of --forest in the average (0-1), or auto: the weight chosen by the model's inner "
-                  "cross-validation when it was trained with --forest-blend, else 0.5."),
+                  "cross-validation (or equal weights) when it was trained with --forest-blend or "
+                  "--blend-baselines, else 0.5."),
     o.option("--group-column", default=o.PREDICT.group_column, section="Output",
              help="Metadata column marking samples of one person (or site, study): also write "
                   "<output>_by_group.tsv, each group's mean prediction (mean class probabilities for classifiers) "
