@@ -88,8 +88,8 @@ def format_card(card: dict[str, Any]) -> str:
         for column, levels in (card.get("categorical_levels") or {}).items():
             lines.append(f"  categorical    {column}: {', '.join(map(str, levels))}")
         if "forest_weight" in card:
-            lines.append(f"  forest blend   weight {card['forest_weight']:.2f} on forest.joblib (chosen by the inner "
-                         "cross-validation; aam predict --forest RUN/forest.joblib)")
+            lines.append(f"  forest blend   weight {card['forest_weight']:.2f} on forest.joblib (the baselines of "
+                         "--forest-blend / --blend-baselines; aam predict --forest RUN/forest.joblib)")
     training = card["training"]
     groups = (f", grouped by {training['group_column']!r} ({training['groups']} groups)"
               if training.get("group_column") else "")
