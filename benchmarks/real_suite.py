@@ -225,7 +225,7 @@ def leave_one_task_out(per_task: pd.DataFrame, candidates: list[str]) -> pd.Data
     """Rows of method ``chosen``: on each task, the candidate with the best mean rank against the baselines on
     the *other* tasks at the same seed (ties: the first listed), so no task's score chose the recipe it reports."""
     rows = []
-    for seed, part in per_task.groupby("seed"):
+    for _, part in per_task.groupby("seed"):
         for name in part["task"].unique():
             others = part[(part["task"] != name) & part["method"].isin(candidates)]
             means = others.groupby("method")["rank_vs_baselines"].mean()

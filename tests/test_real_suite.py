@@ -63,7 +63,8 @@ def test_cells_run_resume_and_score_like_sklearn(suite, toy_data, tmp_path):
     positive = pd.read_csv(toy_data / "real" / "tasks.tsv", sep="\t").set_index("task").loc["toy_label",
                                                                                           "positive_class"]
     for fold, part in oof.groupby("fold"):
-        ours = folds.query("task == 'toy_label' and method == 'forest' and fold == @fold")["auroc"].item()
+        ours = folds[(folds["task"] == "toy_label") & (folds["method"] == "forest") & (folds["fold"] == fold)]
+        ours = ours["auroc"].item()
         assert ours == pytest.approx(roc_auc_score(part["actual"].astype(str) == positive, part["score"]), abs=1e-4)
     parts = [pd.read_csv(out / "toy_target" / m / "s0" / "oof.tsv", sep="\t", dtype={"sample_id": str})
              .set_index("sample_id") for m in ("forest", "clr-linear", "boosted")]

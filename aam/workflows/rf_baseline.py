@@ -14,10 +14,10 @@ from aam.data.biom_table import load_table, table_to_csr
 from aam.data.metadata import numeric_target, read_metadata, require_column
 from aam.data.split import groups_on_both_sides, read_ids, write_split
 from aam.errors import AamError
-from aam.training.baselines import relative_abundance
-from aam.training.registries import BASELINES
 from aam.fileio import atomic_write, write_tsv
+from aam.training.baselines import relative_abundance
 from aam.training.plots import prediction_scatter
+from aam.training.registries import BASELINES
 from aam.workflows.scoring import probability_columns, score_predictions, scores_by
 
 log = logging.getLogger("aam")
