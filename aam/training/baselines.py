@@ -29,7 +29,6 @@ CLR_PSEUDO_COUNT = 0.5
 LOGISTIC_C = tuple(float(c) for c in np.logspace(-4, 2, 13))
 RIDGE_ALPHA = tuple(float(a) for a in np.logspace(-1, 5, 13))
 INNER_FOLDS = 5
-FOREST_DEFAULTS = {"n_estimators": 500, "max_features": "sqrt"}
 BOOSTED_DEFAULTS = {"learning_rate": 0.05, "max_iter": 300, "max_leaf_nodes": 8, "min_samples_leaf": 5,
                     "l2_regularization": 1.0, "max_features": 0.3, "early_stopping": False}
 

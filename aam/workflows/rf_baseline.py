@@ -40,11 +40,6 @@ def parse_max_features(value: str | float | int | None):
     return int(number) if number.is_integer() and number > 1 else number
 
 
-def relative_abundance_matrix(counts: sparse.csr_matrix) -> sparse.csr_matrix:
-    """Rows of ``counts`` [N, F] divided by their sums (empty rows stay zero)."""
-    return relative_abundance(counts)
-
-
 def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: str,
                     train_samples: str | None = None, val_samples: str | None = None, folds: str | None = None,
                     fold_column: str = "fold", group_column: str | None = None, test_size: float = 0.2,
@@ -251,7 +246,7 @@ def predict_forest(bundle: dict, table: str, sample_ids: list[str] | None = None
                                shape=(len(counts.feature_ids), len(bundle["feature_ids"])))  # [table ASVs, F]
     source = sparse.csr_matrix(counts.counts, dtype=np.float64)
     if bundle["format"] == "aam-forest-1":  # written before baselines read counts: shares of the whole table
-        source = relative_abundance_matrix(source)
+        source = relative_abundance(source)
     aligned = source @ select  # [N, F], zero for ASVs the table lacks
     ids = list(counts.sample_ids) if sample_ids is None else [str(s) for s in sample_ids]
     rows = {s: i for i, s in enumerate(counts.sample_ids)}
