@@ -45,6 +45,8 @@ BASELINES = ("forest", "clr-linear", "boosted")
 METHODS: dict[str, str] = {
     "sequence-groups": "--model-type sequence-groups --max-bp 100",
     "sequence-groups-forest": "--model-type sequence-groups --max-bp 100 --forest-blend",
+    # the default before session 15 (4 k-means++ starts per clustering; now 1): kept to compare
+    "sequence-groups-4starts": "--model-type sequence-groups --max-bp 100 --group-kmeans-starts 4",
 }
 
 # Averages of finished cells at the same seed, equal weights: exactly the ``blend`` column of
@@ -55,6 +57,7 @@ METHODS: dict[str, str] = {
 DERIVED: dict[str, tuple[str, ...]] = {
     "sequence-groups+baselines": ("sequence-groups",) + BASELINES,
     "sequence-groups+forest": ("sequence-groups", "forest"),
+    "sequence-groups-4starts+baselines": ("sequence-groups-4starts",) + BASELINES,
     "baselines-average": BASELINES,
 }
 

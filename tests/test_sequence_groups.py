@@ -175,6 +175,27 @@ def test_regression_readout_equals_ridge_and_finds_the_clade_share():
     np.testing.assert_allclose(predictions_of(model, batch)[:, 0], reference, rtol=1e-5, atol=1e-5)
 
 
+def test_more_kmeans_starts_never_give_a_worse_clustering():
+    """Starts are scikit-learn's n_init drawn from one seeded generator: the first start is the single-start run,
+    so the best of three has at most its inertia, clustering by clustering."""
+    counts, sequences, *_ = clade_problem(seed=3)
+    labels = np.arange(len(counts)) % 2
+    tokens = tokens_of(sequences)
+    config = SequenceGroupsConfig(group_counts=(3, 5), clusterings=3, classifier=True, out_dim=2)
+
+    def inertias(starts: int) -> np.ndarray:
+        model = SequenceGroupComposition(config)
+        fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, labels, None, seed=4, kmeans_starts=starts)
+        profiles = model.profiles(torch.from_numpy(tokens[np.unique(sparse.csr_matrix(counts).indices)]))
+        nearest = model.nearest_groups(profiles)
+        spans = np.cumsum((0,) + config.resolutions)
+        return np.array([((profiles - model.centres[spans[r]:spans[r + 1]][nearest[:, r]]) ** 2).sum().item()
+                         for r in range(len(config.resolutions))])
+
+    one, three = inertias(1), inertias(3)
+    assert np.all(three <= one + 1e-9) and np.any(three < one - 1e-9)
+
+
 @pytest.mark.parametrize("positions", [0, 40])
 def test_an_unseen_private_variant_counts_towards_its_clade(positions):
     counts, sequences, clade_of, labels, subjects, rng, variant, roots = clade_problem(seed=2)
@@ -262,6 +283,7 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
               "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2,4",
               "--group-clusterings", "2", "--group-anchors", "64", "--max-bp", "40", "--seed", "1", "--quiet"]
     out = tmp_path / "train"
+    common += ["--group-kmeans-starts", "2"]
     result = CliRunner().invoke(cli, [str(a) for a in ["train", *common, "--output-dir", out]])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "sequence_groups.json").read_text())
@@ -270,6 +292,7 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
     assert config["model_config"]["model_type"] == "sequence-groups"
     assert config["model_config"]["anchors"] == 12  # the 12 ASVs shared between people; private ones are not
     assert config["model_config"]["positions"] == 40  # --max-bp positions beside the k-mers, by default
+    assert config["options"]["group_kmeans_starts"] == 2
     val = pd.read_csv(out / "val_predictions.tsv", sep="\t")
     assert len(val) == 48 and {"prob_CD", "prob_control", "actual"} <= set(val.columns)
 

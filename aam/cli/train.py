@@ -87,6 +87,11 @@ TRAIN_OPTIONS = [
              help="sequence-groups: groups per resolution, a comma list."),
     o.option("--group-clusterings", type=click.IntRange(1, 64), default=o.TRAIN.group_clusterings, section="Model",
              help="sequence-groups: k-means runs per resolution from different starts, used side by side."),
+    o.option("--group-kmeans-starts", type=click.IntRange(1, 16), default=o.TRAIN.group_kmeans_starts, section="Model",
+             help="sequence-groups: k-means++ initialisations tried per clustering (the one of least inertia is "
+                  "kept); the k-means dominate the fit's time, which grows with this. Default 1 since session 15 "
+                  "(4 before): the same mean rank on the real-data suite at seed 0 in a quarter of the k-means "
+                  "time, the --group-clusterings runs already giving the starts' variety (BENCHMARKS.md)."),
     o.option("--group-kmer-size", type=click.IntRange(1, MAX_GROUP_KMER), default=o.TRAIN.group_kmer_size, section="Model",
              help="sequence-groups: k of the k-mer profile describing each ASV (4^k columns)."),
     o.option("--group-positions/--no-group-positions", default=o.TRAIN.group_positions, section="Model",

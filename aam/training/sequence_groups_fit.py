@@ -78,10 +78,11 @@ def select_anchors(counts: sparse.csr_matrix, groups: np.ndarray | None, limit: 
 
 def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matrix, tokens: np.ndarray,
                         targets: np.ndarray, groups: np.ndarray | None, seed: int,
-                        anchors: np.ndarray | None = None) -> SequenceGroupsFit:
+                        anchors: np.ndarray | None = None, kmeans_starts: int = 1) -> SequenceGroupsFit:
     """Fit ``model`` in place on the samples of ``counts`` [n, N_asvs] (``tokens`` [N_asvs, L]) with
     ``targets`` [n] (class indices for a classifier, transformed floats otherwise); ``anchors`` are the ASV
-    indices whose profiles head the anchor groups (as many as ``model.config.anchors``)."""
+    indices whose profiles head the anchor groups (as many as ``model.config.anchors``); ``kmeans_starts``:
+    k-means++ initialisations per clustering (scikit-learn's ``n_init``)."""
     config = model.config
     anchors = np.zeros(0, dtype=np.int64) if anchors is None else np.asarray(anchors, dtype=np.int64)
     if len(anchors) != config.anchors:
@@ -96,7 +97,7 @@ def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matr
     profiles = model.profiles(torch.from_numpy(np.ascontiguousarray(tokens[used])))
     clusterings = config.kmeans_resolutions
     starts = np.random.SeedSequence(seed).generate_state(len(clusterings))  # one per clustering
-    centres = [KMeans(count, n_init=4, random_state=int(start)).fit(profiles.numpy()).cluster_centers_
+    centres = [KMeans(count, n_init=kmeans_starts, random_state=int(start)).fit(profiles.numpy()).cluster_centers_
                for start, count in zip(starts, clusterings)]
     if len(anchors):
         centres.append(model.profiles(torch.from_numpy(np.ascontiguousarray(tokens[anchors]))).numpy())

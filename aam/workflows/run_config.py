@@ -256,6 +256,7 @@ class TrainRun(FitRun):
     model_type: str = "transformer"
     sequence_groups: str = ",".join(map(str, GROUPS.group_counts))
     group_clusterings: int = GROUPS.clusterings
+    group_kmeans_starts: int = 1
     group_kmer_size: int = GROUPS.kmer_size
     group_positions: bool = True
     group_anchors: int = 512

@@ -75,7 +75,8 @@ def train_sequence_groups(run: TrainRun, output_dir: Path, main: bool, data, ids
              "" if groups is None else f" of {len(np.unique(groups))} groups",
              ",".join(map(str, config.group_counts)), config.anchors, config.kmer_size,
              f" and {config.positions} positions" if config.positions else "")
-    fit = fit_sequence_groups(model, data.counts[rows], data.tokens, setup.model_targets, groups, seed, anchors)
+    fit = fit_sequence_groups(model, data.counts[rows], data.tokens, setup.model_targets, groups, seed, anchors,
+                              kmeans_starts=run.group_kmeans_starts)
 
     decoder = PredictionDecoder(transform=setup.transform, groups=by_row["groups"], classifier=classifier,
                                 class_labels=setup.class_labels or (), quantiles=None, actual=by_row["actual"])
