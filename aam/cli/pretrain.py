@@ -13,6 +13,17 @@ from aam.cli import options as o
 @o.apply(o.data_options(pretrain=True) + [
     o.option("--metadata", type=click.Path(dir_okay=False), default=o.FIT.metadata, section="Input",
              help="Metadata TSV, needed only for --group-column; samples missing from it are left out."),
+    o.option("--tables", type=click.Path(dir_okay=False), default=None, section="Input",
+             help="A corpus: a TSV manifest with a header and one row per table: table (path, relative to the "
+                  "manifest), then optional sequences (FASTA for hashed ids) and weight (how often its samples are "
+                  "drawn, relative; default 1). The tables (and --table, if given) are joined by ASV sequence, "
+                  "UniFrac comes per batch from one --tree over all of them."),
+    o.option("--val-tables", type=click.Path(dir_okay=False), default=None, section="Input",
+             help="Whole tables that validate (never train): one table, or a .tsv/.txt manifest as for --tables. "
+                  "Replaces --test-size."),
+    o.option("--prefix-sample-ids", is_flag=True, default=False, section="Input",
+             help="Name every sample TABLE:ID (TABLE: its file's name without suffix), so the same sample id may "
+                  "appear in two tables; without it a repeated id is an error naming both tables."),
 ] + o.MODEL_OPTIONS + o.LOSS_WEIGHT_OPTIONS + [
     o.option("--count-penalty", type=float, default=o.FIT.count_penalty, section="Loss",
              help="Accepted for compatibility; the encoder has no count head."),

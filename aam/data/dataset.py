@@ -368,13 +368,19 @@ class EpochShuffleSampler(Sampler[int]):
 
     The order of an epoch depends only on the seed and the epoch number, so a run resumed at epoch k sees
     the same batches as an uninterrupted one. Call `set_epoch` before each epoch (the Trainer does).
+    With ``weights`` [n] (not all equal) an epoch is instead ``n`` draws with replacement, item i drawn with
+    probability proportional to its weight: a corpus whose tables are weighted (``--tables``).
     """
 
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, seed: int, weights: np.ndarray | None = None):
         self.n = int(n)
         self.seed = int(seed)
         self.epoch = 0
         self._skip = 0
+        if weights is not None and len(weights) != self.n:
+            raise ValueError(f"{len(weights)} weights for {self.n} items")
+        uniform = weights is None or np.all(np.asarray(weights) == np.asarray(weights)[0])
+        self.weights = None if uniform else torch.as_tensor(np.asarray(weights, dtype=np.float64))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -386,7 +392,11 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self):
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % (2**63))
         skip, self._skip = self._skip, 0
-        return iter(torch.randperm(self.n, generator=generator).tolist()[skip:])
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=generator)
+        else:
+            order = torch.randperm(self.n, generator=generator)
+        return iter(order.tolist()[skip:])
 
     def __len__(self) -> int:
         return self.n

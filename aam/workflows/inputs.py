@@ -130,21 +130,32 @@ def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarr
                   val_targets: np.ndarray | None = None, train_categoricals: np.ndarray | None = None,
                   val_categoricals: np.ndarray | None = None, train_weights: np.ndarray | None = None,
                   pin_memory: bool = False, distributed: DistributedContext | None = None,
-                  read_fraction: float | None = None, train_data: AmpliconData | None = None):
+                  read_fraction: float | None = None, train_data: AmpliconData | None = None,
+                  train_draw_weights: np.ndarray | None = None):
     """Training loader (shuffled, ``asv_sampling``, reads thinned to ``read_fraction`` each epoch when given)
     and validation loader (every sample, abundance-first, all reads). ``train_data`` (the same samples and
-    ASVs, some reads removed) replaces ``data`` for the training samples."""
+    ASVs, some reads removed) replaces ``data`` for the training samples. ``train_draw_weights`` [len(train_rows)]
+    (tables of a weighted corpus): each epoch draws the training samples with replacement in proportion."""
     collator = BatchCollator(data.tokens, data.sample_ids, distance_lookup)
     train_set = SampleDataset(data if train_data is None else train_data, train_rows, train_targets,
                               train_categoricals, token_limit, asv_sampling, seed, sample_weights=train_weights,
                               read_fraction=read_fraction)
     val_set = SampleDataset(data, val_rows, val_targets, val_categoricals, token_limit, "abundance", seed)
+    weighted = train_draw_weights is not None and len(np.unique(train_draw_weights)) > 1
+    if distributed is not None and weighted:
+        raise AamError("table weights are not supported with several processes yet", source="--tables",
+                       hint="leave the weight column out (or equal) under torchrun, or run one process")
     if distributed is not None:  # same permutation on every rank, each takes its share
         train_sampler = ResumableDistributedSampler(train_set, distributed.world_size, distributed.rank,
                                                     shuffle=True, seed=seed)
         val_sampler = ShardSampler(len(val_set), distributed.rank, distributed.world_size)
     else:
-        train_sampler, val_sampler = EpochShuffleSampler(len(train_set), seed), None
+        weights = None
+        if weighted:  # aligned with the dataset's rows (it leaves out samples without reads)
+            train_source = data if train_data is None else train_data
+            weights = np.asarray(train_draw_weights, dtype=np.float64)[
+                train_source.asvs_per_sample[np.asarray(train_rows, dtype=np.int64)] > 0]
+        train_sampler, val_sampler = EpochShuffleSampler(len(train_set), seed, weights), None
     train_loader = make_loader(train_set, collator, batch_size, shuffle=True, num_workers=num_workers,
                                pin_memory=pin_memory, sampler=train_sampler)
     val_loader = make_loader(val_set, collator, batch_size, shuffle=False, num_workers=num_workers,

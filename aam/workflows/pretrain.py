@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from aam.data.dataset import AmpliconData
 from aam.data.metadata import align_samples, read_metadata
 from aam.data.split import write_split
+from aam.data.table_union import TableSource, is_manifest, load_union, read_manifest
+from aam.errors import AamError
 from aam.models import SequenceEncoder
 from aam.models.summary import model_summary
 from aam.training.calibration import calibrate_distance_head
@@ -40,8 +44,7 @@ def _run(run: PretrainRun, output_dir: Path, session: Session) -> FitResult:
     main, seed, device = session.is_main, session.seed, session.device
     configure_logging(output_dir / "training.log" if main else None, run.verbose and main)
 
-    data = load_amplicon_data(run.table, sequences_path=run.sequences, max_bp=run.max_bp,
-                              rarefy_depth=run.rarefy_depth, seed=seed)
+    data, held_out, draw_weights = _load_corpus(run, seed)
     targets = load_distance_targets(data, unifrac_matrix=run.unifrac_matrix, tree=run.tree,
                                     metric=run.unifrac_metric)
     rows = targets.rows if targets is not None else np.arange(data.n_samples)
@@ -49,8 +52,15 @@ def _run(run: PretrainRun, output_dir: Path, session: Session) -> FitResult:
     metadata = read_metadata(run.metadata) if run.metadata else None
     if metadata is not None:
         ids = align_samples(ids, metadata, source=run.metadata)
-    groups = sample_groups(metadata, ids, run.split)
-    train_ids, val_ids = split_samples(ids, run.split, seed, groups=groups)
+    if held_out is not None:  # --val-tables: whole tables validate
+        groups = None
+        train_ids, val_ids = [i for i in ids if i not in held_out], [i for i in ids if i in held_out]
+        if not train_ids or not val_ids:
+            raise AamError(f"{len(train_ids)} training and {len(val_ids)} validation samples remain",
+                           source="--val-tables", hint="both the training and the validation tables need samples")
+    else:
+        groups = sample_groups(metadata, ids, run.split)
+        train_ids, val_ids = split_samples(ids, run.split, seed, groups=groups)
     check_identical((train_ids, val_ids), "the train/validation split")
     if main:
         write_split(output_dir, train_ids, val_ids, None if groups is None else dict(zip(ids, groups)))
@@ -58,7 +68,8 @@ def _run(run: PretrainRun, output_dir: Path, session: Session) -> FitResult:
         build_loaders, data, data.rows_of(train_ids), data.rows_of(val_ids),
         token_limit=run.token_limit, asv_sampling=run.asv_sampling, seed=seed,
         num_workers=run.num_workers, distance_lookup=targets.lookup if targets is not None else None,
-        pin_memory=device.type == "cuda", distributed=session.distributed)
+        pin_memory=device.type == "cuda", distributed=session.distributed,
+        train_draw_weights=None if draw_weights is None else draw_weights[data.rows_of(train_ids)])
     train_loader, val_loader = loaders(batch_size=run.batch_size)
 
     config = encoder_config_from_options(run)
@@ -104,6 +115,28 @@ def _run(run: PretrainRun, output_dir: Path, session: Session) -> FitResult:
     log.info("pretraining finished: best %s %.4g at epoch %d; encoder at %s", "val_loss", result.best_metric,
              result.best_epoch + 1, encoder_stem if trainer.strategy.sharded_checkpoint else encoder_stem.with_suffix(".pt"))
     return result
+
+
+def _load_corpus(run: PretrainRun, seed: int) -> tuple[AmpliconData, set[str] | None, np.ndarray | None]:
+    """The data to pretrain on; the ids of the samples of ``--val-tables`` (None without them); each sample's
+    draw weight (None: every table weighs 1). One ``--table`` alone is read exactly as before corpora."""
+    sources = [TableSource(run.table, run.sequences)] if run.table else []
+    if run.tables:
+        sources += [s if s.sequences or not run.sequences else replace(s, sequences=run.sequences)
+                    for s in read_manifest(run.tables, "--tables")]
+    held_out = []
+    if run.val_tables:
+        held_out = (read_manifest(run.val_tables, "--val-tables") if is_manifest(run.val_tables)
+                    else [TableSource(run.val_tables, run.sequences)])
+    if len(sources) == 1 and not held_out and sources[0].weight == 1.0 and not run.prefix_sample_ids:
+        data = load_amplicon_data(sources[0].table, sequences_path=sources[0].sequences, max_bp=run.max_bp,
+                                  rarefy_depth=run.rarefy_depth, seed=seed)
+        return data, None, None
+    union = load_union(sources + held_out, max_bp=run.max_bp, rarefy_depth=run.rarefy_depth, seed=seed,
+                       prefix_sample_ids=run.prefix_sample_ids)
+    val_ids = set(union.sample_ids_of(len(sources), len(sources) + len(held_out))) if held_out else None
+    weights = union.sample_weights()
+    return union.data, val_ids, None if np.all(weights == weights[0]) else weights
 
 
 def _write_plots(output_dir: Path, result: FitResult) -> None:

@@ -224,10 +224,25 @@ class FitRun(RunConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class PretrainRun(FitRun):
-    """``aam pretrain``: the shared options; ``--metadata`` only serves ``--group-column``."""
+    """``aam pretrain``: the shared options; ``--metadata`` only serves ``--group-column``. A corpus of several
+    tables joined by sequence: ``--tables`` (a manifest; ``--table`` adds one more), ``--val-tables`` (whole
+    tables that validate), ``--prefix-sample-ids`` (samples named TABLE:ID)."""
+
+    table: str | None = None  # type: ignore[assignment]  # optional here: --tables may list the tables
+    tables: str | None = None
+    val_tables: str | None = None
+    prefix_sample_ids: bool = False
 
     def check(self) -> None:
         super().check()
+        if not self.table and not self.tables:
+            raise AamError("no table to pretrain on", source="--table",
+                           hint="give --table FILE.biom, or --tables MANIFEST.tsv listing several tables")
+        if self.val_tables and self.val_samples:
+            raise AamError("give either --val-tables or --val-samples, not both", source="--val-tables")
+        if self.val_tables and self.group_column:
+            raise AamError("--val-tables already holds whole tables out; a group split does not apply",
+                           source="--group-column", hint="drop --group-column, or --val-tables for a split")
         if not self.unifrac_matrix and not self.tree and self.penalty > 0:
             raise AamError("pretraining needs distance targets", source="--unifrac-matrix",
                            hint="give --unifrac-matrix FILE or --tree FILE.nwk (or --penalty 0 for nucleotides only)")
