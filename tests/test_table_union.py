@@ -94,6 +94,12 @@ def test_a_repeated_sample_id_names_both_tables_unless_prefixed(corpus, tmp_path
     union = load_union(sources, max_bp=150, prefix_sample_ids=True)
     assert union.data.sample_ids[:2] == [f"part0:{ids[0]}", f"part0:{ids[1]}"]
     assert union.data.sample_ids[-1] == f"again:{ids[4]}"
+    twin = tmp_path / "other" / "part0.biom"  # the same file name in another folder
+    twin.parent.mkdir()
+    _write_biom(twin, dataset.counts[:3], dataset.sequences, ids[:3])
+    both = load_union([TableSource(str(corpus["parts"][0])), TableSource(str(twin))], max_bp=150,
+                      prefix_sample_ids=True).data.sample_ids
+    assert both[0] == f"{corpus['folder'].name}/part0:{ids[0]}" and both[-1] == f"other/part0:{ids[2]}"
     with pytest.raises(AamError, match="listed twice"):
         load_union([TableSource(str(copy)), TableSource(str(copy))], max_bp=150)
 

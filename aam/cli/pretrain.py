@@ -22,8 +22,9 @@ from aam.cli import options as o
              help="Whole tables that validate (never train): one table, or a .tsv/.txt manifest as for --tables. "
                   "Replaces --test-size."),
     o.option("--prefix-sample-ids", is_flag=True, default=False, section="Input",
-             help="Name every sample TABLE:ID (TABLE: its file's name without suffix), so the same sample id may "
-                  "appear in two tables; without it a repeated id is an error naming both tables."),
+             help="Name every sample TABLE:ID (TABLE: its file's name without suffix, FOLDER/NAME where two "
+                  "tables share a file name), so the same sample id may appear in two tables; without it a "
+                  "repeated id is an error naming both tables."),
 ] + o.MODEL_OPTIONS + o.LOSS_WEIGHT_OPTIONS + [
     o.option("--count-penalty", type=float, default=o.FIT.count_penalty, section="Loss",
              help="Accepted for compatibility; the encoder has no count head."),

@@ -112,6 +112,7 @@ def load_union(sources: Sequence[TableSource], *, max_bp: int, rarefy_depth: int
     if not sources:
         raise AamError("no table to read", source="--tables", hint="give --table or --tables MANIFEST.tsv")
     seen_tables: dict[str, str] = {}
+    labels = table_labels(sources)
     column_of: dict[str, int] = {}  # sequence -> union column
     ids: list[str] = []  # union column -> its first id
     blocks, sample_ids, source_of_sample = [], [], []
@@ -134,7 +135,7 @@ def load_union(sources: Sequence[TableSource], *, max_bp: int, rarefy_depth: int
                 column = column_of[sequence] = len(ids)
                 ids.append(feature)
             columns[j] = column
-        names = _sample_names(part.sample_ids, source, prefix_sample_ids, owner)
+        names = _sample_names(part.sample_ids, source, labels[index] if prefix_sample_ids else None, owner)
         counts = part.counts.tocsr()
         blocks.append((counts.data, columns[counts.indices], counts.indptr, counts.shape[0]))
         sample_ids += names
@@ -151,12 +152,21 @@ def load_union(sources: Sequence[TableSource], *, max_bp: int, rarefy_depth: int
     return TableUnion(data, list(sources), np.asarray(source_of_sample, dtype=np.int64))
 
 
-def _sample_names(sample_ids: list[str], source: TableSource, prefix: bool, owner: dict[str, str]) -> list[str]:
+def table_labels(sources: Sequence[TableSource]) -> list[str]:
+    """A short name per table for ``--prefix-sample-ids``: its file name without suffix, or ``folder/name``
+    where two tables share a file name (``task_a/table.biom``, ``task_b/table.biom``)."""
+    stems = [Path(s.table).stem for s in sources]
+    return [stem if stems.count(stem) == 1 else f"{Path(s.table).parent.name}/{stem}"
+            for stem, s in zip(stems, sources)]
+
+
+def _sample_names(sample_ids: list[str], source: TableSource, prefix: str | None,
+                  owner: dict[str, str]) -> list[str]:
     """The union's names of one table's samples; a name already taken is an error naming both tables."""
-    names = [f"{Path(source.table).stem}:{s}" for s in sample_ids] if prefix else sample_ids
+    names = [f"{prefix}:{s}" for s in sample_ids] if prefix is not None else sample_ids
     for name in names:
         if name in owner:
-            hint = ("give the tables distinct file names" if prefix else
+            hint = ("give the tables distinct file or folder names" if prefix is not None else
                     "give --prefix-sample-ids to name each sample TABLE:ID (TABLE: its file name without suffix)")
             raise AamError(f"sample {name!r} is in both {owner[name]} and {source.table}", source=source.table,
                            hint=hint)
