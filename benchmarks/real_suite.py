@@ -45,6 +45,7 @@ BASELINES = ("forest", "clr-linear", "boosted")
 METHODS: dict[str, str] = {
     "sequence-groups": "--model-type sequence-groups --max-bp 100",
     "sequence-groups-forest": "--model-type sequence-groups --max-bp 100 --forest-blend",
+    "sequence-groups-boosted": "--model-type sequence-groups --max-bp 100 --group-readout boosted",
     # the default before session 15 (4 k-means++ starts per clustering; now 1): kept to compare
     "sequence-groups-4starts": "--model-type sequence-groups --max-bp 100 --group-kmeans-starts 4",
 }
@@ -58,6 +59,8 @@ DERIVED: dict[str, tuple[str, ...]] = {
     "sequence-groups+baselines": ("sequence-groups",) + BASELINES,
     "sequence-groups+forest": ("sequence-groups", "forest"),
     "sequence-groups-4starts+baselines": ("sequence-groups-4starts",) + BASELINES,
+    "sequence-groups-boosted+baselines": ("sequence-groups-boosted",) + BASELINES,
+    "sequence-groups+boosted+baselines": ("sequence-groups", "sequence-groups-boosted") + BASELINES,
     "baselines-average": BASELINES,
 }
 

@@ -26,6 +26,7 @@ from aam.models.sequence_groups import (
     SequenceGroupsConfig,
     kmer_profiles,
     position_profiles,
+    sequence_group_model,
     sequence_profiles,
 )
 from aam.training.sequence_groups_fit import _inner_splits, _log_shares, fit_sequence_groups, select_anchors
@@ -175,6 +176,38 @@ def test_regression_readout_equals_ridge_and_finds_the_clade_share():
     np.testing.assert_allclose(predictions_of(model, batch)[:, 0], reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("classifier", [True, False])
+def test_boosted_readout_equals_scikit_learn_and_survives_the_checkpoint(classifier, tmp_path):
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    from aam.training.baselines import BOOSTED_DEFAULTS
+    from aam.training.checkpoint import save_checkpoint
+
+    counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=4)
+    tokens = tokens_of(sequences)
+    target = labels if classifier else np.log(counts[:, clade_of == 0].sum(1) / counts.sum(1))
+    config = SequenceGroupsConfig(group_counts=(2, 4), clusterings=2, classifier=classifier,
+                                  out_dim=2 if classifier else 1, readout="boosted")
+    model = sequence_group_model(config)
+    fit = fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, target, subjects, seed=3)
+    features, batch = features_and_batch(model, counts, tokens)
+    make = HistGradientBoostingClassifier if classifier else HistGradientBoostingRegressor
+    reference = make(random_state=3, **BOOSTED_DEFAULTS).fit(features, target)
+    predicted = predictions_of(model, batch)
+    if classifier:
+        np.testing.assert_allclose(np.exp(predicted), reference.predict_proba(features), atol=1e-5)
+        assert roc_auc_score(labels, fit.out_of_fold[:, 1]) > 0.8  # inner folds by person, honest
+    else:
+        np.testing.assert_allclose(predicted[:, 0], reference.predict(features), rtol=1e-5, atol=1e-5)
+        assert np.corrcoef(fit.out_of_fold, target)[0, 1] > 0.8
+    assert model.readout.weight.abs().sum() == 0  # the linear layer is not used
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, kind="predictor", model_config=config.to_dict(), model=model)
+    loaded, _ = load_predictor(path)
+    assert type(loaded).__name__ == "BoostedGroupComposition"
+    np.testing.assert_allclose(predictions_of(loaded, batch), predicted)
+
+
 def test_more_kmeans_starts_never_give_a_worse_clustering():
     """Starts are scikit-learn's n_init drawn from one seeded generator: the first start is the single-start run,
     so the best of three has at most its inertia, clustering by clustering."""
@@ -202,7 +235,8 @@ def test_an_unseen_private_variant_counts_towards_its_clade(positions):
     tokens = tokens_of(sequences)
     model = SequenceGroupComposition(SequenceGroupsConfig(group_counts=(4,), clusterings=1, classifier=True,
                                                           out_dim=2, positions=positions))
-    fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, labels, subjects, seed=0)
+    # one clustering of 4 groups: the best of 4 starts finds the 4 clades (a single start may merge two)
+    fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, labels, subjects, seed=0, kmeans_starts=4)
     with torch.no_grad():
         known = model.assign(torch.from_numpy(tokens))[:, 0].numpy()
         assert all(len(set(known[clade_of == c])) == 1 for c in range(4))  # one group per clade

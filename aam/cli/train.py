@@ -6,7 +6,7 @@ import click
 
 from aam.cli import options as o
 from aam.data.normalization import TARGET_TRANSFORMS
-from aam.models.config import GMU_GATES, MAX_GROUP_KMER, TARGET_POOLINGS
+from aam.models.config import GMU_GATES, GROUP_READOUTS, MAX_GROUP_KMER, TARGET_POOLINGS
 from aam.models.config import MODEL_TYPE as SEQUENCE_GROUPS
 from aam.models.registries import FUSIONS, OUTPUT_CONSTRAINTS
 from aam.training.config import BEST_METRICS
@@ -92,6 +92,11 @@ TRAIN_OPTIONS = [
                   "kept); the k-means dominate the fit's time, which grows with this. Default 1 since session 15 "
                   "(4 before): the same mean rank on the real-data suite at seed 0 in a quarter of the k-means "
                   "time, the --group-clusterings runs already giving the starts' variety (BENCHMARKS.md)."),
+    o.option("--group-readout", type=click.Choice(GROUP_READOUTS), default=o.TRAIN.group_readout, section="Model",
+             help="sequence-groups: what reads the prediction off the group shares: linear (a shrunk linear "
+                  "model, strength by inner cross-validation) or boosted (gradient-boosted trees, scikit-learn's "
+                  "HistGradientBoosting with the boosted baseline's settings; inner cross-validation gives "
+                  "their honest score)."),
     o.option("--group-kmer-size", type=click.IntRange(1, MAX_GROUP_KMER), default=o.TRAIN.group_kmer_size, section="Model",
              help="sequence-groups: k of the k-mer profile describing each ASV (4^k columns)."),
     o.option("--group-positions/--no-group-positions", default=o.TRAIN.group_positions, section="Model",

@@ -225,6 +225,7 @@ ModelConfig = EncoderConfig | PredictorConfig
 # --model-type sequence-groups (aam.models.sequence_groups), torch-free so the CLI can read its defaults
 MODEL_TYPE = "sequence-groups"
 MAX_GROUP_KMER = 6  # 4^6 = 4,096 profile columns
+GROUP_READOUTS = ("linear", "boosted")  # a shrunk linear model, or gradient-boosted trees, on the group shares
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,9 @@ class SequenceGroupsConfig(_Config):
     profile of checkpoints written before session 13); ``anchors``: how many widespread training ASVs head a
     group of their own, which every other ASV joins when it is nearer to it than to any other anchor (0: none;
     the fit chooses them); ``pseudo_share``: added to every group share before the log (a group the sample lacks
-    reads as this); ``out_dim``: 1 for regression, the number of classes for a classifier."""
+    reads as this); ``out_dim``: 1 for regression, the number of classes for a classifier; ``readout``: what
+    reads the prediction off the features (``linear``: the shrunk linear layer; ``boosted``: gradient-boosted
+    trees, kept in the checkpoint beside the buffers)."""
 
     group_counts: tuple[int, ...] = (8, 16, 32, 64)
     clusterings: int = 8
@@ -246,6 +249,7 @@ class SequenceGroupsConfig(_Config):
     pseudo_share: float = 1e-4
     classifier: bool = False
     out_dim: int = 1
+    readout: str = "linear"
     model_type: str = MODEL_TYPE  # tells a checkpoint's reader which model to build
 
     def __post_init__(self) -> None:
@@ -263,6 +267,8 @@ class SequenceGroupsConfig(_Config):
         _check_positive("positions", self.positions, allow_zero=True)
         if self.model_type != MODEL_TYPE:
             raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {self.model_type!r}")
+        if self.readout not in GROUP_READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(GROUP_READOUTS)}; got {self.readout!r}")
 
     @property
     def kmeans_resolutions(self) -> tuple[int, ...]:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from aam.data.vocabulary import A, T
 from aam.models.config import (  # noqa: F401 -- re-exported: the model's config and name live torch-free
+    GROUP_READOUTS,
     MAX_GROUP_KMER,
     MODEL_TYPE,
     SequenceGroupsConfig,
@@ -130,7 +131,50 @@ class SequenceGroupComposition(nn.Module):
         weights = relative_abundance(None if counts is None else counts.to(torch.float64), asv_mask)  # [B, S]
         shares = torch.zeros(asv_index.shape[0], tokens.shape[0], dtype=torch.float64, device=tokens.device)
         shares.scatter_add_(1, asv_index, weights.to(torch.float64))  # [B, U]; padding adds 0 to row 0
-        logits = self.readout(self.features(self.assign(tokens), shares))
+        logits = self.read_out(self.features(self.assign(tokens), shares))
         if self.config.classifier:
             logits = torch.log_softmax(logits, dim=-1)
         return {"prediction": logits.float()}
+
+    def read_out(self, features: Tensor) -> Tensor:
+        """[B, n_features] -> [B, out_dim] logits (classifiers) or predictions in model units."""
+        return self.readout(features)
+
+
+ABSENT_CLASS_LOGIT = -30.0  # a class no training sample holds is never predicted
+
+
+class BoostedGroupComposition(SequenceGroupComposition):
+    """The same features, read by gradient-boosted trees (scikit-learn's HistGradientBoosting, fitted by
+    :mod:`aam.training.sequence_groups_fit`) instead of the linear layer, which stays unused. The fitted trees
+    travel in the module's extra state, so the checkpoint holds them; they run on the CPU."""
+
+    def __init__(self, config: SequenceGroupsConfig):
+        super().__init__(config)
+        self.trees: Any = None
+        with torch.no_grad():  # unused: zeros, so the checkpoint does not depend on the random initialisation
+            self.readout.weight.zero_()
+            self.readout.bias.zero_()
+
+    def read_out(self, features: Tensor) -> Tensor:
+        if self.trees is None:
+            raise RuntimeError("the boosted read-out has not been fitted")
+        values = features.detach().cpu().numpy()
+        if not self.config.classifier:
+            return torch.from_numpy(self.trees.predict(values)).reshape(-1, 1).to(features)
+        probabilities = torch.from_numpy(self.trees.predict_proba(values))  # [B, classes seen in training]
+        logits = torch.full((values.shape[0], self.config.out_dim), ABSENT_CLASS_LOGIT, dtype=torch.float64)
+        classes = torch.as_tensor(self.trees.classes_, dtype=torch.int64)
+        logits[:, classes] = torch.log(probabilities.clamp_min(1e-12))
+        return logits.to(features)
+
+    def get_extra_state(self) -> Any:
+        return {"trees": self.trees}
+
+    def set_extra_state(self, state: Any) -> None:
+        self.trees = state["trees"]
+
+
+def sequence_group_model(config: SequenceGroupsConfig) -> SequenceGroupComposition:
+    """The model of ``config``: the linear read-out, or the boosted one."""
+    return BoostedGroupComposition(config) if config.readout == "boosted" else SequenceGroupComposition(config)

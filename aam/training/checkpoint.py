@@ -100,7 +100,7 @@ def save_checkpoint(
         raise ValueError("give either model or model_state")
     state = strip_wrapper_prefixes(unwrap_model(model).state_dict() if model is not None else model_state)
     payload = _payload(kind, model_config, data, training_state)
-    payload["model_state"] = {k: v.detach().cpu() for k, v in state.items()}
+    payload["model_state"] = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in state.items()}
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy import sparse
+from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import log_loss, roc_auc_score
@@ -34,7 +35,7 @@ from sklearn.model_selection import (
 )
 
 from aam.errors import AamError
-from aam.models.sequence_groups import SequenceGroupComposition
+from aam.models.sequence_groups import ABSENT_CLASS_LOGIT, BoostedGroupComposition, SequenceGroupComposition
 
 log = logging.getLogger("aam")
 
@@ -42,7 +43,6 @@ INVERSE_STRENGTHS = (1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)  # logistic regressio
 RIDGE_STRENGTHS = tuple(float(a) for a in np.logspace(4, -1, 11))  # ridge alpha; both lists strongest first
 INNER_FOLDS = 5
 ROW_CHUNK = 512  # samples per feature block (the shares are dense [chunk, distinct ASVs])
-ABSENT_CLASS_LOGIT = -30.0  # a class no training sample holds is never predicted
 
 
 @dataclass
@@ -142,7 +142,8 @@ def _inner_splits(targets: np.ndarray, groups: np.ndarray | None, classifier: bo
 def _fit_readout(model: SequenceGroupComposition, features: np.ndarray, targets: np.ndarray,
                  groups: np.ndarray | None, seed: int) -> SequenceGroupsFit:
     """Choose the shrinkage by the pooled score of the inner out-of-fold predictions (pooled, not averaged
-    per fold: an inner fold of one or two people may hold one class only), refit it on every sample."""
+    per fold: an inner fold of one or two people may hold one class only), refit it on every sample. A boosted
+    read-out has nothing to choose: the inner folds give its out-of-fold predictions, then it is refitted."""
     config = model.config
     if config.classifier:
         if len(np.unique(targets)) < 2:
@@ -152,6 +153,8 @@ def _fit_readout(model: SequenceGroupComposition, features: np.ndarray, targets:
     else:
         parameter, strengths, scoring = "alpha", RIDGE_STRENGTHS, "mae"
     splits, scheme = _inner_splits(targets, groups, config.classifier, seed % 2**32)
+    if isinstance(model, BoostedGroupComposition):
+        return _fit_trees(model, features, targets, splits, scheme, scoring, seed)
     grid, predictions = [], []
     for strength in strengths:
         estimator = _estimator(config.classifier, strength)
@@ -169,6 +172,31 @@ def _fit_readout(model: SequenceGroupComposition, features: np.ndarray, targets:
     log.info("sequence groups: %s=%g chosen by %s inner cross-validation (pooled %s %.4g)", parameter, chosen,
              scheme, scoring, scores[best])
     return SequenceGroupsFit(parameter, chosen, grid, scoring, scheme, predictions[best], n_asvs=0, splits=splits)
+
+
+def _fit_trees(model: BoostedGroupComposition, features: np.ndarray, targets: np.ndarray, splits: list,
+               scheme: str, scoring: str, seed: int) -> SequenceGroupsFit:
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    from aam.training.baselines import BOOSTED_DEFAULTS
+
+    config = model.config
+    make = HistGradientBoostingClassifier if config.classifier else HistGradientBoostingRegressor
+    trees = make(random_state=seed % 2**32, **BOOSTED_DEFAULTS)
+    out_of_fold = np.zeros((len(targets), config.out_dim)) if config.classifier else np.zeros(len(targets))
+    for train, test in splits:  # one inner fold may lack a class: its columns stay 0 there
+        fitted = clone(trees).fit(features[train], targets[train])
+        if config.classifier:
+            out_of_fold[np.ix_(test, fitted.classes_)] = fitted.predict_proba(features[test])
+        else:
+            out_of_fold[test] = fitted.predict(features[test])
+    model.trees = trees.fit(features, targets)
+    score = _score(scoring, targets, out_of_fold)
+    log.info("sequence groups: boosted read-out, %s inner cross-validation (pooled %s %.4g)", scheme, scoring,
+             score)
+    iterations = float(BOOSTED_DEFAULTS["max_iter"])
+    return SequenceGroupsFit("max_iter", iterations, [{"max_iter": iterations, scoring: score}], scoring, scheme,
+                             out_of_fold, n_asvs=0, splits=splits)
 
 
 def _estimator(classifier: bool, strength: float):

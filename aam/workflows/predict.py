@@ -22,7 +22,7 @@ from aam.fileio import write_tsv
 from aam.models import EncoderConfig, PredictorConfig, SequenceEncoder, SequencePredictor
 from aam.models.layers import attention_backend
 from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
-from aam.models.sequence_groups import SequenceGroupComposition, SequenceGroupsConfig
+from aam.models.sequence_groups import SequenceGroupsConfig, sequence_group_model
 from aam.training.checkpoint import load_checkpoint
 from aam.training.data_config import DataConfig
 from aam.training.prediction import PredictionDecoder
@@ -42,7 +42,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> torch
     if checkpoint["kind"] == "encoder":
         config_class, model_class = EncoderConfig, SequenceEncoder
     elif checkpoint["model_config"].get("model_type") == SEQUENCE_GROUPS:
-        config_class, model_class = SequenceGroupsConfig, SequenceGroupComposition
+        config_class, model_class = SequenceGroupsConfig, sequence_group_model
     else:
         config_class, model_class = PredictorConfig, SequencePredictor
     try:

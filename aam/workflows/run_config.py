@@ -272,6 +272,7 @@ class TrainRun(FitRun):
     sequence_groups: str = ",".join(map(str, GROUPS.group_counts))
     group_clusterings: int = GROUPS.clusterings
     group_kmeans_starts: int = 1
+    group_readout: str = GROUPS.readout
     group_kmer_size: int = GROUPS.kmer_size
     group_positions: bool = True
     group_anchors: int = 512

@@ -14,7 +14,7 @@ import torch
 from aam.data.novelty import training_fingerprints
 from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
-from aam.models.sequence_groups import SequenceGroupComposition, SequenceGroupsConfig
+from aam.models.sequence_groups import SequenceGroupsConfig, sequence_group_model
 from aam.training.checkpoint import save_checkpoint
 from aam.training.data_config import DataConfig
 from aam.training.prediction import PredictionDecoder
@@ -68,9 +68,9 @@ def train_sequence_groups(run: TrainRun, output_dir: Path, main: bool, data, ids
                                   clusterings=run.group_clusterings,
                                   kmer_size=run.group_kmer_size,
                                   positions=run.max_bp if run.group_positions else 0,
-                                  anchors=len(anchors), classifier=classifier,
+                                  anchors=len(anchors), classifier=classifier, readout=run.group_readout,
                                   out_dim=len(setup.class_labels) if classifier else 1)
-    model = SequenceGroupComposition(config)
+    model = sequence_group_model(config)
     log.info("sequence groups: %d samples%s, resolutions %s, %d anchor ASVs, %d-mer profiles%s", len(ids),
              "" if groups is None else f" of {len(np.unique(groups))} groups",
              ",".join(map(str, config.group_counts)), config.anchors, config.kmer_size,
