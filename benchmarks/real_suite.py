@@ -266,7 +266,8 @@ def markdown(per_task: pd.DataFrame, ranks: pd.DataFrame) -> str:
             if mine.empty:
                 cells.append("")
                 continue
-            won = f" ({mine['folds_won_vs_best'].sum()}/{5 * len(mine)})" if method not in BASELINES else ""
+            won = (f" ({mine['folds_won_vs_best'].sum()}/{5 * len(mine)})"
+                   if method not in BASELINES and "folds_won_vs_best" in mine else "")
             if method == "chosen":
                 won += " " + "/".join(sorted(set(mine["chosen"])))
             cells.append(f"{mine['mean'].mean():.3f} ± {mine['sd'].mean():.3f}{won}")

@@ -373,12 +373,19 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
     assert result.exit_code == 2 and "subjct" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "typo.tsv").exists()  # refused before predicting: nothing half-written
 
-    cv = tmp_path / "cv"
+    cv = tmp_path / "cv"  # the recipe and a boosted read-out beside it: the blend counts each recipe once
     result = CliRunner().invoke(cli, [str(a) for a in ["cross-validate", *common, "--n-folds", "3",
-                                                       "--rf-n-estimators", "20", "--output-dir", cv]])
+                                                       "--rf-n-estimators", "20", "--output-dir", cv,
+                                                       "--variant", "--group-readout boosted"]])
     assert result.exit_code == 0, result.output
     comparison = pd.read_csv(cv / "comparison.tsv", sep="\t").set_index("fold")
     assert comparison.loc["pooled", "aam_auroc"] > 0.7
+    boosted = json.loads((cv / "folds" / "fold0" / "model_v1_s0" / "config.json").read_text())
+    assert boosted["model_config"]["readout"] == "boosted"
+    oof = pd.read_csv(cv / "oof_predictions.tsv", sep="\t")
+    parts = {m: oof[f"{m}_prob_CD"] for m in ("aam", "forest", "clr-linear", "boosted")}
+    expected = (2 * parts["aam"] + parts["forest"] + parts["clr-linear"] + parts["boosted"]) / 5
+    np.testing.assert_allclose(oof["blend_prob_CD"], expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("flags, message", [

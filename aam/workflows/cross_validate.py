@@ -8,8 +8,8 @@ Layout of ``--output-dir``::
     folds/<fold>/predictions.tsv   the fold's out-of-fold AAM predictions (written last: the fold is done)
     <baseline>/                    aam rf-baseline --baseline <baseline> over folds.tsv, for each of --baselines
                                    (forest/, clr-linear/, boosted/: predictions, per-fold and per-group metrics)
-    oof_predictions.tsv            every sample's prediction by AAM, each baseline and ``blend``: AAM and the
-                                   baselines averaged with equal weights
+    oof_predictions.tsv            every sample's prediction by AAM, each baseline and ``blend``: every AAM
+                                   recipe (the recipe and each --variant) and every baseline, equal weights
     comparison.tsv                 per fold: every method's scores, who won between AAM and each baseline
                                    (winner_vs_<baseline>) and against the best one (winner); pooled/mean/sd rows
     groups.tsv                     per group (with --group-column): both methods' scores
@@ -87,7 +87,8 @@ def run_cross_validate(run: CrossValidateRun) -> dict[str, Any]:
                  "into the same --output-dir)", len(finished), len(folds))
     aam = pd.concat([_read_predictions(path) for path in finished.values()], ignore_index=True)
     baselines = {name: frame[frame["fold"].isin(list(finished))] for name, frame in baselines.items()}
-    return _summarise(out, aam, baselines, metadata, group_column, classifier, column)
+    return _summarise(out, aam, baselines, metadata, group_column, classifier, column,
+                      recipes=1 + len(run.variants))
 
 
 def _run_seed(run: CrossValidateRun, out: Path) -> int:
@@ -294,12 +295,13 @@ def _numeric(frame: pd.DataFrame, classifier: bool) -> pd.DataFrame:
 
 
 def _summarise(out: Path, aam: pd.DataFrame, baselines: dict[str, pd.DataFrame], metadata: pd.DataFrame,
-               group_column: str | None, classifier: bool, column: str) -> dict[str, Any]:
-    """Write the out-of-fold table, the per-fold comparison, per-group scores, the summary and the plot."""
+               group_column: str | None, classifier: bool, column: str, recipes: int = 1) -> dict[str, Any]:
+    """Write the out-of-fold table, the per-fold comparison, per-group scores, the summary and the plot.
+    ``recipes``: the AAM recipes averaged in ``aam`` (the recipe and each ``--variant``)."""
     methods = {"aam": _numeric(aam, classifier)}
     methods.update({name: _numeric(frame, classifier) for name, frame in baselines.items()})
     if baselines:
-        methods["blend"] = _blend(methods["aam"], [methods[name] for name in baselines], classifier)
+        methods["blend"] = _blend(methods["aam"], [methods[name] for name in baselines], classifier, recipes)
     if group_column:
         for name, frame in methods.items():
             methods[name] = frame.assign(group=frame["sample_id"].map(metadata[group_column]).astype(str))
@@ -345,12 +347,14 @@ def _best_baseline(summary: dict[str, Any], names: list[str], metric: str) -> st
     return names[int(np.argmax(scores))]
 
 
-def _blend(aam: pd.DataFrame, baselines: list[pd.DataFrame], classifier: bool) -> pd.DataFrame:
-    """The equal-weight average of AAM and every baseline, sample by sample: predictions (regression) or class
-    probabilities and their argmax (classification), as ``aam train --blend-baselines <the same>
-    --blend-weights equal`` and ``aam predict --forest`` average them. Scored as one more method, never used to
+def _blend(aam: pd.DataFrame, baselines: list[pd.DataFrame], classifier: bool, recipes: int = 1) -> pd.DataFrame:
+    """The equal-weight average of every model, sample by sample: each AAM recipe (``aam`` is the mean of
+    ``recipes`` of them: the recipe and its ``--variant``s; seeds of one recipe count once) and each baseline;
+    predictions (regression) or class probabilities and their argmax (classification), as ``aam train
+    --blend-baselines <the same> --blend-weights equal`` and ``aam predict --forest`` average them (with several
+    recipes, ``--forest-weight`` baselines / (baselines + recipes)). Scored as one more method, never used to
     choose."""
-    return blend_many([aam, *baselines], [1.0] * (len(baselines) + 1), classifier)
+    return blend_many([aam, *baselines], [float(recipes)] + [1.0] * len(baselines), classifier)
 
 
 def _write_oof(out: Path, methods: dict[str, pd.DataFrame], classifier: bool) -> None:
