@@ -134,6 +134,7 @@ VERBOSE = option("--verbose/--quiet", default=FIT.verbose, section="Other", help
 def data_options(pretrain: bool) -> list[Callable]:
     return [
         option("--table", type=click.Path(dir_okay=False), required=not pretrain, section="Input",
+               **({"default": None} if pretrain else {}),
                help="BIOM table (1.0 JSON or 2.1 HDF5) or QIIME 2 FeatureTable[Frequency] .qza; feature ids are ASV "
                     "sequences or ids in --sequences." + (" Optional with --tables." if pretrain else "")),
         option("--sequences", type=click.Path(dir_okay=False), default=FIT.sequences, section="Input",
