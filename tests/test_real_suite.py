@@ -4,7 +4,6 @@ looks at the task it reports."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,15 +12,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_suite.py"
-
 
 @pytest.fixture(scope="module")
-def suite():
-    spec = importlib.util.spec_from_file_location("real_suite", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def suite(load_benchmark):
+    return load_benchmark("real_suite")
 
 
 @pytest.fixture(scope="module")

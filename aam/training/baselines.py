@@ -124,14 +124,21 @@ def _clr_linear(*, classifier: bool, seed: int, n_jobs: int):
     return GridSearchCV(pipeline, grid, scoring=scoring, n_jobs=1, refit=True)
 
 
-def _boosted(*, classifier: bool, seed: int, n_jobs: int):
+def boosted_trees(*, classifier: bool, seed: int):
+    """The gradient-boosted trees of the ``boosted`` baseline (its settings, unfitted), on whatever features
+    they are given: the baseline's relative abundances, or the sequence groups' boosted read-out."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    make = HistGradientBoostingClassifier if classifier else HistGradientBoostingRegressor
+    return make(random_state=seed % 2**32, **BOOSTED_DEFAULTS)
+
+
+def _boosted(*, classifier: bool, seed: int, n_jobs: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    make = HistGradientBoostingClassifier if classifier else HistGradientBoostingRegressor
     return make_pipeline(FunctionTransformer(dense_relative_abundance, accept_sparse=True),
-                         make(random_state=seed % 2**32, **BOOSTED_DEFAULTS))
+                         boosted_trees(classifier=classifier, seed=seed))
 
 
 FOREST = ClassicalBaseline("forest", "random forest on relative abundances (500 trees)", _forest)

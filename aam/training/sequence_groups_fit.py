@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy import sparse
-from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import log_loss, roc_auc_score
@@ -157,11 +156,7 @@ def _fit_readout(model: SequenceGroupComposition, features: np.ndarray, targets:
         return _fit_trees(model, features, targets, splits, scheme, scoring, seed)
     grid, predictions = [], []
     for strength in strengths:
-        estimator = _estimator(config.classifier, strength)
-        method = "predict_proba" if config.classifier else "predict"
-        out_of_fold = cross_val_predict(estimator, features, targets, cv=splits, method=method)
-        if config.classifier:
-            out_of_fold = _all_classes(out_of_fold, np.unique(targets), config.out_dim)
+        out_of_fold = _out_of_fold(_estimator(config.classifier, strength), features, targets, splits, config)
         predictions.append(out_of_fold)
         grid.append({parameter: float(strength), scoring: _score(scoring, targets, out_of_fold)})
     higher_is_better = scoring == "auroc"
@@ -174,22 +169,21 @@ def _fit_readout(model: SequenceGroupComposition, features: np.ndarray, targets:
     return SequenceGroupsFit(parameter, chosen, grid, scoring, scheme, predictions[best], n_asvs=0, splits=splits)
 
 
+def _out_of_fold(estimator, features: np.ndarray, targets: np.ndarray, splits: list, config) -> np.ndarray:
+    """``estimator``'s predictions of every sample by the inner fold that held it out: [n, out_dim] class
+    probabilities (a class missing from a fold's training part gets 0 there), or [n] predictions."""
+    method = "predict_proba" if config.classifier else "predict"
+    out_of_fold = cross_val_predict(estimator, features, targets, cv=splits, method=method)
+    return _all_classes(out_of_fold, np.unique(targets), config.out_dim) if config.classifier else out_of_fold
+
+
 def _fit_trees(model: BoostedGroupComposition, features: np.ndarray, targets: np.ndarray, splits: list,
                scheme: str, scoring: str, seed: int) -> SequenceGroupsFit:
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-
-    from aam.training.baselines import BOOSTED_DEFAULTS
+    from aam.training.baselines import BOOSTED_DEFAULTS, boosted_trees
 
     config = model.config
-    make = HistGradientBoostingClassifier if config.classifier else HistGradientBoostingRegressor
-    trees = make(random_state=seed % 2**32, **BOOSTED_DEFAULTS)
-    out_of_fold = np.zeros((len(targets), config.out_dim)) if config.classifier else np.zeros(len(targets))
-    for train, test in splits:  # one inner fold may lack a class: its columns stay 0 there
-        fitted = clone(trees).fit(features[train], targets[train])
-        if config.classifier:
-            out_of_fold[np.ix_(test, fitted.classes_)] = fitted.predict_proba(features[test])
-        else:
-            out_of_fold[test] = fitted.predict(features[test])
+    trees = boosted_trees(classifier=config.classifier, seed=seed)
+    out_of_fold = _out_of_fold(trees, features, targets, splits, config)
     model.trees = trees.fit(features, targets)
     score = _score(scoring, targets, out_of_fold)
     log.info("sequence groups: boosted read-out, %s inner cross-validation (pooled %s %.4g)", scheme, scoring,

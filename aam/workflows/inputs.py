@@ -152,9 +152,7 @@ def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarr
     else:
         weights = None
         if weighted:  # aligned with the dataset's rows (it leaves out samples without reads)
-            train_source = data if train_data is None else train_data
-            weights = np.asarray(train_draw_weights, dtype=np.float64)[
-                train_source.asvs_per_sample[np.asarray(train_rows, dtype=np.int64)] > 0]
+            weights = np.asarray(train_draw_weights, dtype=np.float64)[np.isin(train_rows, train_set.indices)]
         train_sampler, val_sampler = EpochShuffleSampler(len(train_set), seed, weights), None
     train_loader = make_loader(train_set, collator, batch_size, shuffle=True, num_workers=num_workers,
                                pin_memory=pin_memory, sampler=train_sampler)

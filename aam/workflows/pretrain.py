@@ -119,7 +119,8 @@ def _run(run: PretrainRun, output_dir: Path, session: Session) -> FitResult:
 
 def _load_corpus(run: PretrainRun, seed: int) -> tuple[AmpliconData, set[str] | None, np.ndarray | None]:
     """The data to pretrain on; the ids of the samples of ``--val-tables`` (None without them); each sample's
-    draw weight (None: every table weighs 1). One ``--table`` alone is read exactly as before corpora."""
+    draw weight (None for one table; equal weights draw as no weights). One ``--table`` alone is read exactly
+    as before corpora."""
     sources = [TableSource(run.table, run.sequences)] if run.table else []
     if run.tables:
         sources += [s if s.sequences or not run.sequences else replace(s, sequences=run.sequences)
@@ -135,8 +136,7 @@ def _load_corpus(run: PretrainRun, seed: int) -> tuple[AmpliconData, set[str] | 
     union = load_union(sources + held_out, max_bp=run.max_bp, rarefy_depth=run.rarefy_depth, seed=seed,
                        prefix_sample_ids=run.prefix_sample_ids)
     val_ids = set(union.sample_ids_of(len(sources), len(sources) + len(held_out))) if held_out else None
-    weights = union.sample_weights()
-    return union.data, val_ids, None if np.all(weights == weights[0]) else weights
+    return union.data, val_ids, union.sample_weights()
 
 
 def _write_plots(output_dir: Path, result: FitResult) -> None:
