@@ -63,6 +63,10 @@ DERIVED: dict[str, tuple[str, ...]] = {
     "sequence-groups+boosted+baselines": ("sequence-groups", "sequence-groups-boosted") + BASELINES,
     "baselines-average": BASELINES,
 }
+# The README's recommendation, one recipe per kind of task (chosen in session 16 by the mean rank against the
+# baselines over the suite's tasks of that kind, at each of seeds 0-2): method ``recommended`` reports it.
+RECOMMENDED: dict[str, str] = {"auroc": "sequence-groups+boosted+baselines",
+                               "mae": "sequence-groups-boosted+baselines"}
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -184,8 +188,8 @@ def report(suite: pd.DataFrame, out: Path, methods: list[str], seeds: list[int],
     folds = pd.concat(folds, ignore_index=True)
     cost = pd.DataFrame(cost)
     per_task = summarise_tasks(suite, folds, cost)
-    if candidates:
-        per_task = pd.concat([per_task, leave_one_task_out(per_task, candidates)], ignore_index=True)
+    per_task = pd.concat([per_task, recommended(per_task)] +
+                         ([leave_one_task_out(per_task, candidates)] if candidates else []), ignore_index=True)
     ranks = summarise_methods(per_task, cost)
     results.mkdir(parents=True, exist_ok=True)
     folds[["task", "method", "seed", "fold", "n"] + [c for c in ("auroc", "mae", "r2") if c in folds]].to_csv(
@@ -227,13 +231,21 @@ def summarise_tasks(suite: pd.DataFrame, folds: pd.DataFrame, cost: pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def recommended(per_task: pd.DataFrame) -> pd.DataFrame:
+    """Rows of method ``recommended``: on each task, the row of ``RECOMMENDED``'s recipe for its metric."""
+    picks = per_task["method"] == per_task["metric"].map(RECOMMENDED)
+    return per_task[picks].assign(chosen=per_task.loc[picks, "method"], method="recommended")
+
+
 def leave_one_task_out(per_task: pd.DataFrame, candidates: list[str]) -> pd.DataFrame:
     """Rows of method ``chosen``: on each task, the candidate with the best mean rank against the baselines on
-    the *other* tasks at the same seed (ties: the first listed), so no task's score chose the recipe it reports."""
+    the *other* tasks of the same kind (metric) at the same seed (ties: the first listed), so no task's score
+    chose the recipe it reports."""
     rows = []
     for _, part in per_task.groupby("seed"):
         for name in part["task"].unique():
-            others = part[(part["task"] != name) & part["method"].isin(candidates)]
+            metric = part.loc[part["task"] == name, "metric"].iloc[0]
+            others = part[(part["task"] != name) & (part["metric"] == metric) & part["method"].isin(candidates)]
             means = others.groupby("method")["rank_vs_baselines"].mean()
             ranked = [c for c in candidates if c in means.index]
             if not ranked:
@@ -268,7 +280,7 @@ def markdown(per_task: pd.DataFrame, ranks: pd.DataFrame) -> str:
                 continue
             won = (f" ({mine['folds_won_vs_best'].sum()}/{5 * len(mine)})"
                    if method not in BASELINES and "folds_won_vs_best" in mine else "")
-            if method == "chosen":
+            if method in ("chosen", "recommended"):
                 won += " " + "/".join(sorted(set(mine["chosen"])))
             cells.append(f"{mine['mean'].mean():.3f} ± {mine['sd'].mean():.3f}{won}")
         lines.append(f"| {name} | {part['metric'].iloc[0]} | " + " | ".join(cells) + " |")

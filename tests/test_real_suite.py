@@ -76,9 +76,23 @@ def test_leave_one_task_out_choice_ignores_the_reported_task(suite):
     ranks = {"a": {"t1": 1.0, "t2": 1.0, "t3": 3.0}, "b": {"t1": 2.0, "t2": 2.0, "t3": 1.0}}
     for method, per_task in ranks.items():
         for task, rank in per_task.items():
-            rows.append({"task": task, "seed": 0, "method": method, "rank_vs_baselines": rank, "mean": rank})
+            rows.append({"task": task, "seed": 0, "method": method, "rank_vs_baselines": rank, "mean": rank,
+                         "metric": "auroc"})
+    rows.append({"task": "t4", "seed": 0, "method": "a", "rank_vs_baselines": 1.0, "mean": 1.0, "metric": "mae"})
+    rows.append({"task": "t4", "seed": 0, "method": "b", "rank_vs_baselines": 2.0, "mean": 2.0, "metric": "mae"})
     chosen = suite.leave_one_task_out(pd.DataFrame(rows), ["a", "b"]).set_index("task")
     # t3: chosen on t1 and t2, where a ranks better; a's own poor rank on t3 is what gets reported
     assert chosen.loc["t3", "chosen"] == "a" and chosen.loc["t3", "rank_vs_baselines"] == 3.0
     assert chosen.loc["t1", "chosen"] == "b"  # on t2 and t3: a (1 + 3) / 2 = 2.0, b (2 + 1) / 2 = 1.5
     assert np.isfinite(chosen["mean"]).all()
+    assert "t4" not in chosen.index  # the only task of its kind: no other task to choose on
+
+
+def test_recommended_reports_the_recipe_of_each_kind_of_task(suite):
+    rows = [{"task": task, "seed": 0, "method": method, "metric": metric, "mean": value}
+            for task, metric in (("c", "auroc"), ("r", "mae"))
+            for value, method in enumerate(suite.RECOMMENDED.values())]
+    picked = suite.recommended(pd.DataFrame(rows)).set_index("task")
+    assert set(picked["method"]) == {"recommended"}
+    assert picked.loc["c", "chosen"] == suite.RECOMMENDED["auroc"] and picked.loc["c", "mean"] == 0
+    assert picked.loc["r", "chosen"] == suite.RECOMMENDED["mae"] and picked.loc["r", "mean"] == 1

@@ -164,9 +164,12 @@ def _fit_readout(model: SequenceGroupComposition, features: np.ndarray, targets:
     best = int(np.argmax(scores) if higher_is_better else np.argmin(scores))  # ties: the strongest shrinkage
     chosen = float(strengths[best])
     _copy_readout(model, _estimator(config.classifier, chosen).fit(features, targets))
-    log.info("sequence groups: %s=%g chosen by %s inner cross-validation (pooled %s %.4g)", parameter, chosen,
-             scheme, scoring, scores[best])
+    log.info("sequence groups: %s=%g chosen by %s inner cross-validation (pooled %s %.4g%s)", parameter, chosen,
+             scheme, scoring, scores[best], _UNITS[config.classifier])
     return SequenceGroupsFit(parameter, chosen, grid, scoring, scheme, predictions[best], n_asvs=0, splits=splits)
+
+
+_UNITS = {True: "", False: " on the scaled target"}  # the read-out fits the transformed regression target
 
 
 def _out_of_fold(estimator, features: np.ndarray, targets: np.ndarray, splits: list, config) -> np.ndarray:
@@ -186,8 +189,8 @@ def _fit_trees(model: BoostedGroupComposition, features: np.ndarray, targets: np
     out_of_fold = _out_of_fold(trees, features, targets, splits, config)
     model.trees = trees.fit(features, targets)
     score = _score(scoring, targets, out_of_fold)
-    log.info("sequence groups: boosted read-out, %s inner cross-validation (pooled %s %.4g)", scheme, scoring,
-             score)
+    log.info("sequence groups: boosted read-out, %s inner cross-validation (pooled %s %.4g%s)", scheme, scoring,
+             score, _UNITS[config.classifier])
     iterations = float(BOOSTED_DEFAULTS["max_iter"])
     return SequenceGroupsFit("max_iter", iterations, [{"max_iter": iterations, scoring: score}], scoring, scheme,
                              out_of_fold, n_asvs=0, splits=splits)
