@@ -147,8 +147,13 @@ def test_cli_pretrains_on_a_manifest_and_validates_on_a_whole_table(corpus, tmp_
     result = CliRunner().invoke(cli, [str(a) for a in [
         "pretrain", "--tables", manifest, "--val-tables", corpus["parts"][2], "--tree", corpus["paths"]["tree"],
         "--output-dir", out, "--epochs", 2, "--batch-size", 8, "--embedding-dim", 16, "--attention-heads", 2,
-        "--attention-layers", 1, "--token-limit", 32, "--max-bp", 40, "--device", "cpu", "--seed", 1, "--quiet"]])
+        "--attention-layers", 1, "--token-limit", 32, "--max-bp", 40, "--device", "cpu", "--seed", 1, "--quiet",
+        "--val-every-steps", 4, "--val-subsample", 5]])
     assert result.exit_code == 0, result.output
+    # 6 steps an epoch: steps 4 and 8 validate on 5 of the held-out table's samples (12 ends epoch 2)
+    lines = [line for line in (out / "training.log").read_text().splitlines() if "validation subsample" in line]
+    assert [line.split("step ")[1].split()[0] for line in lines] == ["4", "8"]
+    assert all("val_distance_mae=" in line for line in lines)
     val = (out / "val_samples.txt").read_text().split()
     assert sorted(val) == sorted(corpus["ids"][45:])
     assert sorted((out / "train_samples.txt").read_text().split()) == sorted(corpus["ids"][:45])

@@ -211,6 +211,39 @@ def test_step_checkpoints_every_n_steps_keep_only_the_last(tmp_path):
     assert load_checkpoint(tmp_path / "last_model.pt")["training_state"]["epoch"] == 1
 
 
+def test_validation_every_n_steps_is_logged_and_leaves_training_unchanged(caplog):
+    """Dropout and nucleotide masking draw random numbers: scoring the validation samples mid-epoch must not
+    move the training streams, so the weights equal those of a run without it."""
+    config = PredictorConfig(encoder=EncoderConfig(max_bp=20, embedding_dim=16, attention_heads=2,
+                                                   attention_layers=1, token_limit=32, dropout=0.1))
+    plain = _trainer(config, nucleotides=True, epochs=2, lr=3e-3)
+    plain.fit(_loader(2), _loader(5))
+    watched = _trainer(config, nucleotides=True, epochs=2, lr=3e-3, val_every_steps=2)
+    with caplog.at_level(logging.INFO, logger="aam.training.trainer"):
+        watched.fit(_loader(2), _loader(5), _loader(3, n=6))
+    # 5 steps per epoch: steps 2, 4 | 6, 8 (10 ends epoch 2, where the full validation runs anyway)
+    assert [row["step"] for row in watched.step_history] == [2, 4, 6, 8]
+    assert [row["epoch"] for row in watched.step_history] == [0, 0, 1, 1]
+    assert all(np.isfinite(row["val_loss"]) and "val_nucleotide_accuracy" in row for row in watched.step_history)
+    lines = [r.getMessage() for r in caplog.records if "validation subsample" in r.getMessage()]
+    assert len(lines) == 4 and lines[0].startswith("epoch 1/2  step 2  (validation subsample)  val_loss=")
+    for key, value in _weights(plain).items():
+        torch.testing.assert_close(_weights(watched)[key], value, rtol=0, atol=0)
+    assert [row["val_loss"] for row in watched.history] == pytest.approx([row["val_loss"] for row in plain.history])
+
+
+def test_the_step_validation_loader_is_a_fixed_subsample():
+    from aam.workflows.inputs import step_validation_loader
+
+    full = _loader(5, n=10)
+    first = step_validation_loader(full, 4, seed=1)
+    ids = [i for batch in first for i in batch.sample_ids]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    assert ids == [i for batch in step_validation_loader(full, 4, seed=1) for i in batch.sample_ids]
+    assert ids == [i for batch in first for i in batch.sample_ids]  # the same samples at every validation
+    assert step_validation_loader(full, 10, seed=1) is full
+
+
 def test_progress_lines_are_logged_when_no_bar_is_shown(caplog):
     trainer = _trainer(epochs=1, progress_interval=0.0)
     with caplog.at_level(logging.INFO, logger="aam.training.trainer"):

@@ -270,6 +270,13 @@ TRAINING_OPTIONS = [
     option("--progress-interval", type=click.FloatRange(min=0), default=FIT.progress_interval, section="Training",
            help="Seconds between progress lines (batch, step, samples/s, loss, ETA) in the log when stderr is "
                 "not a terminal, as on a cluster; 0 logs every batch."),
+    option("--val-every-steps", type=click.IntRange(min=1), default=FIT.val_every_steps, section="Training",
+           help="Also validate every N optimizer steps, on a fixed subsample of the validation samples "
+                "(--val-subsample), and log it (log line, TensorBoard val_step/*): for long epochs of a large "
+                "corpus. The best checkpoint and early stopping still follow the full validation at epoch end."),
+    option("--val-subsample", type=click.IntRange(min=1), default=FIT.val_subsample, section="Training",
+           help="Validation samples scored every --val-every-steps (the same ones each time, drawn once "
+                "with --seed); all of them when fewer."),
     option("--auto-batch-size/--no-auto-batch-size", default=FIT.auto_batch_size, section="Training",
            help="One CUDA GPU: measure training steps on the widest samples and use the largest even batch "
                 "(2-256) that fits in --max-memory-fraction (changed: off by default)."),

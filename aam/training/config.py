@@ -44,6 +44,7 @@ class TrainerConfig:
     memory_profile: bool = False
     checkpoint_every_steps: int | None = None  # also write the "last" checkpoint every N optimizer steps
     progress_interval: float = 60.0  # seconds between progress lines when no progress bar is shown (0: every step)
+    val_every_steps: int | None = None  # also validate (on the step-validation loader) every N optimizer steps
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -55,6 +55,17 @@ class Diagnostics:
                                    epoch)
         self.writer.flush()
 
+    def log_step_validation(self, row: dict[str, float], step: int) -> None:
+        """One line per mid-epoch validation; its metrics to TensorBoard as val_step/* against the step."""
+        shown = "  ".join(f"{k}={v:.4g}" for k, v in row.items() if k.startswith("val_"))
+        log.info("epoch %d/%d  step %d  (validation subsample)  %s", row["epoch"] + 1, self.epochs, step, shown)
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key.startswith("val_"):
+                self.writer.add_scalar(f"val_step/{key[4:]}", value, step)
+        self.writer.flush()
+
     def log_grad_norms(self, model: nn.Module, step: int) -> None:
         """Gradient norm per top-level submodule (fusion gates, mixing parameters...) to TensorBoard.
 

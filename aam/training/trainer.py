@@ -196,6 +196,8 @@ class Trainer:
         self._pending_state: dict[str, Any] | None = None
         self._epoch_progress: dict[str, Any] | None = None  # where a mid-epoch checkpoint left the current epoch
         self._stop = StopSignals(())  # replaced by an active one during fit
+        self._step_val_loader: Iterable | None = None  # scored every val_every_steps optimizer steps
+        self.step_history: list[dict[str, float]] = []  # the step validations of this process's fit
 
     @property
     def distributed(self) -> DistributedContext | None:
@@ -250,8 +252,13 @@ class Trainer:
         self._pending_state = state  # optimizer, scheduler and RNG are restored once the scheduler exists
 
     # ------------------------------------------------------------------ loop
-    def fit(self, train_loader: Iterable, val_loader: Iterable) -> FitResult:
+    def fit(self, train_loader: Iterable, val_loader: Iterable,
+            step_val_loader: Iterable | None = None) -> FitResult:
+        """Train for the configured epochs, validating on ``val_loader`` after each (best checkpoint, early
+        stopping) and, with ``val_every_steps``, on ``step_val_loader`` (default ``val_loader``) every N
+        optimizer steps (logged only)."""
         cfg = self.config
+        self._step_val_loader = step_val_loader if step_val_loader is not None else val_loader
         steps_per_epoch = math.ceil(len(train_loader) / cfg.gradient_accumulation_steps)
         self.scheduler = build_scheduler(
             cfg.scheduler, self.optimizer, total_steps=max(1, steps_per_epoch * cfg.epochs),
@@ -393,7 +400,8 @@ class Trainer:
                     self._scale_grads(group_target / group_samples)
                 group_samples = 0
                 self._optimizer_step(log_norms=cfg.log_grad_norms and i + 1 == n_batches)
-                if i + 1 < n_batches:
+                if i + 1 < n_batches:  # the epoch's end validates and checkpoints anyway
+                    self._validate_at_step(epoch)
                     self._after_step(epoch, i + 1, n_samples, sums, earlier + time.perf_counter() - start)
             now = time.perf_counter()
             if bar.disable and now - last_line >= cfg.progress_interval:  # e.g. output to a file on a cluster
@@ -409,6 +417,21 @@ class Trainer:
         metrics = {f"train_{self._loss_name(k)}": (v / max(n_samples, 1)).item() for k, v in sums.items()}
         metrics["train_samples_per_s"] = n_samples / max(elapsed, 1e-9)
         return metrics
+
+    def _validate_at_step(self, epoch: int) -> None:
+        """Every ``val_every_steps`` optimizer steps: score the step-validation loader and log it. The random
+        streams and the training mode are left as they were, so a run validated mid-epoch trains the same."""
+        every = self.config.val_every_steps
+        if not every or self.global_step % every or self._step_val_loader is None:
+            return
+        state = rng_state()
+        result = self.evaluate(self._step_val_loader)
+        set_rng_state(state)
+        self.forward_model.train()
+        self.model.train()
+        row = {"epoch": epoch, "step": self.global_step, **result.metrics}
+        self.step_history.append(row)
+        self.diagnostics.log_step_validation(row, self.global_step)
 
     def _after_step(self, epoch: int, batches: int, n_samples: int, sums: dict[str, Any], elapsed: float) -> None:
         """Mid-epoch, after an optimizer step: the periodic step checkpoint, and the stop a signal asked for."""

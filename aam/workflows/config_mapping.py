@@ -112,6 +112,6 @@ def trainer_config_from_options(run: FitRun, *, best_metric: str) -> TrainerConf
         progress=run.verbose, ema_decay=run.ema_decay,
         memory_profile=run.memory_profile,
         checkpoint_every_steps=run.checkpoint_every_steps,
-        progress_interval=run.progress_interval,
+        progress_interval=run.progress_interval, val_every_steps=run.val_every_steps,
         attn_implementation=run.attn_implementation, tf32=run.tf32,
     )

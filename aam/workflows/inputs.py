@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import DataLoader, Subset
 
 from aam.data.biom_table import load_table, rarefy, table_to_csr
 from aam.data.dataset import (
@@ -159,3 +160,16 @@ def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarr
     val_loader = make_loader(val_set, collator, batch_size, shuffle=False, num_workers=num_workers,
                              pin_memory=pin_memory, sampler=val_sampler)
     return train_loader, val_loader
+
+
+def step_validation_loader(val_loader: DataLoader, n: int, seed: int,
+                           distributed: DistributedContext | None = None) -> DataLoader:
+    """``val_loader`` restricted to a fixed subsample of ``n`` of its samples (drawn once from ``seed``, in
+    their order), for validation every N steps; ``val_loader`` itself when it holds no more than ``n``."""
+    dataset = val_loader.dataset
+    if len(dataset) <= n:
+        return val_loader
+    rows = np.sort(np.random.default_rng(seed).choice(len(dataset), size=n, replace=False))
+    sampler = ShardSampler(n, distributed.rank, distributed.world_size) if distributed is not None else None
+    return make_loader(Subset(dataset, rows.tolist()), val_loader.collate_fn, val_loader.batch_size, shuffle=False,
+                       num_workers=val_loader.num_workers, pin_memory=val_loader.pin_memory, sampler=sampler)

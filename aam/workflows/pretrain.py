@@ -25,7 +25,12 @@ from aam.training.plots import loss_curves, prediction_scatter
 from aam.training.runtime import configure_logging
 from aam.training.trainer import FitResult, Trainer
 from aam.workflows.config_mapping import encoder_config_from_options, trainer_config_from_options
-from aam.workflows.inputs import build_loaders, load_amplicon_data, load_distance_targets
+from aam.workflows.inputs import (
+    build_loaders,
+    load_amplicon_data,
+    load_distance_targets,
+    step_validation_loader,
+)
 from aam.workflows.resume import load_resume_weights, open_writer, resume_into
 from aam.workflows.run_config import PretrainRun
 from aam.workflows.run_folder import write_run_config
@@ -106,7 +111,9 @@ def _run(run: PretrainRun, output_dir: Path, session: Session) -> FitResult:
         write_run_config(output_dir, "pretrain", {**run.options(), "seed": seed},
                          {"model_config": config.to_dict(), "n_train": len(train_ids), "n_val": len(val_ids)})
     try:
-        result = trainer.fit(train_loader, val_loader)
+        step_val = (step_validation_loader(val_loader, run.val_subsample, seed, session.distributed)
+                    if run.val_every_steps else None)
+        result = trainer.fit(train_loader, val_loader, step_val)
     finally:
         if writer is not None:
             writer.close()

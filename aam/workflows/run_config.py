@@ -162,6 +162,8 @@ class FitRun(RunConfig):
     resume_from: str | None = None
     checkpoint_every_steps: int | None = TRAINER.checkpoint_every_steps
     progress_interval: float = TRAINER.progress_interval
+    val_every_steps: int | None = TRAINER.val_every_steps
+    val_subsample: int = 2048
     auto_batch_size: bool = False
     max_memory_fraction: float = 0.8
     target_effective_batch_size: int | None = None

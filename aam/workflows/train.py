@@ -32,7 +32,12 @@ from aam.training.prediction import PredictionDecoder
 from aam.training.runtime import configure_logging
 from aam.training.trainer import EvalResult, FitResult, Trainer
 from aam.workflows.config_mapping import predictor_config_from_options, trainer_config_from_options
-from aam.workflows.inputs import build_loaders, load_amplicon_data, load_distance_targets
+from aam.workflows.inputs import (
+    build_loaders,
+    load_amplicon_data,
+    load_distance_targets,
+    step_validation_loader,
+)
 from aam.workflows.resume import load_resume_weights, load_weights, open_writer, resume_into
 from aam.workflows.run_config import SEQUENCE_GROUPS, TrainRun, flag
 from aam.workflows.run_folder import write_run_config
@@ -168,7 +173,9 @@ def _run(run: TrainRun, output_dir: Path, session: Session) -> FitResult:
     if run.find_lr:
         return _report_lr_range(trainer, train_loader, output_dir, main)
     try:
-        result = trainer.fit(train_loader, val_loader)
+        step_val = (step_validation_loader(val_loader, run.val_subsample, seed, session.distributed)
+                    if run.val_every_steps else None)
+        result = trainer.fit(train_loader, val_loader, step_val)
     finally:
         if writer is not None:
             writer.close()
