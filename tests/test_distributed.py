@@ -230,10 +230,12 @@ def train_args(synthetic_dir, output_dir: Path, *extra) -> list:
 @pytest.mark.parametrize("strategy", ["--distributed", "--fsdp"])
 def test_torchrun_pretrain_and_train_then_predict(synthetic_dir, tmp_path, strategy):
     pretrain = torchrun("pretrain", "--table", synthetic_dir["table"], "--tree", synthetic_dir["tree"],
-                        "--output-dir", tmp_path / "pre", strategy, *TINY, cwd=tmp_path)
+                        "--output-dir", tmp_path / "pre", strategy, *TINY, "--on-disk", tmp_path / "arrays",
+                        cwd=tmp_path)
     assert pretrain.returncode == 0, pretrain.stderr[-3000:]
     log = (tmp_path / "pre" / "training.log").read_text()
     assert "split is identical on all 2 ranks" in log
+    assert (tmp_path / "arrays" / "union.json").is_file()  # the first rank built it, the other reused it
     assert sorted(p.name for p in (tmp_path / "pre" / "checkpoints").iterdir()) == ["best_model.pt", "last_model.pt"]
 
     ema = ["--ema-decay", "0.9"] if strategy == "--distributed" else []  # checkpoints then hold the average

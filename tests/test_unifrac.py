@@ -155,6 +155,21 @@ def test_batch_equals_the_sub_block(metric):
     assert prepared.batch(picked, dtype="float32").dtype == np.float32
 
 
+@pytest.mark.parametrize("metric", list(SKBIO))
+def test_batches_built_on_demand_equal_skbio_and_keep_no_branch_matrix(metric):
+    """Training's per-batch targets (features of each batch built from its counts, float32 counts kept as
+    given) against scikit-bio on the same samples: the awkward ones (identical, disjoint, empty) included."""
+    tree, asv_ids, counts = make_case(9, n_samples=30)
+    batched = UniFracEngine(tree, asv_ids).for_batches(counts.astype(np.float32), metric)
+    assert batched.counts.dtype == np.float32 and batched.n_samples == 30
+    for picked in (np.array([9, 0, 5, 1, 22, 3]), np.array([1, 0, 2, 3, 4, 5, 6]), np.arange(30)):
+        expected = skbio_matrix(metric, counts[picked], asv_ids, tree)
+        np.testing.assert_allclose(batched.batch(picked), expected, rtol=0, atol=TOLERANCE)
+    assert batched.batch(picked, dtype="float32").dtype == np.float32
+    with pytest.raises(AamError, match="non-negative"):
+        UniFracEngine(tree, asv_ids).for_batches(-counts, metric)
+
+
 def test_missing_tips_are_named():
     tree, asv_ids, _ = make_case(9)
     wanted = [*asv_ids, "not_a_tip_1", "not_a_tip_2"]

@@ -25,6 +25,10 @@ from aam.cli import options as o
              help="Name every sample TABLE:ID (TABLE: its file's name without suffix, FOLDER/NAME where two "
                   "tables share a file name), so the same sample id may appear in two tables; without it a "
                   "repeated id is an error naming both tables."),
+    o.option("--on-disk", type=click.Path(file_okay=False), default=None, section="Input",
+             help="Join the tables in blocks of samples into arrays in this folder and memory-map them, for a "
+                  "corpus larger than memory (BIOM 2.1 tables are read straight from disk); identical results. "
+                  "A later run with the same tables reuses the folder."),
 ] + o.MODEL_OPTIONS + o.LOSS_WEIGHT_OPTIONS + [
     o.option("--count-penalty", type=float, default=o.FIT.count_penalty, section="Loss",
              help="Accepted for compatibility; the encoder has no count head."),

@@ -43,9 +43,8 @@ class AmpliconData:
     sample_ids: list[str]
     asv_ids: list[str]
     sequences: list[str] | None = None  # ASV sequences when the ids are not the sequences themselves
-    _abundance_asvs: np.ndarray = field(init=False, repr=False)  # [nnz] int64 ASV columns, per sample by rank
+    _abundance_asvs: np.ndarray = field(init=False, repr=False)  # [nnz] int32 ASV columns, per sample by rank
     _abundance_counts: np.ndarray = field(init=False, repr=False)  # [nnz] float32, aligned with the above
-    _table_asvs: np.ndarray = field(init=False, repr=False)  # [nnz] int64 ASV columns, per sample in table order
 
     def __post_init__(self) -> None:
         counts = sparse.csr_matrix(self.counts, dtype=np.float32, copy=True)
@@ -64,9 +63,22 @@ class AmpliconData:
         self.counts = counts
         rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))  # [nnz] row of each entry
         order = np.lexsort((counts.indices, -counts.data, rows))  # by row, then count desc, then column
-        self._abundance_asvs = counts.indices[order].astype(np.int64)
+        # 16 bytes per non-zero in all (the CSR's data and indices, and these two): 32-bit columns, widened
+        # per sample when read
+        self._abundance_asvs = counts.indices[order].astype(np.int32)
         self._abundance_counts = counts.data[order]
-        self._table_asvs = counts.indices.astype(np.int64)
+
+    @classmethod
+    def from_sorted(cls, counts: sparse.csr_matrix, abundance_asvs: np.ndarray, abundance_counts: np.ndarray,
+                    tokens: np.ndarray, sample_ids: list[str], asv_ids: list[str],
+                    sequences: list[str] | None = None) -> AmpliconData:
+        """Built from arrays already in this class's form (summed, zero-free, sorted CSR; per-sample
+        abundance order): kept as they are, e.g. memory-mapped (:mod:`aam.data.disk_union`), unchecked."""
+        self = object.__new__(cls)
+        self.counts, self.tokens, self.sample_ids, self.asv_ids = counts, tokens, sample_ids, asv_ids
+        self.sequences = sequences
+        self._abundance_asvs, self._abundance_counts = abundance_asvs, abundance_counts
+        return self
 
     @property
     def n_samples(self) -> int:
@@ -78,14 +90,14 @@ class AmpliconData:
         return np.diff(self.counts.indptr).astype(np.int64)
 
     def by_abundance(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """ASV columns [n] int64 and counts [n] float32 of sample ``row``, most abundant first (views)."""
+        """ASV columns [n] int64 and counts [n] float32 (a view) of sample ``row``, most abundant first."""
         start, end = self.counts.indptr[row], self.counts.indptr[row + 1]
-        return self._abundance_asvs[start:end], self._abundance_counts[start:end]
+        return self._abundance_asvs[start:end].astype(np.int64), self._abundance_counts[start:end]
 
     def by_table_order(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """ASV columns [n] int64 and counts [n] float32 of sample ``row``, in table column order."""
         start, end = self.counts.indptr[row], self.counts.indptr[row + 1]
-        return self._table_asvs[start:end], self.counts.data[start:end]
+        return self.counts.indices[start:end].astype(np.int64), self.counts.data[start:end]
 
     def rows_of(self, sample_ids: Sequence[str], source: str | None = None) -> np.ndarray:
         """Row of each id, [N] int64; ids absent from the table raise `AamError` naming a few."""

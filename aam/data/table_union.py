@@ -60,6 +60,33 @@ class TableUnion:
         return np.array([self.sources[i].weight for i in self.source_of_sample], dtype=np.float64)
 
 
+class UnionColumns:
+    """The union's columns: one per distinct sequence, in order of first appearance, named by its first id."""
+
+    def __init__(self) -> None:
+        self.column_of: dict[str, int] = {}  # sequence -> column
+        self.ids: list[str] = []  # column -> the first id seen for it
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    @property
+    def sequences(self) -> list[str]:
+        return list(self.column_of)  # in column order (dicts keep insertion order)
+
+    def add(self, feature_ids: Sequence[str], sequences: Sequence[str]) -> np.ndarray:
+        """The union column of each of a table's features [T] int64, adding the sequences not seen yet."""
+        columns = np.empty(len(sequences), dtype=np.int64)
+        for j, (feature, sequence) in enumerate(zip(feature_ids, sequences)):
+            column = self.column_of.get(sequence)
+            if column is None:
+                column = self.column_of[sequence] = len(self.ids)
+                self.ids.append(feature)
+            columns[j] = column
+        return columns
+
+
 def is_manifest(path: str | Path) -> bool:
     """A manifest is a text table (.tsv/.txt); anything else is taken for a count table."""
     return Path(path).suffix.lower() in MANIFEST_SUFFIXES
@@ -113,8 +140,7 @@ def load_union(sources: Sequence[TableSource], *, max_bp: int, rarefy_depth: int
         raise AamError("no table to read", source="--tables", hint="give --table or --tables MANIFEST.tsv")
     seen_tables: dict[str, str] = {}
     labels = table_labels(sources)
-    column_of: dict[str, int] = {}  # sequence -> union column
-    ids: list[str] = []  # union column -> its first id
+    union = UnionColumns()
     blocks, sample_ids, source_of_sample = [], [], []
     owner: dict[str, str] = {}  # sample id -> its table (for the duplicate message)
     for index, source in enumerate(sources):
@@ -128,23 +154,18 @@ def load_union(sources: Sequence[TableSource], *, max_bp: int, rarefy_depth: int
             table, _ = rarefy(table, rarefy_depth, seed)
         part = table_to_csr(table)
         sequences = resolve_sequences(part.feature_ids, source.sequences, source=source.table)
-        columns, known = np.empty(len(sequences), dtype=np.int64), len(ids)
-        for j, (feature, sequence) in enumerate(zip(part.feature_ids, sequences)):
-            column = column_of.get(sequence)
-            if column is None:
-                column = column_of[sequence] = len(ids)
-                ids.append(feature)
-            columns[j] = column
-        names = _sample_names(part.sample_ids, source, labels[index] if prefix_sample_ids else None, owner)
+        known = union.size
+        columns = union.add(part.feature_ids, sequences)
+        names = sample_names(part.sample_ids, source, labels[index] if prefix_sample_ids else None, owner)
         counts = part.counts.tocsr()
         blocks.append((counts.data, columns[counts.indices], counts.indptr, counts.shape[0]))
         sample_ids += names
         source_of_sample += [index] * len(names)
         log.info("table %s: %d samples x %d ASVs (%d new to the union)", source.table, counts.shape[0],
-                 counts.shape[1], len(ids) - known)
-    counts = sparse.vstack([sparse.csr_matrix((data, indices, indptr), shape=(rows, len(ids)))
+                 counts.shape[1], union.size - known)
+    counts = sparse.vstack([sparse.csr_matrix((data, indices, indptr), shape=(rows, union.size))
                             for data, indices, indptr, rows in blocks], format="csr")
-    sequences = list(column_of)  # in column order (dicts keep insertion order)
+    sequences, ids = union.sequences, union.ids
     tokenized = tokenize(sequences, max_bp)
     log.info("union of %d tables: %d samples x %d distinct sequences, %d non-zeros", len(sources),
              counts.shape[0], counts.shape[1], counts.nnz)
@@ -160,7 +181,7 @@ def table_labels(sources: Sequence[TableSource]) -> list[str]:
             for stem, s in zip(stems, sources)]
 
 
-def _sample_names(sample_ids: list[str], source: TableSource, prefix: str | None,
+def sample_names(sample_ids: list[str], source: TableSource, prefix: str | None,
                   owner: dict[str, str]) -> list[str]:
     """The union's names of one table's samples; a name already taken is an error naming both tables."""
     names = [f"{prefix}:{s}" for s in sample_ids] if prefix is not None else sample_ids

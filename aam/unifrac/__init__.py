@@ -1,6 +1,6 @@
 """A built-in, exact UniFrac engine: UniFrac as array algebra over a samples x branches matrix.
 
-Public API: ``UniFracEngine(tree, asv_ids)`` with ``.pairwise``, ``.prepare(...).batch``, ``.batch`` and
+Public API: ``UniFracEngine(tree, asv_ids)`` with ``.pairwise``, ``.prepare(...).batch``, ``.for_batches(...).batch``, ``.batch`` and
 ``.faith_pd``; ``METRICS`` (the registry of metric names), ``get_metric``, ``load_tree``.
 """
 

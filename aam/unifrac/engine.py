@@ -48,6 +48,28 @@ def as_counts(counts: sp.spmatrix | np.ndarray, n_asvs: int, source: str | None 
 
 
 @dataclass
+class BatchedSamples:
+    """A dataset's samples ready for batches only: each batch's features are built from its samples' counts
+    when it is asked for, so memory is the counts' (no [N, branches] matrix) and a batch costs the same in a
+    corpus of any size. Equal to ``PreparedSamples.batch`` to rounding."""
+
+    metric: Metric
+    counts: sp.csr_matrix
+    tree: TreeIncidence | None
+
+    @property
+    def n_samples(self) -> int:
+        return self.counts.shape[0]
+
+    def batch(self, sample_indices: np.ndarray | list[int], dtype: str = "float64") -> np.ndarray:
+        """Distances among the samples ``sample_indices``: [B, B]."""
+        rows = self.counts[np.asarray(sample_indices, dtype=np.int64)].astype(np.float64)
+        rows.eliminate_zeros()
+        kernel = self.metric.kernel(rows, self.tree, merge=False)
+        return kernel.batch(np.arange(rows.shape[0]), DTYPES[dtype])
+
+
+@dataclass
 class PreparedSamples:
     """A dataset's samples ready for any pair or batch: the metric's kernel over [N, K] features."""
 
@@ -92,12 +114,27 @@ class UniFracEngine:
 
     def prepare(self, counts: sp.spmatrix | np.ndarray, metric: str) -> PreparedSamples:
         """Per-sample features for ``metric``, once per dataset (counts [N, T])."""
+        chosen = self._metric(metric)
+        matrix = as_counts(counts, self.n_asvs)
+        return PreparedSamples(chosen, chosen.kernel(matrix, self.tree), matrix.shape[0])
+
+    def for_batches(self, counts: sp.spmatrix | np.ndarray, metric: str) -> BatchedSamples:
+        """Like :meth:`prepare` for batches only (training targets): features per batch, memory of the counts
+        (kept as given, e.g. float32, and checked once; each batch's rows become float64)."""
+        chosen = self._metric(metric)
+        matrix = sp.csr_matrix(counts)
+        if matrix.shape[1] != self.n_asvs:
+            raise ValueError(f"counts have {matrix.shape[1]} columns, the engine {self.n_asvs} ASVs")
+        if not np.all(np.isfinite(matrix.data)) or np.any(matrix.data < 0):
+            raise AamError("counts must be finite and non-negative", source=self.source)
+        return BatchedSamples(chosen, matrix, self.tree)
+
+    def _metric(self, metric: str) -> Metric:
         chosen = get_metric(metric)
         if chosen.needs_tree and self.tree is None:
             raise AamError(f"{chosen.label} needs a phylogenetic tree", source="--tree",
                            hint="pass --tree FILE.nwk")
-        matrix = as_counts(counts, self.n_asvs)
-        return PreparedSamples(chosen, chosen.kernel(matrix, self.tree), matrix.shape[0])
+        return chosen
 
     def pairwise(self, counts: sp.spmatrix | np.ndarray, metric: str, block_size: int = 1024,
                  dtype: str = "float64", threads: int | None = None, progress: bool = False) -> np.ndarray:

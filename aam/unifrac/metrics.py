@@ -36,6 +36,16 @@ def merge_identical_columns(features: sp.csr_matrix, weights: np.ndarray) -> tup
     return columns[:, representatives].tocsr(), merged_weights
 
 
+def compact_columns(features: sp.csr_matrix, weights: np.ndarray, merge: bool = True
+                    ) -> tuple[sp.csr_matrix, np.ndarray]:
+    """``merge_identical_columns``, or with ``merge=False`` only the columns held by no sample or of zero
+    weight dropped (cheaper for a few samples, where few columns repeat)."""
+    if merge:
+        return merge_identical_columns(features, weights)
+    keep = np.flatnonzero((features.getnnz(axis=0) > 0) & (weights > 0))
+    return features[:, keep].tocsr(), weights[keep]
+
+
 def _relative(counts: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
     """Rows divided by their totals (empty rows stay zero), and the totals [N]."""
     totals = np.asarray(counts.sum(axis=1)).ravel()
@@ -44,34 +54,35 @@ def _relative(counts: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
 
 
 class Metric:
-    """One distance metric: ``kernel(counts, tree)`` builds the per-dataset features."""
+    """One distance metric: ``kernel(counts, tree)`` builds the per-dataset features; ``merge=False`` skips
+    merging identical feature columns (worth it for a whole dataset's matrix, not for one batch)."""
 
     name: ClassVar[str]
     label: ClassVar[str]
     needs_tree: ClassVar[bool] = True
 
-    def kernel(self, counts: sp.csr_matrix, tree: TreeIncidence | None) -> Kernel:
+    def kernel(self, counts: sp.csr_matrix, tree: TreeIncidence | None, merge: bool = True) -> Kernel:
         raise NotImplementedError
 
 
 class UnweightedUniFrac(Metric):
     name, label = "unweighted", "unweighted UniFrac"
 
-    def kernel(self, counts, tree):
+    def kernel(self, counts, tree, merge=True):
         presence = (counts @ tree.incidence).tocsr()  # [N, M] branch counts
         presence.data = (presence.data > 0).astype(np.float64)
         presence.eliminate_zeros()
-        return PresenceKernel(*merge_identical_columns(presence, tree.lengths))
+        return PresenceKernel(*compact_columns(presence, tree.lengths, merge))
 
 
 class WeightedUnnormalizedUniFrac(Metric):
     name, label = "weighted-unnormalized", "weighted unnormalized UniFrac"
     normalized: ClassVar[bool] = False
 
-    def kernel(self, counts, tree):
+    def kernel(self, counts, tree, merge=True):
         relative, _ = _relative(counts)  # [N, T]
         branch_abundance = (relative @ tree.incidence).tocsr()  # [N, M]
-        features, lengths = merge_identical_columns(branch_abundance, tree.lengths)
+        features, lengths = compact_columns(branch_abundance, tree.lengths, merge)
         normaliser = relative @ tree.tip_depths if self.normalized else None  # [N]
         return L1Kernel.from_features((features @ sp.diags(lengths)).tocsr(), normaliser)
 
@@ -84,7 +95,7 @@ class WeightedNormalizedUniFrac(WeightedUnnormalizedUniFrac):
 class BrayCurtis(Metric):
     name, label, needs_tree = "braycurtis", "Bray-Curtis", False
 
-    def kernel(self, counts, tree):
+    def kernel(self, counts, tree, merge=True):
         totals = np.asarray(counts.sum(axis=1)).ravel()
         return L1Kernel.from_features(counts.tocsr(), totals)
 
@@ -92,11 +103,11 @@ class BrayCurtis(Metric):
 class Jaccard(Metric):
     name, label, needs_tree = "jaccard", "Jaccard", False
 
-    def kernel(self, counts, tree):
+    def kernel(self, counts, tree, merge=True):
         presence = counts.tocsr(copy=True)
         presence.data = (presence.data > 0).astype(np.float64)
         presence.eliminate_zeros()
-        return PresenceKernel(*merge_identical_columns(presence, np.ones(presence.shape[1])))
+        return PresenceKernel(*compact_columns(presence, np.ones(presence.shape[1]), merge))
 
 
 METRICS: dict[str, type[Metric]] = {

@@ -122,7 +122,7 @@ def _targets_from_tree(data: AmpliconData, tree: str, metric: str) -> DistanceTa
     rows = np.arange(data.n_samples)
     if metric == "faith_pd":
         return DistanceTargets(MatrixDistanceLookup(engine.faith_pd(data.counts)), rows, metric)
-    return DistanceTargets(EngineDistanceLookup(engine.prepare(data.counts, ENGINE_METRICS[metric])), rows, metric)
+    return DistanceTargets(EngineDistanceLookup(engine.for_batches(data.counts, ENGINE_METRICS[metric])), rows, metric)
 
 
 def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarray, *, batch_size: int,

@@ -49,7 +49,7 @@ def _run(run: PretrainRun, output_dir: Path, session: Session) -> FitResult:
     main, seed, device = session.is_main, session.seed, session.device
     configure_logging(output_dir / "training.log" if main else None, run.verbose and main)
 
-    data, held_out, draw_weights = _load_corpus(run, seed)
+    data, held_out, draw_weights = _load_corpus(run, seed, session)
     targets = load_distance_targets(data, unifrac_matrix=run.unifrac_matrix, tree=run.tree,
                                     metric=run.unifrac_metric)
     rows = targets.rows if targets is not None else np.arange(data.n_samples)
@@ -124,7 +124,8 @@ def _run(run: PretrainRun, output_dir: Path, session: Session) -> FitResult:
     return result
 
 
-def _load_corpus(run: PretrainRun, seed: int) -> tuple[AmpliconData, set[str] | None, np.ndarray | None]:
+def _load_corpus(run: PretrainRun, seed: int, session: Session
+                 ) -> tuple[AmpliconData, set[str] | None, np.ndarray | None]:
     """The data to pretrain on; the ids of the samples of ``--val-tables`` (None without them); each sample's
     draw weight (None for one table; equal weights draw as no weights). One ``--table`` alone is read exactly
     as before corpora."""
@@ -136,12 +137,25 @@ def _load_corpus(run: PretrainRun, seed: int) -> tuple[AmpliconData, set[str] | 
     if run.val_tables:
         held_out = (read_manifest(run.val_tables, "--val-tables") if is_manifest(run.val_tables)
                     else [TableSource(run.val_tables, run.sequences)])
-    if len(sources) == 1 and not held_out and sources[0].weight == 1.0 and not run.prefix_sample_ids:
+    if run.on_disk:
+        import torch.distributed as dist
+
+        from aam.data.disk_union import build_disk_union
+
+        build = partial(build_disk_union, sources + held_out, run.on_disk, max_bp=run.max_bp,
+                        prefix_sample_ids=run.prefix_sample_ids)
+        if session.distributed is not None and not session.is_main:
+            dist.barrier()  # the first process writes the folder, the others then open it
+        union = build()
+        if session.distributed is not None and session.is_main:
+            dist.barrier()
+    elif len(sources) == 1 and not held_out and sources[0].weight == 1.0 and not run.prefix_sample_ids:
         data = load_amplicon_data(sources[0].table, sequences_path=sources[0].sequences, max_bp=run.max_bp,
                                   rarefy_depth=run.rarefy_depth, seed=seed)
         return data, None, None
-    union = load_union(sources + held_out, max_bp=run.max_bp, rarefy_depth=run.rarefy_depth, seed=seed,
-                       prefix_sample_ids=run.prefix_sample_ids)
+    else:
+        union = load_union(sources + held_out, max_bp=run.max_bp, rarefy_depth=run.rarefy_depth, seed=seed,
+                           prefix_sample_ids=run.prefix_sample_ids)
     val_ids = set(union.sample_ids_of(len(sources), len(sources) + len(held_out))) if held_out else None
     return union.data, val_ids, union.sample_weights()
 

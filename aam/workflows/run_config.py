@@ -228,15 +228,20 @@ class FitRun(RunConfig):
 class PretrainRun(FitRun):
     """``aam pretrain``: the shared options; ``--metadata`` only serves ``--group-column``. A corpus of several
     tables joined by sequence: ``--tables`` (a manifest; ``--table`` adds one more), ``--val-tables`` (whole
-    tables that validate), ``--prefix-sample-ids`` (samples named TABLE:ID)."""
+    tables that validate), ``--prefix-sample-ids`` (samples named TABLE:ID), ``--on-disk`` (the union's arrays
+    memory-mapped from a folder)."""
 
     table: str | None = None  # type: ignore[assignment]  # optional here: --tables may list the tables
     tables: str | None = None
     val_tables: str | None = None
     prefix_sample_ids: bool = False
+    on_disk: str | None = None
 
     def check(self) -> None:
         super().check()
+        if self.on_disk and self.rarefy_depth is not None:
+            raise AamError("--rarefy-depth is not supported with --on-disk", source="--on-disk",
+                           hint="rarefy the tables beforehand, or drop --on-disk")
         if not self.table and not self.tables:
             raise AamError("no table to pretrain on", source="--table",
                            hint="give --table FILE.biom, or --tables MANIFEST.tsv listing several tables")
