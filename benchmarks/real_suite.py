@@ -48,7 +48,13 @@ METHODS: dict[str, str] = {
     "sequence-groups-boosted": "--model-type sequence-groups --max-bp 100 --group-readout boosted",
     # the default before session 15 (4 k-means++ starts per clustering; now 1): kept to compare
     "sequence-groups-4starts": "--model-type sequence-groups --max-bp 100 --group-kmeans-starts 4",
+    # the attention model from scratch, and from an encoder pretrained on the corpus and the suite's tables
+    # (no labels; --encoder, built by the command in BENCHMARKS.md), fine-tuned or frozen (issue #27)
+    "transformer": "--preset small-data --max-bp 100",
+    "transformer-corpus": "--preset small-data --max-bp 100 --pretrained-encoder {encoder}",
+    "transformer-corpus-frozen": "--preset small-data --max-bp 100 --pretrained-encoder {encoder} --freeze-base",
 }
+ENCODER = REPO / "runs" / "corpus_encoder" / "pretrained_encoder.pt"  # --encoder
 
 # Averages of finished cells at the same seed, equal weights: exactly the ``blend`` column of
 # ``aam cross-validate <recipe>`` with the default ``--baselines`` (the mean of the out-of-fold predictions of
@@ -108,7 +114,8 @@ def command(task: pd.Series, method: str, seed: int, cell: Path) -> list[str]:
     if method in BASELINES:
         return ["rf-baseline", "--baseline", method, *common, "--random-seed", str(seed),
                 "--output", str(cell / "predictions.tsv"), "--quiet"]
-    return ["cross-validate", *common, *shlex.split(METHODS[method]), "--baselines", "none", "--seed", str(seed),
+    flags = shlex.split(METHODS[method].format(encoder=ENCODER))
+    return ["cross-validate", *common, *flags, "--baselines", "none", "--seed", str(seed),
             "--output-dir", str(cell / "cv"), "--quiet"]
 
 
@@ -314,7 +321,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--candidates", default="",
                         help="comma list of AAM methods to choose among: adds method 'chosen', on each task the "
                              "candidate with the best mean rank against the baselines on the other tasks")
+    parser.add_argument("--encoder", type=Path, default=ENCODER,
+                        help="the pretrained encoder of the transformer-corpus methods")
     args = parser.parse_args(argv)
+    globals()["ENCODER"] = args.encoder.resolve()
     suite = tasks(args.data)
     chosen = list(suite.index) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",")]
     known = BASELINES + tuple(METHODS) + tuple(DERIVED)
