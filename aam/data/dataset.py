@@ -47,10 +47,7 @@ class AmpliconData:
     _abundance_counts: np.ndarray = field(init=False, repr=False)  # [nnz] float32, aligned with the above
 
     def __post_init__(self) -> None:
-        counts = sparse.csr_matrix(self.counts, dtype=np.float32, copy=True)
-        counts.sum_duplicates()
-        counts.eliminate_zeros()
-        counts.sort_indices()
+        counts = canonical_counts(self.counts)
         self.sample_ids = [str(s) for s in self.sample_ids]
         self.asv_ids = [str(a) for a in self.asv_ids]
         if counts.shape != (len(self.sample_ids), len(self.asv_ids)):
@@ -61,12 +58,7 @@ class AmpliconData:
         if counts.nnz and not (np.all(np.isfinite(counts.data)) and counts.data.min() > 0):
             raise AamError("the table holds negative or non-finite counts", hint="counts must be >= 0")
         self.counts = counts
-        rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))  # [nnz] row of each entry
-        order = np.lexsort((counts.indices, -counts.data, rows))  # by row, then count desc, then column
-        # 16 bytes per non-zero in all (the CSR's data and indices, and these two): 32-bit columns, widened
-        # per sample when read
-        self._abundance_asvs = counts.indices[order].astype(np.int32)
-        self._abundance_counts = counts.data[order]
+        self._abundance_asvs, self._abundance_counts = abundance_order(counts)
 
     @classmethod
     def from_sorted(cls, counts: sparse.csr_matrix, abundance_asvs: np.ndarray, abundance_counts: np.ndarray,
@@ -118,6 +110,25 @@ class AmpliconData:
         rows = np.asarray(sample_indices, dtype=np.int64)
         return AmpliconData(self.counts[rows], self.tokens, [self.sample_ids[i] for i in rows], self.asv_ids,
                             self.sequences)
+
+
+def canonical_counts(counts: sparse.spmatrix | np.ndarray) -> sparse.csr_matrix:
+    """Counts as `AmpliconData` keeps them: a float32 CSR copy, duplicates summed, explicit zeros removed,
+    columns sorted within each row."""
+    counts = sparse.csr_matrix(counts, dtype=np.float32, copy=True)
+    counts.sum_duplicates()
+    counts.eliminate_zeros()
+    counts.sort_indices()
+    return counts
+
+
+def abundance_order(counts: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's columns [nnz] int32 and counts [nnz] float32, most abundant first (ties: column order), laid
+    out by ``counts.indptr``. With the CSR's own data and indices, 16 bytes per non-zero in all: 32-bit
+    columns, widened per sample when read."""
+    rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))  # [nnz] row of each entry
+    order = np.lexsort((counts.indices, -counts.data, rows))  # by row, then count desc, then column
+    return counts.indices[order].astype(np.int32), counts.data[order]
 
 
 def _select_abundance(asvs: np.ndarray, counts: np.ndarray, limit: int,

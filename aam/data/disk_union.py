@@ -31,9 +31,16 @@ import numpy as np
 from scipy import sparse
 
 from aam.data.biom_table import load_table
-from aam.data.dataset import AmpliconData
+from aam.data.dataset import AmpliconData, abundance_order, canonical_counts
 from aam.data.sequences import resolve_sequences, tokenize
-from aam.data.table_union import TableSource, TableUnion, UnionColumns, sample_names, table_labels
+from aam.data.table_union import (
+    TableSource,
+    TableUnion,
+    UnionColumns,
+    check_listed_once,
+    sample_names,
+    table_labels,
+)
 from aam.errors import AamError
 
 log = logging.getLogger("aam")
@@ -49,7 +56,7 @@ class _SampleBlocks:
         self.path, self.block_samples = path, block_samples
         import h5py
 
-        self._hdf5 = h5py.is_hdf5(path) if Path(path).is_file() else False
+        self._hdf5 = h5py.is_hdf5(path)
         if self._hdf5:
             with h5py.File(path, "r") as handle:
                 try:
@@ -148,11 +155,7 @@ def _build(sources: Sequence[TableSource], folder: Path, max_bp: int, prefix_sam
     total_nnz = 0
     seen: dict[str, str] = {}
     for number, source in enumerate(sources):  # pass 1: ids, observed features, non-zeros
-        resolved = str(Path(source.table).resolve())
-        if resolved in seen:
-            raise AamError(f"the table is listed twice (also as {seen[resolved]})", source=source.table,
-                           hint="list each table once; give it a larger weight to draw it more often")
-        seen[resolved] = source.table
+        check_listed_once(source, seen)
         blocks = _SampleBlocks(source.table, block_samples)
         held = np.zeros(len(blocks.feature_ids), dtype=np.int64)
         table_nnz = 0
@@ -185,13 +188,11 @@ def _build(sources: Sequence[TableSource], folder: Path, max_bp: int, prefix_sam
     for blocks, table_columns in tables:  # pass 2: each block in union columns, as AmpliconData orders it
         for _, block in blocks:
             counts = _in_union(block, table_columns, union.size)
-            rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
-            order = np.lexsort((counts.indices, -counts.data, rows))
             size = counts.nnz
             arrays["indices"][at:at + size] = counts.indices
             arrays["data"][at:at + size] = counts.data
-            arrays["abundance_asvs"][at:at + size] = counts.indices[order]
-            arrays["abundance_counts"][at:at + size] = counts.data[order]
+            arrays["abundance_asvs"][at:at + size], arrays["abundance_counts"][at:at + size] = \
+                abundance_order(counts)
             arrays["indptr"][row + 1:row + 1 + counts.shape[0]] = at + counts.indptr[1:]
             row, at = row + counts.shape[0], at + size
     for array in arrays.values():
@@ -205,14 +206,10 @@ def _build(sources: Sequence[TableSource], folder: Path, max_bp: int, prefix_sam
 
 
 def _in_union(block: sparse.csr_matrix, table_columns: np.ndarray, width: int) -> sparse.csr_matrix:
-    """A block of a table in the union's columns, summed, zero-free and sorted as AmpliconData keeps it (two
-    ids of one sequence in a table share a column)."""
-    counts = sparse.csr_matrix((block.data, table_columns[block.indices], block.indptr),
-                               shape=(block.shape[0], width), dtype=np.float32)
-    counts.sum_duplicates()
-    counts.eliminate_zeros()
-    counts.sort_indices()
-    return counts
+    """A block of a table in the union's columns, as AmpliconData keeps it (two ids of one sequence in a table
+    share a column)."""
+    return canonical_counts(sparse.csr_matrix((block.data, table_columns[block.indices], block.indptr),
+                                              shape=(block.shape[0], width)))
 
 
 def _array(folder: Path, name: str, size: int, dtype) -> np.memmap:

@@ -144,11 +144,7 @@ def load_union(sources: Sequence[TableSource], *, max_bp: int, rarefy_depth: int
     blocks, sample_ids, source_of_sample = [], [], []
     owner: dict[str, str] = {}  # sample id -> its table (for the duplicate message)
     for index, source in enumerate(sources):
-        resolved = str(Path(source.table).resolve())
-        if resolved in seen_tables:
-            raise AamError(f"the table is listed twice (also as {seen_tables[resolved]})", source=source.table,
-                           hint="list each table once; give it a larger weight to draw it more often")
-        seen_tables[resolved] = source.table
+        check_listed_once(source, seen_tables)
         table = load_table(source.table)
         if rarefy_depth is not None:
             table, _ = rarefy(table, rarefy_depth, seed)
@@ -171,6 +167,15 @@ def load_union(sources: Sequence[TableSource], *, max_bp: int, rarefy_depth: int
              counts.shape[0], counts.shape[1], counts.nnz)
     data = AmpliconData(counts, tokenized.tokens, sample_ids, ids, sequences=sequences)
     return TableUnion(data, list(sources), np.asarray(source_of_sample, dtype=np.int64))
+
+
+def check_listed_once(source: TableSource, seen: dict[str, str]) -> None:
+    """Record ``source``'s table in ``seen`` (resolved path -> as listed); a table listed twice is an error."""
+    resolved = str(Path(source.table).resolve())
+    if resolved in seen:
+        raise AamError(f"the table is listed twice (also as {seen[resolved]})", source=source.table,
+                       hint="list each table once; give it a larger weight to draw it more often")
+    seen[resolved] = source.table
 
 
 def table_labels(sources: Sequence[TableSource]) -> list[str]:

@@ -428,7 +428,6 @@ class Trainer:
         result = self.evaluate(self._step_val_loader)
         set_rng_state(state)
         self.forward_model.train()
-        self.model.train()
         row = {"epoch": epoch, "step": self.global_step, **result.metrics}
         self.step_history.append(row)
         self.diagnostics.log_step_validation(row, self.global_step)

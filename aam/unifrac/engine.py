@@ -38,12 +38,17 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 def as_counts(counts: sp.spmatrix | np.ndarray, n_asvs: int, source: str | None = None) -> sp.csr_matrix:
     """Counts [N, T] as float64 CSR, checked once: finite and non-negative."""
-    matrix = sp.csr_matrix(counts, dtype=np.float64)
+    matrix = _checked(sp.csr_matrix(counts, dtype=np.float64), n_asvs, source)
+    matrix.eliminate_zeros()
+    return matrix
+
+
+def _checked(matrix: sp.csr_matrix, n_asvs: int, source: str | None) -> sp.csr_matrix:
+    """``matrix`` itself, once its width and values are checked: finite and non-negative."""
     if matrix.shape[1] != n_asvs:
         raise ValueError(f"counts have {matrix.shape[1]} columns, the engine {n_asvs} ASVs")
     if not np.all(np.isfinite(matrix.data)) or np.any(matrix.data < 0):
         raise AamError("counts must be finite and non-negative", source=source)
-    matrix.eliminate_zeros()
     return matrix
 
 
@@ -121,13 +126,8 @@ class UniFracEngine:
     def for_batches(self, counts: sp.spmatrix | np.ndarray, metric: str) -> BatchedSamples:
         """Like :meth:`prepare` for batches only (training targets): features per batch, memory of the counts
         (kept as given, e.g. float32, and checked once; each batch's rows become float64)."""
-        chosen = self._metric(metric)
-        matrix = sp.csr_matrix(counts)
-        if matrix.shape[1] != self.n_asvs:
-            raise ValueError(f"counts have {matrix.shape[1]} columns, the engine {self.n_asvs} ASVs")
-        if not np.all(np.isfinite(matrix.data)) or np.any(matrix.data < 0):
-            raise AamError("counts must be finite and non-negative", source=self.source)
-        return BatchedSamples(chosen, matrix, self.tree)
+        return BatchedSamples(self._metric(metric), _checked(sp.csr_matrix(counts), self.n_asvs, self.source),
+                              self.tree)
 
     def _metric(self, metric: str) -> Metric:
         chosen = get_metric(metric)
