@@ -225,6 +225,14 @@ def test_taxonomy_reader_names_and_errors(tmp_path):
     q2 = tmp_path / "q2.tsv"
     q2.write_text("feature-id\tconfidence\ttaxonomy\n#q2:types\tnumeric\tcategorical\nA\t0.9\tk__x; g__y\n")
     assert read_taxonomy(q2) == {"A": "k__x; g__y"}
+    headerless = tmp_path / "headerless.tsv"  # a lineage table without its header: its first row is data
+    headerless.write_text("A\tk__x; g__y\nB\tk__x; g__z\n")
+    with pytest.raises(AamError, match="'Feature ID' column first and a 'Taxon' column; found 'A', 'k__x; g__y'"):
+        read_taxonomy(headerless)
+    other = tmp_path / "other.tsv"
+    other.write_text("sample\tcount\nA\t3\n")
+    with pytest.raises(AamError, match="found 'sample', 'count'"):
+        read_taxonomy(other)
 
 
 def test_errors_are_one_line_and_leave_nothing(models, clade_data, tmp_path):
@@ -237,6 +245,9 @@ def test_errors_are_one_line_and_leave_nothing(models, clade_data, tmp_path):
     wrong = make_artifact(tmp_path / "table.qza", "FeatureTable[Frequency]", "BIOMV210DirFmt",
                           {"feature-table.biom": b"x"})
     cases.append((["--model", models["groups"], "--taxonomy", wrong], "FeatureData[Taxonomy]"))
+    no_columns = tmp_path / "no_columns.tsv"
+    no_columns.write_text("asv_name\tlineage\nA\tk__x\n")
+    cases.append((["--model", models["groups"], "--taxonomy", no_columns], "no_columns.tsv"))
     for i, (args, named) in enumerate(cases):
         out = tmp_path / f"out{i}"
         result = run_cli("explain", *args, "--table", clade_data["table"], "--output-dir", out, "--device", "cpu",

@@ -10,6 +10,7 @@ from aam.data.qiime2 import artifact_payload, is_artifact
 from aam.errors import AamError
 
 TAXON_COLUMNS = ("taxon", "taxonomy")
+FEATURE_COLUMNS = ("feature id", "feature-id", "featureid", "#otu id", "otu id", "#otuid", "id", "asv", "asv id")
 UNNAMED_RANK = {"", "unassigned", "unknown", "uncultured", "metagenome"}
 
 
@@ -30,7 +31,12 @@ def _read(path: Path, source: Path) -> dict[str, str]:
         raise AamError("needs a header and at least two tab-separated columns (feature id, taxon)", source=source,
                        hint="give the taxonomy.tsv of 'qiime feature-classifier' or its .qza")
     header = [h.strip().lower() for h in rows[0]]
-    column = next((header.index(c) for c in TAXON_COLUMNS if c in header), 1)
+    column = next((header.index(c) for c in TAXON_COLUMNS if c in header), None)
+    if column is None or header[0] not in FEATURE_COLUMNS:
+        found = ", ".join(repr(h.strip()) for h in rows[0])
+        raise AamError(f"needs a 'Feature ID' column first and a 'Taxon' column; found {found}", source=source,
+                       hint="give the taxonomy.tsv of 'qiime feature-classifier' (Feature ID, Taxon, Confidence) "
+                            "or its .qza")
     taxa: dict[str, str] = {}
     for number, row in enumerate(rows[1:], start=2):
         feature = row[0].strip()
