@@ -36,7 +36,10 @@ from aam.cli import options as o
                   "pass of the sample layers per ASV). gradient: gradient x input at each ASV's vector (one "
                   "backward pass; transformer models; a first-order approximation that ranked the driving "
                   "clades worse in _design_plan/attribution.md)."),
-    o.option("--top-asvs", type=int, default=20, section="Output", help="ASVs shown in the plot."),
+    o.option("--top-asvs", type=int, default=20, section="Output", help="ASVs shown in the plot and the report."),
+    o.option("--report/--no-report", default=True, section="Output",
+             help="Write report.html: one page that opens offline with the top ASVs by taxon, their direction and "
+                  "agreement across samples, and the deletion check."),
     o.option("--top-per-sample", type=int, default=10, section="Output",
              help="ASVs listed per sample in sample_top_asvs.tsv."),
     o.option("--batch-size", type=int, default=16, section="Performance", help="Samples per batch."),
@@ -45,7 +48,8 @@ from aam.cli import options as o
 ])
 def command(model_paths: tuple[str, ...], table: str, sequences: str | None, metadata: str | None,
             samples: str | None, group_column: str | None, taxonomy: str | None, output_dir: str, method: str, top_asvs: int, top_per_sample: int,
-            batch_size: int, seed: int, attn_implementation: str, device: str, verbose: bool) -> None:
+            batch_size: int, seed: int, attn_implementation: str, device: str, verbose: bool,
+            report: bool) -> None:
     """Attribute a model's answers to the ASVs of --table: per-ASV importance, direction (per class for
     classifiers), prevalence and stability; each sample's top ASVs; a deletion check (top-attributed vs random
     ASVs removed); categorical effects and fusion gates or attention; a plot of the top ASVs."""
@@ -56,5 +60,5 @@ def command(model_paths: tuple[str, ...], table: str, sequences: str | None, met
     options = dict(model_paths=list(model_paths), table=table, sequences=sequences, metadata=metadata,
                    samples=samples, group_column=group_column, taxonomy=taxonomy, output_dir=output_dir, method=method, top_asvs=top_asvs,
                    top_per_sample=top_per_sample, batch_size=batch_size, seed=seed,
-                   attn_implementation=attn_implementation, device=device)
+                   attn_implementation=attn_implementation, device=device, report=report)
     run_explain(**options, options=options)

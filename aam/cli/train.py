@@ -42,6 +42,10 @@ def _print_guide(ctx: click.Context, param: click.Parameter, value: bool) -> Non
 
 
 TRAIN_OPTIONS = [
+    o.option("--report/--no-report", default=o.TRAIN.report, section="Output",
+             help="Write report.html in --output-dir: one page that opens offline with the run's figures "
+                  "(cross-validate: curves, per-fold scores and per-group calls of AAM and every baseline; train: "
+                  "learning curves, validation predictions and the model card)."),
     o.option("--metadata", type=click.Path(dir_okay=False), required=True, section="Input",
              help="Tab-separated metadata with a sample id column (sample_id, #SampleID, ...)."),
     o.option("--metadata-column", required=True, section="Target", help="Column to predict."),

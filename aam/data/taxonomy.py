@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import re
 from pathlib import Path
 
 from aam.data.qiime2 import artifact_payload, is_artifact
@@ -56,3 +58,22 @@ def short_name(lineage: str) -> str:
         if name.lower() not in UNNAMED_RANK:
             return rank
     return lineage.strip()
+
+
+_DNA = re.compile(r"^[ACGTURYSWKMBDHVN]+$", re.IGNORECASE)
+
+
+def feature_label(feature_id: str, taxon: str = "") -> str:
+    """A short, distinct label of an ASV for figures: its taxon's deepest named rank when known, with a short id:
+    the feature id itself when short, else for a sequence its MD5 (QIIME 2's feature id of that sequence) cut to
+    8 characters, else the id cut to 10. Sequences sharing a primer share their first nucleotides, so a prefix
+    of the sequence tells ASVs apart badly."""
+    feature_id = str(feature_id)
+    if len(feature_id) <= 12:
+        short = feature_id
+    elif _DNA.match(feature_id):
+        short = "md5 " + hashlib.md5(feature_id.encode("ascii")).hexdigest()[:8]
+    else:
+        short = feature_id[:10] + "…"
+    taxon = (taxon or "").strip()
+    return f"{short_name(taxon)} ({short})" if taxon else short

@@ -16,6 +16,7 @@ Layout of ``--output-dir``::
     summary.json                   pooled and per-fold means; with --group-column also ``by_group``: each group's
                                    mean prediction scored as one call (a person-level AUROC)
     plots/cross_validation.png, cross_validate.log
+    report.html                    one page that opens offline: scores, curves, confusion matrices, per-group calls
 
 A rerun of the same command skips finished folds and resumes an interrupted fold from its last checkpoint.
 """
@@ -87,8 +88,13 @@ def run_cross_validate(run: CrossValidateRun) -> dict[str, Any]:
                  "into the same --output-dir)", len(finished), len(folds))
     aam = pd.concat([_read_predictions(path) for path in finished.values()], ignore_index=True)
     baselines = {name: frame[frame["fold"].isin(list(finished))] for name, frame in baselines.items()}
-    return _summarise(out, aam, baselines, metadata, group_column, classifier, column,
-                      recipes=1 + len(run.variants))
+    summary = _summarise(out, aam, baselines, metadata, group_column, classifier, column,
+                         recipes=1 + len(run.variants))
+    if run.report:
+        from aam.reporting.cross_validation import write_cross_validation_report
+
+        log.info("report: %s", write_cross_validation_report(out))
+    return summary
 
 
 def _run_seed(run: CrossValidateRun, out: Path) -> int:
@@ -231,7 +237,7 @@ def _run_fold(run: CrossValidateRun, out: Path, name: str, held_out: list[str], 
         log.info("%s: training %s without its %d held-out samples%s", label,
                  f"member {k + 1}/{len(members)}" if len(members) > 1 else "the model", len(test_ids),
                  " (resuming)" if last.is_file() else "")
-        fold_run = run.recipe(**changes, output_dir=str(run_dir), seed=seed + offset,
+        fold_run = run.recipe(**changes, output_dir=str(run_dir), seed=seed + offset, report=False,
                               exclude_samples=str(fold_dir / "test_samples.txt"),
                               resume_from=str(last) if last.is_file() else None,
                               **({"pretrained_encoder": str(encoder)} if encoder is not None else {}))
@@ -409,7 +415,7 @@ def _plot(path: Path, comparison: pd.DataFrame, methods: dict[str, pd.DataFrame]
 
     metric = PRIMARY_METRIC[classifier]
     folds = comparison[~comparison["fold"].isin(["pooled", "mean", "sd"])]
-    figure, axes = plt.subplots(1, 1 if classifier else 2, figsize=(5 if classifier else 10, 4), squeeze=False)
+    figure, axes = plt.subplots(1, 1 if classifier else 2, figsize=(6.5 if classifier else 13, 4), squeeze=False)
     ax = axes[0, 0]
     x = np.arange(len(folds))
     width = 0.8 / len(methods)
@@ -418,7 +424,7 @@ def _plot(path: Path, comparison: pd.DataFrame, methods: dict[str, pd.DataFrame]
     ax.set_xticks(x, folds["fold"].astype(str), rotation=45 if len(folds) > 6 else 0, ha="right")
     ax.set_ylabel(metric.upper())
     ax.set_title(f"{metric.upper()} per fold" + (f" (best baseline: {best})" if best else ""))
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # beside the bars, not over them
     if not classifier:
         ax = axes[0, 1]
         for name, frame in methods.items():
@@ -428,7 +434,7 @@ def _plot(path: Path, comparison: pd.DataFrame, methods: dict[str, pd.DataFrame]
         ax.plot([low, high], [low, high], color="grey", linewidth=1)
         ax.set_xlabel(f"actual {column}")
         ax.set_ylabel("out-of-fold prediction")
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     figure.tight_layout()
     save_figure(figure, path, tight=False)
 

@@ -26,7 +26,7 @@ from aam.data.categorical import CategoricalEncoder
 from aam.data.dataset import BatchCollator, make_loader
 from aam.data.metadata import read_metadata, require_column
 from aam.data.split import group_labels, read_ids
-from aam.data.taxonomy import read_taxonomy, short_name
+from aam.data.taxonomy import feature_label, read_taxonomy
 from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
 from aam.models.layers import attention_backend
@@ -66,7 +66,7 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
                 metadata: str | None = None, taxonomy: str | None = None, method: str = "occlusion",
                 top_asvs: int = 20, top_per_sample: int = 10, batch_size: int = 16, seed: int = 0,
                 samples: str | None = None, group_column: str | None = None,
-                device: str = "auto", attn_implementation: str = "sdpa",
+                device: str = "auto", attn_implementation: str = "sdpa", report: bool = True,
                 options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the attribution tables, the deletion check and a plot to ``output_dir``; return the summary."""
     paths = [str(p) for p in model_paths]
@@ -130,6 +130,10 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
             summary["importance_share_single_group"] = _single_group_share(importance)
         write_json(out / "summary.json", summary)
         write_run_config(out, "explain", options or {}, {"method": method})
+        if report:
+            from aam.reporting.explanation import write_explanation_report
+
+            log.info("report: %s", write_explanation_report(out))
     _log_deletion(deletion)
     if groups is not None:
         _log_single_group_share(summary["importance_share_single_group"], group_column)
@@ -481,10 +485,8 @@ def _plot_top(importance: pd.DataFrame, path: Path, top: int, classes: list[str]
 
 
 def _label(row: pd.Series) -> str:
-    feature = str(row["feature_id"])
-    feature = feature if len(feature) <= 14 else f"{feature[:12]}…"
-    taxon = str(row.get("taxon", "") or "")
-    return f"{short_name(taxon)} ({feature})" if taxon else feature
+    taxon = row.get("taxon", "")
+    return feature_label(str(row["feature_id"]), "" if pd.isna(taxon) else str(taxon))
 
 
 def _summary(paths, method, importance: pd.DataFrame, deletion: pd.DataFrame, members, answers, classes,

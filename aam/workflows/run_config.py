@@ -319,6 +319,8 @@ class TrainRun(FitRun):
     min_asv_groups: int | None = None
     val_prediction_passes: int = 1
     find_lr: bool = False
+    # output
+    report: bool = True
 
     @property
     def target_column(self) -> str:

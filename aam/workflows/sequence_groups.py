@@ -120,5 +120,9 @@ def train_sequence_groups(run: TrainRun, output_dir: Path, main: bool, data, ids
                           "n_train": len(ids), "n_val": 0})
     log.info("saved %s (inner out-of-fold predictions in val_predictions.tsv)",
              output_dir / "checkpoints" / "best_model.pt")
+    if main and run.report:
+        from aam.reporting.training import write_training_report
+
+        log.info("report: %s", write_training_report(output_dir, [], None))
     key = "auroc" if classifier else "mae"
     return FitResult(best_metric=float(scores[key]), best_epoch=0, history=[], best_eval=None)

@@ -181,6 +181,10 @@ def _run(run: TrainRun, output_dir: Path, session: Session) -> FitResult:
             writer.close()
     if main:
         _write_plots(output_dir, result, run.classifier, setup.class_labels, column)
+        if run.report and (output_dir / "val_predictions.tsv").is_file():
+            from aam.reporting.training import write_training_report
+
+            log.info("report: %s", write_training_report(output_dir, result.history, result.best_epoch + 1))
     _log_summary(result, best_metric, output_dir)
     return result
 
