@@ -1,5 +1,5 @@
 """``aam demo``: synthetic data, then unifrac -> pretrain -> train -> predict -> rf-baseline -> embed ->
-explain -> inspect, end to end."""
+explain -> inspect -> cross-validate, end to end; it ends by printing where the reports are."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _run(name: str, args: list[str]) -> None:
 @o.apply([
     o.option("--output-dir", type=click.Path(file_okay=False), required=True, section="Output",
              help="Folder for data/, unifrac, pretrain/, train/, predictions.tsv, rf_baseline.tsv, "
-                  "embeddings.tsv/.png and explain/."),
+                  "embeddings.tsv/.png, explain/ and cross_validate/ (each with its report.html)."),
     o.option("--data-only", is_flag=True, default=False, section="Output",
              help="Only write the synthetic dataset to OUTPUT_DIR/data."),
     o.option("--samples", type=int, default=160, section="Input", help="Synthetic samples."),
@@ -77,6 +77,10 @@ def command(output_dir: str, data_only: bool, samples: int, asvs: int, pretrain_
     _run("explain", ["--model", str(out / "train" / "checkpoints" / "best_model.pt"), "--table",
                      str(paths["table"]), "--metadata", str(paths["metadata"]), "--output-dir", str(out / "explain")])
     _run("inspect", [str(out / "train" / "checkpoints" / "best_model.pt")])
+    _run("cross-validate", ["--table", str(paths["table"]), "--metadata", str(paths["metadata"]),
+                            "--metadata-column", "target", "--model-type", "sequence-groups", "--n-folds", "5",
+                            "--rf-n-estimators", "300", "--seed", str(seed), "--output-dir",
+                            str(out / "cross_validate")])
     _summary(out, time.perf_counter() - started)
 
 
@@ -100,3 +104,6 @@ def _summary(out: Path, seconds: float) -> None:
     click.echo("  validation       MAE      R^2", err=True)
     click.echo(f"  AAM              {aam['mae']:<8.3f} {aam['r2']:.3f}", err=True)
     click.echo(f"  random forest    {forest['mae']:<8.3f} {forest['r2']:.3f}", err=True)
+    click.echo("  reports (open in a browser, offline):", err=True)
+    for name in ("cross_validate", "train", "explain"):
+        click.echo(f"    {out / name / 'report.html'}", err=True)

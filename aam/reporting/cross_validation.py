@@ -14,8 +14,9 @@ import pandas as pd
 
 from aam.reporting import figures
 from aam.reporting.figures import positive_class
-from aam.reporting.page import ReportPage, standard_facts
+from aam.reporting.page import ReportPage, run_defaults, standard_facts
 from aam.training.metrics import metric_direction
+from aam.workflows.run_config import CrossValidateRun
 
 MAX_CLASS_CURVES = 6  # one-vs-rest curve pairs drawn for a multi-class task
 
@@ -76,7 +77,7 @@ def _headline(summary: dict[str, Any], methods: list[str]) -> str:
 
 def _facts(summary: dict[str, Any], config: dict[str, Any], oof: pd.DataFrame,
            options: dict[str, Any]) -> list[tuple[str, str]]:
-    facts = standard_facts("cross-validate", options)
+    facts = standard_facts("cross-validate", options, run_defaults(CrossValidateRun))
     facts.insert(1, ("data", f"table {options.get('table')}, metadata {options.get('metadata')}, "
                              f"target {summary['target']!r}"))
     task = "classification" if summary["metric"] == "auroc" else "regression"

@@ -41,12 +41,15 @@ p.caption { font-weight: bold; font-size: 0.88em; margin: 10px 0 2px; }
 """
 
 
-def invocation(command: str, options: dict[str, Any] | None = None) -> str:
-    """The command line as typed when this process is the ``aam`` program, else the command with its options."""
+def invocation(command: str, options: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None) -> str:
+    """The command line as typed when this process is the ``aam`` program, else the command with its options
+    (those that differ from ``defaults``)."""
     program = Path(sys.argv[0]).name if sys.argv else ""
     if program == "aam" or (program == "__main__.py" and "aam" in sys.argv[0]):
         return shlex.join(["aam", *sys.argv[1:]])
-    shown = {k: v for k, v in (options or {}).items() if v not in (None, False, "", (), [])}
+    defaults = defaults or {}
+    shown = {k: v for k, v in (options or {}).items()
+             if v not in (None, False, "", (), []) and not (k in defaults and _same(defaults[k], v))}
     parts = ["aam", command]
     for key, value in shown.items():
         parts.append("--" + key.replace("_", "-"))
@@ -146,9 +149,16 @@ class ReportPage:
         return path
 
 
-def standard_facts(command: str, options: dict[str, Any] | None) -> list[tuple[str, str]]:
+def _same(default: Any, value: Any) -> bool:
+    if isinstance(default, tuple) and isinstance(value, list):
+        return list(default) == value
+    return default == value
+
+
+def standard_facts(command: str, options: dict[str, Any] | None,
+                   defaults: dict[str, Any] | None = None) -> list[tuple[str, str]]:
     """The rows every report starts with: the command, the date and the versions."""
-    return [("command", invocation(command, options)),
+    return [("command", invocation(command, options, defaults)),
             ("date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
             ("versions", versions())]
 
@@ -171,3 +181,10 @@ def _cell(value: Any, digits: int) -> tuple[str, str]:
             return f"{int(number)}", "num"
         return f"{number:.{digits}g}", "num"
     return str(value), ""
+
+
+def run_defaults(run_class: type) -> dict[str, Any]:
+    """The default of every field of a run dataclass (those that have one)."""
+    import dataclasses
+
+    return {f.name: f.default for f in dataclasses.fields(run_class) if f.default is not dataclasses.MISSING}

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from aam.reporting import figures
-from aam.reporting.page import ReportPage, standard_facts
+from aam.reporting.page import ReportPage, run_defaults, standard_facts
+from aam.workflows.run_config import TrainRun
 from aam.workflows.scoring import probability_columns, score_predictions
 
 
@@ -78,7 +79,7 @@ def _headline(scores: dict[str, float], classifier: bool, best_epoch: int | None
 
 
 def _facts(options: dict[str, Any], config: dict[str, Any], groups: dict[str, Any] | None) -> list[tuple[str, str]]:
-    facts = standard_facts("train", options)
+    facts = standard_facts("train", options, run_defaults(TrainRun))
     facts.insert(1, ("data", f"table {options.get('table')}, metadata {options.get('metadata')}, "
                              f"target {options.get('metadata_column')!r}"
                              + (" (classification)" if options.get("classifier") else " (regression)")))

@@ -436,7 +436,7 @@ def _plot(path: Path, comparison: pd.DataFrame, methods: dict[str, pd.DataFrame]
         ax.set_ylabel("out-of-fold prediction")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     figure.tight_layout()
-    save_figure(figure, path, tight=False)
+    save_figure(figure, path)  # cropped to the content, the legends beside the axes included
 
 
 def _log_summary(summary: dict[str, Any], names: list[str], out: Path) -> None:
