@@ -43,7 +43,8 @@ def write_explanation_report(output_dir: str | Path) -> Path:
                 caption="Labels: the deepest named rank of the taxon (with --taxonomy) and a short id: the feature id, "
                         "or the MD5 of the sequence (QIIME 2's feature id); the table below gives each in full.",
                 alt="top ASVs by importance")
-    page.table(_top_table(shown, classes).assign(label=labels).pipe(_label_first), caption="top ASVs (asv_importance.tsv holds every attributed ASV)",
+    page.table(_top_table(shown, classes).assign(label=[label.replace(" ", "\u00a0") for label in labels])
+               .pipe(_label_first), caption="top ASVs (asv_importance.tsv holds every attributed ASV)",
                monospace=("sequence",))
     page.section("Deletion check", "Removing the ASVs the attribution ranks highest should move the answers more "
                                    "than removing as many random ones; if it does not, the attribution is not to be "
@@ -85,7 +86,7 @@ def _headline(importance: pd.DataFrame, deletion: pd.DataFrame, classes: list[st
 
 
 def _facts(summary: dict[str, Any], options: dict[str, Any]) -> list[tuple[str, str]]:
-    facts = standard_facts("explain", options)
+    facts = standard_facts("explain", {("model" if k == "model_paths" else k): v for k, v in options.items()})
     models = summary.get("models") or []
     facts.insert(1, ("data", f"table {options.get('table')}; model{'s' if len(models) > 1 else ''} "
                              + ", ".join(map(str, models))

@@ -45,7 +45,8 @@ def invocation(command: str, options: dict[str, Any] | None = None, defaults: di
     """The command line as typed when this process is the ``aam`` program, else the command with its options
     (those that differ from ``defaults``)."""
     program = Path(sys.argv[0]).name if sys.argv else ""
-    if program == "aam" or (program == "__main__.py" and "aam" in sys.argv[0]):
+    typed = program == "aam" or (program == "__main__.py" and "aam" in sys.argv[0])
+    if typed and len(sys.argv) > 1 and sys.argv[1] == command:  # not a step run inside another (aam demo)
         return shlex.join(["aam", *sys.argv[1:]])
     defaults = defaults or {}
     shown = {k: v for k, v in (options or {}).items()

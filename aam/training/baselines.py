@@ -141,7 +141,7 @@ def _boosted(*, classifier: bool, seed: int, n_jobs: int):
                          boosted_trees(classifier=classifier, seed=seed))
 
 
-FOREST = ClassicalBaseline("forest", "random forest on relative abundances (500 trees)", _forest)
+FOREST = ClassicalBaseline("forest", "random forest on relative abundances", _forest)
 CLR_LINEAR = ClassicalBaseline("clr-linear", "L2 logistic / ridge regression on CLR abundances, penalty by inner CV",
                                _clr_linear, searched=True)
 BOOSTED = ClassicalBaseline("boosted", "histogram gradient-boosted trees on relative abundances", _boosted)

@@ -103,7 +103,8 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
         if save_model:
             save_forest(save_model, model, counts.feature_ids, classifier, column, baseline=baseline)
             log.info("saved the %s baseline to %s (aam predict --forest)", baseline, save_model)
-        log.info("%s%s on %d training samples, %d validation samples: %s", method.summary, where, len(train_ids),
+        described = method.summary + (f" ({n_estimators} trees)" if baseline == "forest" else "")
+        log.info("%s%s on %d training samples, %d validation samples: %s", described, where, len(train_ids),
                  len(val_ids), "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if fold is not None:
             result["fold"] = fold
