@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
 from aam.cli import cli
-from aam.workflows import samples, scoring
+from aam.training import scoring
+from aam.workflows import samples
 
 TINY = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--token-limit", "24",
         "--max-bp", "150", "--batch-size", "8", "--seed", "3", "--device", "cpu", "--quiet"]

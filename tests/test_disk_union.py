@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from aam.cli import cli
 from aam.data.disk_union import build_disk_union
-from aam.data.synthetic import _write_biom, make_synthetic_dataset, write_synthetic_dataset
+from aam.data.synthetic import make_synthetic_dataset, write_biom, write_synthetic_dataset
 from aam.data.table_union import TableSource, load_union
 
 
@@ -54,7 +54,7 @@ def corpus(tmp_path_factory):
                                sample_ids=[ids[r] for r in rows])
             path.write_text(table.to_json("aam test"))
         else:
-            _write_biom(path, counts[:, used], names, [ids[r] for r in rows])
+            write_biom(path, counts[:, used], names, [ids[r] for r in rows])
         sources.append(TableSource(str(path), None if fasta is None else str(fasta)))
     return {"folder": folder, "paths": paths, "sources": sources, "ids": ids, "shared_sequence": shared}
 

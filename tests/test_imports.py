@@ -1,5 +1,6 @@
 """The package's import graph: no circle (counting imports deferred into functions, which only hide one), and
-layers import downwards only: data -> models -> training -> workflows -> cli (STYLE.md)."""
+layers import downwards only: data -> models -> training -> reporting -> workflows -> cli (STYLE.md); no module
+imports another module's private (underscored) name."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ from pathlib import Path
 import aam
 
 PACKAGE = Path(aam.__file__).parent
-LAYERS = ("aam.data", "aam.unifrac", "aam.models", "aam.training", "aam.workflows", "aam.cli")
+LAYERS = ("aam.data", "aam.unifrac", "aam.models", "aam.training", "aam.reporting", "aam.workflows", "aam.cli")
 BELOW = {  # what each layer may import from the package besides itself (and the top-level helpers)
     "aam.data": set(),
     "aam.unifrac": {"aam.data"},
     "aam.models": {"aam.data"},
     "aam.training": {"aam.data", "aam.models", "aam.unifrac"},
-    "aam.workflows": {"aam.data", "aam.models", "aam.training", "aam.unifrac"},
-    "aam.cli": {"aam.data", "aam.models", "aam.training", "aam.unifrac", "aam.workflows"},
+    "aam.reporting": {"aam.data", "aam.models", "aam.training"},
+    "aam.workflows": {"aam.data", "aam.models", "aam.training", "aam.unifrac", "aam.reporting"},
+    "aam.cli": {"aam.data", "aam.models", "aam.training", "aam.unifrac", "aam.reporting", "aam.workflows"},
 }
 
 
@@ -105,3 +107,19 @@ def test_layers_import_downwards_only():
     wrong = [(m, target) for m, targets in graph().items() if layer(m) for target in targets
              if layer(target) not in (None, layer(m)) and layer(target) not in BELOW[layer(m)]]
     assert wrong == []
+
+
+def private_imports(path: Path) -> list[str]:
+    """``module.name`` of each underscored name ``path`` imports from another package module."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [f"{node.module}.{alias.name}" for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aam")
+            for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+
+
+def test_no_module_imports_another_modules_private_name(tmp_path):
+    found = {module_name(p): names for p in sorted(PACKAGE.rglob("*.py")) if (names := private_imports(p))}
+    assert found == {}
+    probe = tmp_path / "probe.py"
+    probe.write_text("from aam.workflows.train import _csv, run_train\n")
+    assert private_imports(probe) == ["aam.workflows.train._csv"]

@@ -17,7 +17,7 @@ from aam.data.novelty import (
     unseen_read_share,
 )
 from aam.data.sequences import tokenize
-from aam.data.synthetic import _write_biom
+from aam.data.synthetic import write_biom
 from aam.training.checkpoint import load_checkpoint
 from aam.workflows.inputs import load_amplicon_data
 
@@ -60,7 +60,7 @@ def test_checkpoint_stores_the_training_asvs_and_predict_reports_unseen_reads(sy
     novel[1, 0] = 3 * counts[1].sum()
     sequences = [*data.asv_ids, "ACGT" * 30]
     table = tmp_path / "new.biom"
-    _write_biom(table, np.hstack([counts, novel]), sequences, data.sample_ids)
+    write_biom(table, np.hstack([counts, novel]), sequences, data.sample_ids)
     known = set(expected.tolist())
     seen = np.array([int(f) in known for f in asv_fingerprints_per_row(data.tokens)], dtype=float)
     reference = (counts @ (1 - seen) + novel[:, 0]) / (counts.sum(1) + novel[:, 0])

@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 from aam.cli import cli
 from aam.data.dataset import AmpliconData, BatchCollator, SampleDataset
 from aam.data.sequences import tokenize
-from aam.data.synthetic import _write_biom
+from aam.data.synthetic import write_biom
 from aam.errors import AamError
 from aam.models.sequence_groups import (
     SequenceGroupComposition,
@@ -304,7 +304,7 @@ def _classification_data(tmp_path, seed: int = 0):
     counts, sequences, _, labels, subjects, *_ = clade_problem(seed=seed)
     ids = [f"S{i:03d}" for i in range(len(labels))]
     table = tmp_path / "table.biom"
-    _write_biom(table, counts, sequences, ids)
+    write_biom(table, counts, sequences, ids)
     metadata = tmp_path / "metadata.tsv"
     pd.DataFrame({"sample_id": ids, "disease": np.where(labels == 1, "CD", "control"),
                   "subject": subjects, "site": "gut"}).to_csv(metadata, sep="\t", index=False)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from aam.cli import cli
 from aam.data.biom_table import load_table, table_to_csr
 from aam.data.dataset import EpochShuffleSampler
-from aam.data.synthetic import _write_biom, make_synthetic_dataset, write_synthetic_dataset
+from aam.data.synthetic import make_synthetic_dataset, write_biom, write_synthetic_dataset
 from aam.data.table_union import TableSource, load_union, read_manifest
 from aam.errors import AamError
 from aam.unifrac import UniFracEngine, load_tree
@@ -45,7 +45,7 @@ def corpus(tmp_path_factory):
             hashed = [hashlib.md5(s.encode()).hexdigest() for s in names]
             (folder / "part1.fasta").write_text("".join(f">{h}\n{s}\n" for h, s in zip(hashed, names)))
             names = hashed
-        _write_biom(folder / f"part{k}.biom", counts[:, used], names, [ids[r] for r in rows])
+        write_biom(folder / f"part{k}.biom", counts[:, used], names, [ids[r] for r in rows])
         parts[k] = folder / f"part{k}.biom"
     return {"folder": folder, "paths": paths, "parts": parts, "ids": ids, "dataset": dataset}
 
@@ -86,7 +86,7 @@ def test_unifrac_of_the_union_equals_the_whole_table(corpus):
 def test_a_repeated_sample_id_names_both_tables_unless_prefixed(corpus, tmp_path):
     dataset, ids = corpus["dataset"], corpus["ids"]
     copy = tmp_path / "again.biom"
-    _write_biom(copy, dataset.counts[:5], dataset.sequences, ids[:5])
+    write_biom(copy, dataset.counts[:5], dataset.sequences, ids[:5])
     sources = [TableSource(str(corpus["parts"][0])), TableSource(str(copy))]
     with pytest.raises(AamError) as err:
         load_union(sources, max_bp=150)
@@ -96,7 +96,7 @@ def test_a_repeated_sample_id_names_both_tables_unless_prefixed(corpus, tmp_path
     assert union.data.sample_ids[-1] == f"again:{ids[4]}"
     twin = tmp_path / "other" / "part0.biom"  # the same file name in another folder
     twin.parent.mkdir()
-    _write_biom(twin, dataset.counts[:3], dataset.sequences, ids[:3])
+    write_biom(twin, dataset.counts[:3], dataset.sequences, ids[:3])
     both = load_union([TableSource(str(corpus["parts"][0])), TableSource(str(twin))], max_bp=150,
                       prefix_sample_ids=True).data.sample_ids
     assert both[0] == f"{corpus['folder'].name}/part0:{ids[0]}" and both[-1] == f"other/part0:{ids[2]}"

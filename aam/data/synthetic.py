@@ -42,7 +42,7 @@ class SyntheticDataset:
         return self.sequences
 
 
-def _random_tree(n_tips: int, rng: np.random.Generator) -> tuple[list, list[int]]:
+def random_tree(n_tips: int, rng: np.random.Generator) -> tuple[list, list[int]]:
     """A random rooted binary tree by successive random merges: (nested node, tips in traversal order)."""
     nodes: list = [("tip", i) for i in range(n_tips)]
     while len(nodes) > 1:
@@ -64,7 +64,7 @@ def _random_tree(n_tips: int, rng: np.random.Generator) -> tuple[list, list[int]
     return root, order
 
 
-def _evolve(root, n_tips: int, length: int, rng: np.random.Generator) -> np.ndarray:
+def evolve(root, n_tips: int, length: int, rng: np.random.Generator) -> np.ndarray:
     """Sequences [n_tips, length] (letters) after substitutions along every branch."""
     sequences = np.empty((n_tips, length), dtype="<U1")
 
@@ -82,14 +82,14 @@ def _evolve(root, n_tips: int, length: int, rng: np.random.Generator) -> np.ndar
     return sequences
 
 
-def _newick(node, names: list[str]) -> str:
+def newick(node, names: list[str]) -> str:
     if node[0] == "tip":
         return names[node[1]]
-    parts = [f"{_newick(child, names)}:{branch:.5f}" for child, branch in node[1:]]
+    parts = [f"{newick(child, names)}:{branch:.5f}" for child, branch in node[1:]]
     return f"({','.join(parts)})"
 
 
-def _unique_sequences(letters: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> list[str]:
+def unique_sequences(letters: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> list[str]:
     seen: set[str] = set()
     sequences = []
     for row, n in zip(letters, lengths):
@@ -116,17 +116,17 @@ def make_synthetic_dataset(n_samples: int = 120, n_asvs: int = 60, seq_len_range
     """Build the dataset in memory; the same arguments give the same dataset."""
     _check_sizes(n_samples, n_asvs, seq_len_range, n_communities)
     rng = np.random.default_rng(seed)
-    root, order = _random_tree(n_asvs, rng)
+    root, order = random_tree(n_asvs, rng)
     low, high = seq_len_range
-    letters = _evolve(root, n_asvs, high, rng)
-    sequences = _unique_sequences(letters, rng.integers(low, high + 1, size=n_asvs), rng)
+    letters = evolve(root, n_asvs, high, rng)
+    sequences = unique_sequences(letters, rng.integers(low, high + 1, size=n_asvs), rng)
     clades = np.empty(n_asvs, dtype=np.int64)
     for clade, tips in enumerate(np.array_split(np.array(order), n_communities)):
         clades[tips] = clade  # contiguous in traversal order = related on the tree
     community = rng.integers(n_communities, size=n_samples)  # [N_samples] community type of each sample
     counts = _sample_counts(community, clades, rng)
     metadata = _metadata(counts, clades, community, rng)
-    return SyntheticDataset(_newick(root, sequences) + ";", sequences, counts, metadata, clades)
+    return SyntheticDataset(newick(root, sequences) + ";", sequences, counts, metadata, clades)
 
 
 def make_clade_driven_dataset(n_samples: int = 120, n_asvs: int = 60, seed: int = 0, n_clades: int = 6,
@@ -178,7 +178,7 @@ def _metadata(counts: np.ndarray, clades: np.ndarray, community: np.ndarray,
                          "site": site, "label": [f"type_{chr(ord('a') + int(c))}" for c in community]})
 
 
-def _write_biom(path: Path, counts: np.ndarray, feature_ids: list[str], sample_ids: list[str]) -> None:
+def write_biom(path: Path, counts: np.ndarray, feature_ids: list[str], sample_ids: list[str]) -> None:
     table = biom.Table(counts.T.astype(float), observation_ids=feature_ids, sample_ids=sample_ids)
 
     def write(tmp: str) -> None:
@@ -188,7 +188,7 @@ def _write_biom(path: Path, counts: np.ndarray, feature_ids: list[str], sample_i
     atomic_write(path, write)
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
@@ -206,9 +206,9 @@ def write_synthetic_dataset(out_dir: str | os.PathLike, dataset: SyntheticDatase
              "table_hashed": folder / "table_hashed.biom", "sequences": folder / "sequences.fasta"}
     sample_ids = data.metadata["sample_id"].tolist()
     hashed = [hashlib.md5(s.encode()).hexdigest() for s in data.sequences]
-    _write_biom(paths["table"], data.counts, data.sequences, sample_ids)
-    _write_biom(paths["table_hashed"], data.counts, hashed, sample_ids)
-    _write_text(paths["tree"], data.newick + "\n")
-    _write_text(paths["metadata"], data.metadata.to_csv(sep="\t", index=False))
-    _write_text(paths["sequences"], "".join(f">{h}\n{s}\n" for h, s in zip(hashed, data.sequences)))
+    write_biom(paths["table"], data.counts, data.sequences, sample_ids)
+    write_biom(paths["table_hashed"], data.counts, hashed, sample_ids)
+    write_text(paths["tree"], data.newick + "\n")
+    write_text(paths["metadata"], data.metadata.to_csv(sep="\t", index=False))
+    write_text(paths["sequences"], "".join(f">{h}\n{s}\n" for h, s in zip(hashed, data.sequences)))
     return paths

@@ -22,12 +22,12 @@ import pandas as pd
 
 from aam.data.synthetic import (
     NUCLEOTIDES,
-    _evolve,
-    _newick,
-    _random_tree,
-    _unique_sequences,
-    _write_biom,
-    _write_text,
+    evolve,
+    newick,
+    random_tree,
+    unique_sequences,
+    write_biom,
+    write_text,
 )
 from aam.errors import AamError
 
@@ -116,16 +116,16 @@ def make_longitudinal_dataset(n_subjects: int = 24, samples_per_subject: int = 2
     observed = counts.sum(0) > 0  # [N_asvs]; an ASV never read is left out of table and tree
     tree = _prune(_attach_private(root, parents, substitutions, design.n_shared), 0.0, observed)[0]
     sequences = shared + private
-    return LongitudinalDataset(_newick(tree, sequences) + ";", [s for s, keep in zip(sequences, observed) if keep],
+    return LongitudinalDataset(newick(tree, sequences) + ";", [s for s, keep in zip(sequences, observed) if keep],
                                counts[:, observed], _metadata(is_case, samples_per_subject), clades[observed],
                                disease_clades, owner[observed])
 
 
 def _shared_pool(design: LongitudinalDesign, rng: np.random.Generator) -> tuple[tuple, list[str], np.ndarray]:
     """The shared ASVs: their tree (tips 0..n_shared-1), unique 100-nt sequences and clades [n_shared]."""
-    root, order = _random_tree(design.n_shared, rng)
-    letters = _evolve(root, design.n_shared, SEQUENCE_LENGTH, rng)  # [n_shared, 100]
-    sequences = _unique_sequences(letters, np.full(design.n_shared, SEQUENCE_LENGTH), rng)
+    root, order = random_tree(design.n_shared, rng)
+    letters = evolve(root, design.n_shared, SEQUENCE_LENGTH, rng)  # [n_shared, 100]
+    sequences = unique_sequences(letters, np.full(design.n_shared, SEQUENCE_LENGTH), rng)
     clades = np.empty(design.n_shared, dtype=np.int64)
     for clade, tips in enumerate(np.array_split(np.array(order), design.n_clades)):
         clades[tips] = clade  # contiguous in traversal order = related on the tree
@@ -237,7 +237,7 @@ def write_longitudinal_dataset(out_dir: str | os.PathLike, **kwargs) -> dict[str
     folder = Path(out_dir) / "data"
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"table": folder / "table.biom", "tree": folder / "tree.nwk", "metadata": folder / "metadata.tsv"}
-    _write_biom(paths["table"], data.counts, data.sequences, data.metadata["sample_id"].tolist())
-    _write_text(paths["tree"], data.newick + "\n")
-    _write_text(paths["metadata"], data.metadata.to_csv(sep="\t", index=False))
+    write_biom(paths["table"], data.counts, data.sequences, data.metadata["sample_id"].tolist())
+    write_text(paths["tree"], data.newick + "\n")
+    write_text(paths["metadata"], data.metadata.to_csv(sep="\t", index=False))
     return paths

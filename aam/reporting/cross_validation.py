@@ -14,15 +14,15 @@ import pandas as pd
 
 from aam.reporting import figures
 from aam.reporting.figures import positive_class
-from aam.reporting.page import ReportPage, run_defaults, standard_facts
+from aam.reporting.page import ReportPage, standard_facts
 from aam.training.metrics import metric_direction
-from aam.workflows.run_config import CrossValidateRun
 
 MAX_CLASS_CURVES = 6  # one-vs-rest curve pairs drawn for a multi-class task
 
 
-def write_cross_validation_report(out: str | Path) -> Path:
-    """Write ``out/report.html`` from the finished outputs of a cross-validation in ``out``; return its path."""
+def write_cross_validation_report(out: str | Path, defaults: dict[str, Any] | None = None) -> Path:
+    """Write ``out/report.html`` from the finished outputs of a cross-validation in ``out``; return its path.
+    ``defaults``: the options' defaults (a command rebuilt from options lists only the others)."""
     out = Path(out)
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     config = json.loads((out / "cv_config.json").read_text(encoding="utf-8"))
@@ -32,7 +32,7 @@ def write_cross_validation_report(out: str | Path) -> Path:
     methods = [name for name, part in summary.items() if isinstance(part, dict) and "pooled" in part]
     classifier = summary["metric"] == "auroc"
     page = ReportPage(title=f"AAM cross-validation: {summary['target']}", headline=_headline(summary, methods),
-                      facts=_facts(summary, config, oof, options))
+                      facts=_facts(summary, config, oof, options, defaults))
     _scores(page, summary, comparison, methods)
     if classifier:
         _classification(page, oof, methods)
@@ -75,9 +75,9 @@ def _headline(summary: dict[str, Any], methods: list[str]) -> str:
         f" ({score(best)})." if best != "aam" and best != best_baseline else ".")
 
 
-def _facts(summary: dict[str, Any], config: dict[str, Any], oof: pd.DataFrame,
-           options: dict[str, Any]) -> list[tuple[str, str]]:
-    facts = standard_facts("cross-validate", options, run_defaults(CrossValidateRun))
+def _facts(summary: dict[str, Any], config: dict[str, Any], oof: pd.DataFrame, options: dict[str, Any],
+           defaults: dict[str, Any] | None) -> list[tuple[str, str]]:
+    facts = standard_facts("cross-validate", options, defaults)
     facts.insert(1, ("data", f"table {options.get('table')}, metadata {options.get('metadata')}, "
                              f"target {summary['target']!r}"))
     task = "classification" if summary["metric"] == "auroc" else "regression"

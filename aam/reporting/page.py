@@ -183,9 +183,3 @@ def _cell(value: Any, digits: int) -> tuple[str, str]:
         return f"{number:.{digits}g}", "num"
     return str(value), ""
 
-
-def run_defaults(run_class: type) -> dict[str, Any]:
-    """The default of every field of a run dataclass (those that have one)."""
-    import dataclasses
-
-    return {f.name: f.default for f in dataclasses.fields(run_class) if f.default is not dataclasses.MISSING}

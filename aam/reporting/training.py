@@ -13,17 +13,16 @@ import numpy as np
 import pandas as pd
 
 from aam.reporting import figures
-from aam.reporting.page import ReportPage, run_defaults, standard_facts
-from aam.workflows.run_config import TrainRun
-from aam.workflows.scoring import probability_columns, score_predictions
+from aam.reporting.page import ReportPage, standard_facts
+from aam.training.scoring import probability_columns, score_predictions
 
 
-def write_training_report(output_dir: str | Path, history: Sequence[Mapping[str, Any]],
-                          best_epoch: int | None) -> Path:
-    """Write ``output_dir/report.html`` of a finished ``aam train`` run; ``best_epoch`` counts from 1 (None for a
-    model fitted without epochs); return its path."""
-    from aam.workflows.inspect import format_card, model_card
-
+def write_training_report(output_dir: str | Path, history: Sequence[Mapping[str, Any]], best_epoch: int | None,
+                          card: str = "", architecture: Mapping[str, Any] | None = None,
+                          defaults: Mapping[str, Any] | None = None) -> Path:
+    """Write ``output_dir/report.html`` of a finished ``aam train`` run; return its path. ``best_epoch`` counts
+    from 1 (None for a model fitted without epochs); ``card``: the model card as ``aam inspect`` prints it;
+    ``defaults``: the options' defaults (a command rebuilt from options lists only the others)."""
     out = Path(output_dir)
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     options = config.get("options", {})
@@ -36,7 +35,7 @@ def write_training_report(output_dir: str | Path, history: Sequence[Mapping[str,
     scores = score_predictions(predictions, classifier)
     page = ReportPage(title=f"AAM training: {target}", headline=_headline(scores, classifier, best_epoch, history,
                                                                           groups, len(predictions)),
-                      facts=_facts(options, config, groups))
+                      facts=_facts(options, config, groups, defaults))
     if history:
         page.section("Learning curves")
         page.figure(figures.training_curves(history, best_epoch),
@@ -49,12 +48,10 @@ def write_training_report(output_dir: str | Path, history: Sequence[Mapping[str,
              else f"Predictions of the {len(predictions)} validation samples at the best epoch")
     page.section("Validation predictions", f"{where} (val_predictions.tsv).")
     _predictions(page, predictions, classifier, target)
-    best = out / "checkpoints" / "best_model.pt"
-    if best.is_file():
+    if card:
         page.section("Model card", "As `aam inspect` prints it from checkpoints/best_model.pt.")
-        card = model_card(best)
-        page.preformatted(format_card(card))
-        page.details("architecture", "\n".join(f"{k}: {v}" for k, v in card.get("architecture", {}).items()))
+        page.preformatted(card)
+        page.details("architecture", "\n".join(f"{k}: {v}" for k, v in (architecture or {}).items()))
     return page.write(out / "report.html")
 
 
@@ -78,8 +75,9 @@ def _headline(scores: dict[str, float], classifier: bool, best_epoch: int | None
     return f"Best epoch {best_epoch} of {len(history)}: {shown} on the {n} validation samples."
 
 
-def _facts(options: dict[str, Any], config: dict[str, Any], groups: dict[str, Any] | None) -> list[tuple[str, str]]:
-    facts = standard_facts("train", options, run_defaults(TrainRun))
+def _facts(options: dict[str, Any], config: dict[str, Any], groups: dict[str, Any] | None,
+           defaults: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    facts = standard_facts("train", options, dict(defaults or {}))
     facts.insert(1, ("data", f"table {options.get('table')}, metadata {options.get('metadata')}, "
                              f"target {options.get('metadata_column')!r}"
                              + (" (classification)" if options.get("classifier") else " (regression)")))

@@ -40,10 +40,10 @@ from aam.fileio import write_json, write_tsv
 from aam.training.metrics import metric_direction
 from aam.training.preemption import RunInterrupted
 from aam.training.runtime import configure_logging
+from aam.training.scoring import group_means, probability_columns, score_predictions, scores_by
 from aam.workflows.forest_blend import FOREST_FILE, blend_many
-from aam.workflows.run_config import CrossValidateRun, PredictRun, PretrainRun
+from aam.workflows.run_config import CrossValidateRun, PredictRun, PretrainRun, defaults
 from aam.workflows.samples import sample_groups
-from aam.workflows.scoring import group_means, probability_columns, score_predictions, scores_by
 
 log = logging.getLogger("aam")
 
@@ -93,7 +93,7 @@ def run_cross_validate(run: CrossValidateRun) -> dict[str, Any]:
     if run.report:
         from aam.reporting.cross_validation import write_cross_validation_report
 
-        log.info("report: %s", write_cross_validation_report(out))
+        log.info("report: %s", write_cross_validation_report(out, vars(defaults(CrossValidateRun))))
     return summary
 
 
@@ -131,14 +131,14 @@ def _chosen_folds(run: CrossValidateRun, folds: dict[str, list[str]]) -> list[st
 def _usable_samples(run: CrossValidateRun) -> tuple[list[str], pd.DataFrame, str]:
     """Ids of the table with a usable target (minus ``--exclude-samples``), the metadata and the target."""
     from aam.workflows.samples import exclude_samples
-    from aam.workflows.train import _ids_with_target
+    from aam.workflows.train import ids_with_target
 
     metadata = read_metadata(run.metadata)
     column = run.target_column
     require_column(metadata, column, source=run.metadata)
     table_ids = [str(s) for s in load_table(run.table).ids(axis="sample")]
     ids = align_samples(table_ids, metadata, source=run.metadata)
-    return exclude_samples(_ids_with_target(metadata, column, ids, run), run.split), metadata, column
+    return exclude_samples(ids_with_target(metadata, column, ids, run), run.split), metadata, column
 
 
 def _folds(run: CrossValidateRun, out: Path, ids: list[str], metadata: pd.DataFrame, column: str,

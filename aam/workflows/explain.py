@@ -43,7 +43,7 @@ from aam.training.attribution import (
 from aam.training.data_config import DataConfig
 from aam.training.runtime import configure_threads, resolve_device
 from aam.workflows.inputs import load_amplicon_data
-from aam.workflows.predict import _check_compatible, load_predictor, member_inputs
+from aam.workflows.predict import check_compatible, load_predictor, member_inputs
 from aam.workflows.run_folder import run_directory, write_run_config
 
 log = logging.getLogger("aam")
@@ -101,7 +101,7 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
                 first_info = info
                 data = load_amplicon_data(table, sequences_path=sequences, max_bp=info.max_bp)
             else:
-                _check_compatible(first_info, info, paths[0], path)
+                check_compatible(first_info, info, paths[0], path)
                 if info.max_bp != first_info.max_bp:
                     raise AamError("ensemble members read sequences of different lengths (--max-bp)", source=path)
             if sample_ids is not None and i == 0:

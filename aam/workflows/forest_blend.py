@@ -24,8 +24,8 @@ from scipy import sparse
 
 from aam.training.baselines import BaselineBlend
 from aam.training.registries import BASELINES
+from aam.training.scoring import probability_columns, score_predictions
 from aam.workflows.rf_baseline import save_forest
-from aam.workflows.scoring import probability_columns, score_predictions
 
 log = logging.getLogger("aam")
 

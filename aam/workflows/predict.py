@@ -27,11 +27,11 @@ from aam.training.checkpoint import load_checkpoint
 from aam.training.data_config import DataConfig
 from aam.training.prediction import PredictionDecoder
 from aam.training.runtime import configure_threads, resolve_device
+from aam.training.scoring import group_means
 from aam.training.trainer import forward_batch
 from aam.workflows.inputs import load_amplicon_data
 from aam.workflows.resume import load_weights
 from aam.workflows.run_config import PredictRun
-from aam.workflows.scoring import group_means
 
 log = logging.getLogger("aam")
 
@@ -100,7 +100,7 @@ def run_predict(run: PredictRun) -> pd.DataFrame:
         if i == 0:
             first_info = info
         else:
-            _check_compatible(first_info, info, paths[0], path)
+            check_compatible(first_info, info, paths[0], path)
         max_bp = info.max_bp
         if max_bp not in tables:
             tables[max_bp] = load_amplicon_data(table, sequences_path=run.sequences, max_bp=max_bp)
@@ -224,7 +224,7 @@ def _with_forest(result: pd.DataFrame, bundle: dict[str, Any], info: DataConfig,
     return result
 
 
-def _check_compatible(first: DataConfig, info: DataConfig, first_path: str, path: str) -> None:
+def check_compatible(first: DataConfig, info: DataConfig, first_path: str, path: str) -> None:
     """Ensemble members must answer the same question in the same units."""
     for key, what in (("classifier", "task (regression or classification)"), ("class_labels", "classes"),
                       ("quantiles", "quantile levels")):

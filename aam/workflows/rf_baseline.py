@@ -18,7 +18,7 @@ from aam.fileio import atomic_write, write_tsv
 from aam.training.baselines import relative_abundance
 from aam.training.plots import prediction_scatter
 from aam.training.registries import BASELINES
-from aam.workflows.scoring import probability_columns, score_predictions, scores_by
+from aam.training.scoring import probability_columns, score_predictions, scores_by
 
 log = logging.getLogger("aam")
 

@@ -52,3 +52,16 @@ def write_run_config(output_dir: Path, command: str, opts: dict[str, Any], extra
         **extra,
     }
     write_json(output_dir / "config.json", payload)
+
+
+def write_training_report(output_dir: Path, run: Any, history: list, best_epoch: int | None) -> None:
+    """``report.html`` of the run, with the model card of its best checkpoint."""
+    from aam.reporting.training import write_training_report as write
+    from aam.workflows.inspect import format_card, model_card
+    from aam.workflows.run_config import TrainRun, defaults
+
+    best = output_dir / "checkpoints" / "best_model.pt"
+    card = model_card(best) if best.is_file() else None
+    path = write(output_dir, history, best_epoch, card=format_card(card) if card else "",
+                 architecture=card.get("architecture") if card else None, defaults=vars(defaults(TrainRun)))
+    log.info("report: %s", path)

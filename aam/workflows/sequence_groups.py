@@ -18,12 +18,12 @@ from aam.models.sequence_groups import SequenceGroupsConfig, sequence_group_mode
 from aam.training.checkpoint import save_checkpoint
 from aam.training.data_config import DataConfig
 from aam.training.prediction import PredictionDecoder
+from aam.training.scoring import score_predictions
 from aam.training.sequence_groups_fit import fit_sequence_groups, select_anchors
 from aam.training.trainer import FitResult
 from aam.workflows.forest_blend import fit_baseline_blend
 from aam.workflows.run_config import TrainRun
-from aam.workflows.run_folder import write_run_config
-from aam.workflows.scoring import score_predictions
+from aam.workflows.run_folder import write_run_config, write_training_report
 
 log = logging.getLogger("aam")
 
@@ -121,8 +121,6 @@ def train_sequence_groups(run: TrainRun, output_dir: Path, main: bool, data, ids
     log.info("saved %s (inner out-of-fold predictions in val_predictions.tsv)",
              output_dir / "checkpoints" / "best_model.pt")
     if main and run.report:
-        from aam.reporting.training import write_training_report
-
-        log.info("report: %s", write_training_report(output_dir, [], None))
+        write_training_report(output_dir, run, [], None)
     key = "auroc" if classifier else "mae"
     return FitResult(best_metric=float(scores[key]), best_epoch=0, history=[], best_eval=None)

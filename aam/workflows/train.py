@@ -40,7 +40,7 @@ from aam.workflows.inputs import (
 )
 from aam.workflows.resume import load_resume_weights, load_weights, open_writer, resume_into
 from aam.workflows.run_config import SEQUENCE_GROUPS, TrainRun, flag
-from aam.workflows.run_folder import write_run_config
+from aam.workflows.run_folder import write_run_config, write_training_report
 from aam.workflows.samples import exclude_samples, sample_groups, split_samples
 from aam.workflows.sequence_groups import train_sequence_groups
 from aam.workflows.session import Session, adopt_batch_size, run_in_session
@@ -88,7 +88,7 @@ def _run(run: TrainRun, output_dir: Path, session: Session) -> FitResult:
     if targets is not None:
         with_distance = {data.sample_ids[r] for r in targets.rows}
         ids = [s for s in ids if s in with_distance]
-    ids = exclude_samples(_ids_with_target(metadata, column, ids, run), run.split)
+    ids = exclude_samples(ids_with_target(metadata, column, ids, run), run.split)
     stratify = metadata.loc[ids, column].astype(str).to_numpy() if run.classifier else None
     groups = sample_groups(metadata, ids, run.split, target=column, inputs=tuple(categorical_columns))
     train_ids, val_ids = split_samples(ids, run.split, seed, stratify=stratify, groups=groups)
@@ -182,9 +182,7 @@ def _run(run: TrainRun, output_dir: Path, session: Session) -> FitResult:
     if main:
         _write_plots(output_dir, result, run.classifier, setup.class_labels, column)
         if run.report and (output_dir / "val_predictions.tsv").is_file():
-            from aam.reporting.training import write_training_report
-
-            log.info("report: %s", write_training_report(output_dir, result.history, result.best_epoch + 1))
+            write_training_report(output_dir, run, result.history, result.best_epoch + 1)
     _log_summary(result, best_metric, output_dir)
     return result
 
@@ -205,7 +203,7 @@ def _run_sequence_groups(run: TrainRun, output_dir: Path, session: Session, data
                          column: str, ids: list[str]) -> FitResult:
     """``--model-type sequence-groups``: every usable sample trains the model (no validation split: the inner
     cross-validation, grouped by ``--group-column``, chooses its shrinkage and gives its honest estimate)."""
-    ids = exclude_samples(_ids_with_target(metadata, column, ids, run), run.split)
+    ids = exclude_samples(ids_with_target(metadata, column, ids, run), run.split)
     groups = sample_groups(metadata, ids, run.split, target=column, inputs=())
     setup = _fit_targets(run, metadata, column, ids, ids)
     by_row = _row_arrays(data.n_samples, data.rows_of(ids), setup, None, metadata, ids)
@@ -280,7 +278,7 @@ def _categorical_columns(run: TrainRun, metadata: pd.DataFrame) -> list[str]:
     return columns
 
 
-def _ids_with_target(metadata: pd.DataFrame, column: str, ids: list[str], run: TrainRun) -> list[str]:
+def ids_with_target(metadata: pd.DataFrame, column: str, ids: list[str], run: TrainRun) -> list[str]:
     """Ids whose target is usable: numeric and finite (regression) or present (classification)."""
     if run.classifier:
         values = metadata.loc[ids, column]
@@ -456,3 +454,4 @@ def _log_summary(result: FitResult, best_metric: str, output_dir: Path) -> None:
     log.info("training finished: best epoch %d  %s", result.best_epoch + 1,
              "  ".join(f"{k[4:]}={v:.4g}" for k, v in shown.items()))
     log.info("outputs: %s (checkpoints/best_model.pt, val_predictions.tsv, plots/, tensorboard/)", output_dir)
+
