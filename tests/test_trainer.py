@@ -375,3 +375,19 @@ def test_compiled_training_with_recomputation_runs_and_matches_eager(memory):
     without = plain.fit(_loader(3, n=7), _loader(4, n=7)).history[0]
     for key in ("train_loss", "val_loss"):
         assert with_compile[key] == pytest.approx(without[key], rel=1e-4, abs=1e-6)
+
+
+def test_trainer_config_validates_and_rejects_unknown_keys():
+    from aam.training.config import TrainerConfig
+
+    config = TrainerConfig(lr=3e-4, ema_decay=0.99, mixed_precision="bf16")
+    assert TrainerConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown TrainerConfig fields: epochz"):
+        TrainerConfig.from_dict({**config.to_dict(), "epochz": 3})  # a typo must not pass for the default
+    for bad, named in (({"lr": 0}, "lr"), ({"epochs": 0}, "epochs"), ({"optimizer": "lamb"}, "optimizer"),
+                       ({"scheduler": "linear"}, "scheduler"), ({"ema_decay": 1.0}, "ema_decay"),
+                       ({"mixed_precision": "fp8"}, "mixed_precision"), ({"best_metric": "aucpr"}, "aucpr"),
+                       ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
+                       ({"warmup_fraction": 1.0}, "warmup_fraction"), ({"val_every_steps": 0}, "val_every_steps")):
+        with pytest.raises(ValueError, match=named):
+            TrainerConfig(**bad)

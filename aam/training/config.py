@@ -8,6 +8,18 @@ from typing import Any
 
 BEST_METRICS = ("val_loss", "r2", "mae", "accuracy", "f1")  # --best-metric choices
 PRECISIONS = ("fp16", "bf16", "fp32")  # --mixed-precision ("none" on the CLI is fp32)
+_MINIMISED = {"loss", "val_loss", "mae", "mse", "rmse"}
+_MAXIMISED = {"r2", "accuracy", "f1", "f1_macro", "f1_weighted", "auroc"}
+
+
+def metric_direction(name: str) -> str:
+    """``'min'`` or ``'max'`` for a metric name (``val_`` prefix allowed: ``val_mae`` is ``mae``)."""
+    key = name[4:] if name.startswith("val_") and name != "val_loss" else name
+    if key in _MINIMISED:
+        return "min"
+    if key in _MAXIMISED:
+        return "max"
+    raise ValueError(f"unknown metric {name!r}; choose from {', '.join(BEST_METRICS)}")
 
 
 @dataclass(frozen=True)
@@ -46,10 +58,49 @@ class TrainerConfig:
     progress_interval: float = 60.0  # seconds between progress lines when no progress bar is shown (0: every step)
     val_every_steps: int | None = None  # also validate (on the step-validation loader) every N optimizer steps
 
+    def __post_init__(self) -> None:
+        from aam.training.registries import OPTIMIZERS, SCHEDULERS
+
+        for name in ("epochs", "gradient_accumulation_steps"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("checkpoint_every_steps", "val_every_steps", "warmup_steps"):
+            if getattr(self, name) is not None:
+                _at_least(name, getattr(self, name), 1 if name != "warmup_steps" else 0)
+        _at_least("patience", self.patience, 0)
+        _at_least("weight_decay", self.weight_decay, 0)
+        _at_least("progress_interval", self.progress_interval, 0)
+        for name in ("lr", "categorical_lr", "max_grad_norm"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0; got {value!r}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1); got {self.warmup_fraction!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1); got {self.ema_decay!r}")
+        _one_of("optimizer", self.optimizer, OPTIMIZERS.names())
+        _one_of("scheduler", self.scheduler, SCHEDULERS.names())
+        if self.mixed_precision is not None:
+            _one_of("mixed_precision", self.mixed_precision, PRECISIONS)
+        metric_direction(self.best_metric)  # a metric the trainer can rank epochs by
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainerConfig:
+        """The config of ``to_dict``; an unknown key is an error (a typo must not pass for a default)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainerConfig fields: {', '.join(unknown)}")
+        return cls(**values)
+
+
+def _at_least(name: str, value: Any, low: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+        raise ValueError(f"{name} must be a number >= {low}; got {value!r}")
+
+
+def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from aam.training.config import BEST_METRICS
+from aam.training.config import BEST_METRICS, metric_direction
 
 __all__ = [
     "BEST_METRICS",
@@ -31,20 +31,6 @@ __all__ = [
     "metric_direction",
     "point_prediction",
 ]
-
-_MINIMISED = {"loss", "val_loss", "mae", "mse", "rmse"}
-_MAXIMISED = {"r2", "accuracy", "f1", "f1_macro", "f1_weighted", "auroc"}
-
-
-def metric_direction(name: str) -> str:
-    """``'min'`` or ``'max'`` for a metric name (``val_`` prefix allowed: ``val_mae`` is ``mae``)."""
-    key = name[4:] if name.startswith("val_") and name != "val_loss" else name
-    if key in _MINIMISED:
-        return "min"
-    if key in _MAXIMISED:
-        return "max"
-    raise ValueError(f"unknown metric {name!r}; choose from {', '.join(BEST_METRICS)}")
-
 
 def default_best_metric(classifier: bool, has_target: bool = True) -> str:
     """The default ``--best-metric``: the target metric in original units, not the mixed loss.

@@ -98,6 +98,15 @@ def trainer_config_from_options(run: FitRun, *, best_metric: str) -> TrainerConf
     mixed = run.mixed_precision
     fine_tuning = run if isinstance(run, TrainRun) else None
     frozen = fine_tuning is not None and fine_tuning.freeze_base
+    try:
+        return _trainer_config(run, best_metric, mixed, fine_tuning, frozen)
+    except ValueError as err:  # "<field> must ...": the field is the flag
+        field = str(err).split(" ", 1)[0]
+        raise AamError(str(err).split(" ", 1)[-1], source="--" + field.replace("_", "-")) from None
+
+
+def _trainer_config(run: FitRun, best_metric: str, mixed: str | None, fine_tuning: TrainRun | None,
+                    frozen: bool) -> TrainerConfig:
     return TrainerConfig(
         epochs=run.epochs, optimizer=run.optimizer, lr=run.lr, weight_decay=run.weight_decay,
         categorical_lr=fine_tuning.categorical_lr if fine_tuning else None, scheduler=run.scheduler, warmup_steps=run.warmup_steps,
