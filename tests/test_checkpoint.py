@@ -12,7 +12,7 @@ from aam.models import EncoderConfig, PredictorConfig, SequencePredictor
 from aam.models.build import unwrap_model
 from aam.training.checkpoint import load_checkpoint, save_checkpoint, strip_wrapper_prefixes
 from aam.training.data_config import DataConfig
-from aam.workflows.predict import load_predictor
+from aam.workflows.loading import load_predictor
 
 
 def tiny_predictor() -> SequencePredictor:

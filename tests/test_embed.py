@@ -13,8 +13,9 @@ from click.testing import CliRunner
 
 from aam.cli import cli
 from aam.data.dataset import BatchCollator, SampleDataset
-from aam.workflows.embed import load_encoder, principal_coordinates
+from aam.workflows.embed import principal_coordinates
 from aam.workflows.inputs import load_amplicon_data
+from aam.workflows.loading import load_encoder
 
 TINY = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--token-limit", "24",
         "--max-bp", "150", "--batch-size", "8", "--seed", "3", "--device", "cpu", "--quiet"]

@@ -23,7 +23,8 @@ from aam.data.taxonomy import read_taxonomy, short_name
 from aam.errors import AamError
 from aam.training.attribution import answer_reader, gradient_effects, occlusion_effects
 from aam.workflows.inputs import load_amplicon_data
-from aam.workflows.predict import load_predictor, member_inputs
+from aam.workflows.loading import load_predictor
+from aam.workflows.predict import member_inputs
 
 SMALL = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--token-limit", "32",
          "--batch-size", "16", "--device", "cpu", "--quiet"]

@@ -261,7 +261,7 @@ def test_a_registered_fusion_trains_and_predicts_from_the_cli(synthetic_dir, tmp
 
     from aam.cli import cli
     from aam.models.registries import FUSIONS as REGISTRY
-    from aam.workflows.predict import load_predictor
+    from aam.workflows.loading import load_predictor
 
     REGISTRY.register("toy", ToyFusion)
     try:

@@ -31,7 +31,7 @@ from aam.models.sequence_groups import (
 )
 from aam.training.sequence_groups_fit import _inner_splits, _log_shares, fit_sequence_groups, select_anchors
 from aam.training.trainer import forward_batch
-from aam.workflows.predict import load_predictor
+from aam.workflows.loading import load_predictor
 
 BASES = "ACGT"
 
@@ -389,7 +389,7 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--categorical-columns", "site"], "categorical metadata is not used by the sequence-groups model"),
+    (["--categorical-columns", "site"], "--categorical-columns: categorical metadata is not available with --model-type sequence-groups"),
     (["--sequence-groups", "1,x"], "comma list of group counts"),
     (["--sequence-groups", "64"], "fewer than 64 groups"),
     (["--val-samples", "VAL"], "--exclude-samples"),  # it would train on them: refused, not ignored

@@ -6,8 +6,8 @@ import click
 
 from aam.cli import options as o
 from aam.data.normalization import TARGET_TRANSFORMS
+from aam.families import MODEL_FAMILIES
 from aam.models.config import GMU_GATES, GROUP_READOUTS, MAX_GROUP_KMER, TARGET_POOLINGS
-from aam.models.config import MODEL_TYPE as SEQUENCE_GROUPS
 from aam.models.registries import FUSIONS, OUTPUT_CONSTRAINTS
 from aam.training.config import BEST_METRICS
 from aam.training.registries import TARGET_LOSSES
@@ -78,7 +78,7 @@ TRAIN_OPTIONS = [
              section="Target", help="Deprecated: use --output-constraint nonnegative."),
     o.option("--learnable-output-scale", is_flag=True, default=o.TRAIN.learnable_output_scale, section="Target",
              help="Deprecated: use --output-constraint nonnegative-learnable."),
-    o.option("--model-type", type=click.Choice(["transformer", SEQUENCE_GROUPS]), default=o.TRAIN.model_type,
+    o.option("--model-type", type=o.RegistryChoice(MODEL_FAMILIES), default=o.TRAIN.model_type,
              section="Model",
              help="transformer: the attention model (every other Model option). sequence-groups: a linear model of "
                   "the centred log shares of ASV groups found by clustering each ASV's sequence profile (k-mers and, "

@@ -5,7 +5,8 @@ A checkpoint is a plain dict saved with ``torch.save``::
     {
         "format": "aam-checkpoint", "version": 1,
         "kind": "predictor" | "encoder",
-        "model_config": {...},           # PredictorConfig / EncoderConfig .to_dict()
+        "family": "transformer" | ...,   # the model family (aam.families); read from model_config when absent
+        "model_config": {...},           # PredictorConfig / EncoderConfig / a family's config .to_dict()
         "model_state": {...},            # state_dict without wrapper prefixes
         "data": {...},                   # max_bp, token_limit, target transform, encoders, class labels...
         "training_state": {...} | None,  # epoch, optimizer, scheduler, RNG, best metric (for --resume-from)
@@ -41,6 +42,7 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from aam import __version__
 from aam.errors import AamError
+from aam.families import family_name
 from aam.fileio import atomic_write
 from aam.models.build import unwrap_model
 
@@ -69,11 +71,12 @@ def versions() -> dict[str, str]:
 
 
 def _payload(kind: str, model_config: Mapping[str, Any], data: Mapping[str, Any] | None,
-             training_state: Mapping[str, Any] | None) -> dict[str, Any]:
+             training_state: Mapping[str, Any] | None, family: str | None = None) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": VERSION,
         "kind": kind,
+        "family": family or family_name({"model_config": model_config}),
         "model_config": dict(model_config),
         "data": dict(data or {}),
         "training_state": dict(training_state) if training_state is not None else None,
@@ -91,6 +94,7 @@ def save_checkpoint(
     model_state: Mapping[str, torch.Tensor] | None = None,
     data: Mapping[str, Any] | None = None,
     training_state: Mapping[str, Any] | None = None,
+    family: str | None = None,
 ) -> None:
     """Write a self-contained checkpoint atomically (see the module docstring for the layout).
 
@@ -99,7 +103,7 @@ def save_checkpoint(
     if (model is None) == (model_state is None):
         raise ValueError("give either model or model_state")
     state = strip_wrapper_prefixes(unwrap_model(model).state_dict() if model is not None else model_state)
-    payload = _payload(kind, model_config, data, training_state)
+    payload = _payload(kind, model_config, data, training_state, family)
     payload["model_state"] = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in state.items()}
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
@@ -112,6 +116,7 @@ def save_sharded_checkpoint(
     model_state: Mapping[str, Any],
     data: Mapping[str, Any] | None = None,
     training_state: Mapping[str, Any] | None = None,
+    family: str | None = None,
 ) -> None:
     """Write this rank's shards of ``model_state`` (and of ``training_state['optimizer']``) into ``directory``.
 
@@ -131,7 +136,7 @@ def save_sharded_checkpoint(
         tensors["optimizer"] = training_state.pop("optimizer")
     dcp.save(tensors, checkpoint_id=staging)
     if main:
-        header = _payload(kind, model_config, data, training_state)
+        header = _payload(kind, model_config, data, training_state, family)
         header["sharded"] = {"world_size": dist.get_world_size()}
         torch.save(header, staging / SHARDED_HEADER)
         _replace_directory(staging, directory)
@@ -161,17 +166,17 @@ class Snapshot:
     sharded: bool = False
 
     def write(self, stem: Path, *, kind: str, model_config: Mapping[str, Any], data: Mapping[str, Any] | None = None,
-              with_training_state: bool = True) -> Path:
+              with_training_state: bool = True, family: str | None = None) -> Path:
         """Write to ``stem.pt`` (rank 0) or, sharded, to the directory ``stem`` (every rank); returns the path."""
         training_state = self.training_state if with_training_state else None
         if self.sharded:
             save_sharded_checkpoint(stem, kind=kind, model_config=model_config, model_state=self.model_state,
-                                    data=data, training_state=training_state)
+                                    data=data, training_state=training_state, family=family)
             return stem
         path = stem.with_name(f"{stem.name}.pt")
         if not dist.is_initialized() or dist.get_rank() == 0:
             save_checkpoint(path, kind=kind, model_config=model_config, model_state=self.model_state, data=data,
-                            training_state=training_state)
+                            training_state=training_state, family=family)
         return path
 
 
@@ -204,6 +209,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
             raise AamError(f"checkpoint holds a '{payload['kind']}' model, expected {' or '.join(kinds)}",
                            source=path)
     payload["model_state"] = strip_wrapper_prefixes(payload["model_state"])
+    payload["family"] = family_name(payload)  # checkpoints written before families were recorded
     return payload
 
 

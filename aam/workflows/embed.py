@@ -15,32 +15,16 @@ from aam.data.dataset import BatchCollator, SampleDataset, make_loader
 from aam.data.metadata import read_metadata, require_column
 from aam.errors import AamError
 from aam.fileio import atomic_path, write_tsv
-from aam.models import SequenceEncoder, SequencePredictor
+from aam.models import SequenceEncoder
 from aam.models.layers import attention_backend
-from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
-from aam.training.checkpoint import load_checkpoint
-from aam.training.data_config import DataConfig
 from aam.training.runtime import configure_threads, resolve_device
 from aam.workflows.inputs import load_amplicon_data
-from aam.workflows.predict import model_from_checkpoint
+from aam.workflows.loading import load_encoder
 
 log = logging.getLogger("aam")
 
 OUTPUT_SUFFIXES = (".tsv", ".npy")
 ASV_CHUNK = 256  # distinct ASVs encoded per forward pass
-
-
-def load_encoder(path: str | Path, device: torch.device) -> tuple[SequenceEncoder, DataConfig]:
-    """The encoder (the base of a trained model, or a pretrained encoder) of a checkpoint, in eval mode."""
-    checkpoint = load_checkpoint(path, map_location="cpu", expected_kind=("encoder", "predictor"))
-    if checkpoint["model_config"].get("model_type") == SEQUENCE_GROUPS:
-        raise AamError("a sequence-groups model has no learned embeddings (its features are group shares)",
-                       source=str(path), hint="give a pretrained_encoder.pt or a transformer model")
-    model = model_from_checkpoint(checkpoint, path)
-    encoder = model.base if isinstance(model, SequencePredictor) else model
-    recorded = {"max_bp": encoder.config.max_bp, "token_limit": encoder.config.token_limit,
-                **(checkpoint.get("data") or {})}  # a checkpoint without data reads as its model does
-    return encoder.to(device).eval(), DataConfig.from_dict(recorded)
 
 
 def _check_output(path: str, flag: str) -> None:

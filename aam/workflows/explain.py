@@ -43,7 +43,8 @@ from aam.training.attribution import (
 from aam.training.data_config import DataConfig
 from aam.training.runtime import configure_threads, resolve_device
 from aam.workflows.inputs import load_amplicon_data
-from aam.workflows.predict import check_compatible, load_predictor, member_inputs
+from aam.workflows.loading import load_predictor
+from aam.workflows.predict import check_compatible, member_inputs
 from aam.workflows.run_folder import run_directory, write_run_config
 
 log = logging.getLogger("aam")

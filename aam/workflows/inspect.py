@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
+from aam.families import MODEL_FAMILIES
 from aam.training.checkpoint import load_checkpoint
 from aam.workflows.run_config import flag
 
@@ -26,7 +26,7 @@ def model_card(path: str | Path) -> dict[str, Any]:
     card: dict[str, Any] = {
         "file": str(path),
         "kind": checkpoint.get("kind"),
-        "model_type": config.get("model_type", "transformer"),
+        "model_type": checkpoint["family"],
         "created": checkpoint.get("created", NOT_RECORDED),
         "versions": checkpoint.get("versions", {}),
         "parameters": int(sum(v.numel() for v in weights.values() if hasattr(v, "numel"))),
@@ -50,16 +50,18 @@ def model_card(path: str | Path) -> dict[str, Any]:
         "table": (run.get("options") or {}).get("table", NOT_RECORDED), "seed": run.get("seed", data.get("seed")),
         "max_bp": data.get("max_bp"), "token_limit": data.get("token_limit"),
     }
-    card["metrics"] = _metrics(state, run, config)
+    card["metrics"] = _metrics(state, run, checkpoint["family"])
     card["options"] = run.get("options", NOT_RECORDED)
     card["architecture"] = {k: v for k, v in (config.get("encoder", config)).items()
                             if not isinstance(v, (dict, list))}
     return card
 
 
-def _metrics(state: dict[str, Any], run: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """The epoch this checkpoint holds and its validation scores, or a sequence-groups model's inner scores."""
-    if config.get("model_type") == SEQUENCE_GROUPS:
+def _metrics(state: dict[str, Any], run: dict[str, Any], family: str) -> dict[str, Any]:
+    """The epoch this checkpoint holds and its validation scores, or the inner scores of a model fitted without
+    epochs (sequence groups)."""
+    trained_by_epochs = family not in MODEL_FAMILIES or MODEL_FAMILIES[family].capabilities.epochs
+    if not trained_by_epochs:
         return {"scores": run.get("inner_scores", NOT_RECORDED), "on": "inner out-of-fold predictions",
                 "chosen": run.get("chosen")}
     history = state.get("history") or []

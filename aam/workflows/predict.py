@@ -19,47 +19,18 @@ from aam.data.novelty import unseen_read_share
 from aam.data.qiime2 import write_q2_metadata
 from aam.errors import AamError
 from aam.fileio import write_tsv
-from aam.models import EncoderConfig, PredictorConfig, SequenceEncoder, SequencePredictor
+from aam.models import SequencePredictor
 from aam.models.layers import attention_backend
-from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
-from aam.models.sequence_groups import SequenceGroupsConfig, sequence_group_model
-from aam.training.checkpoint import load_checkpoint
 from aam.training.data_config import DataConfig
 from aam.training.prediction import PredictionDecoder
 from aam.training.runtime import configure_threads, resolve_device
 from aam.training.scoring import group_means
 from aam.training.trainer import forward_batch
 from aam.workflows.inputs import load_amplicon_data
-from aam.workflows.resume import load_weights
+from aam.workflows.loading import load_predictor
 from aam.workflows.run_config import PredictRun
 
 log = logging.getLogger("aam")
-
-
-def model_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> torch.nn.Module:
-    """The model a loaded checkpoint describes, with its weights: a SequenceEncoder (``encoder``), or for a
-    ``predictor`` a SequencePredictor or, with ``--model-type sequence-groups``, a SequenceGroupComposition."""
-    if checkpoint["kind"] == "encoder":
-        config_class, model_class = EncoderConfig, SequenceEncoder
-    elif checkpoint["model_config"].get("model_type") == SEQUENCE_GROUPS:
-        config_class, model_class = SequenceGroupsConfig, sequence_group_model
-    else:
-        config_class, model_class = PredictorConfig, SequencePredictor
-    try:
-        config = config_class.from_dict(checkpoint["model_config"])
-    except (TypeError, ValueError, KeyError) as err:
-        raise AamError(f"checkpoint's model configuration is not understood ({err})", source=path,
-                       hint="the checkpoint may come from an incompatible aam version") from None
-    model = model_class(config)
-    load_weights(model, checkpoint["model_state"], path)
-    return model
-
-
-def load_predictor(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, DataConfig]:
-    """The exact model of a ``predictor`` checkpoint (a SequencePredictor, or a SequenceGroupComposition for
-    ``--model-type sequence-groups``; weights on ``device``, eval mode) and its data config."""
-    checkpoint = load_checkpoint(path, map_location="cpu", expected_kind="predictor")
-    return model_from_checkpoint(checkpoint, path).to(device).eval(), DataConfig.from_dict(checkpoint.get("data"))
 
 
 def run_predict(run: PredictRun) -> pd.DataFrame:

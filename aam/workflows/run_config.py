@@ -19,7 +19,6 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from aam.errors import AamError
-from aam.models.config import MODEL_TYPE as SEQUENCE_GROUPS
 from aam.models.config import EncoderConfig, PredictorConfig, SequenceGroupsConfig
 from aam.training.config import TrainerConfig
 
@@ -27,12 +26,6 @@ log = logging.getLogger("aam")
 
 ENCODER, PREDICTOR, TRAINER, GROUPS = EncoderConfig(), PredictorConfig(), TrainerConfig(), SequenceGroupsConfig()
 EXCLUSIVE_PARALLEL_FLAGS = ("distributed", "data_parallel", "fsdp")
-# Options of the transformer that the sequence-groups model has no use for, with the value meaning "not set".
-SEQUENCE_GROUPS_UNSUPPORTED = {
-    "categorical_columns": (None, "categorical metadata"), "pretrained_encoder": (None, "a pretrained encoder"),
-    "distributed": (False, "--distributed"), "fsdp": (False, "--fsdp"), "data_parallel": (False, "--data-parallel"),
-    "find_lr": (False, "--find-lr"), "quantiles": (None, "quantile outputs"),
-}
 # Flags of aam train that a cross-validation fold cannot take (it sets or forbids them itself).
 NOT_IN_CROSS_VALIDATION = ("val_samples", "resume_from", "find_lr", "distributed", "fsdp")
 
@@ -353,13 +346,7 @@ class TrainRun(FitRun):
         if self.conditional_output_scaling and self.categorical_fusion in ("gmu", "cross-attention"):
             log.warning("--conditional-output-scaling with --categorical-fusion %s models the same effect twice; "
                         "see aam train --categorical-help", self.categorical_fusion)
-        if self.model_type == SEQUENCE_GROUPS:
-            self._check_sequence_groups()
-        elif self.blend_names:
-            raise AamError("the blend's weights are chosen by the sequence-groups model's inner "
-                           "cross-validation", source="--blend-baselines" if self.blend_baselines else "--forest-blend",
-                           hint="use it with --model-type sequence-groups, or average a transformer with aam "
-                                "predict --forest FOREST --forest-weight W")
+        self._check_family()
 
     @property
     def blend_names(self) -> tuple[str, ...]:
@@ -380,17 +367,34 @@ class TrainRun(FitRun):
                            hint=f"a comma list of {', '.join(BASELINES.names())}")
         return names
 
-    def _check_sequence_groups(self) -> None:
-        for key, (unset, what) in SEQUENCE_GROUPS_UNSUPPORTED.items():
-            if getattr(self, key) not in (unset, None, False, ""):
-                raise AamError(f"{what} is not used by the sequence-groups model", source="--model-type",
-                               hint="leave it out, or use --model-type transformer")
-        if self.val_samples:
-            raise AamError("the sequence-groups model trains on every usable sample (its inner cross-validation "
-                           "is its validation)", source="--val-samples",
-                           hint="hold samples out with --exclude-samples FILE, then score them with aam predict")
-        if self.loss_type == "quantile":
-            raise AamError("quantile outputs are not available with the sequence-groups model", source="--loss-type")
+    def _check_family(self) -> None:
+        """The options the ``--model-type`` family cannot honour (from its capabilities) are refused."""
+        from aam.families import MODEL_FAMILIES
+
+        if self.model_type not in MODEL_FAMILIES:
+            raise AamError(f"unknown model type {self.model_type!r}", source="--model-type",
+                           hint=f"choose one of {', '.join(MODEL_FAMILIES.names())}")
+        family = MODEL_FAMILIES[self.model_type]
+        for key, (unset, what) in family.refused_options().items():
+            if getattr(self, key, unset) not in (unset, None, False, "", ()):
+                raise AamError(f"{what} is not available with --model-type {self.model_type}",
+                               source=flag(key), hint=_REFUSED_HINTS.get(key, "leave it out, or use another "
+                                                                              "--model-type"))
+        if family.capabilities.baseline_blend:
+            self.blend_names  # noqa: B018 -- unknown baselines are refused now, before any data is read
+        if self.loss_type == "quantile" and not family.capabilities.quantiles:
+            raise AamError(f"quantile outputs are not available with --model-type {self.model_type}",
+                           source="--loss-type")
+
+
+_REFUSED_HINTS = {
+    "val_samples": "this model trains on every usable sample (its inner cross-validation is its validation); "
+                   "hold samples out with --exclude-samples FILE, then score them with aam predict",
+    "blend_baselines": "the blend's weights are chosen by the sequence-groups model's inner cross-validation: use "
+                       "--model-type sequence-groups, or average a model with aam predict --forest FOREST "
+                       "--forest-weight W",
+}
+_REFUSED_HINTS["forest_blend"] = _REFUSED_HINTS["blend_baselines"]
 
 
 def _loss_of_config(text: str, column: str, classifier: bool) -> str:

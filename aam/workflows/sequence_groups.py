@@ -1,33 +1,24 @@
 """``aam train --model-type sequence-groups``: fit the sequence-group composition model and write a run folder
-that ``aam predict`` and ``aam cross-validate`` use like any other (checkpoints/best_model.pt, config.json,
-val_predictions.tsv, training.log), plus ``sequence_groups.json`` (the inner cross-validation)."""
+that ``aam predict`` and ``aam cross-validate`` use like any other (``aam.workflows.fitted_run``), plus
+``sequence_groups.json`` (the inner cross-validation)."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
-from aam.data.novelty import training_fingerprints
 from aam.errors import AamError
-from aam.fileio import write_json, write_tsv
-from aam.models.sequence_groups import SequenceGroupsConfig, sequence_group_model
-from aam.training.checkpoint import save_checkpoint
-from aam.training.data_config import DataConfig
-from aam.training.prediction import PredictionDecoder
+from aam.fileio import write_json
+from aam.models.sequence_groups import MODEL_TYPE, SequenceGroupsConfig, sequence_group_model
 from aam.training.scoring import score_predictions
 from aam.training.sequence_groups_fit import fit_sequence_groups, select_anchors
 from aam.training.trainer import FitResult
+from aam.workflows.fitted_run import FitInputs, every_sample_targets, fitted_data_config, write_fitted_run
 from aam.workflows.forest_blend import fit_baseline_blend
-from aam.workflows.run_config import TrainRun
-from aam.workflows.run_folder import write_run_config, write_training_report
 
 log = logging.getLogger("aam")
 
-ALL_ASVS = 2**31 - 1  # the model reads a sample's whole composition: prediction keeps every ASV
 
 def parse_group_counts(value: str | None) -> tuple[int, ...]:
     """'8,16,32,64' -> (8, 16, 32, 64); one line naming the flag when it is not a list of integers >= 2."""
@@ -56,12 +47,12 @@ def _fitting_group_counts(counts: tuple[int, ...], table) -> tuple[int, ...]:
     return counts
 
 
-def train_sequence_groups(run: TrainRun, output_dir: Path, main: bool, data, ids: list[str],
-                          groups: np.ndarray | None, setup, by_row: dict[str, Any], seed: int,
-                          record: dict[str, Any]) -> FitResult:
-    """Fit on every sample of ``ids`` (the inner cross-validation chooses the shrinkage) and write the run."""
-    classifier = run.classifier
-    rows = data.rows_of(ids)
+def train_sequence_groups(inputs: FitInputs) -> FitResult:
+    """Fit on every usable sample (the inner cross-validation, grouped by ``--group-column``, chooses the
+    shrinkage and gives the out-of-fold predictions) and write the run."""
+    run, data, main, seed = inputs.run, inputs.data, inputs.session.is_main, inputs.session.seed
+    targets = every_sample_targets(inputs)
+    classifier, rows, ids, groups, setup = run.classifier, targets.rows, targets.ids, targets.groups, targets.setup
     counts = _fitting_group_counts(parse_group_counts(run.sequence_groups), data.counts[rows])
     anchors = select_anchors(data.counts[rows], groups, run.group_anchors)
     config = SequenceGroupsConfig(group_counts=counts,
@@ -77,50 +68,22 @@ def train_sequence_groups(run: TrainRun, output_dir: Path, main: bool, data, ids
              f" and {config.positions} positions" if config.positions else "")
     fit = fit_sequence_groups(model, data.counts[rows], data.tokens, setup.model_targets, groups, seed, anchors,
                               kmeans_starts=run.group_kmeans_starts)
-
-    decoder = PredictionDecoder(transform=setup.transform, groups=by_row["groups"], classifier=classifier,
-                                class_labels=setup.class_labels or (), quantiles=None, actual=by_row["actual"])
-    oof = fit.out_of_fold
-    logits = (np.log(np.clip(oof, 1e-12, None)) if classifier else oof.reshape(-1, 1))
-    frame = decoder.decode(torch.from_numpy(logits), rows)
-    frame = frame.drop(columns=[c for c in ("prediction_index",) if c in frame.columns])
-    frame.insert(0, "sample_id", ids)
-    frame.insert(2, "actual", setup.actual)
+    frame = targets.decode(fit.out_of_fold)
     scores = score_predictions(frame, classifier)
     log.info("inner out-of-fold scores (%s, %d ASVs in %s groups): %s", fit.inner_scheme, fit.n_asvs,
              "+".join(map(str, config.group_counts)), "  ".join(f"{k}={v:.4g}" for k, v in scores.items()))
-
-    data_info = DataConfig(
-        max_bp=run.max_bp, token_limit=ALL_ASVS, asv_sampling="abundance",
-        metadata_column=run.target_column, classifier=classifier,
-        class_labels=setup.class_labels or (),
-        target_transform=setup.transform.to_dict() if setup.transform is not None else None,
-        normalize_by=setup.normalize_by, seed=seed)
+    data_info = fitted_data_config(inputs, targets)
     report = {"model_type": config.model_type, "parameter": fit.parameter, "chosen": fit.chosen,
               "scoring": fit.scoring, "inner_scheme": fit.inner_scheme, "grid": fit.grid, "n_samples": len(ids),
               "n_asvs": fit.n_asvs, "group_sizes": {str(k): v for k, v in fit.group_sizes.items()},
               "out_of_fold_scores": scores}
     if run.blend_names:
         choice = fit_baseline_blend(data.counts[rows], data.asv_ids, ids, setup.actual, fit.splits, frame,
-                                    classifier, run.target_column, seed, output_dir if main else None,
+                                    classifier, run.target_column, seed, inputs.output_dir if main else None,
                                     names=run.blend_names, mode=run.blend_weights, groups=groups)
         report["forest_blend"] = choice.to_dict()
         data_info = data_info.replace(forest_weight=choice.weight)
     if main:
-        write_tsv(output_dir / "val_predictions.tsv", frame)
-        write_json(output_dir / "sequence_groups.json", report)
-        save_checkpoint(output_dir / "checkpoints" / "best_model.pt", kind="predictor",
-                        model_config=config.to_dict(), model=model,
-                        data=data_info.replace(
-                            training_asvs=training_fingerprints(data.counts, data.tokens, rows),
-                            run={**record, "inner_scores": scores, "chosen": {fit.parameter: fit.chosen}}).to_dict())
-        write_run_config(output_dir, "train", {**run.options(), "seed": seed},
-                         {"model_config": config.to_dict(),
-                          "data": {k: v for k, v in data_info.to_dict().items() if k not in ("training_asvs", "run")},
-                          "n_train": len(ids), "n_val": 0})
-    log.info("saved %s (inner out-of-fold predictions in val_predictions.tsv)",
-             output_dir / "checkpoints" / "best_model.pt")
-    if main and run.report:
-        write_training_report(output_dir, run, [], None)
-    key = "auroc" if classifier else "mae"
-    return FitResult(best_metric=float(scores[key]), best_epoch=0, history=[], best_eval=None)
+        write_json(inputs.output_dir / "sequence_groups.json", report)
+    return write_fitted_run(inputs, targets, family=MODEL_TYPE, model=model, model_config=config.to_dict(),
+                            predictions=frame, data_info=data_info, chosen={fit.parameter: fit.chosen})

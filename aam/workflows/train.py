@@ -1,10 +1,9 @@
-"""``aam train``: fine-tune a SequencePredictor on a metadata column (regression or classification)."""
+"""``aam train``: read the table and the metadata, then train the model family of ``--model-type`` on a metadata
+column (regression or classification); the transformer's training (``train_transformer``) lives here."""
 
 from __future__ import annotations
 
 import logging
-import warnings
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -12,13 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aam.data.categorical import CategoricalEncoder, CategoryWeights, category_keys
+from aam.data.categorical import CategoricalEncoder, CategoryWeights
 from aam.data.dataset import asvs_in_groups
-from aam.data.metadata import align_samples, numeric_target, read_metadata, require_column
-from aam.data.normalization import DEFAULT_REGRESSION_TRANSFORM, TARGET_TRANSFORMS, resolve_target_transform
+from aam.data.metadata import align_samples, read_metadata, require_column
 from aam.data.novelty import training_fingerprints
 from aam.data.split import write_split
 from aam.errors import AamError
+from aam.families import MODEL_FAMILIES
 from aam.fileio import write_tsv
 from aam.models import SequencePredictor
 from aam.models.summary import model_summary
@@ -32,6 +31,7 @@ from aam.training.prediction import PredictionDecoder
 from aam.training.runtime import configure_logging
 from aam.training.trainer import EvalResult, FitResult, Trainer
 from aam.workflows.config_mapping import predictor_config_from_options, trainer_config_from_options
+from aam.workflows.fitted_run import FitInputs, run_record
 from aam.workflows.inputs import (
     build_loaders,
     load_amplicon_data,
@@ -39,26 +39,13 @@ from aam.workflows.inputs import (
     step_validation_loader,
 )
 from aam.workflows.resume import load_resume_weights, load_weights, open_writer, resume_into
-from aam.workflows.run_config import SEQUENCE_GROUPS, TrainRun, flag
+from aam.workflows.run_config import TrainRun, flag
 from aam.workflows.run_folder import write_run_config, write_training_report
 from aam.workflows.samples import exclude_samples, sample_groups, split_samples
-from aam.workflows.sequence_groups import train_sequence_groups
 from aam.workflows.session import Session, adopt_batch_size, run_in_session
+from aam.workflows.targets import TargetSetup, fit_targets, ids_with_target, row_arrays
 
 log = logging.getLogger("aam")
-
-
-@dataclass
-class TargetSetup:
-    """Targets of the usable samples, in model units, with what is needed to decode predictions."""
-
-    ids: list[str]  # usable sample ids, table order
-    actual: np.ndarray  # original units (float) or class labels (str), aligned with ids
-    model_targets: np.ndarray  # transformed float32, or int64 class index
-    transform: Any = None
-    transform_name: str = "none"
-    normalize_by: list[str] | None = None
-    class_labels: list[str] | None = None
 
 
 def run_train(run: TrainRun) -> FitResult:
@@ -67,22 +54,28 @@ def run_train(run: TrainRun) -> FitResult:
 
 
 def _run(run: TrainRun, output_dir: Path, session: Session) -> FitResult:
-    main, seed, device = session.is_main, session.seed, session.device
+    """Read the table and the metadata, then train the family ``--model-type`` names."""
     pretrained = None
     if run.pretrained_encoder:
         pretrained = load_checkpoint(run.pretrained_encoder, expected_kind=("encoder", "predictor"))
         run = adopt_pretrained_architecture(run, pretrained)
-    configure_logging(output_dir / "training.log" if main else None, run.verbose and main)
-
+    configure_logging(output_dir / "training.log" if session.is_main else None, run.verbose and session.is_main)
     data = load_amplicon_data(run.table, sequences_path=run.sequences, max_bp=run.max_bp,
-                              rarefy_depth=run.rarefy_depth, seed=seed)
+                              rarefy_depth=run.rarefy_depth, seed=session.seed)
     metadata = read_metadata(run.metadata)
     column = run.target_column
     require_column(metadata, column, source=run.metadata)
-    categorical_columns = _categorical_columns(run, metadata)
     ids = align_samples(data.sample_ids, metadata, source=run.metadata)
-    if run.model_type == SEQUENCE_GROUPS:
-        return _run_sequence_groups(run, output_dir, session, data, metadata, column, ids)
+    inputs = FitInputs(run, output_dir, session, data, metadata, column, ids, pretrained)
+    return MODEL_FAMILIES[run.model_type].fit(inputs)
+
+
+def train_transformer(inputs: FitInputs) -> FitResult:
+    """The attention model, trained by epochs on a train/validation split (grouped by ``--group-column``)."""
+    run, output_dir, session, data = inputs.run, inputs.output_dir, inputs.session, inputs.data
+    metadata, column, ids, pretrained = inputs.metadata, inputs.column, inputs.ids, inputs.pretrained
+    main, seed, device = session.is_main, session.seed, session.device
+    categorical_columns = _categorical_columns(run, metadata)
     targets = load_distance_targets(data, unifrac_matrix=run.unifrac_matrix, tree=run.tree,
                                     metric=run.unifrac_metric)
     if targets is not None:
@@ -96,10 +89,10 @@ def _run(run: TrainRun, output_dir: Path, session: Session) -> FitResult:
     if main:
         write_split(output_dir, train_ids, val_ids, None if groups is None else dict(zip(ids, groups)))
 
-    setup = _fit_targets(run, metadata, column, train_ids, ids)
+    setup = fit_targets(run, metadata, column, train_ids, ids)
     encoder = CategoricalEncoder().fit(metadata.loc[train_ids], categorical_columns) if categorical_columns else None
     rows = data.rows_of(ids)
-    by_row = _row_arrays(data.n_samples, rows, setup, encoder, metadata, ids)
+    by_row = row_arrays(data.n_samples, rows, setup, encoder, metadata, ids)
     train_rows, val_rows = data.rows_of(train_ids), data.rows_of(val_ids)
     train_data = _shared_asvs_only(data, train_rows, train_ids, groups, ids, run)
     train_weights = _category_loss_weights(run, metadata, categorical_columns, train_ids)
@@ -187,28 +180,9 @@ def _run(run: TrainRun, output_dir: Path, session: Session) -> FitResult:
     return result
 
 
-def run_record(run: TrainRun, seed: int, n_train: int, n_val: int, groups: np.ndarray | None) -> dict[str, Any]:
-    """What a checkpoint keeps about the run that made it (``aam inspect``): the resolved options and the split."""
-    return {"command": "train", "options": run.options(), "seed": seed,
-            "n_train": n_train, "n_val": n_val, "group_column": run.group_column,
-            "n_groups": None if groups is None else int(len(np.unique(groups)))}
-
-
 def _without_fingerprints(data_info: DataConfig) -> dict[str, Any]:
     """The data config for config.json: everything but the (long) training-ASV fingerprints and the run."""
     return {k: v for k, v in data_info.to_dict().items() if k not in ("training_asvs", "run")}
-
-
-def _run_sequence_groups(run: TrainRun, output_dir: Path, session: Session, data, metadata: pd.DataFrame,
-                         column: str, ids: list[str]) -> FitResult:
-    """``--model-type sequence-groups``: every usable sample trains the model (no validation split: the inner
-    cross-validation, grouped by ``--group-column``, chooses its shrinkage and gives its honest estimate)."""
-    ids = exclude_samples(ids_with_target(metadata, column, ids, run), run.split)
-    groups = sample_groups(metadata, ids, run.split, target=column, inputs=())
-    setup = _fit_targets(run, metadata, column, ids, ids)
-    by_row = _row_arrays(data.n_samples, data.rows_of(ids), setup, None, metadata, ids)
-    return train_sequence_groups(run, output_dir, session.is_main, data, ids, groups, setup, by_row, session.seed,
-                                 run_record(run, session.seed, len(ids), 0, groups))
 
 
 def _shared_asvs_only(data, train_rows: np.ndarray, train_ids: list[str], groups: np.ndarray | None,
@@ -276,79 +250,6 @@ def _categorical_columns(run: TrainRun, metadata: pd.DataFrame) -> list[str]:
         if name not in columns:
             raise AamError(f"column {name!r} is not in --categorical-columns", source="--conditional-output-scaling")
     return columns
-
-
-def ids_with_target(metadata: pd.DataFrame, column: str, ids: list[str], run: TrainRun) -> list[str]:
-    """Ids whose target is usable: numeric and finite (regression) or present (classification)."""
-    if run.classifier:
-        values = metadata.loc[ids, column]
-        keep = values.notna() & (values.astype(str).str.strip() != "")
-        dropped = int((~keep).sum())
-        if dropped:
-            log.warning("%d sample(s) without a value in %r are left out", dropped, column)
-        kept = [i for i, k in zip(ids, keep.to_numpy()) if k]
-        if not kept:
-            raise AamError(f"no sample has a value in column {column!r}", source=run.metadata)
-        return kept
-    target = numeric_target(metadata.loc[ids], column, source=run.metadata)
-    present = set(target.index)
-    return [i for i in ids if i in present]
-
-
-def _fit_targets(run: TrainRun, metadata: pd.DataFrame, column: str, train_ids: list[str],
-                 ids: list[str]) -> TargetSetup:
-    """Class labels (classifier) or the target transform fitted on the training split only."""
-    if run.classifier:
-        labels = metadata.loc[ids, column].astype(str).str.strip().to_numpy()
-        class_labels = sorted(set(labels))
-        if len(class_labels) < 2:
-            raise AamError(f"column {column!r} has a single class ({class_labels[0]!r})", source=run.metadata)
-        if run.out_dim not in (1, len(class_labels)):
-            raise AamError(f"column {column!r} has {len(class_labels)} classes, not {run.out_dim}",
-                           source="--out-dim", hint=f"use --out-dim {len(class_labels)} or leave it out")
-        index = {label: i for i, label in enumerate(class_labels)}
-        return TargetSetup(ids, labels, np.array([index[v] for v in labels], dtype=np.int64),
-                           class_labels=class_labels)
-    if run.out_dim != 1:
-        raise AamError("regression predicts one column", source="--out-dim",
-                       hint="use --out-dim 1, or --classifier for classes")
-    actual = metadata.loc[ids, column].astype(float).to_numpy()
-    train_values = actual[np.isin(np.asarray(ids, dtype=object), np.asarray(train_ids, dtype=object))]
-    if np.ptp(train_values) == 0:
-        raise AamError(f"column {column!r} has one value ({train_values[0]:g}) in all {len(train_values)} training "
-                       "samples: there is nothing to learn", source="--metadata-column",
-                       hint="choose a column that varies between samples")
-    name, by_columns, messages = resolve_target_transform(
-        run.target_transform, run.normalize_targets, run.normalize_targets_by,
-        run.log_transform_targets, run.normalize_by)
-    for message in messages:
-        warnings.warn(message, FutureWarning, stacklevel=2)
-        log.warning(message)
-    name = name or DEFAULT_REGRESSION_TRANSFORM
-    transform = TARGET_TRANSFORMS[name]()
-    groups = category_keys(metadata, ids, by_columns) if by_columns else None
-    train_mask = np.isin(np.asarray(ids, dtype=object), np.asarray(train_ids, dtype=object))
-    transform.fit(actual[train_mask], None if groups is None else groups[train_mask])
-    model_targets = np.asarray(transform.transform(actual, groups), dtype=np.float32)
-    return TargetSetup(ids, actual, model_targets, transform, name, by_columns or None)
-
-
-def _row_arrays(n_rows: int, rows: np.ndarray, setup: TargetSetup, encoder: CategoricalEncoder | None,
-                metadata: pd.DataFrame, ids: list[str]) -> dict[str, np.ndarray | None]:
-    """Targets, original values, transform groups and categorical codes indexed by AmpliconData row."""
-    targets = np.zeros(n_rows, dtype=setup.model_targets.dtype)
-    targets[rows] = setup.model_targets
-    actual = np.empty(n_rows, dtype=object if setup.class_labels else np.float64)
-    actual[rows] = setup.actual
-    groups = None
-    if setup.normalize_by:
-        groups = np.empty(n_rows, dtype=object)
-        groups[rows] = category_keys(metadata, ids, setup.normalize_by)
-    categoricals = None
-    if encoder is not None:
-        categoricals = np.zeros((n_rows, len(encoder.columns)), dtype=np.int64)
-        categoricals[rows] = encoder.transform(metadata, ids)
-    return {"targets": targets, "actual": actual, "groups": groups, "categoricals": categoricals}
 
 
 def _category_loss_weights(run: TrainRun, metadata: pd.DataFrame, categorical_columns: list[str],
