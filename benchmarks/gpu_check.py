@@ -42,7 +42,7 @@ from aam.data.dataset import AmpliconData, BatchCollator, MatrixDistanceLookup, 
 from aam.data.vocabulary import START, A  # noqa: E402
 from aam.models import EncoderConfig, PredictorConfig, SequencePredictor  # noqa: E402
 from aam.models.layers import ATTENTION_BACKENDS, attention_backend  # noqa: E402
-from aam.training.losses import MultiTaskLoss, build_target_loss  # noqa: E402
+from aam.objectives.losses import MultiTaskLoss, build_target_loss  # noqa: E402
 from aam.training.trainer import Trainer, TrainerConfig  # noqa: E402
 
 SIZES = {"small": dict(embedding_dim=64, attention_heads=4, attention_layers=2),

@@ -180,7 +180,7 @@ def build_model(config: BenchConfig, mode: str):
 
 
 def build_loss(mode: str):
-    from aam.training.losses import MultiTaskLoss, build_target_loss
+    from aam.objectives.losses import MultiTaskLoss, build_target_loss
 
     if mode == "pretrain":  # UniFrac + masked nucleotides
         return MultiTaskLoss(target_penalty=0.0, penalty=1.0, nuc_penalty=1.0, count_penalty=0.0)

@@ -12,9 +12,9 @@ from scipy import sparse
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 
+from aam.baselines import BASELINES
+from aam.baselines import estimators as baselines
 from aam.cli import cli
-from aam.training import baselines
-from aam.training.registries import BASELINES
 
 
 def planted(n: int = 120, features: int = 40, seed: int = 0):
@@ -103,7 +103,7 @@ def _write_task(tmp_path, counts, labels):
 
 @pytest.mark.parametrize("name", ["clr-linear", "boosted"])
 def test_saved_baseline_predicts_as_fitted_and_blends(tmp_path, name):
-    from aam.workflows.rf_baseline import load_forest, predict_forest
+    from aam.baselines.store import load_forest, predict_forest
 
     counts, labels, _, _ = planted(60, 12)
     ids = _write_task(tmp_path, counts, labels)
@@ -126,7 +126,7 @@ def test_forests_saved_before_baselines_read_counts_still_predict(tmp_path):
     """A bundle of format aam-forest-1 holds a bare forest on relative abundances of the whole table."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from aam.workflows.rf_baseline import load_forest, predict_forest
+    from aam.baselines.store import load_forest, predict_forest
 
     counts, labels, _, _ = planted(60, 12)
     ids = _write_task(tmp_path, counts, labels)

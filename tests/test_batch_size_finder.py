@@ -15,13 +15,13 @@ from click.testing import CliRunner
 from aam.cli import cli as main
 from aam.data.dataset import AmpliconData, BatchCollator, MatrixDistanceLookup, SampleDataset
 from aam.models import EncoderConfig, SequenceEncoder
+from aam.objectives.losses import MultiTaskLoss
 from aam.training.batch_size_finder import (
     find_batch_size,
     largest_fitting,
     optimizer_state_bytes,
     widest_samples,
 )
-from aam.training.losses import MultiTaskLoss
 from aam.training.trainer import Trainer, TrainerConfig
 from aam.workflows import session as session_module
 from aam.workflows.run_config import FitRun

@@ -10,8 +10,8 @@ from torch import nn
 from aam.errors import AamError
 from aam.models import EncoderConfig, PredictorConfig, SequencePredictor
 from aam.models.build import unwrap_model
-from aam.training.checkpoint import load_checkpoint, save_checkpoint, strip_wrapper_prefixes
-from aam.training.data_config import DataConfig
+from aam.outputs.checkpoint import load_checkpoint, save_checkpoint, strip_wrapper_prefixes
+from aam.outputs.data_config import DataConfig
 from aam.workflows.loading import load_predictor
 
 

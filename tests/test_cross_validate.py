@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
 from aam.cli import cli
-from aam.training import scoring
+from aam.objectives import scoring
 from aam.workflows import samples
 
 TINY = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--token-limit", "24",

@@ -21,8 +21,9 @@ from torch import nn
 
 from aam.data.dataset import AmpliconData, BatchCollator, MatrixDistanceLookup, SampleDataset
 from aam.models import EncoderConfig, SequenceEncoder
+from aam.objectives.losses import MultiTaskLoss
+from aam.outputs.checkpoint import load_checkpoint, save_checkpoint
 from aam.training import sharding
-from aam.training.checkpoint import load_checkpoint, save_checkpoint
 from aam.training.distributed import (
     DistributedContext,
     all_gather_objects,
@@ -30,7 +31,6 @@ from aam.training.distributed import (
     gather_with_grad,
     shutdown,
 )
-from aam.training.losses import MultiTaskLoss
 from aam.training.trainer import Trainer, TrainerConfig, forward_batch
 
 TINY = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--token-limit", "16",

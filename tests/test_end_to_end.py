@@ -165,7 +165,7 @@ class _Crash(Exception):
 
 @pytest.mark.parametrize("extra", [[], ["--ema-decay", "0.9"]], ids=["plain", "ema"])
 def test_resume_matches_uninterrupted_run(synthetic_dir, tmp_path, monkeypatch, extra):
-    import aam.training.checkpoint as checkpoint_module
+    import aam.outputs.checkpoint as checkpoint_module
 
     base = ["train", "--table", synthetic_dir["table"], "--metadata", synthetic_dir["metadata"],
             "--metadata-column", "target", "--lr", "1e-3", "--patience", 50, "--epochs", 3,

@@ -21,7 +21,7 @@ from aam.data.dataset import AmpliconData, BatchCollator
 from aam.data.synthetic import make_clade_driven_dataset, write_synthetic_dataset
 from aam.data.taxonomy import read_taxonomy, short_name
 from aam.errors import AamError
-from aam.training.attribution import answer_reader, gradient_effects, occlusion_effects
+from aam.workflows.attribution import answer_reader, gradient_effects, occlusion_effects
 from aam.workflows.inputs import load_amplicon_data
 from aam.workflows.loading import load_predictor
 from aam.workflows.predict import member_inputs

@@ -1,6 +1,7 @@
 """The package's import graph: no circle (counting imports deferred into functions, which only hide one), and
-layers import downwards only: data -> models -> training -> reporting -> workflows -> cli (STYLE.md); no module
-imports another module's private (underscored) name."""
+layers import downwards only: data -> baselines -> unifrac -> models -> objectives -> outputs -> training ->
+reporting -> workflows -> cli (STYLE.md, _design_plan/architecture.md); no module imports another module's
+private (underscored) name."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ from pathlib import Path
 import aam
 
 PACKAGE = Path(aam.__file__).parent
-LAYERS = ("aam.data", "aam.unifrac", "aam.models", "aam.training", "aam.reporting", "aam.workflows", "aam.cli")
+LAYERS = ("aam.data", "aam.baselines", "aam.unifrac", "aam.models", "aam.objectives", "aam.outputs", "aam.training",
+          "aam.reporting", "aam.workflows", "aam.cli")
 BELOW = {  # what each layer may import from the package besides itself (and the top-level helpers)
     "aam.data": set(),
+    "aam.baselines": {"aam.data"},
     "aam.unifrac": {"aam.data"},
-    "aam.models": {"aam.data"},
-    "aam.training": {"aam.data", "aam.models", "aam.unifrac"},
-    "aam.reporting": {"aam.data", "aam.models", "aam.training"},
-    "aam.workflows": {"aam.data", "aam.models", "aam.training", "aam.unifrac", "aam.reporting"},
-    "aam.cli": {"aam.data", "aam.models", "aam.training", "aam.unifrac", "aam.reporting", "aam.workflows"},
+    "aam.models": {"aam.data", "aam.baselines"},
+    "aam.objectives": {"aam.data", "aam.models"},
+    "aam.outputs": {"aam.data", "aam.models", "aam.objectives"},
+    "aam.training": {"aam.data", "aam.models", "aam.unifrac", "aam.objectives", "aam.outputs"},
+    "aam.reporting": {"aam.data", "aam.models", "aam.objectives", "aam.outputs"},
 }
+BELOW["aam.workflows"] = set(LAYERS[:LAYERS.index("aam.workflows")])
+BELOW["aam.cli"] = set(LAYERS[:LAYERS.index("aam.cli")])
 
 
 def module_name(path: Path) -> str:

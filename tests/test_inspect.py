@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from aam.cli import cli
 from aam.data.novelty import training_fingerprints
-from aam.training.checkpoint import load_checkpoint
+from aam.outputs.checkpoint import load_checkpoint
 from aam.workflows.inputs import load_amplicon_data
 
 TINY = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--token-limit", "24",

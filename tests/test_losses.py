@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aam.training.losses import (
+from aam.objectives.losses import (
     TARGET_LOSSES,
     AsymmetricLoss,
     ClassificationNLLLoss,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from aam.training.metrics import (
+from aam.objectives.metrics import (
     ClassificationMetrics,
     DistanceMetrics,
     NucleotideAccuracy,

@@ -16,7 +16,7 @@ from torch import nn
 
 from aam.cli import cli
 from aam.families import MODEL_FAMILIES, Capabilities, ModelFamily, family_name
-from aam.training.checkpoint import load_checkpoint
+from aam.outputs.checkpoint import load_checkpoint
 from aam.workflows.fitted_run import FitInputs, every_sample_targets, fitted_data_config, write_fitted_run
 
 TOY = "mean-target"

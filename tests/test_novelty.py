@@ -18,7 +18,7 @@ from aam.data.novelty import (
 )
 from aam.data.sequences import tokenize
 from aam.data.synthetic import write_biom
-from aam.training.checkpoint import load_checkpoint
+from aam.outputs.checkpoint import load_checkpoint
 from aam.workflows.inputs import load_amplicon_data
 
 

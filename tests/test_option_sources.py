@@ -25,14 +25,14 @@ from aam.models.heads import OUTPUT_CONSTRAINTS
 from aam.models.layers import ATTENTION_BACKENDS
 from aam.models.sample_encoder import COUNT_EMBEDDINGS
 from aam.models.sequence_groups import MODEL_TYPE as SEQUENCE_GROUPS
-from aam.training.attribution import METHODS as ATTRIBUTION_METHODS
-from aam.training.losses import TARGET_LOSSES
-from aam.training.metrics import BEST_METRICS
+from aam.objectives.losses import TARGET_LOSSES
+from aam.objectives.metrics import BEST_METRICS
 from aam.training.optim import OPTIMIZERS
 from aam.training.precision import AUTOCAST_DTYPES
 from aam.training.schedulers import SCHEDULERS
 from aam.training.trainer import TrainerConfig
 from aam.unifrac.metrics import ALIASES, METRICS
+from aam.workflows.attribution import METHODS as ATTRIBUTION_METHODS
 from aam.workflows.config_mapping import (
     encoder_config_from_options,
     predictor_config_from_options,

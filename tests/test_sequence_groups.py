@@ -29,7 +29,7 @@ from aam.models.sequence_groups import (
     sequence_group_model,
     sequence_profiles,
 )
-from aam.training.sequence_groups_fit import _inner_splits, _log_shares, fit_sequence_groups, select_anchors
+from aam.models.sequence_groups_fit import _inner_splits, _log_shares, fit_sequence_groups, select_anchors
 from aam.training.trainer import forward_batch
 from aam.workflows.loading import load_predictor
 
@@ -180,8 +180,8 @@ def test_regression_readout_equals_ridge_and_finds_the_clade_share():
 def test_boosted_readout_equals_scikit_learn_and_survives_the_checkpoint(classifier, tmp_path):
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-    from aam.training.baselines import BOOSTED_DEFAULTS
-    from aam.training.checkpoint import save_checkpoint
+    from aam.baselines.estimators import BOOSTED_DEFAULTS
+    from aam.outputs.checkpoint import save_checkpoint
 
     counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=4)
     tokens = tokens_of(sequences)
@@ -435,8 +435,8 @@ def test_choose_weight_follows_the_better_part_and_ties_go_to_half():
 
 
 def test_forest_blend_weight_is_chosen_on_inner_folds_and_used_by_predict(tmp_path):
+    from aam.baselines.store import load_forest, predict_forest
     from aam.workflows.forest_blend import BLEND_WEIGHTS
-    from aam.workflows.rf_baseline import load_forest, predict_forest
 
     table, metadata = _classification_data(tmp_path)
     common = ["--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
@@ -531,8 +531,8 @@ def test_choose_weights_over_several_baselines_follows_the_best_weighting():
 
 
 def test_blend_of_several_baselines_is_saved_as_one_model_and_used_by_predict(tmp_path):
-    from aam.training.baselines import BaselineBlend
-    from aam.workflows.rf_baseline import load_forest, predict_forest
+    from aam.baselines.estimators import BaselineBlend
+    from aam.baselines.store import load_forest, predict_forest
 
     table, metadata = _classification_data(tmp_path)
     common = ["--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",

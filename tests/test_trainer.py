@@ -24,8 +24,8 @@ import aam.training.trainer as trainer_module
 from aam.data.dataset import AmpliconData, BatchCollator, EpochShuffleSampler, SampleDataset, make_loader
 from aam.models import EncoderConfig, PredictorConfig, SequencePredictor
 from aam.models.asv_encoder import ASVNorm
-from aam.training.checkpoint import Snapshot, load_checkpoint
-from aam.training.losses import MultiTaskLoss, build_target_loss
+from aam.objectives.losses import MultiTaskLoss, build_target_loss
+from aam.outputs.checkpoint import Snapshot, load_checkpoint
 from aam.training.precision import Precision
 from aam.training.preemption import RunInterrupted
 from aam.training.strategy import build_strategy

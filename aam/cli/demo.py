@@ -87,7 +87,7 @@ def command(output_dir: str, data_only: bool, samples: int, asvs: int, pretrain_
 def _summary(out: Path, seconds: float) -> None:
     import torch
 
-    from aam.training.metrics import RegressionMetrics
+    from aam.objectives.metrics import RegressionMetrics
 
     def scores(path: Path) -> dict[str, float]:
         frame = pd.read_csv(path, sep="\t")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from aam.baselines import BASELINES
 from aam.cli import options as o
-from aam.training.registries import BASELINES
 
 
 @click.command("rf-baseline", cls=o.SectionedCommand)

@@ -9,8 +9,8 @@ from aam.data.normalization import TARGET_TRANSFORMS
 from aam.families import MODEL_FAMILIES
 from aam.models.config import GMU_GATES, GROUP_READOUTS, MAX_GROUP_KMER, TARGET_POOLINGS
 from aam.models.registries import FUSIONS, OUTPUT_CONSTRAINTS
-from aam.training.config import BEST_METRICS
-from aam.training.registries import TARGET_LOSSES
+from aam.objectives.metric_names import BEST_METRICS
+from aam.objectives.registries import TARGET_LOSSES
 
 CATEGORICAL_GUIDE = """\
 Choosing --categorical-fusion (categorical metadata such as site, season, host sex):

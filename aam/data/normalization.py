@@ -6,7 +6,7 @@ undone by `inverse` so that metrics and predictions are in the original units. `
 ``[N, ...]`` arrays (e.g. ``[N, Q]`` quantile outputs); per-sample statistics broadcast over trailing axes.
 
 Counts are not transformed here: the count head's target is each sample's relative abundance
-(`aam.training.losses.relative_abundance`) and the model's count input its own abundance feature, whatever the
+(`aam.objectives.losses.relative_abundance`) and the model's count input its own abundance feature, whatever the
 target transform.
 """
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from aam.data.metadata import read_metadata, require_column
 from aam.errors import AamError
 from aam.fileio import atomic_write
 
@@ -273,3 +274,19 @@ def write_split(output_dir: str | os.PathLike, train_ids: Sequence[str], val_ids
         text = "sample_id\tsplit\tgroup\n" + "".join(f"{i}\t{side}\t{group_of[i].lstrip(chr(0))}\n"
                                                        for i, side in rows)
         atomic_write(output_dir / f"{prefix}split.tsv", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def read_folds(path: str, fold_column: str = "fold") -> dict[str, tuple[list[str], list[str]]]:
+    """``{fold: (training ids, validation ids)}`` from a TSV of sample ids and their fold (ids as strings)."""
+    frame = read_metadata(path)
+    require_column(frame, fold_column, source=path, flag="--fold-column")
+    labels = frame[fold_column]
+    if labels.isna().any():
+        raise AamError(f"sample {labels[labels.isna()].index[0]!r} has no fold", source=path,
+                       hint=f"give every sample a value in column {fold_column!r}")
+    names = list(dict.fromkeys(labels))
+    if len(names) < 2:
+        raise AamError(f"column {fold_column!r} holds a single fold", source=path, hint="cross-validation needs 2+")
+    ids = labels.index.to_list()
+    return {name: ([i for i, f in zip(ids, labels) if f != name], [i for i, f in zip(ids, labels) if f == name])
+            for name in names}

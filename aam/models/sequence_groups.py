@@ -5,7 +5,7 @@ nucleotide at each position: :func:`sequence_profiles`) and assigned to the near
 several resolutions (e.g. 8, 16, 32 and 64 groups), each clustered several times from different starts. A
 sample is the centred log shares of those groups (compositional data analysis's centred log-ratio), centred
 over the training samples, and a linear layer reads the prediction off them. The centres and the read-out are
-fitted outside gradient training (:mod:`aam.training.sequence_groups_fit`: k-means on the training ASVs, a
+fitted outside gradient training (:mod:`aam.models.sequence_groups_fit`: k-means on the training ASVs, a
 shrunk linear model whose strength is chosen by grouped inner cross-validation); this module only evaluates
 the fitted model on a batch, so ``aam predict`` and ``aam cross-validate`` run it like any other checkpoint.
 
@@ -146,7 +146,7 @@ ABSENT_CLASS_LOGIT = -30.0  # a class no training sample holds is never predicte
 
 class BoostedGroupComposition(SequenceGroupComposition):
     """The same features, read by gradient-boosted trees (scikit-learn's HistGradientBoosting, fitted by
-    :mod:`aam.training.sequence_groups_fit`) instead of the linear layer, which stays unused. The fitted trees
+    :mod:`aam.models.sequence_groups_fit`) instead of the linear layer, which stays unused. The fitted trees
     travel in the module's extra state, so the checkpoint holds them; they run on the CPU."""
 
     def __init__(self, config: SequenceGroupsConfig):

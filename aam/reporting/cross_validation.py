@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aam.objectives.metrics import metric_direction
 from aam.reporting import figures
 from aam.reporting.figures import positive_class
 from aam.reporting.page import ReportPage, standard_facts
-from aam.training.metrics import metric_direction
 
 MAX_CLASS_CURVES = 6  # one-vs-rest curve pairs drawn for a multi-class task
 

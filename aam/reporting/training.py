@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aam.objectives.scoring import probability_columns, score_predictions
 from aam.reporting import figures
 from aam.reporting.page import ReportPage, standard_facts
-from aam.training.scoring import probability_columns, score_predictions
 
 
 def write_training_report(output_dir: str | Path, history: Sequence[Mapping[str, Any]], best_epoch: int | None,

@@ -47,7 +47,7 @@ class Diagnostics:
         if "gate" in result.diagnostics:
             self.writer.add_histogram("gmu/gate", result.diagnostics["gate"], epoch)
         if "cross_attention" in result.diagnostics:
-            from aam.training.plots import attention_heatmap
+            from aam.outputs.plots import attention_heatmap
 
             weights = result.diagnostics["cross_attention"]
             names = self.category_names or [f"col{i}" for i in range(weights.shape[-1])]

@@ -6,7 +6,7 @@ import logging
 import math
 from typing import Any
 
-from aam.training.metrics import metric_direction
+from aam.objectives.metrics import metric_direction
 
 log = logging.getLogger("aam.training.trainer")
 

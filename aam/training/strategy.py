@@ -19,8 +19,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.optim import Optimizer
 
+from aam.outputs.checkpoint import strip_wrapper_prefixes
 from aam.training import sharding
-from aam.training.checkpoint import strip_wrapper_prefixes
 from aam.training.data_parallel import BatchDataParallel
 from aam.training.distributed import (
     DistributedContext,

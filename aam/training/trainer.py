@@ -31,23 +31,23 @@ from tqdm.auto import tqdm
 
 from aam.models.build import unwrap_model
 from aam.models.layers import attention_backend
-from aam.training import sharding
-from aam.training.asv_cache import encode_all_asvs
-from aam.training.checkpoint import Snapshot, strip_wrapper_prefixes
-from aam.training.config import TrainerConfig  # noqa: F401 (re-exported)
-from aam.training.diagnostics import Diagnostics
-from aam.training.distributed import DeviceDistanceLookup, DistributedContext, gather_with_grad
-from aam.training.early_stopping import EarlyStopping
-from aam.training.ema import ema_model
-from aam.training.metrics import (
+from aam.objectives.metrics import (
     ClassificationMetrics,
     DistanceMetrics,
     RegressionMetrics,
     metric_direction,
 )
+from aam.outputs.checkpoint import Snapshot, strip_wrapper_prefixes
+from aam.outputs.prediction import PredictionDecoder
+from aam.training import sharding
+from aam.training.asv_cache import encode_all_asvs
+from aam.training.config import TrainerConfig  # noqa: F401 (re-exported)
+from aam.training.diagnostics import Diagnostics
+from aam.training.distributed import DeviceDistanceLookup, DistributedContext, gather_with_grad
+from aam.training.early_stopping import EarlyStopping
+from aam.training.ema import ema_model
 from aam.training.optim import build_optimizer, param_group_lrs
 from aam.training.precision import Precision
-from aam.training.prediction import PredictionDecoder
 from aam.training.preemption import RunInterrupted, StopSignals
 from aam.training.runtime import memory_usage
 from aam.training.schedulers import build_scheduler
@@ -118,7 +118,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 class Trainer:
-    """Fits ``model`` with ``loss_fn`` (a :class:`~aam.training.losses.MultiTaskLoss`).
+    """Fits ``model`` with ``loss_fn`` (a :class:`~aam.objectives.losses.MultiTaskLoss`).
 
     With ``config.ema_decay`` an exponential moving average of the weights (:mod:`aam.training.ema`, updated
     after every optimizer step) is what validation scores and checkpoints hold; the raw weights and the
@@ -131,7 +131,7 @@ class Trainer:
         device: where the model and batches live.
         decoder: maps target predictions back to original units; None for pretraining.
         save_checkpoint: ``fn(name, snapshot)`` called on every rank for ``best`` and ``last`` with a
-            :class:`~aam.training.checkpoint.Snapshot` (already gathered under FSDP) to write; returns the
+            :class:`~aam.outputs.checkpoint.Snapshot` (already gathered under FSDP) to write; returns the
             path written (named in the resume line of a stopped run).
         on_best: ``fn(eval_result, epoch)`` called when the selected metric improves (writes predictions).
         writer: a TensorBoard ``SummaryWriter`` or None.

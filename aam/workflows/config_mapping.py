@@ -7,8 +7,8 @@ import warnings
 
 from aam.errors import AamError
 from aam.models import EncoderConfig, PredictorConfig
+from aam.objectives.losses import validate_quantiles
 from aam.training.config import TrainerConfig
-from aam.training.losses import validate_quantiles
 from aam.workflows.run_config import FitRun, TrainRun
 
 log = logging.getLogger("aam")

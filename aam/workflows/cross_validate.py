@@ -37,10 +37,10 @@ from aam.data.metadata import align_samples, read_metadata, require_column
 from aam.data.split import make_folds, read_ids, write_ids
 from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
-from aam.training.metrics import metric_direction
+from aam.objectives.metrics import metric_direction
+from aam.objectives.scoring import group_means, probability_columns, score_predictions, scores_by
 from aam.training.preemption import RunInterrupted
 from aam.training.runtime import configure_logging
-from aam.training.scoring import group_means, probability_columns, score_predictions, scores_by
 from aam.workflows.forest_blend import FOREST_FILE, blend_many
 from aam.workflows.run_config import CrossValidateRun, PredictRun, PretrainRun, defaults
 from aam.workflows.samples import sample_groups
@@ -172,7 +172,7 @@ def _folds(run: CrossValidateRun, out: Path, ids: list[str], metadata: pd.DataFr
 
 def _read_fold_file(path: str | Path, fold_column: str, ids: list[str]) -> dict[str, list[str]]:
     """``{fold: test ids}`` from a TSV of sample ids and folds, restricted to the usable ``ids``."""
-    from aam.workflows.rf_baseline import read_folds
+    from aam.data.split import read_folds
 
     usable = set(ids)
     folds = {name: [s for s in test if s in usable] for name, (_, test) in read_folds(str(path), fold_column).items()}
@@ -411,7 +411,7 @@ def _comparison(methods: dict[str, pd.DataFrame], classifier: bool, best: str | 
 def _plot(path: Path, comparison: pd.DataFrame, methods: dict[str, pd.DataFrame], classifier: bool,
           column: str, best: str | None = None) -> None:
     """Per-fold scores of each method (left) and, for regression, out-of-fold predictions vs actual (right)."""
-    from aam.training.plots import plt, save_figure
+    from aam.outputs.plots import plt, save_figure
 
     metric = PRIMARY_METRIC[classifier]
     folds = comparison[~comparison["fold"].isin(["pooled", "mean", "sd"])]

@@ -120,7 +120,7 @@ def principal_coordinates(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _ordination_plot(embeddings: pd.DataFrame, path: str, metadata: pd.DataFrame | None,
                      color_by: str | None) -> None:
-    from aam.training.plots import plt, save_figure
+    from aam.outputs.plots import plt, save_figure
 
     coordinates, share = principal_coordinates(embeddings.to_numpy(np.float64))
     figure, axis = plt.subplots(figsize=(6, 5), layout="constrained")

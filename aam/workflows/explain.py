@@ -1,6 +1,6 @@
 """``aam explain``: which ASVs a trained model (or ensemble) relies on, for the given samples.
 
-Each sample's ASVs are attributed by occlusion (``aam.training.attribution``): the answer with the ASV less
+Each sample's ASVs are attributed by occlusion (``aam.workflows.attribution``): the answer with the ASV less
 the answer without it, in original target units or class probabilities. For an ensemble the effect is the
 mean over members (exactly the effect on the ensemble's averaged answer). Per ASV: importance = mean size of
 the effect over all given samples (0 where the ASV is absent), the mean signed effect where present (per
@@ -31,7 +31,9 @@ from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
 from aam.models.layers import attention_backend
 from aam.models.sequence_predictor import SequencePredictor
-from aam.training.attribution import (
+from aam.outputs.data_config import DataConfig
+from aam.training.runtime import configure_threads, resolve_device
+from aam.workflows.attribution import (
     METHODS,
     answer_reader,
     answer_shift,
@@ -40,8 +42,6 @@ from aam.training.attribution import (
     occlusion_effects,
     shared_asv_embeddings,
 )
-from aam.training.data_config import DataConfig
-from aam.training.runtime import configure_threads, resolve_device
 from aam.workflows.inputs import load_amplicon_data
 from aam.workflows.loading import load_predictor
 from aam.workflows.predict import check_compatible, member_inputs
@@ -463,7 +463,7 @@ def _per_level(frame: pd.DataFrame, n_members: int) -> pd.DataFrame:
 
 
 def _plot_top(importance: pd.DataFrame, path: Path, top: int, classes: list[str]) -> None:
-    from aam.training.plots import plt, save_figure
+    from aam.outputs.plots import plt, save_figure
 
     shown = importance.head(top).iloc[::-1]
     labels = [_label(r) for _, r in shown.iterrows()]

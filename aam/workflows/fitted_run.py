@@ -16,10 +16,10 @@ import torch
 
 from aam.data.novelty import training_fingerprints
 from aam.fileio import write_tsv
-from aam.training.checkpoint import save_checkpoint
-from aam.training.data_config import DataConfig
-from aam.training.prediction import PredictionDecoder
-from aam.training.scoring import score_predictions
+from aam.objectives.scoring import score_predictions
+from aam.outputs.checkpoint import save_checkpoint
+from aam.outputs.data_config import DataConfig
+from aam.outputs.prediction import PredictionDecoder
 from aam.training.trainer import FitResult
 from aam.workflows.run_config import TrainRun
 from aam.workflows.run_folder import write_run_config, write_training_report

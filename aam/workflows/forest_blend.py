@@ -2,7 +2,7 @@
 forest alone): classical baselines fitted beside the model, and the weights of their average chosen on the
 training samples' inner cross-validation.
 
-Each baseline (``aam.training.baselines``) is cross-validated on the same inner folds that chose the model's
+Each baseline (``aam.baselines.estimators``) is cross-validated on the same inner folds that chose the model's
 shrinkage. ``--blend-weights inner-cv`` scores every weighting of the model and the baselines on a grid of step
 0.1 (weights summing to 1) on the pooled inner out-of-fold predictions (MAE, or AUROC for classifiers; ties go
 to the weighting nearest to equal weights); ``equal`` gives every member the same weight without looking. The
@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from aam.training.baselines import BaselineBlend
-from aam.training.registries import BASELINES
-from aam.training.scoring import probability_columns, score_predictions
-from aam.workflows.rf_baseline import save_forest
+from aam.baselines import BASELINES
+from aam.baselines.estimators import BaselineBlend
+from aam.baselines.store import save_forest
+from aam.objectives.scoring import probability_columns, score_predictions
 
 log = logging.getLogger("aam")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from aam.families import MODEL_FAMILIES
-from aam.training.checkpoint import load_checkpoint
+from aam.outputs.checkpoint import load_checkpoint
 from aam.workflows.run_config import flag
 
 NOT_RECORDED = "not recorded"

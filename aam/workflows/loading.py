@@ -11,8 +11,8 @@ import torch
 from aam.errors import AamError
 from aam.families import MODEL_FAMILIES, ModelFamily
 from aam.models import EncoderConfig, SequenceEncoder, SequencePredictor
-from aam.training.checkpoint import load_checkpoint
-from aam.training.data_config import DataConfig
+from aam.outputs.checkpoint import load_checkpoint
+from aam.outputs.data_config import DataConfig
 from aam.workflows.resume import load_weights
 
 

@@ -21,10 +21,10 @@ from aam.errors import AamError
 from aam.fileio import write_tsv
 from aam.models import SequencePredictor
 from aam.models.layers import attention_backend
-from aam.training.data_config import DataConfig
-from aam.training.prediction import PredictionDecoder
+from aam.objectives.scoring import group_means
+from aam.outputs.data_config import DataConfig
+from aam.outputs.prediction import PredictionDecoder
 from aam.training.runtime import configure_threads, resolve_device
-from aam.training.scoring import group_means
 from aam.training.trainer import forward_batch
 from aam.workflows.inputs import load_amplicon_data
 from aam.workflows.loading import load_predictor
@@ -46,7 +46,7 @@ def run_predict(run: PredictRun) -> pd.DataFrame:
     bundle = None
     forest_weight = run.forest_weight_value
     if run.forest is not None:
-        from aam.workflows.rf_baseline import load_forest
+        from aam.baselines.store import load_forest
 
         bundle = load_forest(run.forest)
     paths = list(run.model_paths)
@@ -168,7 +168,7 @@ def _with_forest(result: pd.DataFrame, bundle: dict[str, Any], info: DataConfig,
                  weight: float, decoder: PredictionDecoder) -> pd.DataFrame:
     """AAM's prediction averaged with the forest's: ``(1 - weight) * AAM + weight * forest`` (class
     probabilities for classifiers, then their argmax)."""
-    from aam.workflows.rf_baseline import predict_forest
+    from aam.baselines.store import predict_forest
 
     if bool(bundle["classifier"]) != info.classifier or (
             bundle["metadata_column"] != (info.metadata_column or bundle["metadata_column"])):

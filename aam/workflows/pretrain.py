@@ -16,12 +16,12 @@ from aam.data.table_union import TableSource, is_manifest, load_union, read_mani
 from aam.errors import AamError
 from aam.models import SequenceEncoder
 from aam.models.summary import model_summary
+from aam.objectives.losses import MultiTaskLoss
+from aam.outputs.checkpoint import Snapshot
+from aam.outputs.data_config import DataConfig
+from aam.outputs.plots import loss_curves, prediction_scatter
 from aam.training.calibration import calibrate_distance_head
-from aam.training.checkpoint import Snapshot
-from aam.training.data_config import DataConfig
 from aam.training.distributed import check_identical
-from aam.training.losses import MultiTaskLoss
-from aam.training.plots import loss_curves, prediction_scatter
 from aam.training.runtime import configure_logging
 from aam.training.trainer import FitResult, Trainer
 from aam.workflows.config_mapping import encoder_config_from_options, trainer_config_from_options

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from aam.errors import AamError
-from aam.training.checkpoint import load_checkpoint
+from aam.outputs.checkpoint import load_checkpoint
 from aam.training.trainer import Trainer
 
 log = logging.getLogger("aam")

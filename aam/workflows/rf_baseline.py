@@ -1,5 +1,5 @@
 """``aam rf-baseline``: a classical baseline (by default the random forest on relative abundances; see
-``aam.training.baselines``), on the same split or folds as ``aam train``."""
+``aam.baselines.estimators``), on the same split or folds as ``aam train``."""
 
 from __future__ import annotations
 
@@ -10,34 +10,18 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from aam.baselines import BASELINES
+from aam.baselines.estimators import parse_max_features
+from aam.baselines.store import baseline_frame, save_forest
 from aam.data.biom_table import load_table, table_to_csr
 from aam.data.metadata import numeric_target, read_metadata, require_column
-from aam.data.split import groups_on_both_sides, read_ids, write_split
+from aam.data.split import groups_on_both_sides, read_folds, read_ids, write_split
 from aam.errors import AamError
-from aam.fileio import atomic_write, write_tsv
-from aam.training.baselines import relative_abundance
-from aam.training.plots import prediction_scatter
-from aam.training.registries import BASELINES
-from aam.training.scoring import probability_columns, score_predictions, scores_by
+from aam.fileio import write_tsv
+from aam.objectives.scoring import probability_columns, score_predictions, scores_by
+from aam.outputs.plots import prediction_scatter
 
 log = logging.getLogger("aam")
-
-
-def parse_max_features(value: str | float | int | None):
-    """sklearn's ``max_features`` from a CLI string: 'sqrt', 'log2', 'none', a fraction or a count."""
-    if value is None or isinstance(value, int | float):
-        return value
-    text = str(value).strip().lower()
-    if text in ("sqrt", "log2"):
-        return text
-    if text in ("none", "all", "1.0"):
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        raise AamError(f"cannot parse {value!r}", source="--max-features",
-                       hint="use sqrt, log2, none, a fraction in (0, 1] or a feature count") from None
-    return int(number) if number.is_integer() and number > 1 else number
 
 
 def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: str,
@@ -161,22 +145,6 @@ def _warn_shared_groups(train_ids: list[str], val_ids: list[str], group_of: dict
                     "the forest", len(shared), where, shared[0])
 
 
-def read_folds(path: str, fold_column: str = "fold") -> dict[str, tuple[list[str], list[str]]]:
-    """``{fold: (training ids, validation ids)}`` from a TSV of sample ids and their fold (ids as strings)."""
-    frame = read_metadata(path)
-    require_column(frame, fold_column, source=path, flag="--fold-column")
-    labels = frame[fold_column]
-    if labels.isna().any():
-        raise AamError(f"sample {labels[labels.isna()].index[0]!r} has no fold", source=path,
-                       hint=f"give every sample a value in column {fold_column!r}")
-    names = list(dict.fromkeys(labels))
-    if len(names) < 2:
-        raise AamError(f"column {fold_column!r} holds a single fold", source=path, hint="cross-validation needs 2+")
-    ids = labels.index.to_list()
-    return {name: ([i for i, f in zip(ids, labels) if f != name], [i for i, f in zip(ids, labels) if f == name])
-            for name in names}
-
-
 def _fit_and_score(counts: sparse.csr_matrix, row: dict[str, int], frame: pd.DataFrame, column: str,
                    train_ids: list[str], val_ids: list[str], classifier: bool, method, metadata: str,
                    groups: np.ndarray | None, seed: int, n_jobs: int, settings: dict):
@@ -190,71 +158,9 @@ def _fit_and_score(counts: sparse.csr_matrix, row: dict[str, int], frame: pd.Dat
         y_train = numeric_target(frame.loc[train_ids], column, source=metadata).to_numpy()
         y_val = numeric_target(frame.loc[val_ids], column, source=metadata).to_numpy()
     model = method.fit(x_train, y_train, classifier=classifier, seed=seed, groups=groups, n_jobs=n_jobs, **settings)
-    result = _forest_frame(model, x_val, val_ids, classifier)
+    result = baseline_frame(model, x_val, val_ids, classifier)
     result.insert(2, "actual", y_val)
     return result, score_predictions(result, classifier), model
-
-
-def _forest_frame(model, features, sample_ids: list[str], classifier: bool) -> pd.DataFrame:
-    """sample_id, prediction and, for classifiers, one ``prob_<class>`` column per class seen in training."""
-    result = pd.DataFrame({"sample_id": sample_ids, "prediction": model.predict(features)})
-    if classifier:
-        probabilities = model.predict_proba(features)
-        for k, label in enumerate(model.classes_):
-            result[f"prob_{label}"] = probabilities[:, k]
-    return result
-
-
-BUNDLE_FORMATS = {"aam-forest-1": "relative abundances", "aam-baseline-1": "counts"}  # what the model reads
-
-
-def save_forest(path: str | Path, model, feature_ids: list[str], classifier: bool, column: str,
-                baseline: str = "forest") -> None:
-    """Write a fitted baseline (an estimator on counts) with what predicting needs (its ASV columns, task,
-    target), atomically."""
-    import joblib
-
-    bundle = {"format": "aam-baseline-1", "baseline": baseline, "model": model, "feature_ids": list(feature_ids),
-              "classifier": bool(classifier), "metadata_column": column}
-    atomic_write(path, lambda tmp: joblib.dump(bundle, tmp))
-
-
-def load_forest(path: str | Path) -> dict:
-    """A forest written by ``aam rf-baseline --save-model``."""
-    import joblib
-
-    if not Path(path).is_file():
-        raise AamError("forest file not found", source=path, hint="write one with aam rf-baseline --save-model")
-    try:
-        bundle = joblib.load(path)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise AamError(f"cannot read the forest ({type(err).__name__})", source=path) from None
-    if not isinstance(bundle, dict) or bundle.get("format") not in BUNDLE_FORMATS:
-        raise AamError("not a forest written by aam rf-baseline --save-model", source=path)
-    return bundle
-
-
-def predict_forest(bundle: dict, table: str, sample_ids: list[str] | None = None) -> pd.DataFrame:
-    """The saved forest's predictions for the samples of ``table`` (relative abundances over the forest's ASV
-    columns; ASVs it never saw are ignored, which is the forest's limit on new cohorts)."""
-    counts = table_to_csr(load_table(table))
-    position = {a: j for j, a in enumerate(counts.feature_ids)}
-    known = [(j, position[a]) for j, a in enumerate(bundle["feature_ids"]) if a in position]
-    if not known:
-        raise AamError("the table shares no ASV with the forest's training table", source=table)
-    columns, sources = zip(*known)
-    select = sparse.csr_matrix((np.ones(len(known)), (sources, columns)),
-                               shape=(len(counts.feature_ids), len(bundle["feature_ids"])))  # [table ASVs, F]
-    source = sparse.csr_matrix(counts.counts, dtype=np.float64)
-    if bundle["format"] == "aam-forest-1":  # written before baselines read counts: shares of the whole table
-        source = relative_abundance(source)
-    aligned = source @ select  # [N, F], zero for ASVs the table lacks
-    ids = list(counts.sample_ids) if sample_ids is None else [str(s) for s in sample_ids]
-    rows = {s: i for i, s in enumerate(counts.sample_ids)}
-    missing = [s for s in ids if s not in rows]
-    if missing:
-        raise AamError(f"{len(missing)} sample id(s) are not in the table: {', '.join(missing[:5])}", source=table)
-    return _forest_frame(bundle["model"], aligned.tocsr()[[rows[s] for s in ids]], ids, bundle["classifier"])
 
 
 def _usable(ids: list[str], table_ids: list[str], frame: pd.DataFrame, column: str, classifier: bool,

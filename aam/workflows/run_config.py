@@ -352,7 +352,7 @@ class TrainRun(FitRun):
     def blend_names(self) -> tuple[str, ...]:
         """The baselines averaged with a sequence-groups model: ``--blend-baselines``, else the forest under
         ``--forest-blend``, else none."""
-        from aam.training.registries import BASELINES
+        from aam.baselines import BASELINES
 
         if self.blend_weights not in ("inner-cv", "equal"):
             raise AamError(f"unknown weighting {self.blend_weights!r}", source="--blend-weights",
@@ -460,7 +460,7 @@ class CrossValidateRun(TrainRun):
     def baseline_names(self) -> tuple[str, ...]:
         """The classical baselines to fit on the same folds: ``--baselines`` (``none`` for none), without the
         forest under ``--no-forest``."""
-        from aam.training.registries import BASELINES
+        from aam.baselines import BASELINES
 
         text = str(self.baselines or "").strip()
         names = () if text.lower() in ("", "none") else tuple(dict.fromkeys(n.strip() for n in text.split(",")

@@ -11,8 +11,8 @@ import numpy as np
 from aam.errors import AamError
 from aam.fileio import write_json
 from aam.models.sequence_groups import MODEL_TYPE, SequenceGroupsConfig, sequence_group_model
-from aam.training.scoring import score_predictions
-from aam.training.sequence_groups_fit import fit_sequence_groups, select_anchors
+from aam.models.sequence_groups_fit import fit_sequence_groups, select_anchors
+from aam.objectives.scoring import score_predictions
 from aam.training.trainer import FitResult
 from aam.workflows.fitted_run import FitInputs, every_sample_targets, fitted_data_config, write_fitted_run
 from aam.workflows.forest_blend import fit_baseline_blend

@@ -21,13 +21,13 @@ from aam.families import MODEL_FAMILIES
 from aam.fileio import write_tsv
 from aam.models import SequencePredictor
 from aam.models.summary import model_summary
-from aam.training.checkpoint import Snapshot, load_checkpoint
-from aam.training.data_config import DataConfig
+from aam.objectives.losses import MultiTaskLoss, build_target_loss
+from aam.objectives.metrics import default_best_metric
+from aam.outputs.checkpoint import Snapshot, load_checkpoint
+from aam.outputs.data_config import DataConfig
+from aam.outputs.plots import confusion_matrix_plot, loss_curves, prediction_scatter
+from aam.outputs.prediction import PredictionDecoder
 from aam.training.distributed import check_identical
-from aam.training.losses import MultiTaskLoss, build_target_loss
-from aam.training.metrics import default_best_metric
-from aam.training.plots import confusion_matrix_plot, loss_curves, prediction_scatter
-from aam.training.prediction import PredictionDecoder
 from aam.training.runtime import configure_logging
 from aam.training.trainer import EvalResult, FitResult, Trainer
 from aam.workflows.config_mapping import predictor_config_from_options, trainer_config_from_options

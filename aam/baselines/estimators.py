@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from aam.errors import AamError
+
 CLR_PSEUDO_COUNT = 0.5
 LOGISTIC_C = tuple(float(c) for c in np.logspace(-4, 2, 13))
 RIDGE_ALPHA = tuple(float(a) for a in np.logspace(-1, 5, 13))
@@ -168,3 +170,20 @@ class BaselineBlend:
             return self.classes_[self.predict_proba(counts).argmax(1)]
         return sum(w * np.asarray(self.members[name].predict(counts), dtype=np.float64)
                    for name, w in self.weights.items())
+
+
+def parse_max_features(value: str | float | int | None):
+    """sklearn's ``max_features`` from a CLI string: 'sqrt', 'log2', 'none', a fraction or a count."""
+    if value is None or isinstance(value, int | float):
+        return value
+    text = str(value).strip().lower()
+    if text in ("sqrt", "log2"):
+        return text
+    if text in ("none", "all", "1.0"):
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise AamError(f"cannot parse {value!r}", source="--max-features",
+                       hint="use sqrt, log2, none, a fraction in (0, 1] or a feature count") from None
+    return int(number) if number.is_integer() and number > 1 else number

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aam.training.metrics import ClassificationMetrics, RegressionMetrics
+from aam.objectives.metrics import ClassificationMetrics, RegressionMetrics
 
 REGRESSION_KEYS = ("mae", "rmse", "r2")
 CLASSIFICATION_KEYS = ("auroc", "accuracy", "f1_macro", "f1_weighted")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from aam.training.config import BEST_METRICS, metric_direction
+from aam.objectives.metric_names import BEST_METRICS, metric_direction
 
 __all__ = [
     "BEST_METRICS",

@@ -182,7 +182,7 @@ def _out_of_fold(estimator, features: np.ndarray, targets: np.ndarray, splits: l
 
 def _fit_trees(model: BoostedGroupComposition, features: np.ndarray, targets: np.ndarray, splits: list,
                scheme: str, scoring: str, seed: int) -> SequenceGroupsFit:
-    from aam.training.baselines import BOOSTED_DEFAULTS, boosted_trees
+    from aam.baselines.estimators import BOOSTED_DEFAULTS, boosted_trees
 
     config = model.config
     trees = boosted_trees(classifier=config.classifier, seed=seed)

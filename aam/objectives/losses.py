@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aam.training.registries import TARGET_LOSSES
+from aam.objectives.registries import TARGET_LOSSES
 
 __all__ = [
     "TARGET_LOSSES",

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from aam.models.sequence_predictor import SequencePredictor
-from aam.training.prediction import PredictionDecoder
+from aam.outputs.prediction import PredictionDecoder
 
 METHODS = ("occlusion", "gradient")
 Reader = Callable[[Tensor, np.ndarray], np.ndarray]  # raw prediction [R, ...], AmpliconData rows [R] -> [R, C]

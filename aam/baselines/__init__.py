@@ -1,0 +1,11 @@
+"""The classical baselines AAM is measured against, in one place that every command calls: the estimators
+(``estimators``: random forest, CLR-linear, boosted trees) and saved baselines (``store``: write, read and
+predict with the file of ``aam rf-baseline --save-model``). ``BASELINES`` names them without importing
+scikit-learn (the CLI's choices)."""
+
+from __future__ import annotations
+
+from aam.registry import Registry, lazy_entries
+
+BASELINES: Registry = Registry("classical baseline", lazy_entries("aam.baselines.estimators", {
+    "forest": "FOREST", "clr-linear": "CLR_LINEAR", "boosted": "BOOSTED"}))
