@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from aam.models.asv_encoder import ASVEncoder, gather_asv_embeddings
 from aam.models.config import EncoderConfig
+from aam.models.diagnostics import DistancePairs, MaskedNucleotides
 from aam.models.heads import DistanceHead
 from aam.models.layers import AttentionPooling, TransformerStack
 from aam.models.sample_encoder import SampleSequenceEncoder
@@ -51,6 +52,10 @@ class SequenceEncoder(nn.Module):
     def encode_asvs(self, tokens: Tensor) -> Tensor:
         """[U, L] tokens -> [U, D] ASV embeddings (no masking), e.g. to cache for a frozen encoder."""
         return self.asv_encoder(tokens)["embeddings"]
+
+    def validation_diagnostics(self) -> list:
+        """What validation reports about this model besides its losses (:mod:`aam.models.diagnostics`)."""
+        return [DistancePairs(), MaskedNucleotides()]
 
     def forward(self, tokens: Tensor, asv_index: Tensor, asv_mask: Tensor, counts: Tensor | None = None,
                 categoricals: Tensor | None = None, mask_nucleotides: bool = False,

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from aam.models.config import PredictorConfig
+from aam.models.diagnostics import CrossAttentionMap, DistancePairs, FusionGate, MaskedNucleotides
 from aam.models.fusion import FUSIONS, CategoricalEmbedder, ConditionalOutputScaling
 from aam.models.heads import (
     OUTPUT_CONSTRAINTS,
@@ -39,6 +40,7 @@ class SequencePredictor(nn.Module):
 
     def __init__(self, config: PredictorConfig, base: SequenceEncoder | None = None):
         super().__init__()
+        self.asv_cache: Tensor | None = None  # [N_asvs, D] a frozen encoder's ASV embeddings (training only)
         if base is not None and base.config != config.encoder:
             raise ValueError("the given base was built from a different EncoderConfig than config.encoder")
         self.config = config
@@ -111,6 +113,10 @@ class SequencePredictor(nn.Module):
         for module in (self.categorical_embedder, self.fusion, self.output_scaling):
             if module is not None:
                 yield from module.parameters()
+
+    def validation_diagnostics(self) -> list:
+        """What validation reports about this model besides its losses (:mod:`aam.models.diagnostics`)."""
+        return [DistancePairs(), MaskedNucleotides(), FusionGate(), CrossAttentionMap()]
 
     def forward(self, tokens: Tensor, asv_index: Tensor, asv_mask: Tensor, counts: Tensor | None = None,
                 categoricals: Tensor | None = None, mask_nucleotides: bool = False,

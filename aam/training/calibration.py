@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from aam.models.build import unwrap_model
-from aam.training.trainer import forward_batch
+from aam.training.forward import forward_batch
 
 log = logging.getLogger(__name__)
 

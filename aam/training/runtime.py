@@ -8,6 +8,7 @@ import random
 import resource
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,3 +93,15 @@ def detach_log_files() -> None:
             root.removeHandler(handler)
             handler.close()
 
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -27,6 +27,8 @@ from aam.outputs.checkpoint import Snapshot, load_checkpoint
 from aam.outputs.data_config import DataConfig
 from aam.outputs.plots import confusion_matrix_plot, loss_curves, prediction_scatter
 from aam.outputs.prediction import PredictionDecoder
+from aam.training.asv_cache import encode_all_asvs
+from aam.training.diagnostics import Diagnostics
 from aam.training.distributed import check_identical
 from aam.training.runtime import configure_logging
 from aam.training.trainer import EvalResult, FitResult, Trainer
@@ -149,12 +151,15 @@ def train_transformer(inputs: FitInputs) -> FitResult:
     writer = open_writer(output_dir) if main else None
     trainer_config = trainer_config_from_options(run, best_metric=best_metric)
     resumed = load_resume_weights(model, run.resume_from, "predictor") if run.resume_from else None
+    if run.freeze_base:  # a frozen encoder's ASV embeddings are fixed: encode each ASV once, skip it in steps
+        model.asv_cache = encode_all_asvs(model.to(device), data.tokens, device)
+        log.info("cached embeddings of %d ASVs (frozen encoder)", len(model.asv_cache))
     trainer = Trainer(model, loss_fn, trainer_config, device=device, decoder=decoder,
-                      save_checkpoint=save, on_best=on_best if main else None, writer=writer,
-                      category_names=categorical_columns, distributed=session.distributed,
+                      save_checkpoint=save, on_best=on_best if main else None,
+                      diagnostics=Diagnostics(writer, categorical_columns, trainer_config.epochs),
+                      distributed=session.distributed,
                       distance_lookup=targets.lookup if targets is not None else None,
-                      data_parallel=session.data_parallel, sharded_checkpoint=run.fsdp_sharded_checkpoint,
-                      asv_tokens=data.tokens if run.freeze_base else None)
+                      data_parallel=session.data_parallel, sharded_checkpoint=run.fsdp_sharded_checkpoint)
     if resumed is not None:
         resume_into(trainer, resumed, run.resume_from)
     run, train_loader, val_loader = adopt_batch_size(run, session, trainer, loaders, (train_loader, val_loader),
