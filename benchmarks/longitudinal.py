@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from aam.baselines import FOREST_TREES
+
 REPO = Path(__file__).resolve().parent.parent
 COHORTS = {"dev": 0, "test": 1, "test2": 2, "test3": 3, "test4": 4, "dev11": 11, "dev12": 12, "dev13": 13, "dev14": 14}
 
@@ -44,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="aam train flags; {tree} stands for the cohort's tree (e.g. '--tree {tree}')")
     p.add_argument("--seeds", default="1", help="comma list of replicate seeds")
     p.add_argument("--n-folds", type=int, default=5)
-    p.add_argument("--rf-n-estimators", type=int, default=500)
+    p.add_argument("--rf-n-estimators", type=int, default=FOREST_TREES)
     p.add_argument("--summary-only", action="store_true")
     return p.parse_args(argv)
 

@@ -54,6 +54,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aam.baselines import FOREST_TREES
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
 
@@ -224,7 +226,8 @@ def method_rf(args, fold_dir: Path, train: list[str], val: list[str], meta) -> p
     cmd = aam_exe() + ["rf-baseline", "--table", args.table, "--metadata", args.metadata,
                        "--metadata-column", args.target, "--train-samples", str(fold_dir / "train_samples.txt"),
                        "--val-samples", str(fold_dir / "val_samples.txt"), "--output", str(out),
-                       "--n-estimators", "500", "--random-seed", str(args.seed), "--n-jobs", str(args.rf_jobs)]
+                       "--n-estimators", str(FOREST_TREES), "--random-seed", str(args.seed),
+                       "--n-jobs", str(args.rf_jobs)]
     run_logged(cmd, fold_dir / "rf.log")
     pred = pd.read_csv(out, sep="\t", dtype={"sample_id": str})
     return pred[["sample_id", "prediction"]]

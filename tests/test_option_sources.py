@@ -9,10 +9,13 @@ import dataclasses
 import click
 import pytest
 
+from aam.baselines import BASELINES, FOREST_MAX_FEATURES, FOREST_TREES
 from aam.cli.cross_validate import command as cross_validate_command
+from aam.cli.embed import command as embed_command
 from aam.cli.explain import command as explain_command
 from aam.cli.predict import command as predict_command
 from aam.cli.pretrain import command as pretrain_command
+from aam.cli.rf_baseline import command as rf_baseline_command
 from aam.cli.train import command as train_command
 from aam.cli.unifrac import command as unifrac_command
 from aam.data.normalization import TARGET_TRANSFORMS
@@ -38,7 +41,17 @@ from aam.workflows.config_mapping import (
     predictor_config_from_options,
     trainer_config_from_options,
 )
-from aam.workflows.run_config import CrossValidateRun, PredictRun, PretrainRun, TrainRun, option_fields
+from aam.workflows.run_config import (
+    CrossValidateRun,
+    EmbedRun,
+    ExplainRun,
+    PredictRun,
+    PretrainRun,
+    RfBaselineRun,
+    TrainRun,
+    UnifracRun,
+    option_fields,
+)
 
 
 def choices(command: click.Command, flag: str) -> set[str]:
@@ -106,7 +119,8 @@ NOT_OFFERED = {"cross-validate": {"distributed", "data_parallel", "fsdp", "fsdp_
 
 @pytest.mark.parametrize("command, run_class", [
     (pretrain_command, PretrainRun), (train_command, TrainRun), (cross_validate_command, CrossValidateRun),
-    (predict_command, PredictRun),
+    (predict_command, PredictRun), (embed_command, EmbedRun), (explain_command, ExplainRun),
+    (rf_baseline_command, RfBaselineRun), (unifrac_command, UnifracRun),
 ])
 def test_each_command_offers_its_run_configs_options_with_its_defaults(command, run_class):
     params = {p.name: p for p in command.params if p.name and p.expose_value}
@@ -135,6 +149,47 @@ def test_a_run_is_checked_when_it_is_built():
         TrainRun.from_options({**REQUIRED, "embeding_dim": 8})
 
 
+RF = {"table": "t.biom", "metadata": "m.tsv", "metadata_column": "y", "output": "p.tsv"}
+
+
+@pytest.mark.parametrize("build, named, message", [
+    (lambda: EmbedRun(model_path="m.pt", table="t", output="e.csv"), "--output", "must end in .tsv or .npy"),
+    (lambda: EmbedRun(model_path="m.pt", table="t", output="e.tsv", asv_output="a.txt"), "--asv-output",
+     "must end in"),
+    (lambda: EmbedRun(model_path="m.pt", table="t", output="e.tsv", batch_size=0), "--batch-size", "at least 1"),
+    (lambda: EmbedRun(model_path="m.pt", table="t", output="e.tsv", color_by="site"), "--color-by",
+     "needs the metadata"),
+    (lambda: EmbedRun(model_path="m.pt", table="t", output="e.tsv", plot="p.pdf"), "--plot", "must end in .png"),
+    (lambda: ExplainRun(model_paths=(), table="t", output_dir="o"), "--model", "at least one checkpoint"),
+    (lambda: ExplainRun(model_paths="m.pt", table="t", output_dir="o", method="shap"), "--method",
+     "unknown method 'shap'"),
+    (lambda: ExplainRun(model_paths="m.pt", table="t", output_dir="o", top_asvs=0), "--top-asvs", "at least 1"),
+    (lambda: ExplainRun(model_paths="m.pt", table="t", output_dir="o", top_per_sample=0), "--top-per-sample",
+     "at least 1"),
+    (lambda: ExplainRun(model_paths="m.pt", table="t", output_dir="o", batch_size=0), "--batch-size", "at least 1"),
+    (lambda: ExplainRun(model_paths="m.pt", table="t", output_dir="o", group_column="subject"), "--group-column",
+     "needs --metadata"),
+    (lambda: RfBaselineRun(**RF, baseline="svm"), "--baseline", "unknown baseline 'svm'"),
+    (lambda: RfBaselineRun(**RF, folds="f.tsv", train_samples="t.txt"), "--folds", "either --train-samples"),
+    (lambda: RfBaselineRun(**RF, train_samples="t.txt"), "--val-samples", "give both"),
+    (lambda: RfBaselineRun(**RF, folds="f.tsv", save_model="f.joblib"), "--save-model", "not of cross-validation"),
+    (lambda: UnifracRun(table="t", output="d.h5", metric="euclid"), "--metric", "unknown metric"),
+    (lambda: UnifracRun(table="t", output="d.parquet"), "d.parquet", "cannot write a distance matrix"),
+])
+def test_a_run_names_the_flag_it_refuses(build, named, message):
+    with pytest.raises(AamError, match=message) as caught:
+        build()
+    assert caught.value.one_line().startswith(f"{named}: ")
+
+
+def test_the_forest_settings_are_written_once():
+    assert CrossValidateRun.from_options(REQUIRED).rf_n_estimators == FOREST_TREES
+    rf = RfBaselineRun(**RF)
+    assert (rf.n_estimators, rf.max_features) == (FOREST_TREES, FOREST_MAX_FEATURES)
+    forest = BASELINES["forest"].build(classifier=False, seed=0, n_jobs=1)
+    assert (forest[-1].n_estimators, forest[-1].max_features) == (FOREST_TREES, FOREST_MAX_FEATURES)
+
+
 def test_a_run_round_trips_through_its_options_and_resolves_loss_config():
     run = TrainRun.from_options(REQUIRED, loss_config='{"0": "mae"}', embedding_dim=32)
     assert run.loss_type == "mae"
@@ -142,3 +197,5 @@ def test_a_run_round_trips_through_its_options_and_resolves_loss_config():
     fold = CrossValidateRun.from_options(REQUIRED, members=2).recipe(output_dir="fold", seed=3)
     assert type(fold) is TrainRun and fold.output_dir == "fold" and fold.seed == 3
     assert PredictRun(model_paths="m.pt", table="t", output="o").model_paths == ("m.pt",)
+    explain = ExplainRun(model_paths=["a.pt", "b.pt"], table="t", output_dir="o")
+    assert explain.model_paths == ("a.pt", "b.pt") and ExplainRun.from_options(explain.options()) == explain

@@ -7,5 +7,11 @@ from __future__ import annotations
 
 from aam.registry import Registry, lazy_entries
 
+# the random forest's settings (the reference tool's baseline): the defaults of aam rf-baseline, of
+# aam cross-validate's --rf-* options and of the ``forest`` estimator; here, not in ``estimators``, so the CLI reads
+# them without importing numpy and scipy
+FOREST_TREES = 500
+FOREST_MAX_FEATURES = "sqrt"
+
 BASELINES: Registry = Registry("classical baseline", lazy_entries("aam.baselines.estimators", {
     "forest": "FOREST", "clr-linear": "CLR_LINEAR", "boosted": "BOOSTED"}))

@@ -5,7 +5,8 @@ turns it into its own features in its first step, so a fitted baseline predicts 
 columns. The names are those of ``aam rf-baseline --baseline`` and ``aam cross-validate --baselines``
 (``aam.training.registries.BASELINES``):
 
-- ``forest``: a random forest on relative abundances (500 trees, sqrt features: the reference's baseline).
+- ``forest``: a random forest on relative abundances (``FOREST_TREES`` trees, ``FOREST_MAX_FEATURES`` features
+  per split: 500 and sqrt, the reference's baseline).
 - ``clr-linear``: L2-penalised logistic regression (classification) or ridge regression on centred log-ratio
   abundances (pseudo-count 0.5 reads), features optionally standardised; the penalty and the standardisation
   are chosen by inner cross-validation over the training samples, grouped like the outer folds when groups are
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from aam.baselines import FOREST_MAX_FEATURES, FOREST_TREES
 from aam.errors import AamError
 
 CLR_PSEUDO_COUNT = 0.5
@@ -99,7 +101,8 @@ class ClassicalBaseline:
         return estimator.fit(counts, targets)
 
 
-def _forest(*, classifier: bool, seed: int, n_jobs: int, n_estimators: int = 500, max_features="sqrt"):
+def _forest(*, classifier: bool, seed: int, n_jobs: int, n_estimators: int = FOREST_TREES,
+            max_features=FOREST_MAX_FEATURES):
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer

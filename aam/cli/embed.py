@@ -19,26 +19,23 @@ from aam.cli import options as o
              help="Sample embeddings: .tsv (sample_id, dim_0, ...) or .npy [N, D] float32 with the sample ids in "
                   "OUTPUT.ids.txt. The pooled vector the UniFrac head reads: after pretraining, Euclidean "
                   "distances between samples approximate their UniFrac distances."),
-    o.option("--asv-output", type=click.Path(dir_okay=False), default=None, section="Output",
+    o.option("--asv-output", type=click.Path(dir_okay=False), default=o.EMBED.asv_output, section="Output",
              help="Also every ASV's embedding (.tsv keyed by feature_id, or .npy with OUTPUT.ids.txt)."),
-    o.option("--plot", type=click.Path(dir_okay=False), default=None, section="Output",
+    o.option("--plot", type=click.Path(dir_okay=False), default=o.EMBED.plot, section="Output",
              help="A PNG of the samples' first two principal components."),
-    o.option("--metadata", type=click.Path(dir_okay=False), default=None, section="Output",
+    o.option("--metadata", type=click.Path(dir_okay=False), default=o.EMBED.metadata, section="Output",
              help="Metadata TSV for --color-by."),
-    o.option("--color-by", default=None, section="Output",
+    o.option("--color-by", default=o.EMBED.color_by, section="Output",
              help="Metadata column colouring --plot (numbers on a colour scale, text as categories)."),
-    o.option("--batch-size", type=int, default=32, section="Performance", help="Samples per batch."),
+    o.option("--batch-size", type=int, default=o.EMBED.batch_size, section="Performance", help="Samples per batch."),
     o.ATTN_IMPLEMENTATION, o.DEVICE, o.VERBOSE,
 ])
-def command(model_path: str, table: str, sequences: str | None, output: str, asv_output: str | None,
-            plot: str | None, metadata: str | None, color_by: str | None, batch_size: int,
-            attn_implementation: str, device: str, verbose: bool) -> None:
+def command(verbose: bool, **opts) -> None:
     """Write the sample embeddings of every sample of --table (and optionally ASV embeddings and an
     ordination plot)."""
     from aam.training.runtime import configure_logging
     from aam.workflows.embed import run_embed
+    from aam.workflows.run_config import EmbedRun
 
     configure_logging(None, verbose)
-    run_embed(model_path=model_path, table=table, output=output, sequences=sequences, asv_output=asv_output,
-              plot=plot, metadata=metadata, color_by=color_by, batch_size=batch_size, device=device,
-              attn_implementation=attn_implementation)
+    run_embed(EmbedRun.from_options(opts, verbose=verbose))

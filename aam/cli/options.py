@@ -23,10 +23,22 @@ from aam.models.registries import COUNT_EMBEDDINGS, MASK_STRATEGIES
 from aam.registry import Registry
 from aam.training.config import PRECISIONS
 from aam.training.registries import OPTIMIZERS, SCHEDULERS
-from aam.workflows.run_config import CrossValidateRun, FitRun, PredictRun, TrainRun, defaults
+from aam.workflows.run_config import (
+    CrossValidateRun,
+    EmbedRun,
+    ExplainRun,
+    FitRun,
+    PredictRun,
+    RfBaselineRun,
+    TrainRun,
+    UnifracRun,
+    defaults,
+)
 
 # every option's default comes from its run config (whose fields read the model and trainer configs)
 FIT, TRAIN, CV, PREDICT = defaults(FitRun), defaults(TrainRun), defaults(CrossValidateRun), defaults(PredictRun)
+EMBED, EXPLAIN, RF_BASELINE, UNIFRAC = (defaults(EmbedRun), defaults(ExplainRun), defaults(RfBaselineRun),
+                                       defaults(UnifracRun))
 
 SECTION_ORDER = ("Input", "Model", "Categorical", "Target", "Loss", "Training", "Cross-validation", "Performance",
                  "Distributed", "Output", "Other")

@@ -25,8 +25,9 @@ from torch import Tensor, nn
 
 from aam.models.sequence_predictor import SequencePredictor
 from aam.outputs.prediction import PredictionDecoder
+from aam.workflows.run_config import ATTRIBUTION_METHODS
 
-METHODS = ("occlusion", "gradient")
+METHODS = ATTRIBUTION_METHODS  # the two below, named where the CLI reads them without importing torch
 Reader = Callable[[Tensor, np.ndarray], np.ndarray]  # raw prediction [R, ...], AmpliconData rows [R] -> [R, C]
 
 

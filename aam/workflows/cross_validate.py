@@ -42,7 +42,7 @@ from aam.objectives.scoring import group_means, probability_columns, score_predi
 from aam.training.preemption import RunInterrupted
 from aam.training.runtime import configure_logging
 from aam.workflows.forest_blend import FOREST_FILE, blend_many
-from aam.workflows.run_config import CrossValidateRun, PredictRun, PretrainRun, defaults
+from aam.workflows.run_config import CrossValidateRun, PredictRun, PretrainRun, RfBaselineRun, defaults
 from aam.workflows.samples import sample_groups
 
 log = logging.getLogger("aam")
@@ -203,11 +203,11 @@ def _run_baseline(run: CrossValidateRun, out: Path, name: str, column: str, grou
     output = out / name / "predictions.tsv"
     if not output.is_file():
         log.info("baseline %s on the same folds", name)
-        run_rf_baseline(table=run.table, metadata=run.metadata, metadata_column=column, output=str(output),
-                        folds=str(out / "folds.tsv"), group_column=group_column, baseline=name,
-                        n_estimators=run.rf_n_estimators,
-                        max_features=run.rf_max_features, random_seed=seed,
-                        n_jobs=run.rf_n_jobs, classifier=run.classifier)
+        run_rf_baseline(RfBaselineRun(table=run.table, metadata=run.metadata, metadata_column=column,
+                                      output=str(output), folds=str(out / "folds.tsv"), group_column=group_column,
+                                      baseline=name, n_estimators=run.rf_n_estimators,
+                                      max_features=run.rf_max_features, random_seed=seed, n_jobs=run.rf_n_jobs,
+                                      classifier=run.classifier, verbose=run.verbose))
     return pd.read_csv(output, sep="\t", dtype={"sample_id": str, "fold": str})
 
 

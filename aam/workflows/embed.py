@@ -13,54 +13,36 @@ import torch
 
 from aam.data.dataset import BatchCollator, SampleDataset, make_loader
 from aam.data.metadata import read_metadata, require_column
-from aam.errors import AamError
 from aam.fileio import atomic_path, write_tsv
 from aam.models import SequenceEncoder
 from aam.models.layers import attention_backend
 from aam.training.runtime import configure_threads, resolve_device
 from aam.workflows.inputs import load_amplicon_data
 from aam.workflows.loading import load_encoder
+from aam.workflows.run_config import EmbedRun
 
 log = logging.getLogger("aam")
 
-OUTPUT_SUFFIXES = (".tsv", ".npy")
 ASV_CHUNK = 256  # distinct ASVs encoded per forward pass
 
 
-def _check_output(path: str, flag: str) -> None:
-    if Path(path).suffix.lower() not in OUTPUT_SUFFIXES:
-        raise AamError(f"must end in {' or '.join(OUTPUT_SUFFIXES)}, got {path}", source=flag)
-
-
-def run_embed(*, model_path: str, table: str, output: str, sequences: str | None = None,
-              asv_output: str | None = None, plot: str | None = None, metadata: str | None = None,
-              color_by: str | None = None, batch_size: int = 32, device: str = "auto",
-              attn_implementation: str = "sdpa") -> pd.DataFrame:
-    """Write the sample embeddings of every usable sample of ``table`` to ``output`` and return them."""
-    _check_output(output, "--output")
-    if asv_output is not None:
-        _check_output(asv_output, "--asv-output")
-    if batch_size < 1:
-        raise AamError("must be at least 1", source="--batch-size")
-    if color_by is not None and metadata is None:
-        raise AamError("colouring needs the metadata", source="--color-by", hint="add --metadata FILE.tsv")
-    if plot is not None and Path(plot).suffix.lower() != ".png":
-        raise AamError(f"must end in .png, got {plot}", source="--plot")
+def run_embed(run: EmbedRun) -> pd.DataFrame:
+    """Write the sample embeddings of every usable sample of ``run.table`` to ``run.output`` and return them."""
     frame = None
-    if metadata is not None:
-        frame = read_metadata(metadata)
-        if color_by is not None:
-            require_column(frame, color_by, source=metadata)
-    torch_device = resolve_device(device)
+    if run.metadata is not None:
+        frame = read_metadata(run.metadata)
+        if run.color_by is not None:
+            require_column(frame, run.color_by, source=run.metadata)
+    torch_device = resolve_device(run.device)
     configure_threads(torch_device)
-    encoder, info = load_encoder(model_path, torch_device)
-    data = load_amplicon_data(table, sequences_path=sequences, max_bp=info.max_bp)
+    encoder, info = load_encoder(run.model_path, torch_device)
+    data = load_amplicon_data(run.table, sequences_path=run.sequences, max_bp=info.max_bp)
     dataset = SampleDataset(data, None, None, None, info.token_limit, "abundance", 0)
     if dataset.skipped_ids:
         log.warning("skipped %d sample(s) with no usable ASV", len(dataset.skipped_ids))
-    loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), batch_size, shuffle=False)
+    loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), run.batch_size, shuffle=False)
     ids, vectors = [], []
-    with torch.no_grad(), attention_backend(attn_implementation, torch_device):
+    with torch.no_grad(), attention_backend(run.attn_implementation, torch_device):
         for batch in loader:
             batch = batch.to(torch_device)
             outputs = encoder(batch.tokens, batch.asv_index, batch.asv_mask, batch.counts,
@@ -68,14 +50,14 @@ def run_embed(*, model_path: str, table: str, output: str, sequences: str | None
             vectors.append(outputs["embeddings"].float().cpu().numpy())
             ids += list(batch.sample_ids)
         embeddings = np.concatenate(vectors)
-        _write_vectors(output, ids, embeddings, "sample_id")
-        log.info("wrote %d sample embeddings (D=%d) to %s", len(ids), embeddings.shape[1], output)
-        if asv_output is not None:
-            _write_asv_embeddings(encoder, data, asv_output, torch_device)
+        _write_vectors(run.output, ids, embeddings, "sample_id")
+        log.info("wrote %d sample embeddings (D=%d) to %s", len(ids), embeddings.shape[1], run.output)
+        if run.asv_output is not None:
+            _write_asv_embeddings(encoder, data, run.asv_output, torch_device)
     result = pd.DataFrame(embeddings, index=pd.Index(ids, name="sample_id"),
                           columns=[f"dim_{i}" for i in range(embeddings.shape[1])])
-    if plot is not None:
-        _ordination_plot(result, plot, frame, color_by)
+    if run.plot is not None:
+        _ordination_plot(result, run.plot, frame, run.color_by)
     return result
 
 

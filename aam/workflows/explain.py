@@ -13,7 +13,7 @@ column to unknown, and gated or cross-attention fusion its gate or attention per
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,6 @@ from aam.models.sequence_predictor import SequencePredictor
 from aam.outputs.data_config import DataConfig
 from aam.training.runtime import configure_threads, resolve_device
 from aam.workflows.attribution import (
-    METHODS,
     answer_reader,
     answer_shift,
     answers_without,
@@ -45,6 +44,7 @@ from aam.workflows.attribution import (
 from aam.workflows.inputs import load_amplicon_data
 from aam.workflows.loading import load_predictor
 from aam.workflows.predict import check_compatible, member_inputs
+from aam.workflows.run_config import ExplainRun
 from aam.workflows.run_folder import run_directory, write_run_config
 
 log = logging.getLogger("aam")
@@ -63,31 +63,17 @@ class MemberResult:
     fusion: list[dict[str, Any]] = field(default_factory=list)  # per sample, column: gate / attention
 
 
-def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequences: str | None = None,
-                metadata: str | None = None, taxonomy: str | None = None, method: str = "occlusion",
-                top_asvs: int = 20, top_per_sample: int = 10, batch_size: int = 16, seed: int = 0,
-                samples: str | None = None, group_column: str | None = None,
-                device: str = "auto", attn_implementation: str = "sdpa", report: bool = True,
-                options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the attribution tables, the deletion check and a plot to ``output_dir``; return the summary."""
-    paths = [str(p) for p in model_paths]
-    if not paths:
-        raise AamError("give at least one checkpoint", source="--model")
-    if method not in METHODS:
-        raise AamError(f"unknown method {method!r}", source="--method", hint=f"choose one of {', '.join(METHODS)}")
-    for flag, value in (("--batch-size", batch_size), ("--top-asvs", top_asvs), ("--top-per-sample", top_per_sample)):
-        if value < 1:
-            raise AamError("must be at least 1", source=flag)
-    taxa = read_taxonomy(taxonomy) if taxonomy is not None else None
-    sample_ids = read_ids(samples) if samples is not None else None
+def run_explain(run: ExplainRun) -> dict[str, Any]:
+    """Write the attribution tables, the deletion check and a plot to ``run.output_dir``; return the summary."""
+    paths, method, metadata, group_column = list(run.model_paths), run.method, run.metadata, run.group_column
+    taxa = read_taxonomy(run.taxonomy) if run.taxonomy is not None else None
+    sample_ids = read_ids(run.samples) if run.samples is not None else None
     frame = read_metadata(metadata) if metadata is not None else None
     if group_column is not None:
-        if frame is None:
-            raise AamError("needs --metadata (the file with the group column)", source="--group-column")
         require_column(frame, group_column, source=metadata, flag="--group-column")
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(run.device)
     configure_threads(torch_device)
-    with run_directory(output_dir, resume=False) as out:
+    with run_directory(run.output_dir, resume=False) as out:
         members, data, decoder = [], None, None
         first_info = DataConfig()
         for i, path in enumerate(paths):
@@ -100,16 +86,17 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
                                hint="use --method occlusion")
             if i == 0:
                 first_info = info
-                data = load_amplicon_data(table, sequences_path=sequences, max_bp=info.max_bp)
+                data = load_amplicon_data(run.table, sequences_path=run.sequences, max_bp=info.max_bp)
             else:
                 check_compatible(first_info, info, paths[0], path)
                 if info.max_bp != first_info.max_bp:
                     raise AamError("ensemble members read sequences of different lengths (--max-bp)", source=path)
             if sample_ids is not None and i == 0:
-                sample_ids = [data.sample_ids[r] for r in data.rows_of(sample_ids, source=samples)]
+                sample_ids = [data.sample_ids[r] for r in data.rows_of(sample_ids, source=run.samples)]
             dataset, decoder = member_inputs(info, data, frame, metadata, sample_ids)
-            loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), batch_size, shuffle=False)
-            with attention_backend(attn_implementation, torch_device):
+            loader = make_loader(dataset, BatchCollator(data.tokens, data.sample_ids), run.batch_size,
+                                 shuffle=False)
+            with attention_backend(run.attn_implementation, torch_device):
                 members.append(_attribute(model, loader, decoder, method, info))
             log.info("attributed %d samples with %s (model %d of %d)", len(members[-1].answers), method, i + 1,
                      len(paths))
@@ -119,26 +106,27 @@ def run_explain(*, model_paths: Sequence[str], table: str, output_dir: str, sequ
         groups = None if group_column is None else _groups_of(frame, group_column, data, answers)
         importance = _asv_table(data, effects, members, answers, classes, taxa, groups)
         write_tsv(out / "asv_importance.tsv", importance)
-        write_tsv(out / "sample_top_asvs.tsv", _sample_top(data, effects, answers, classes, taxa, top_per_sample))
-        deletion = _deletion_check(paths, data, frame, metadata, effects, answers, batch_size, seed, torch_device,
-                                   attn_implementation, sample_ids)
+        sample_top = _sample_top(data, effects, answers, classes, taxa, run.top_per_sample)
+        write_tsv(out / "sample_top_asvs.tsv", sample_top)
+        deletion = _deletion_check(paths, data, frame, metadata, effects, answers, run.batch_size, run.seed,
+                                   torch_device, run.attn_implementation, sample_ids)
         write_tsv(out / "deletion_check.tsv", deletion)
         extra_outputs = _categorical_outputs(out, members, classes)
-        _plot_top(importance, out / "plots" / "top_asvs.png", top_asvs, classes)
+        _plot_top(importance, out / "plots" / "top_asvs.png", run.top_asvs, classes)
         summary = _summary(paths, method, importance, deletion, members, answers, classes, extra_outputs)
         if groups is not None:
             summary["group_column"] = group_column
             summary["importance_share_single_group"] = _single_group_share(importance)
         write_json(out / "summary.json", summary)
-        write_run_config(out, "explain", options or {}, {"method": method})
-        if report:
+        write_run_config(out, "explain", run.options(), {"method": method})
+        if run.report:
             from aam.reporting.explanation import write_explanation_report
 
             log.info("report: %s", write_explanation_report(out))
     _log_deletion(deletion)
     if groups is not None:
         _log_single_group_share(summary["importance_share_single_group"], group_column)
-    log.info("wrote ASV attributions of %d samples to %s", len(answers), output_dir)
+    log.info("wrote ASV attributions of %d samples to %s", len(answers), run.output_dir)
     return summary
 
 

@@ -24,8 +24,8 @@ from aam.models.layers import attention_backend
 from aam.objectives.scoring import group_means
 from aam.outputs.data_config import DataConfig
 from aam.outputs.prediction import PredictionDecoder
+from aam.training.forward import forward_batch
 from aam.training.runtime import configure_threads, resolve_device
-from aam.training.trainer import forward_batch
 from aam.workflows.inputs import load_amplicon_data
 from aam.workflows.loading import load_predictor
 from aam.workflows.run_config import PredictRun

@@ -20,16 +20,12 @@ from aam.errors import AamError
 from aam.fileio import write_tsv
 from aam.objectives.scoring import probability_columns, score_predictions, scores_by
 from aam.outputs.plots import prediction_scatter
+from aam.workflows.run_config import RfBaselineRun, SampleSplit
 
 log = logging.getLogger("aam")
 
 
-def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: str,
-                    train_samples: str | None = None, val_samples: str | None = None, folds: str | None = None,
-                    fold_column: str = "fold", group_column: str | None = None, test_size: float = 0.2,
-                    n_estimators: int = 500, max_features="sqrt", random_seed: int = 42, n_jobs: int = -1,
-                    classifier: bool = False, save_model: str | None = None,
-                    baseline: str = "forest") -> dict[str, float]:
+def run_rf_baseline(run: RfBaselineRun) -> dict[str, float]:
     """Fit on ``train_samples`` and predict ``val_samples``, cross-validate over ``folds``, or, given neither,
     split the samples itself (``test_size``, grouped by ``group_column``, stratified for classifiers).
 
@@ -38,39 +34,29 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
     ``folds``); regression also writes a scatter plot with the same stem, ``folds`` a per-fold metrics table
     ``<stem>_metrics.tsv`` (with a ``pooled`` row), ``group_column`` per-group metrics ``<stem>_groups.tsv``
     and a split made here ``<stem>_train_samples.txt``/``_val_samples.txt`` (+ ``_split.tsv`` with groups).
-    ``baseline`` names the model (``aam.training.registries.BASELINES``); ``n_estimators`` and
-    ``max_features`` apply to the forest. Returns the metrics (pooled over folds).
+    ``baseline`` names the model (``aam.baselines.BASELINES``); ``n_estimators`` and ``max_features`` apply to
+    the forest. Returns the metrics (pooled over folds).
     """
-    if baseline not in BASELINES:
-        raise AamError(f"unknown baseline {baseline!r}", source="--baseline",
-                       hint=f"choose one of {', '.join(BASELINES.names())}")
+    table, metadata, output, folds = run.table, run.metadata, run.output, run.folds
+    baseline, classifier, group_column, save_model = run.baseline, run.classifier, run.group_column, run.save_model
     method = BASELINES[baseline]
-    lists = (train_samples, val_samples)
-    if folds is not None and any(lists):
-        raise AamError("give either --train-samples and --val-samples, or --folds", source="--folds")
-    if any(lists) and not all(lists):
-        raise AamError("give both --train-samples and --val-samples (or neither, to split here)",
-                       source="--train-samples" if train_samples is None else "--val-samples")
-    if save_model and folds is not None:
-        raise AamError("saves the forest of one fit, not of cross-validation folds", source="--save-model",
-                       hint="give --train-samples and --val-samples (e.g. those of the aam train run to combine)")
     counts = table_to_csr(load_table(table))
     frame = read_metadata(metadata)
-    column = metadata_column.strip()
+    column = run.metadata_column.strip()
     require_column(frame, column, source=metadata)
     if group_column:
         require_column(frame, group_column, source=metadata, flag="--group-column")
     if folds is not None:
-        splits = read_folds(folds, fold_column)
-    elif all(lists):
-        splits = {None: (read_ids(train_samples), read_ids(val_samples))}
+        splits = read_folds(folds, run.fold_column)
+    elif run.train_samples:  # and --val-samples (the run checks they come together)
+        splits = {None: (read_ids(run.train_samples), read_ids(run.val_samples))}
     else:
-        splits = {None: _own_split(counts.sample_ids, frame, column, classifier, metadata, group_column, test_size,
-                                   random_seed, output)}
+        splits = {None: _own_split(counts.sample_ids, frame, column, classifier, metadata, group_column,
+                                   run.test_size, run.random_seed, output)}
     group_of = None if not group_column else frame[group_column].to_dict()
     row = {s: i for i, s in enumerate(counts.sample_ids)}
     features = sparse.csr_matrix(counts.counts)
-    settings = ({"n_estimators": n_estimators, "max_features": parse_max_features(max_features)}
+    settings = ({"n_estimators": run.n_estimators, "max_features": parse_max_features(run.max_features)}
                 if baseline == "forest" else {})
     frames, per_fold = [], []
     for fold, (train_ids, val_ids) in splits.items():
@@ -83,11 +69,11 @@ def run_rf_baseline(*, table: str, metadata: str, metadata_column: str, output: 
             _warn_shared_groups(train_ids, val_ids, group_of, where)
         groups = None if group_of is None else np.asarray([str(group_of[s]) for s in train_ids])
         result, metrics, model = _fit_and_score(features, row, frame, column, train_ids, val_ids, classifier,
-                                                method, metadata, groups, random_seed, n_jobs, settings)
+                                                method, metadata, groups, run.random_seed, run.n_jobs, settings)
         if save_model:
             save_forest(save_model, model, counts.feature_ids, classifier, column, baseline=baseline)
             log.info("saved the %s baseline to %s (aam predict --forest)", baseline, save_model)
-        described = method.summary + (f" ({n_estimators} trees)" if baseline == "forest" else "")
+        described = method.summary + (f" ({run.n_estimators} trees)" if baseline == "forest" else "")
         log.info("%s%s on %d training samples, %d validation samples: %s", described, where, len(train_ids),
                  len(val_ids), "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if fold is not None:
@@ -121,7 +107,6 @@ def _own_split(table_ids: list[str], frame: pd.DataFrame, column: str, classifie
                group_column: str | None, test_size: float, seed: int, output: str) -> tuple[list[str], list[str]]:
     """A split made here (no lists, no folds) as ``aam train`` makes it, written beside ``output`` so
     ``aam train --val-samples`` can reuse it."""
-    from aam.workflows.run_config import SampleSplit
     from aam.workflows.samples import sample_groups, split_samples
 
     ids = _usable([s for s in table_ids if s in frame.index], table_ids, frame, column, classifier, metadata,

@@ -1,5 +1,6 @@
-"""Typed run configs: what ``aam pretrain``, ``aam train``, ``aam cross-validate`` and ``aam predict`` were
-asked to do, one field per option, with its default, checked once when the run is built.
+"""Typed run configs: what ``aam pretrain``, ``aam train``, ``aam cross-validate``, ``aam predict``, ``aam embed``,
+``aam explain``, ``aam rf-baseline`` and ``aam unifrac`` were asked to do, one field per option, with its default,
+checked once when the run is built.
 
 The click options read their defaults from these classes (and the model and trainer fields from
 ``EncoderConfig``, ``PredictorConfig`` and ``TrainerConfig``, which the fields here name), so a default is
@@ -15,9 +16,11 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
+from aam.baselines import BASELINES, FOREST_MAX_FEATURES, FOREST_TREES
 from aam.errors import AamError
 from aam.models.config import EncoderConfig, PredictorConfig, SequenceGroupsConfig
 from aam.training.config import TrainerConfig
@@ -436,8 +439,8 @@ class CrossValidateRun(TrainRun):
     only_folds: str | None = None
     forest: bool = True
     baselines: str = "forest,clr-linear,boosted"
-    rf_n_estimators: int = 500
-    rf_max_features: str = "sqrt"
+    rf_n_estimators: int = FOREST_TREES
+    rf_max_features: str = FOREST_MAX_FEATURES
     rf_n_jobs: int = -1
 
     def check(self) -> None:
@@ -460,8 +463,6 @@ class CrossValidateRun(TrainRun):
     def baseline_names(self) -> tuple[str, ...]:
         """The classical baselines to fit on the same folds: ``--baselines`` (``none`` for none), without the
         forest under ``--no-forest``."""
-        from aam.baselines import BASELINES
-
         text = str(self.baselines or "").strip()
         names = () if text.lower() in ("", "none") else tuple(dict.fromkeys(n.strip() for n in text.split(",")
                                                                            if n.strip()))
@@ -531,6 +532,156 @@ class PredictRun(RunConfig):
         if not 0.0 <= weight <= 1.0:
             raise AamError(f"must be a number in [0, 1] or auto, got {value}", source="--forest-weight")
         return weight
+
+
+# ----------------------------------------------------------------------------- embed and explain
+EMBEDDING_SUFFIXES = (".tsv", ".npy")  # the files aam embed writes vectors to
+ATTRIBUTION_METHODS = ("occlusion", "gradient")  # aam explain --method (aam.workflows.attribution.METHODS)
+
+
+def _at_least_one(run: RunConfig, *names: str) -> None:
+    for name in names:
+        if getattr(run, name) < 1:
+            raise AamError("must be at least 1", source=flag(name))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbedRun(RunConfig):
+    """``aam embed``: an encoder (or a trained model's), the table, where the sample (and ASV) vectors go, and an
+    optional ordination plot coloured by a metadata column."""
+
+    model_path: str
+    table: str
+    output: str
+    sequences: str | None = None
+    asv_output: str | None = None
+    plot: str | None = None
+    metadata: str | None = None
+    color_by: str | None = None
+    batch_size: int = 32
+    attn_implementation: str = TRAINER.attn_implementation
+    device: str = "auto"
+    verbose: bool = True
+
+    def check(self) -> None:
+        for name in ("output", "asv_output"):
+            path = getattr(self, name)
+            if path is not None and Path(path).suffix.lower() not in EMBEDDING_SUFFIXES:
+                raise AamError(f"must end in {' or '.join(EMBEDDING_SUFFIXES)}, got {path}", source=flag(name))
+        _at_least_one(self, "batch_size")
+        if self.color_by is not None and self.metadata is None:
+            raise AamError("colouring needs the metadata", source="--color-by", hint="add --metadata FILE.tsv")
+        if self.plot is not None and Path(self.plot).suffix.lower() != ".png":
+            raise AamError(f"must end in .png, got {self.plot}", source="--plot")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExplainRun(RunConfig):
+    """``aam explain``: checkpoints (an ensemble when several), the samples to explain, the attribution method
+    and what to write."""
+
+    model_paths: tuple[str, ...]
+    table: str
+    output_dir: str
+    sequences: str | None = None
+    metadata: str | None = None
+    samples: str | None = None
+    group_column: str | None = None
+    taxonomy: str | None = None
+    method: str = "occlusion"
+    top_asvs: int = 20
+    report: bool = True
+    top_per_sample: int = 10
+    batch_size: int = 16
+    seed: int = 0
+    attn_implementation: str = TRAINER.attn_implementation
+    device: str = "auto"
+    verbose: bool = True
+
+    def check(self) -> None:
+        paths = (self.model_paths,) if isinstance(self.model_paths, str) else tuple(map(str, self.model_paths))
+        object.__setattr__(self, "model_paths", paths)
+        if not paths:
+            raise AamError("give at least one checkpoint", source="--model")
+        if self.method not in ATTRIBUTION_METHODS:
+            raise AamError(f"unknown method {self.method!r}", source="--method",
+                           hint=f"choose one of {', '.join(ATTRIBUTION_METHODS)}")
+        _at_least_one(self, "batch_size", "top_asvs", "top_per_sample")
+        if self.group_column is not None and self.metadata is None:
+            raise AamError("needs --metadata (the file with the group column)", source="--group-column")
+
+
+# ----------------------------------------------------------------------------- rf-baseline
+@dataclass(frozen=True, kw_only=True)
+class RfBaselineRun(RunConfig):
+    """``aam rf-baseline``: a classical baseline on the lists of an ``aam train`` run, on folds, or on a split
+    made here; its settings (the forest's trees and features per split) and outputs."""
+
+    table: str
+    metadata: str
+    metadata_column: str
+    output: str
+    classifier: bool = False
+    train_samples: str | None = None
+    val_samples: str | None = None
+    folds: str | None = None
+    fold_column: str = "fold"
+    group_column: str | None = None
+    test_size: float = 0.2
+    save_model: str | None = None
+    baseline: str = "forest"
+    n_estimators: int = FOREST_TREES
+    max_features: str = FOREST_MAX_FEATURES
+    random_seed: int = 42
+    n_jobs: int = -1
+    verbose: bool = True
+
+    def check(self) -> None:
+        if self.baseline not in BASELINES:
+            raise AamError(f"unknown baseline {self.baseline!r}", source="--baseline",
+                           hint=f"choose one of {', '.join(BASELINES.names())}")
+        lists = (self.train_samples, self.val_samples)
+        if self.folds is not None and any(lists):
+            raise AamError("give either --train-samples and --val-samples, or --folds", source="--folds")
+        if any(lists) and not all(lists):
+            raise AamError("give both --train-samples and --val-samples (or neither, to split here)",
+                           source="--train-samples" if self.train_samples is None else "--val-samples")
+        if self.save_model and self.folds is not None:
+            raise AamError("saves the forest of one fit, not of cross-validation folds", source="--save-model",
+                           hint="give --train-samples and --val-samples (e.g. those of the aam train run to combine)")
+
+
+# ----------------------------------------------------------------------------- unifrac
+# aam.unifrac.metrics' METRICS and ALIASES (importing them here would load torch; a test keeps them equal)
+UNIFRAC_METRICS = ("unweighted", "weighted-normalized", "weighted-unnormalized", "braycurtis", "jaccard",
+                   "unifrac", "weighted", "unweighted_unifrac", "weighted_normalized_unifrac", "weighted_unifrac")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnifracRun(RunConfig):
+    """``aam unifrac``: a table (and a tree for UniFrac), the metric, the matrix file, and how to compute it.
+    Whether the metric needs ``--tree`` is checked by the workflow (the metric registry loads torch)."""
+
+    table: str
+    output: str
+    tree: str | None = None
+    metric: str = "unweighted"
+    threads: int = 0
+    block_size: int = 1024
+    float32: bool = False
+    seed: int = 42
+
+    def check(self) -> None:
+        from aam.data.distances import check_output_path
+
+        if self.metric not in UNIFRAC_METRICS:
+            raise AamError(f"unknown metric {self.metric!r}", source="--metric",
+                           hint=f"choose one of {', '.join(UNIFRAC_METRICS)}")
+        if self.threads < 0:
+            raise AamError(f"must be at least 0, got {self.threads}", source="--threads")
+        if self.block_size < 1:
+            raise AamError(f"must be at least 1, got {self.block_size}", source="--block-size")
+        check_output_path(self.output)
 
 
 def option_fields(cls: type) -> set[str]:
