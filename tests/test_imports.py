@@ -128,3 +128,11 @@ def test_no_module_imports_another_modules_private_name(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("from aam.workflows.train import _csv, run_train\n")
     assert private_imports(probe) == ["aam.workflows.train._csv"]
+
+
+def test_every_model_call_goes_through_forward_batch():
+    """Batches reach models only through ``aam.training.forward.forward_batch`` (one place maps batch fields
+    onto model arguments)."""
+    direct = [module_name(p) for p in sorted(PACKAGE.rglob("*.py"))
+              if "(batch.tokens, batch.asv_index" in p.read_text(encoding="utf-8")]
+    assert direct == ["aam.training.forward"]

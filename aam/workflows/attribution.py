@@ -17,6 +17,7 @@ or each class's probability):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from aam.models.sequence_predictor import SequencePredictor
 from aam.outputs.prediction import PredictionDecoder
+from aam.training.forward import forward_batch
 from aam.workflows.run_config import ATTRIBUTION_METHODS
 
 METHODS = ATTRIBUTION_METHODS  # the two below, named where the CLI reads them without importing torch
@@ -64,10 +66,10 @@ def answers_without(model: nn.Module, batch, rows: np.ndarray, removed: Tensor, 
     for start in range(0, len(rows), chunk):
         index = torch.as_tensor(rows[start:start + chunk], device=batch.asv_index.device)
         mask = batch.asv_mask[index] & ~removed[start:start + chunk]
-        kwargs = {} if asv_embeddings is None else {"asv_embeddings": asv_embeddings}
-        outputs = model(batch.tokens, batch.asv_index[index], mask, counts=batch.counts[index] * mask,
-                        categoricals=None if batch.categoricals is None else batch.categoricals[index],
-                        tokens_padded=batch.tokens_padded, **kwargs)
+        variant = dataclasses.replace(
+            batch, asv_index=batch.asv_index[index], asv_mask=mask, counts=batch.counts[index] * mask,
+            categoricals=None if batch.categoricals is None else batch.categoricals[index])
+        outputs = forward_batch(model, variant, asv_embeddings=asv_embeddings)
         out.append(read(outputs["prediction"].float(), batch.sample_index[index].cpu().numpy()))
     return np.concatenate(out) if out else np.zeros((0, 0))
 
@@ -107,8 +109,7 @@ def gradient_effects(model: nn.Module, batch, read: Reader, step: float = 1e-3) 
     handle = base.register_forward_hook(capture)
     try:
         with torch.enable_grad():
-            outputs = model(batch.tokens, batch.asv_index, batch.asv_mask, counts=batch.counts,
-                            categoricals=batch.categoricals, tokens_padded=batch.tokens_padded)
+            outputs = forward_batch(model, batch)
             prediction = outputs["prediction"].float()
             sample_index = batch.sample_index.cpu().numpy()
             full = read(prediction.detach(), sample_index)

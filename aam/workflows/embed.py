@@ -16,6 +16,7 @@ from aam.data.metadata import read_metadata, require_column
 from aam.fileio import atomic_path, write_tsv
 from aam.models import SequenceEncoder
 from aam.models.layers import attention_backend
+from aam.training.forward import forward_batch
 from aam.training.runtime import configure_threads, resolve_device
 from aam.workflows.inputs import load_amplicon_data
 from aam.workflows.loading import load_encoder
@@ -45,8 +46,7 @@ def run_embed(run: EmbedRun) -> pd.DataFrame:
     with torch.no_grad(), attention_backend(run.attn_implementation, torch_device):
         for batch in loader:
             batch = batch.to(torch_device)
-            outputs = encoder(batch.tokens, batch.asv_index, batch.asv_mask, batch.counts,
-                              tokens_padded=batch.tokens_padded)
+            outputs = forward_batch(encoder, batch)
             vectors.append(outputs["embeddings"].float().cpu().numpy())
             ids += list(batch.sample_ids)
         embeddings = np.concatenate(vectors)

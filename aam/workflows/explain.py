@@ -12,6 +12,7 @@ column to unknown, and gated or cross-attention fusion its gate or attention per
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from aam.fileio import write_json, write_tsv
 from aam.models.layers import attention_backend
 from aam.models.sequence_predictor import SequencePredictor
 from aam.outputs.data_config import DataConfig
+from aam.training.forward import forward_batch
 from aam.training.runtime import configure_threads, resolve_device
 from aam.workflows.attribution import (
     answer_reader,
@@ -160,8 +162,7 @@ def _categorical_effects(model, batch, read, full: np.ndarray, encoder: Categori
     for k, column in enumerate(encoder.columns):
         categoricals = batch.categoricals.clone()
         categoricals[:, k] = 0
-        outputs = model(batch.tokens, batch.asv_index, batch.asv_mask, counts=batch.counts,
-                        categoricals=categoricals, tokens_padded=batch.tokens_padded, **kwargs)
+        outputs = forward_batch(model, dataclasses.replace(batch, categoricals=categoricals), **kwargs)
         without = read(outputs["prediction"].float(), batch.sample_index.cpu().numpy())
         for b in range(len(batch)):
             level = encoder.inverse(column, int(batch.categoricals[b, k])) or "unknown"
@@ -173,8 +174,7 @@ def _categorical_effects(model, batch, read, full: np.ndarray, encoder: Categori
 def _fusion_values(model, batch, encoder: CategoricalEncoder) -> list[dict]:
     """Per sample: the gated fusion's mean gate (weight of the sequence path) or the cross-attention's mean
     weight on each categorical column, keyed by the sample's level of every column."""
-    outputs = model(batch.tokens, batch.asv_index, batch.asv_mask, counts=batch.counts,
-                    categoricals=batch.categoricals, tokens_padded=batch.tokens_padded)
+    outputs = forward_batch(model, batch)
     values: dict[str, np.ndarray] = {}
     if "gate" in outputs:
         values["sequence_gate"] = outputs["gate"].float().mean(-1).cpu().numpy()
