@@ -145,3 +145,37 @@ def test_unknown_baseline_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(cli, ["rf-baseline", "--baseline", "lasso", "--table", "t.biom", "--metadata",
                                       "m.tsv", "--metadata-column", "x", "--output", str(tmp_path / "o.tsv")])
     assert result.exit_code == 2 and "--baseline" in result.output and "Traceback" not in result.output
+
+
+def _prior(*, classifier: bool, seed: int, n_jobs: int):
+    """A toy baseline: the training prior (class shares or the mean), whatever the counts say."""
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    return DummyClassifier(strategy="prior") if classifier else DummyRegressor()
+
+
+def test_a_registered_baseline_runs_in_rf_baseline_and_cross_validate(tmp_path):
+    """Adding a baseline is its estimator and one registration: rf-baseline and cross-validate then fit it on
+    the same folds, score it and compare AAM against it."""
+    BASELINES.register("prior", baselines.ClassicalBaseline("prior", "the training prior", _prior))
+    try:
+        counts, labels, _, _ = planted(48, 12)
+        _write_task(tmp_path, counts, labels)
+        common = ["--table", str(tmp_path / "table.biom"), "--metadata", str(tmp_path / "meta.tsv"),
+                  "--metadata-column", "label", "--classifier"]
+        result = CliRunner().invoke(cli, ["rf-baseline", *common, "--baseline", "prior", "--output",
+                                          str(tmp_path / "prior.tsv"), "--quiet"])
+        assert result.exit_code == 0, result.output
+        written = pd.read_csv(tmp_path / "prior.tsv", sep="\t")
+        assert written["prob_sick"].nunique() == 1  # one answer for every sample: the prior
+        out = tmp_path / "cv"
+        result = CliRunner().invoke(cli, ["cross-validate", *common, "--model-type", "sequence-groups",
+                                          "--sequence-groups", "4", "--n-folds", 3, "--baselines", "prior,forest",
+                                          "--rf-n-estimators", 20, "--seed", 0, "--no-report", "--output-dir",
+                                          str(out), "--quiet"])
+        assert result.exit_code == 0, result.output
+        comparison = pd.read_csv(out / "comparison.tsv", sep="\t").set_index("fold")
+        assert comparison.loc["mean", "prior_auroc"] == pytest.approx(0.5)
+        assert {"winner_vs_prior", "winner_vs_forest"} <= set(comparison.columns)
+    finally:
+        BASELINES.unregister("prior")
