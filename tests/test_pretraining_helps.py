@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from aam.cli import cli
@@ -27,6 +28,7 @@ def _held_out_error(run, paths, held_out: pd.DataFrame, out) -> float:
     return float(np.abs(predicted.loc[held_out["sample_id"], "prediction"].to_numpy() - held_out["target"]).mean())
 
 
+@pytest.mark.slow  # ~45 s on 2 cores: a mechanism check, run with -m slow
 def test_pretraining_on_unlabelled_samples_lowers_the_fine_tuned_error(tmp_path):
     paths = write_synthetic_dataset(tmp_path / "data", make_clade_driven_dataset(n_samples=300, n_asvs=60, seed=0))
     metadata = pd.read_csv(paths["metadata"], sep="\t", dtype={"sample_id": str})
