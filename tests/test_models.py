@@ -135,8 +135,10 @@ def test_config_dict_round_trip_through_json():
     assert EncoderConfig.from_dict(config.encoder.to_dict()) == config.encoder
     with pytest.raises(ValueError, match="unknown"):
         EncoderConfig.from_dict({"embedding_dim": 16, "colour": "red"})
-    with pytest.raises(ValueError, match="model_type"):
-        model_config_from_dict({"model_type": "forest", "config": {}})
+    assert data["kind"] == "predictor"
+    assert model_config_from_dict({"model_type": "predictor", "config": data["config"]}) == config  # older files
+    with pytest.raises(ValueError, match="kind must be one of encoder, predictor; got 'forest'"):
+        model_config_from_dict({"kind": "forest", "config": {}})
 
 
 # --------------------------------------------------------------------------- ASV encoder

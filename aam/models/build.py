@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from aam.models.config import EncoderConfig, ModelConfig, PredictorConfig
@@ -9,12 +11,18 @@ from aam.models.sequence_encoder import SequenceEncoder
 from aam.models.sequence_predictor import SequencePredictor
 
 
-def build_model(config: ModelConfig) -> nn.Module:
-    """A fresh `SequenceEncoder` or `SequencePredictor` for `config`."""
+def build_model(config: ModelConfig | Any) -> nn.Module:
+    """A fresh model for `config`: a `SequenceEncoder`, a `SequencePredictor`, or the model of the family its
+    ``model_type`` names (`aam.families`)."""
     if isinstance(config, PredictorConfig):
         return SequencePredictor(config)
     if isinstance(config, EncoderConfig):
         return SequenceEncoder(config)
+    from aam.families import MODEL_FAMILIES
+
+    family = getattr(config, "model_type", None)
+    if family in MODEL_FAMILIES:
+        return MODEL_FAMILIES[family].build(config)
     raise TypeError(f"not a model config: {type(config).__name__}")
 
 

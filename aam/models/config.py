@@ -295,14 +295,14 @@ _MODEL_TYPES: dict[str, type[_Config]] = {"encoder": EncoderConfig, "predictor":
 
 
 def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
-    """`{"model_type": "encoder"|"predictor", "config": {...}}`, what checkpoints store."""
-    model_type = "predictor" if isinstance(config, PredictorConfig) else "encoder"
-    return {"model_type": model_type, "config": config.to_dict()}
+    """`{"kind": "encoder"|"predictor", "config": {...}}` (the checkpoint's kind, not the model family)."""
+    kind = "predictor" if isinstance(config, PredictorConfig) else "encoder"
+    return {"kind": kind, "config": config.to_dict()}
 
 
 def model_config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
-    """Inverse of `model_config_to_dict`."""
-    model_type = data.get("model_type")
-    if model_type not in _MODEL_TYPES:
-        raise ValueError(f"model_type must be one of {', '.join(_MODEL_TYPES)}; got {model_type!r}")
-    return _MODEL_TYPES[model_type].from_dict(data["config"])  # type: ignore[return-value]
+    """Inverse of `model_config_to_dict` (files written before the key was named ``kind`` say ``model_type``)."""
+    kind = data.get("kind", data.get("model_type"))
+    if kind not in _MODEL_TYPES:
+        raise ValueError(f"kind must be one of {', '.join(_MODEL_TYPES)}; got {kind!r}")
+    return _MODEL_TYPES[kind].from_dict(data["config"])  # type: ignore[return-value]

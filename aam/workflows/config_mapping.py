@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
+from typing import Any
 
 from aam.errors import AamError
 from aam.models import EncoderConfig, PredictorConfig
@@ -19,18 +21,18 @@ LEGACY_OUTPUT_FLAGS = {
 }
 
 
+def shared_options(run: FitRun, config_class: type) -> dict[str, Any]:
+    """The run's values of the fields it shares by name with ``config_class``: one option, one field, no mapping
+    written by hand (options that differ in name or meaning are given explicitly by the callers below)."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.name in names}
+
+
 def encoder_config_from_options(run: FitRun) -> EncoderConfig:
     """EncoderConfig from the shared model options of ``aam pretrain`` and ``aam train``."""
     try:
-        return EncoderConfig(
-            max_bp=run.max_bp, embedding_dim=run.embedding_dim, attention_heads=run.attention_heads,
-            attention_layers=run.attention_layers, ffn_ratio=run.ffn_ratio, dropout=run.dropout,
-            token_limit=run.token_limit, count_embedding=run.count_embedding,
-            count_embedding_method=run.count_embedding_method, nuc_mask_ratio=run.nuc_mask_ratio,
-            nuc_mask_strategy=run.nuc_mask_strategy, gradient_checkpointing=run.gradient_checkpointing,
-            asv_chunk_size=run.asv_chunk_size or None, kmer_size=run.kmer_size,
-            distance_metric=run.unifrac_metric,
-        )
+        return EncoderConfig(**{**shared_options(run, EncoderConfig), "asv_chunk_size": run.asv_chunk_size or None,
+                                "distance_metric": run.unifrac_metric})
     except ValueError as err:
         raise AamError(str(err), source="model options") from None
 
@@ -107,20 +109,8 @@ def trainer_config_from_options(run: FitRun, *, best_metric: str) -> TrainerConf
 
 def _trainer_config(run: FitRun, best_metric: str, mixed: str | None, fine_tuning: TrainRun | None,
                     frozen: bool) -> TrainerConfig:
-    return TrainerConfig(
-        epochs=run.epochs, optimizer=run.optimizer, lr=run.lr, weight_decay=run.weight_decay,
-        categorical_lr=fine_tuning.categorical_lr if fine_tuning else None, scheduler=run.scheduler, warmup_steps=run.warmup_steps,
-        scheduler_t0=run.scheduler_t0, scheduler_t_mult=run.scheduler_t_mult,
-        scheduler_eta_min=run.scheduler_eta_min, scheduler_patience=run.scheduler_patience,
-        scheduler_factor=run.scheduler_factor, scheduler_min_lr=run.scheduler_min_lr,
-        patience=run.patience, max_grad_norm=run.max_grad_norm,
-        gradient_accumulation_steps=run.gradient_accumulation_steps,
-        mixed_precision=None if mixed in (None, "none") else mixed, compile_model=run.compile_model,
-        best_metric=best_metric, mask_nucleotides=run.nuc_mask_ratio > 0 and run.nuc_penalty > 0
-        and not frozen, log_grad_norms=run.log_grad_norms,
-        progress=run.verbose, ema_decay=run.ema_decay,
-        memory_profile=run.memory_profile,
-        checkpoint_every_steps=run.checkpoint_every_steps,
-        progress_interval=run.progress_interval, val_every_steps=run.val_every_steps,
-        attn_implementation=run.attn_implementation, tf32=run.tf32,
-    )
+    return TrainerConfig(**{
+        **shared_options(run, TrainerConfig), "best_metric": best_metric,
+        "categorical_lr": fine_tuning.categorical_lr if fine_tuning else None,
+        "mixed_precision": None if mixed in (None, "none") else mixed, "progress": run.verbose,
+        "mask_nucleotides": run.nuc_mask_ratio > 0 and run.nuc_penalty > 0 and not frozen})
