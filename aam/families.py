@@ -61,6 +61,7 @@ class ModelFamily:
     model: Any
     train: Any
     capabilities: Capabilities = Capabilities()
+    own_options: tuple[str, ...] = ()  # options only this family reads: another family refuses them when set
 
     def _resolve(self, value: Any) -> Any:
         return value.load() if isinstance(value, Lazy) else value
@@ -96,7 +97,9 @@ MODEL_FAMILIES: Registry = Registry("model family", {
         summary="shares of k-mer groups of ASV sequences, read by a shrunk linear model or boosted trees",
         config=Lazy("aam.models.config:SequenceGroupsConfig"), model=Lazy("aam.models.sequence_groups:sequence_group_model"),
         train=Lazy("aam.workflows.sequence_groups:train_sequence_groups"),
-        capabilities=Capabilities(baseline_blend=True)),
+        capabilities=Capabilities(baseline_blend=True),
+        own_options=("sequence_groups", "group_clusterings", "group_kmeans_starts", "group_readout",
+                     "group_kmer_size", "group_positions", "group_anchors")),
 })
 
 

@@ -118,6 +118,9 @@ def test_options_a_family_cannot_honour_are_refused(toy_family, synthetic_dir, t
         assert named in result.output and f"--model-type {TOY}" in result.output
         assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+    result = run_cli(*common[:-1], "transformer", "--group-readout", "boosted", "--output-dir", tmp_path / "z",
+                     code=2)  # an option only another family reads
+    assert "--group-readout: is an option of --model-type sequence-groups, not transformer" in result.output
     result = run_cli(*common[:-1], "no-such-family", "--output-dir", tmp_path / "y", code=2)
     assert "no-such-family" in result.output and TOY in result.output  # the choices come from the registry
 

@@ -383,6 +383,13 @@ class TrainRun(FitRun):
                 raise AamError(f"{what} is not available with --model-type {self.model_type}",
                                source=flag(key), hint=_REFUSED_HINTS.get(key, "leave it out, or use another "
                                                                               "--model-type"))
+        unset = defaults(type(self))
+        for name, other in MODEL_FAMILIES.items():
+            changed = [o for o in other.own_options if name != self.model_type and hasattr(unset, o)
+                       and getattr(self, o) != getattr(unset, o)]
+            if changed:
+                raise AamError(f"is an option of --model-type {name}, not {self.model_type}", source=flag(changed[0]),
+                               hint=f"leave it out, or use --model-type {name}")
         if family.capabilities.baseline_blend:
             self.blend_names  # noqa: B018 -- unknown baselines are refused now, before any data is read
         if self.loss_type == "quantile" and not family.capabilities.quantiles:

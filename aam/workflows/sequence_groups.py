@@ -10,7 +10,8 @@ import numpy as np
 
 from aam.errors import AamError
 from aam.fileio import write_json
-from aam.models.sequence_groups import MODEL_TYPE, SequenceGroupsConfig, sequence_group_model
+from aam.models.build import build_model
+from aam.models.sequence_groups import MODEL_TYPE, SequenceGroupsConfig
 from aam.models.sequence_groups_fit import fit_sequence_groups, select_anchors
 from aam.objectives.scoring import score_predictions
 from aam.training.trainer import FitResult
@@ -61,7 +62,7 @@ def train_sequence_groups(inputs: FitInputs) -> FitResult:
                                   positions=run.max_bp if run.group_positions else 0,
                                   anchors=len(anchors), classifier=classifier, readout=run.group_readout,
                                   out_dim=len(setup.class_labels) if classifier else 1)
-    model = sequence_group_model(config)
+    model = build_model(config)
     log.info("sequence groups: %d samples%s, resolutions %s, %d anchor ASVs, %d-mer profiles%s", len(ids),
              "" if groups is None else f" of {len(np.unique(groups))} groups",
              ",".join(map(str, config.group_counts)), config.anchors, config.kmer_size,

@@ -20,6 +20,7 @@ from aam.errors import AamError
 from aam.families import MODEL_FAMILIES
 from aam.fileio import write_tsv
 from aam.models import SequencePredictor
+from aam.models.build import build_model
 from aam.models.summary import model_summary
 from aam.objectives.losses import MultiTaskLoss, build_target_loss
 from aam.objectives.metrics import default_best_metric
@@ -115,7 +116,7 @@ def train_transformer(inputs: FitInputs) -> FitResult:
         output_scaling_columns=tuple(categorical_columns.index(c) for c in _csv(run.conditional_output_scaling)))
     if not run.classifier:
         _check_output_constraint(config.output_constraint, setup.transform_name)
-    model = SequencePredictor(config)
+    model = build_model(config)
     if pretrained is not None:
         _load_pretrained_encoder(model, pretrained, run.pretrained_encoder)
     if run.freeze_base:
