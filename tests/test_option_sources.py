@@ -11,8 +11,10 @@ import pytest
 
 from aam.baselines import BASELINES, FOREST_MAX_FEATURES, FOREST_TREES
 from aam.cli.cross_validate import command as cross_validate_command
+from aam.cli.demo import command as demo_command
 from aam.cli.embed import command as embed_command
 from aam.cli.explain import command as explain_command
+from aam.cli.inspect import command as inspect_command
 from aam.cli.predict import command as predict_command
 from aam.cli.pretrain import command as pretrain_command
 from aam.cli.rf_baseline import command as rf_baseline_command
@@ -43,8 +45,10 @@ from aam.workflows.config_mapping import (
 )
 from aam.workflows.run_config import (
     CrossValidateRun,
+    DemoRun,
     EmbedRun,
     ExplainRun,
+    InspectRun,
     PredictRun,
     PretrainRun,
     RfBaselineRun,
@@ -120,7 +124,8 @@ NOT_OFFERED = {"cross-validate": {"distributed", "data_parallel", "fsdp", "fsdp_
 @pytest.mark.parametrize("command, run_class", [
     (pretrain_command, PretrainRun), (train_command, TrainRun), (cross_validate_command, CrossValidateRun),
     (predict_command, PredictRun), (embed_command, EmbedRun), (explain_command, ExplainRun),
-    (rf_baseline_command, RfBaselineRun), (unifrac_command, UnifracRun),
+    (rf_baseline_command, RfBaselineRun), (unifrac_command, UnifracRun), (inspect_command, InspectRun),
+    (demo_command, DemoRun),
 ])
 def test_each_command_offers_its_run_configs_options_with_its_defaults(command, run_class):
     params = {p.name: p for p in command.params if p.name and p.expose_value}

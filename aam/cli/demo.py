@@ -33,12 +33,13 @@ def _run(name: str, args: list[str]) -> None:
     o.option("--output-dir", type=click.Path(file_okay=False), required=True, section="Output",
              help="Folder for data/, unifrac, pretrain/, train/, predictions.tsv, rf_baseline.tsv, "
                   "embeddings.tsv/.png, explain/ and cross_validate/ (each with its report.html)."),
-    o.option("--data-only", is_flag=True, default=False, section="Output",
+    o.option("--data-only", is_flag=True, default=o.DEMO.data_only, section="Output",
              help="Only write the synthetic dataset to OUTPUT_DIR/data."),
-    o.option("--samples", type=int, default=160, section="Input", help="Synthetic samples."),
-    o.option("--asvs", type=int, default=60, section="Input", help="Synthetic ASVs."),
-    o.option("--pretrain-epochs", type=int, default=8, section="Training", help="Pretraining epochs."),
-    o.option("--train-epochs", type=int, default=30, section="Training", help="Fine-tuning epochs."),
+    o.option("--samples", type=int, default=o.DEMO.samples, section="Input", help="Synthetic samples."),
+    o.option("--asvs", type=int, default=o.DEMO.asvs, section="Input", help="Synthetic ASVs."),
+    o.option("--pretrain-epochs", type=int, default=o.DEMO.pretrain_epochs, section="Training",
+             help="Pretraining epochs."),
+    o.option("--train-epochs", type=int, default=o.DEMO.train_epochs, section="Training", help="Fine-tuning epochs."),
     o.SEED,
 ])
 def command(output_dir: str, data_only: bool, samples: int, asvs: int, pretrain_epochs: int, train_epochs: int,
@@ -46,13 +47,17 @@ def command(output_dir: str, data_only: bool, samples: int, asvs: int, pretrain_
     """Make a small synthetic dataset (ASV sequences evolved along a random tree, counts, metadata with a
     numeric target and a categorical column) and run the whole pipeline on it."""
     from aam.data.synthetic import write_synthetic_dataset
+    from aam.workflows.run_config import DemoRun
 
-    seed = 0 if seed is None else seed
-    out = Path(output_dir)
+    run = DemoRun(output_dir=output_dir, data_only=data_only, samples=samples, asvs=asvs,
+                  pretrain_epochs=pretrain_epochs, train_epochs=train_epochs, seed=seed)
+    seed = 0 if run.seed is None else run.seed
+    samples, asvs, pretrain_epochs, train_epochs = run.samples, run.asvs, run.pretrain_epochs, run.train_epochs
+    out = Path(run.output_dir)
     started = time.perf_counter()
     paths = write_synthetic_dataset(out, n_samples=samples, n_asvs=asvs, seed=seed)
     click.echo(f"synthetic data ({samples} samples, {asvs} ASVs) in {out / 'data'}", err=True)
-    if data_only:
+    if run.data_only:
         return
     data = out / "data"
     common = ["--table", str(paths["table"]), "--seed", str(seed), *MODEL_FLAGS]

@@ -25,9 +25,11 @@ from aam.training.config import PRECISIONS
 from aam.training.registries import OPTIMIZERS, SCHEDULERS
 from aam.workflows.run_config import (
     CrossValidateRun,
+    DemoRun,
     EmbedRun,
     ExplainRun,
     FitRun,
+    InspectRun,
     PredictRun,
     RfBaselineRun,
     TrainRun,
@@ -39,6 +41,7 @@ from aam.workflows.run_config import (
 FIT, TRAIN, CV, PREDICT = defaults(FitRun), defaults(TrainRun), defaults(CrossValidateRun), defaults(PredictRun)
 EMBED, EXPLAIN, RF_BASELINE, UNIFRAC = (defaults(EmbedRun), defaults(ExplainRun), defaults(RfBaselineRun),
                                        defaults(UnifracRun))
+INSPECT, DEMO = defaults(InspectRun), defaults(DemoRun)
 
 SECTION_ORDER = ("Input", "Model", "Categorical", "Target", "Loss", "Training", "Cross-validation", "Performance",
                  "Distributed", "Output", "Other")

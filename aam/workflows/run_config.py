@@ -694,3 +694,31 @@ class UnifracRun(RunConfig):
 def option_fields(cls: type) -> set[str]:
     """The fields of a run class that are command-line options (not programmatic ones such as ``sample_ids``)."""
     return {f.name for f in fields(cls) if f.metadata.get("option", True)}
+
+
+# ----------------------------------------------------------------------------- inspect and demo
+@dataclass(frozen=True, kw_only=True)
+class InspectRun(RunConfig):
+    """``aam inspect``: a checkpoint's model card, as text or JSON."""
+
+    model: str
+    as_json: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoRun(RunConfig):
+    """``aam demo``: the size of the synthetic dataset and of the pipeline run on it."""
+
+    output_dir: str
+    data_only: bool = False
+    samples: int = 160
+    asvs: int = 60
+    pretrain_epochs: int = 8
+    train_epochs: int = 30
+    seed: int | None = None
+
+    def check(self) -> None:
+        for name in ("samples", "asvs", "pretrain_epochs", "train_epochs"):
+            if getattr(self, name) < 1:
+                raise AamError("must be at least 1", source=flag(name))
+
