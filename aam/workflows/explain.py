@@ -31,7 +31,6 @@ from aam.data.taxonomy import feature_label, read_taxonomy
 from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
 from aam.models.layers import attention_backend
-from aam.models.sequence_predictor import SequencePredictor
 from aam.outputs.data_config import DataConfig
 from aam.training.forward import forward_batch
 from aam.training.runtime import configure_threads, resolve_device
@@ -44,7 +43,7 @@ from aam.workflows.attribution import (
     shared_asv_embeddings,
 )
 from aam.workflows.inputs import load_amplicon_data
-from aam.workflows.loading import load_predictor
+from aam.workflows.loading import family_of_model, load_predictor
 from aam.workflows.predict import check_compatible, member_inputs
 from aam.workflows.run_config import ExplainRun
 from aam.workflows.run_folder import run_directory, write_run_config
@@ -80,9 +79,9 @@ def run_explain(run: ExplainRun) -> dict[str, Any]:
         first_info = DataConfig()
         for i, path in enumerate(paths):
             model, info = load_predictor(path, torch_device)
-            if method == "gradient" and not isinstance(model, SequencePredictor):
-                raise AamError("gradient attribution needs a transformer model", source="--method",
-                               hint="use --method occlusion (works for every model)")
+            if method == "gradient" and not family_of_model(model).capabilities.gradient_attribution:
+                raise AamError("gradient attribution needs a model with gradients at its ASV vectors (the "
+                               "transformer)", source="--method", hint="use --method occlusion (works for every model)")
             if method == "gradient" and info.quantiles:
                 raise AamError("gradient attribution does not support quantile heads", source="--method",
                                hint="use --method occlusion")

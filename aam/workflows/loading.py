@@ -9,8 +9,9 @@ from typing import Any
 import torch
 
 from aam.errors import AamError
-from aam.families import MODEL_FAMILIES, ModelFamily
+from aam.families import DEFAULT_FAMILY, MODEL_FAMILIES, ModelFamily
 from aam.models import EncoderConfig, SequenceEncoder, SequencePredictor
+from aam.models.build import unwrap_model
 from aam.outputs.checkpoint import load_checkpoint
 from aam.outputs.data_config import DataConfig
 from aam.workflows.resume import load_weights
@@ -23,6 +24,11 @@ def family_of(checkpoint: dict[str, Any], path: str | Path) -> ModelFamily:
         raise AamError(f"checkpoint holds a {name!r} model, a family this aam does not know", source=path,
                        hint=f"known families: {', '.join(MODEL_FAMILIES.names())}")
     return MODEL_FAMILIES[name]
+
+
+def family_of_model(model: torch.nn.Module) -> ModelFamily:
+    """The family of a built model (its config's ``model_type``; the transformer's configs have none)."""
+    return MODEL_FAMILIES[getattr(unwrap_model(model).config, "model_type", DEFAULT_FAMILY)]
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> torch.nn.Module:
