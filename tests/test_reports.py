@@ -199,3 +199,18 @@ def test_labelling_rules():
     assert feature_label("0123456789abcdef0123") == "0123456789…"
     assert method_colour("aam") == METHOD_COLOURS["aam"] and method_colour("x") == method_colour("x")
     assert len(set(METHOD_COLOURS.values())) == len(METHOD_COLOURS)
+
+
+def test_groups_of_mixed_classes_get_their_share_called_right(cohort, tmp_path):
+    out = tmp_path / "label"
+    run_ok("cross-validate", "--table", cohort["table"], "--metadata", cohort["metadata"], "--metadata-column",
+           "label", "--classifier", "--group-column", "subject", "--n-folds", 2, "--model-type", "sequence-groups",
+           "--sequence-groups", "4,8", "--baselines", "forest", "--output-dir", out, *FAST)
+    parts = parse_report(out / "report.html")
+    oof = pd.read_csv(out / "oof_predictions.tsv", sep="\t", dtype={"group": str})
+    assert (oof.groupby("group")["actual"].nunique() > 1).any()  # the subjects hold several classes
+    assert any("share of the group's samples called right" in s for s in svg_texts(parts))
+    right = (oof["aam_prediction"].astype(str) == oof["actual"].astype(str)).groupby(oof["group"]).mean()
+    cells = [t for t in parts.text if t.strip()]
+    worst = right.sort_values(kind="stable").index[0]
+    assert worst in cells and cells.index(worst) < cells.index(right.sort_values().index[-1])  # worst listed first

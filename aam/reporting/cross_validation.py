@@ -18,6 +18,11 @@ from aam.reporting.figures import positive_class
 from aam.reporting.page import ReportPage, standard_facts
 
 MAX_CLASS_CURVES = 6  # one-vs-rest curve pairs drawn for a multi-class task
+GROUPS_SHOWN = 60  # groups drawn and listed per figure and table (the files hold them all)
+
+
+def _shown(n_groups: int) -> str:
+    return f" ({GROUPS_SHOWN} of {n_groups} groups shown)." if n_groups > GROUPS_SHOWN else "."
 
 
 def write_cross_validation_report(out: str | Path, defaults: dict[str, Any] | None = None) -> Path:
@@ -163,23 +168,31 @@ def _groups(page: ReportPage, oof: pd.DataFrame, methods: list[str], classifier:
     if classifier:
         labels = _labels(oof)
         if len(labels) != 2 or (grouped["actual"].nunique() > 1).any():
-            page.text("Groups hold samples of more than one class (or the task has more than two classes): "
-                      "groups.tsv has each group's scores.", note=True)
+            right = pd.DataFrame({m: grouped.apply(lambda g, m=m: float(np.mean(
+                g[f"{m}_prediction"].astype(str) == g["actual"].astype(str)))) for m in methods})
+            page.figure(figures.group_errors(right, methods, "", xlabel="share of the group's samples called right",
+                                             worst_last=False, limit=GROUPS_SHOWN),
+                        caption="Groups hold samples of more than one class, so no group has one call: the share "
+                                "of each group's samples called right, the groups AAM does worst on at the top"
+                                + _shown(len(right)), alt="per-group accuracy")
+            table = right.sort_values(methods[0]).reset_index()
+            table.insert(1, "samples", grouped.size().reindex(table["group"]).to_numpy())
+            page.table(table, caption="per group (groups.tsv has every score of every group)", max_rows=60)
             return
         positive = positive_class(labels, oof["actual"].astype(str).to_numpy())
         calls = pd.DataFrame({m: grouped[f"{m}_prob_{positive}"].mean() for m in methods})
         calls["actual"] = grouped["actual"].first().astype(str)
-        page.figure(figures.group_calls(calls, methods, positive),
+        page.figure(figures.group_calls(calls, methods, positive, limit=GROUPS_SHOWN),
                     caption=f"One call per group: the mean probability of {positive!r} over its samples; right of "
-                            "the dashed line the group is called positive.", alt="per-group calls")
+                            "the dashed line the group is called positive" + _shown(len(calls)), alt="per-group calls")
         table = calls.reset_index()
     else:
         errors = pd.DataFrame({m: grouped.apply(lambda g, m=m: float(np.mean(np.abs(g[f"{m}_prediction"] -
                                                                                      g["actual"]))))
                                for m in methods})
-        page.figure(figures.group_errors(errors, methods, target),
-                    caption="Mean absolute error of each group's samples; groups AAM errs most on at the top.",
-                    alt="errors by group")
-        table = errors.reset_index()
-    table.insert(1, "samples", grouped.size().to_numpy())
-    page.table(table, caption="per group", max_rows=60)
+        page.figure(figures.group_errors(errors, methods, target, limit=GROUPS_SHOWN),
+                    caption="Mean absolute error of each group's samples; groups AAM errs most on at the top"
+                            + _shown(len(errors)), alt="errors by group")
+        table = errors.sort_values(methods[0], ascending=False).reset_index()
+    table.insert(1, "samples", grouped.size().reindex(table["group"]).to_numpy())
+    page.table(table, caption="per group", max_rows=GROUPS_SHOWN)

@@ -108,7 +108,8 @@ def confusion_matrices(matrices: Mapping[str, np.ndarray], labels: Sequence[str]
             for (i, j), value in np.ndenumerate(matrix):
                 axis.text(j, i, f"{int(value)}", ha="center", va="center", fontsize=8,
                           color="black" if share[i, j] > 0.55 else "white")
-            axis.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 3 else 0, ha="right")
+            crowded = len(labels) > 3 or max(len(str(label)) for label in labels) > 8
+            axis.set_xticks(range(len(labels)), labels, rotation=35 if crowded else 0, ha="right" if crowded else "center")
             axis.set_yticks(range(len(labels)), labels)
             axis.grid(False)
             accuracy = np.trace(matrix) / max(matrix.sum(), 1)
@@ -139,10 +140,11 @@ def group_calls(calls: pd.DataFrame, methods: Sequence[str], positive_label: str
     return figure
 
 
-def group_errors(errors: pd.DataFrame, methods: Sequence[str], unit: str, limit: int = 60) -> plt.Figure:
-    """Each group's mean absolute error per method (``errors``: index = group, a column per method), the groups
-    AAM errs most on at the top."""
-    shown = errors.sort_values(methods[0]).tail(limit)
+def group_errors(errors: pd.DataFrame, methods: Sequence[str], unit: str, limit: int = 60,
+                 xlabel: str | None = None, worst_last: bool = True) -> plt.Figure:
+    """Each group's score per method (``errors``: index = group, a column per method; by default the mean
+    absolute error), the groups AAM does worst on at the top."""
+    shown = errors.sort_values(methods[0], ascending=worst_last).tail(limit)
     with report_style():
         figure, axis = plt.subplots(figsize=(7.5, 1.6 + 0.22 * len(shown)), layout="constrained")
         y = np.arange(len(shown))
@@ -151,7 +153,7 @@ def group_errors(errors: pd.DataFrame, methods: Sequence[str], unit: str, limit:
             axis.scatter(shown[name], y, color=method_colour(name), marker=markers[k % len(markers)], s=24,
                          label=name, zorder=3)
         axis.set_yticks(y, [str(g) for g in shown.index], fontsize=7)
-        axis.set_xlabel(f"mean absolute error of the group's samples ({unit})")
+        axis.set_xlabel(xlabel or f"mean absolute error of the group's samples ({unit})")
         axis.set_ylabel("group")
         handles, labels = axis.get_legend_handles_labels()
         _outside_legend(figure, handles, labels, columns=min(len(methods), 5))
