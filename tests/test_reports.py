@@ -214,3 +214,24 @@ def test_groups_of_mixed_classes_get_their_share_called_right(cohort, tmp_path):
     cells = [t for t in parts.text if t.strip()]
     worst = right.sort_values(kind="stable").index[0]
     assert worst in cells and cells.index(worst) < cells.index(right.sort_values().index[-1])  # worst listed first
+
+
+def test_folds_of_one_class_are_judged_on_pooled_scores(cohort, tmp_path):
+    """Folds of whole people holding one class each (as leave-one-person-out folds of a per-person label are):
+    no fold has an AUROC, so the best baseline and the report's sentence use the pooled scores, not NaN."""
+    frame = pd.read_csv(cohort["metadata"], sep="\t", dtype={"sample_id": str})
+    subjects = frame.drop_duplicates("subject")  # 4 folds of whole people, each holding one class
+    fold_of = {s: f"{status}{k % 2}" for k, (s, status) in enumerate(zip(subjects["subject"], subjects["status"]))}
+    folds = tmp_path / "folds.tsv"
+    frame.assign(fold=frame["subject"].map(fold_of))[["sample_id", "fold"]].to_csv(folds, sep="\t", index=False)
+    out = tmp_path / "one_class_folds"
+    run_ok("cross-validate", "--table", cohort["table"], "--metadata", cohort["metadata"], "--metadata-column",
+           "status", "--classifier", "--group-column", "subject", "--folds", folds, "--model-type",
+           "sequence-groups", "--sequence-groups", "4,8", "--baselines", "forest,clr-linear", "--output-dir", out,
+           *FAST)
+    summary = json.loads((out / "summary.json").read_text())
+    assert np.isnan(summary["forest"]["fold_mean"]["auroc"])
+    pooled = {name: summary[name]["pooled"]["auroc"] for name in ("forest", "clr-linear")}
+    assert summary["best_baseline"] == max(pooled, key=pooled.get)
+    headline = next(t for t in parse_report(out / "report.html").text if t.startswith("Over "))
+    assert "nan" not in headline and f"AUROC {summary['aam']['pooled']['auroc']:.3f} (pooled)" in headline

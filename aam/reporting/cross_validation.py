@@ -53,31 +53,47 @@ def write_cross_validation_report(out: str | Path, defaults: dict[str, Any] | No
     return page.write(out / "report.html")
 
 
-def best_method(summary: dict[str, Any], methods: list[str]) -> str:
-    """The method with the best mean fold score of the primary metric (the first listed on a tie)."""
+def scored_on(summary: dict[str, Any]) -> str:
+    """``fold_mean``, or ``pooled`` when no method has a finite fold score (e.g. AUROC on folds of one class,
+    as leave-one-person-out folds of a per-person label are)."""
     metric = summary["metric"]
+    methods = [m for m, part in summary.items() if isinstance(part, dict) and "pooled" in part]
+    finite = any(np.isfinite(summary[m]["fold_mean"].get(metric, np.nan)) for m in methods)
+    return "fold_mean" if finite else "pooled"
+
+
+def best_method(summary: dict[str, Any], methods: list[str]) -> str:
+    """The method with the best mean fold score of the primary metric (pooled when folds have none; the first
+    listed on a tie)."""
+    metric, key = summary["metric"], scored_on(summary)
     sign = -1.0 if metric_direction(metric) == "min" else 1.0
-    values = [sign * summary[m]["fold_mean"].get(metric, np.nan) for m in methods]
+    values = [sign * summary[m][key].get(metric, np.nan) for m in methods]
     values = [v if np.isfinite(v) else -np.inf for v in values]
     return methods[int(np.argmax(values))]
 
 
 def _headline(summary: dict[str, Any], methods: list[str]) -> str:
     metric, n = summary["metric"], summary["n_folds"]
-    label = metric.upper()
+    label, by_fold = metric.upper(), scored_on(summary) == "fold_mean"
 
     def score(name: str) -> str:
         part = summary[name]
+        if not by_fold:
+            return f"{label} {part['pooled'][metric]:.3f} (pooled)"
         return f"{label} {part['fold_mean'][metric]:.3f} +/- {part['fold_sd'].get(metric, float('nan')):.2f}"
 
     text = f"Over {n} folds of {summary['n_samples']} samples AAM scored {score('aam')}"
     best_baseline = summary.get("best_baseline")
     if best_baseline:
-        text += (f"; the best classical baseline, {best_baseline}, {score(best_baseline)}; AAM was better on "
-                 f"{summary['aam_fold_wins']} of {n} folds")
+        text += f"; the best classical baseline, {best_baseline}, {score(best_baseline)}"
+        if by_fold:
+            text += f"; AAM was better on {summary['aam_fold_wins']} of {n} folds"
     best = best_method(summary, methods)
-    return text + f". Best method on the mean fold score: {best}" + (
+    text += f". Best method on the {'mean fold' if by_fold else 'pooled'} score: {best}" + (
         f" ({score(best)})." if best != "aam" and best != best_baseline else ".")
+    if not by_fold:
+        text += f" No fold has its own {label} (each holds one class), so the pooled out-of-fold scores decide."
+    return text
 
 
 def _facts(summary: dict[str, Any], config: dict[str, Any], oof: pd.DataFrame, options: dict[str, Any],

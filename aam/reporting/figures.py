@@ -81,7 +81,10 @@ def fold_scores(scores: Mapping[str, Sequence[float]], folds: Sequence[str], met
             colour = method_colour(name)
             axis.scatter(np.full(values.shape[1], x[i]), values[i], color=colour, s=28, zorder=3,
                          edgecolors="white", linewidths=0.5)
-            mean, sd = np.nanmean(values[i]), np.nanstd(values[i], ddof=1) if values.shape[1] > 1 else 0.0
+            finite = values[i][np.isfinite(values[i])]
+            if not len(finite):
+                continue
+            mean, sd = float(finite.mean()), float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
             axis.errorbar(x[i] + 0.22, mean, yerr=sd, color=colour, fmt="D", ms=5, capsize=3, lw=1.4, zorder=3)
             axis.annotate(f"{mean:.3g}", (x[i] + 0.3, mean), fontsize=7, va="center")
         axis.set_xticks(x, names)

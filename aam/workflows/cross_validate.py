@@ -344,11 +344,13 @@ def _summarise(out: Path, aam: pd.DataFrame, baselines: dict[str, pd.DataFrame],
 
 
 def _best_baseline(summary: dict[str, Any], names: list[str], metric: str) -> str | None:
-    """The baseline with the best mean fold score (the first listed on a tie); None without baselines."""
+    """The baseline with the best mean fold score (the pooled one when no fold has a score, e.g. AUROC on folds of
+    one class; the first listed on a tie); None without baselines."""
     if not names:
         return None
     sign = -1.0 if metric_direction(metric) == "min" else 1.0
-    scores = [sign * summary[name]["fold_mean"][metric] for name in names]
+    key = "fold_mean" if any(np.isfinite(summary[n]["fold_mean"][metric]) for n in names) else "pooled"
+    scores = [sign * summary[name][key][metric] for name in names]  # pooled when no fold has a score of its own
     scores = [s if np.isfinite(s) else -np.inf for s in scores]
     return names[int(np.argmax(scores))]
 
