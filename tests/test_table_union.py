@@ -175,3 +175,24 @@ def test_cli_needs_a_table_and_names_a_repeated_sample(corpus, tmp_path):
                                       "--output-dir", str(tmp_path / "dup"), "--device", "cpu"])
     assert result.exit_code == 2 and "part0.biom" in result.output and "table.biom" in result.output
     assert not (tmp_path / "dup" / "checkpoints").exists()
+
+
+def test_weighted_draws_are_shared_out_over_ranks():
+    """Under DDP/FSDP every rank draws the same weighted epoch and takes its share: equal lengths, together the
+    single-process draw of ceil(n / W) * W items, repeatable per epoch, resumable mid-epoch."""
+    weights = np.array([1.0] * 7 + [4.0] * 6)
+    world = 3
+    ranks = [EpochShuffleSampler(13, seed=5, weights=weights, rank=r, world_size=world) for r in range(world)]
+    for sampler in ranks:
+        sampler.set_epoch(2)
+    shares = [list(s) for s in ranks]
+    assert [len(s) for s in shares] == [len(s) for s in ranks] == [5, 5, 5]
+    interleaved = [shares[k % world][k // world] for k in range(15)]
+    generator = torch.Generator().manual_seed((5 * 1_000_003 + 2) % (2**63))
+    assert interleaved == torch.multinomial(torch.as_tensor(weights), 15, replacement=True,
+                                            generator=generator).tolist()
+    ranks[1].set_epoch(2)
+    ranks[1].skip(2)
+    assert list(ranks[1]) == shares[1][2:]
+    with pytest.raises(ValueError, match="weighted"):
+        EpochShuffleSampler(13, seed=5, rank=1, world_size=2)

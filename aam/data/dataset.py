@@ -393,17 +393,24 @@ class EpochShuffleSampler(Sampler[int]):
     the same batches as an uninterrupted one. Call `set_epoch` before each epoch (the Trainer does).
     With ``weights`` [n] (not all equal) an epoch is instead ``n`` draws with replacement, item i drawn with
     probability proportional to its weight: a corpus whose tables are weighted (``--tables``).
+
+    Under DDP/FSDP (``world_size`` > 1, weighted draws) every rank draws the same sequence of
+    ``ceil(n / world_size) * world_size`` items and takes every ``world_size``-th from its ``rank``: the ranks
+    share one weighted epoch, each the same number of batches.
     """
 
-    def __init__(self, n: int, seed: int, weights: np.ndarray | None = None):
+    def __init__(self, n: int, seed: int, weights: np.ndarray | None = None, rank: int = 0, world_size: int = 1):
         self.n = int(n)
         self.seed = int(seed)
         self.epoch = 0
         self._skip = 0
+        self.rank, self.world_size = int(rank), int(world_size)
         if weights is not None and len(weights) != self.n:
             raise ValueError(f"{len(weights)} weights for {self.n} items")
         uniform = weights is None or np.all(np.asarray(weights) == np.asarray(weights)[0])
         self.weights = None if uniform else torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        if self.world_size > 1 and self.weights is None:
+            raise ValueError("several ranks share an epoch only for weighted draws (DistributedSampler otherwise)")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -416,13 +423,15 @@ class EpochShuffleSampler(Sampler[int]):
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % (2**63))
         skip, self._skip = self._skip, 0
         if self.weights is not None:
-            order = torch.multinomial(self.weights, self.n, replacement=True, generator=generator)
+            total = -(-self.n // self.world_size) * self.world_size
+            order = torch.multinomial(self.weights, total, replacement=True, generator=generator)
+            order = order[self.rank::self.world_size]
         else:
             order = torch.randperm(self.n, generator=generator)
         return iter(order.tolist()[skip:])
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.world_size)
 
 
 def make_loader(

@@ -143,17 +143,17 @@ def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarr
                               read_fraction=read_fraction)
     val_set = SampleDataset(data, val_rows, val_targets, val_categoricals, token_limit, "abundance", seed)
     weighted = train_draw_weights is not None and len(np.unique(train_draw_weights)) > 1
-    if distributed is not None and weighted:
-        raise AamError("table weights are not supported with several processes yet", source="--tables",
-                       hint="leave the weight column out (or equal) under torchrun, or run one process")
-    if distributed is not None:  # same permutation on every rank, each takes its share
+    weights = None
+    if weighted:  # aligned with the dataset's rows (it leaves out samples without reads)
+        weights = np.asarray(train_draw_weights, dtype=np.float64)[np.isin(train_rows, train_set.indices)]
+    if distributed is not None and weighted:  # one weighted epoch drawn alike on every rank, each its share
+        train_sampler = EpochShuffleSampler(len(train_set), seed, weights, distributed.rank, distributed.world_size)
+        val_sampler = ShardSampler(len(val_set), distributed.rank, distributed.world_size)
+    elif distributed is not None:  # same permutation on every rank, each takes its share
         train_sampler = ResumableDistributedSampler(train_set, distributed.world_size, distributed.rank,
                                                     shuffle=True, seed=seed)
         val_sampler = ShardSampler(len(val_set), distributed.rank, distributed.world_size)
     else:
-        weights = None
-        if weighted:  # aligned with the dataset's rows (it leaves out samples without reads)
-            weights = np.asarray(train_draw_weights, dtype=np.float64)[np.isin(train_rows, train_set.indices)]
         train_sampler, val_sampler = EpochShuffleSampler(len(train_set), seed, weights), None
     train_loader = make_loader(train_set, collator, batch_size, shuffle=True, num_workers=num_workers,
                                pin_memory=pin_memory, sampler=train_sampler)
