@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -122,24 +123,33 @@ def confusion_matrices(matrices: Mapping[str, np.ndarray], labels: Sequence[str]
     return figure
 
 
+def _group_dots(shown: pd.DataFrame, methods: Sequence[str], labels: Sequence[str], xlabel: str,
+                ylabel: str) -> tuple[plt.Figure, Any]:
+    """One row per group (``shown``: index = group, a column per method), a marker per method."""
+    figure, axis = plt.subplots(figsize=(7.5, 1.6 + 0.22 * len(shown)), layout="constrained")
+    y = np.arange(len(shown))
+    markers = "osD^v<>"
+    for k, name in enumerate(methods):
+        axis.scatter(shown[name], y, color=method_colour(name), marker=markers[k % len(markers)], s=24,
+                     label=name, zorder=3)
+    axis.set_yticks(y, labels, fontsize=7)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    handles, legend = axis.get_legend_handles_labels()
+    _outside_legend(figure, handles, legend, columns=min(len(methods), 5))
+    return figure, axis
+
+
 def group_calls(calls: pd.DataFrame, methods: Sequence[str], positive_label: str, limit: int = 60) -> plt.Figure:
     """Each group's mean probability of ``positive_label`` per method (``calls``: index = group, a column per
     method and ``actual``), groups sorted by truth then AAM's call; 0.5 marked."""
     shown = calls.sort_values(["actual", methods[0]]).tail(limit)
     with report_style():
-        figure, axis = plt.subplots(figsize=(7.5, 1.6 + 0.22 * len(shown)), layout="constrained")
-        y = np.arange(len(shown))
-        markers = "osD^v<>"
-        for k, name in enumerate(methods):
-            axis.scatter(shown[name], y, color=method_colour(name), marker=markers[k % len(markers)], s=24,
-                         label=name, zorder=3)
+        figure, axis = _group_dots(shown, methods, [f"{g} ({a})" for g, a in zip(shown.index, shown["actual"])],
+                                   f"mean out-of-fold probability of {positive_label} over the group's samples",
+                                   "group (true class)")
         axis.axvline(0.5, color="grey", lw=1, ls="--")
-        axis.set_yticks(y, [f"{g} ({a})" for g, a in zip(shown.index, shown["actual"])], fontsize=7)
         axis.set_xlim(-0.02, 1.02)
-        axis.set_xlabel(f"mean out-of-fold probability of {positive_label} over the group's samples")
-        axis.set_ylabel("group (true class)")
-        handles, labels = axis.get_legend_handles_labels()
-        _outside_legend(figure, handles, labels, columns=min(len(methods), 5))
     return figure
 
 
@@ -149,17 +159,8 @@ def group_errors(errors: pd.DataFrame, methods: Sequence[str], unit: str, limit:
     absolute error), the groups AAM does worst on at the top."""
     shown = errors.sort_values(methods[0], ascending=worst_last).tail(limit)
     with report_style():
-        figure, axis = plt.subplots(figsize=(7.5, 1.6 + 0.22 * len(shown)), layout="constrained")
-        y = np.arange(len(shown))
-        markers = "osD^v<>"
-        for k, name in enumerate(methods):
-            axis.scatter(shown[name], y, color=method_colour(name), marker=markers[k % len(markers)], s=24,
-                         label=name, zorder=3)
-        axis.set_yticks(y, [str(g) for g in shown.index], fontsize=7)
-        axis.set_xlabel(xlabel or f"mean absolute error of the group's samples ({unit})")
-        axis.set_ylabel("group")
-        handles, labels = axis.get_legend_handles_labels()
-        _outside_legend(figure, handles, labels, columns=min(len(methods), 5))
+        figure, _ = _group_dots(shown, methods, [str(g) for g in shown.index],
+                                xlabel or f"mean absolute error of the group's samples ({unit})", "group")
     return figure
 
 
