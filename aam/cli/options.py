@@ -314,7 +314,10 @@ PERFORMANCE_OPTIONS = [
     option("--compile-model", is_flag=True, default=FIT.compile_model, section="Performance",
            help="torch.compile the model (inductor, dynamic shapes). Compiling took 2-2.5 min for the first batch "
                 "shape on an H200, and new shapes recompile: worth it only for long runs (BENCHMARKS.md)."),
-    option("--tf32", is_flag=True, default=FIT.tf32, section="Performance", help="Allow TF32 matmuls on Ampere+."),
+    option("--tf32/--no-tf32", default=FIT.tf32, section="Performance",
+           help="TF32 matmuls on CUDA GPUs that have them (Ampere and later): about a third faster than fp32 on an "
+                "H200 (BENCHMARKS.md), 10-bit mantissa inputs with fp32 accumulation; no effect on CPU or in "
+                "bf16/fp16 autocast regions (changed: default on, was off; --no-tf32 keeps strict fp32)."),
     option("--gradient-checkpointing/--no-gradient-checkpointing", default=FIT.gradient_checkpointing, section="Performance",
            help="Recompute each transformer block in backward to save memory (changed: off by default, was on: "
                 "it costs one more forward pass of every block, and CPU and small-batch runs do not need the memory; "

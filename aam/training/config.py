@@ -31,7 +31,7 @@ class TrainerConfig:
     max_grad_norm: float | None = None
     gradient_accumulation_steps: int = 1
     mixed_precision: str | None = None  # fp32 (None) | bf16 | fp16, see aam.training.precision
-    tf32: bool = False
+    tf32: bool = True  # TF32 matmuls on CUDA GPUs that have them (Ampere and later); no effect elsewhere
     compile_model: bool = False
     compile_backend: str = "inductor"  # torch.compile backend (tests on CPU use "eager" and "aot_eager")
     attn_implementation: str = "sdpa"  # SDPA kernels on CUDA (aam.models.layers.ATTENTION_BACKENDS)
