@@ -336,7 +336,10 @@ def test_parallel_flags_that_cannot_start_here(synthetic_dir, tmp_path):
 
 
 # ----------------------------------------------------------------------------- DDP step: accumulation, syncs
-HOST_SYNCS = ("item", "cpu", "tolist", "numpy")
+# every way a tensor makes the host wait for its device: reading values, Python truth and numbers, and ops whose
+# output shape depends on the data
+HOST_SYNCS = ("item", "cpu", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__", "nonzero",
+              "unique", "masked_select", "repeat_interleave")
 
 
 def _counting_host_syncs(counts: dict[str, int]):
