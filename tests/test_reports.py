@@ -231,6 +231,7 @@ def test_folds_of_one_class_are_judged_on_pooled_scores(cohort, tmp_path):
            *FAST)
     summary = json.loads((out / "summary.json").read_text())
     assert np.isnan(summary["forest"]["fold_mean"]["auroc"])
+    assert summary["scored_on"] == "pooled"
     pooled = {name: summary[name]["pooled"]["auroc"] for name in ("forest", "clr-linear")}
     assert summary["best_baseline"] == max(pooled, key=pooled.get)
     headline = next(t for t in parse_report(out / "report.html").text if t.startswith("Over "))

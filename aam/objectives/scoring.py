@@ -13,6 +13,17 @@ REGRESSION_KEYS = ("mae", "rmse", "r2")
 CLASSIFICATION_KEYS = ("auroc", "accuracy", "f1_macro", "f1_weighted")
 
 
+def typed_predictions(frame: pd.DataFrame, classifier: bool) -> pd.DataFrame:
+    """``prediction`` and ``actual`` as labels (str, classification) or floats (regression), as read from a TSV."""
+    kind = str if classifier else float
+    return frame.assign(prediction=frame["prediction"].astype(kind), actual=frame["actual"].astype(kind))
+
+
+def confusion_counts(actual, predicted, labels: list[str]) -> np.ndarray:
+    """[C, C] counts of (true, called) class labels in the order of ``labels`` (rows: the true class)."""
+    return pd.crosstab(pd.Categorical(actual, labels), pd.Categorical(predicted, labels), dropna=False).to_numpy()
+
+
 def probability_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith("prob_")]
 

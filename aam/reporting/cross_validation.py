@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from aam.objectives.metrics import metric_direction
+from aam.objectives.scoring import confusion_counts
 from aam.reporting import figures
 from aam.reporting.figures import positive_class
 from aam.reporting.page import ReportPage, standard_facts
@@ -53,28 +54,9 @@ def write_cross_validation_report(out: str | Path, defaults: dict[str, Any] | No
     return page.write(out / "report.html")
 
 
-def scored_on(summary: dict[str, Any]) -> str:
-    """``fold_mean``, or ``pooled`` when no method has a finite fold score (e.g. AUROC on folds of one class,
-    as leave-one-person-out folds of a per-person label are)."""
-    metric = summary["metric"]
-    methods = [m for m, part in summary.items() if isinstance(part, dict) and "pooled" in part]
-    finite = any(np.isfinite(summary[m]["fold_mean"].get(metric, np.nan)) for m in methods)
-    return "fold_mean" if finite else "pooled"
-
-
-def best_method(summary: dict[str, Any], methods: list[str]) -> str:
-    """The method with the best mean fold score of the primary metric (pooled when folds have none; the first
-    listed on a tie)."""
-    metric, key = summary["metric"], scored_on(summary)
-    sign = -1.0 if metric_direction(metric) == "min" else 1.0
-    values = [sign * summary[m][key].get(metric, np.nan) for m in methods]
-    values = [v if np.isfinite(v) else -np.inf for v in values]
-    return methods[int(np.argmax(values))]
-
-
 def _headline(summary: dict[str, Any], methods: list[str]) -> str:
     metric, n = summary["metric"], summary["n_folds"]
-    label, by_fold = metric.upper(), scored_on(summary) == "fold_mean"
+    label, by_fold = metric.upper(), summary["scored_on"] == "fold_mean"
 
     def score(name: str) -> str:
         part = summary[name]
@@ -88,7 +70,7 @@ def _headline(summary: dict[str, Any], methods: list[str]) -> str:
         text += f"; the best classical baseline, {best_baseline}, {score(best_baseline)}"
         if by_fold:
             text += f"; AAM was better on {summary['aam_fold_wins']} of {n} folds"
-    best = best_method(summary, methods)
+    best = summary["best_method"]
     text += f". Best method on the {'mean fold' if by_fold else 'pooled'} score: {best}" + (
         f" ({score(best)})." if best != "aam" and best != best_baseline else ".")
     if not by_fold:
@@ -131,7 +113,8 @@ def _scores(page: ReportPage, summary: dict[str, Any], comparison: pd.DataFrame,
         if name in summary.get("aam_fold_wins_vs", {}):
             row["folds AAM won against it"] = f"{summary['aam_fold_wins_vs'][name]} of {summary['n_folds']}"
         rows.append(row)
-    page.table(pd.DataFrame(rows), caption=f"Best on the mean fold {metric.upper()}: {best_method(summary, methods)}")
+    page.table(pd.DataFrame(rows), caption=f"Best on the {'mean fold' if summary['scored_on'] == 'fold_mean' else 'pooled'} "
+                                               f"{metric.upper()}: {summary['best_method']}")
     folds = comparison[~comparison["fold"].isin(["pooled", "mean", "sd"])]
     page.figure(figures.fold_scores({m: folds[f"{m}_{metric}"].to_numpy(float) for m in methods},
                                     folds["fold"].tolist(), metric, metric_direction(metric) == "max"),
@@ -160,9 +143,7 @@ def _classification(page: ReportPage, oof: pd.DataFrame, methods: list[str]) -> 
     if len(labels) > 2 and len(labels) > MAX_CLASS_CURVES:
         page.text(f"Curves of the first {MAX_CLASS_CURVES} of {len(labels)} classes.", note=True)
     page.section("Confusion matrices", "Pooled out-of-fold calls (the most probable class).")
-    matrices = {m: pd.crosstab(pd.Categorical(actual, labels), pd.Categorical(oof[f"{m}_prediction"].astype(str),
-                                                                              labels), dropna=False).to_numpy()
-                for m in methods}
+    matrices = {m: confusion_counts(actual, oof[f"{m}_prediction"].astype(str), labels) for m in methods}
     page.figure(figures.confusion_matrices(matrices, labels), caption="Rows: true class; columns: predicted class; "
                 "colour: share of the true class.", alt="confusion matrices")
 

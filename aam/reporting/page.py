@@ -171,7 +171,7 @@ def _no_date(raster: bool) -> dict[str, Any]:
 def _cell(value: Any, digits: int) -> tuple[str, str]:
     if isinstance(value, bool) or value is None:
         return ("" if value is None else str(value)), ""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) or hasattr(value, "dtype"):
+    if isinstance(value, (int, float)) or hasattr(value, "dtype"):  # bools returned above
         try:
             number = float(value)
         except (TypeError, ValueError):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aam.objectives.scoring import probability_columns, score_predictions
+from aam.objectives.scoring import confusion_counts, probability_columns, score_predictions, typed_predictions
 from aam.reporting import figures
 from aam.reporting.page import ReportPage, standard_facts
 
@@ -30,7 +30,7 @@ def write_training_report(output_dir: str | Path, history: Sequence[Mapping[str,
     target = str(options.get("metadata_column", "target"))
     predictions = pd.read_csv(out / "val_predictions.tsv", sep="\t", dtype={"sample_id": str, "actual": object,
                                                                            "prediction": object})
-    predictions = _typed(predictions, classifier)
+    predictions = typed_predictions(predictions, classifier)
     groups = _read_json(out / "sequence_groups.json")
     scores = score_predictions(predictions, classifier)
     page = ReportPage(title=f"AAM training: {target}", headline=_headline(scores, classifier, best_epoch, history,
@@ -53,12 +53,6 @@ def write_training_report(output_dir: str | Path, history: Sequence[Mapping[str,
         page.preformatted(card)
         page.details("architecture", "\n".join(f"{k}: {v}" for k, v in (architecture or {}).items()))
     return page.write(out / "report.html")
-
-
-def _typed(frame: pd.DataFrame, classifier: bool) -> pd.DataFrame:
-    if classifier:
-        return frame.assign(prediction=frame["prediction"].astype(str), actual=frame["actual"].astype(str))
-    return frame.assign(prediction=frame["prediction"].astype(float), actual=frame["actual"].astype(float))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -111,8 +105,7 @@ def _predictions(page: ReportPage, frame: pd.DataFrame, classifier: bool, target
         return
     labels = [c[len("prob_"):] for c in probability_columns(frame)]
     actual = frame["actual"].to_numpy()
-    matrix = pd.crosstab(pd.Categorical(actual, labels), pd.Categorical(frame["prediction"], labels),
-                         dropna=False).to_numpy()
+    matrix = confusion_counts(actual, frame["prediction"], labels)
     page.figure(figures.confusion_matrices({"aam": matrix}, labels),
                 caption="Rows: true class; columns: predicted class (the most probable).", alt="confusion matrix")
     if len(labels) == 2 and len(set(actual)) == 2:

@@ -59,7 +59,7 @@ from aam.training.resume_state import TrainerState
 from aam.training.runtime import memory_usage, set_rng_state
 from aam.training.schedulers import build_scheduler
 from aam.training.strategy import build_strategy
-from aam.training.validation import EvalResult, loss_name, validate
+from aam.training.validation import EvalResult, loss_name, reduce_sums, validate
 
 log = logging.getLogger(__name__)
 
@@ -348,9 +348,7 @@ class Trainer(TrainerProbes, TrainerState):
 
     def global_sums(self, n_samples: int, sums: dict[str, Any]) -> tuple[int, dict[str, torch.Tensor]]:
         """Sample count and per-loss sums added over all ranks (every rank calls it, keys in the same order)."""
-        total = self.strategy.reduce_sum(torch.tensor(float(n_samples), device=self.device))
-        return int(total.item()), {k: self.strategy.reduce_sum(torch.as_tensor(v, device=self.device))
-                                   for k, v in sorted(sums.items())}
+        return reduce_sums(self.strategy, self.device, n_samples, sums)
 
     def _optimizer_step(self, log_norms: bool) -> None:
         cfg = self.config

@@ -34,6 +34,14 @@ def loss_name(key: str) -> str:
     return "loss" if key == "total" else f"{key}_loss"
 
 
+def reduce_sums(strategy: Any, device: torch.device, n_samples: int,
+                sums: dict[str, Any]) -> tuple[int, dict[str, torch.Tensor]]:
+    """Sample count and per-loss sums added over all ranks (every rank calls it, keys in the same order)."""
+    total = strategy.reduce_sum(torch.tensor(float(n_samples), device=device))
+    return int(total.item()), {k: strategy.reduce_sum(torch.as_tensor(v, device=device))
+                               for k, v in sorted(sums.items())}
+
+
 def validate(model: nn.Module, loader: Iterable, *, forward: Callable, loss_fn: Callable,
              decoder: PredictionDecoder | None, device: torch.device, autocast: Callable,
              strategy: Any = None) -> EvalResult:
@@ -63,9 +71,7 @@ def validate(model: nn.Module, loader: Iterable, *, forward: Callable, loss_fn: 
         if decoder is not None and batch.targets is not None:
             rows.append(decoder.decode_batch(outputs["prediction"].float(), batch))
     if strategy is not None:
-        total = strategy.reduce_sum(torch.tensor(float(n_samples), device=device))
-        n_samples = int(total.item())
-        sums = {k: strategy.reduce_sum(torch.as_tensor(v, device=device)) for k, v in sorted(sums.items())}
+        n_samples, sums = reduce_sums(strategy, device, n_samples, sums)
         for diagnostic in diagnostics:
             diagnostic.reduce(strategy)
         rows = [frame for part in strategy.all_gather_objects(rows) for frame in part]

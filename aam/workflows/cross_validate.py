@@ -38,7 +38,13 @@ from aam.data.split import make_folds, read_ids, write_ids
 from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
 from aam.objectives.metrics import metric_direction
-from aam.objectives.scoring import group_means, probability_columns, score_predictions, scores_by
+from aam.objectives.scoring import (
+    group_means,
+    probability_columns,
+    score_predictions,
+    scores_by,
+    typed_predictions,
+)
 from aam.training.preemption import RunInterrupted
 from aam.training.runtime import configure_logging
 from aam.workflows.forest_blend import FOREST_FILE, blend_many
@@ -294,18 +300,12 @@ def _read_predictions(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype={"sample_id": str, "fold": str, "prediction": object})
 
 
-def _numeric(frame: pd.DataFrame, classifier: bool) -> pd.DataFrame:
-    if classifier:
-        return frame.assign(prediction=frame["prediction"].astype(str), actual=frame["actual"].astype(str))
-    return frame.assign(prediction=frame["prediction"].astype(float), actual=frame["actual"].astype(float))
-
-
 def _summarise(out: Path, aam: pd.DataFrame, baselines: dict[str, pd.DataFrame], metadata: pd.DataFrame,
                group_column: str | None, classifier: bool, column: str, recipes: int = 1) -> dict[str, Any]:
     """Write the out-of-fold table, the per-fold comparison, per-group scores, the summary and the plot.
     ``recipes``: the AAM recipes averaged in ``aam`` (the recipe and each ``--variant``)."""
-    methods = {"aam": _numeric(aam, classifier)}
-    methods.update({name: _numeric(frame, classifier) for name, frame in baselines.items()})
+    methods = {"aam": typed_predictions(aam, classifier)}
+    methods.update({name: typed_predictions(frame, classifier) for name, frame in baselines.items()})
     if baselines:
         methods["blend"] = _blend(methods["aam"], [methods[name] for name in baselines], classifier, recipes)
     if group_column:
@@ -320,7 +320,9 @@ def _summarise(out: Path, aam: pd.DataFrame, baselines: dict[str, pd.DataFrame],
         summary[name] = {"pooled": score_predictions(frame, classifier),
                          "fold_mean": per_fold.drop(columns=["fold", "n"]).mean().to_dict(),
                          "fold_sd": per_fold.drop(columns=["fold", "n"]).std(ddof=1).to_dict()}
-    best = _best_baseline(summary, list(baselines), metric)
+    summary["scored_on"] = _scored_on(summary, list(methods), metric)
+    summary["best_method"] = _best(summary, list(methods), metric)
+    best = _best(summary, list(baselines), metric)
     comparison = _comparison(methods, classifier, best, list(baselines))
     write_tsv(out / "comparison.tsv", comparison)
     if best is not None:
@@ -343,14 +345,19 @@ def _summarise(out: Path, aam: pd.DataFrame, baselines: dict[str, pd.DataFrame],
     return summary
 
 
-def _best_baseline(summary: dict[str, Any], names: list[str], metric: str) -> str | None:
-    """The baseline with the best mean fold score (the pooled one when no fold has a score, e.g. AUROC on folds of
-    one class; the first listed on a tie); None without baselines."""
+def _scored_on(summary: dict[str, Any], names: list[str], metric: str) -> str:
+    """``fold_mean``, or ``pooled`` when no method has a finite fold score (e.g. AUROC on folds of one class, as
+    leave-one-person-out folds of a per-person label are): what the best method and baseline are chosen on."""
+    return "fold_mean" if any(np.isfinite(summary[n]["fold_mean"][metric]) for n in names) else "pooled"
+
+
+def _best(summary: dict[str, Any], names: list[str], metric: str) -> str | None:
+    """Of ``names``, the method with the best score on ``summary["scored_on"]`` (the first listed on a tie); None
+    without names."""
     if not names:
         return None
     sign = -1.0 if metric_direction(metric) == "min" else 1.0
-    key = "fold_mean" if any(np.isfinite(summary[n]["fold_mean"][metric]) for n in names) else "pooled"
-    scores = [sign * summary[name][key][metric] for name in names]  # pooled when no fold has a score of its own
+    scores = [sign * summary[name][summary["scored_on"]][metric] for name in names]
     scores = [s if np.isfinite(s) else -np.inf for s in scores]
     return names[int(np.argmax(scores))]
 
