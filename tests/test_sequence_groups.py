@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -206,6 +207,13 @@ def test_boosted_readout_equals_scikit_learn_and_survives_the_checkpoint(classif
     loaded, _ = load_predictor(path)
     assert type(loaded).__name__ == "BoostedGroupComposition"
     np.testing.assert_allclose(predictions_of(loaded, batch), predicted)
+    unscored = sequence_group_model(config)  # without the inner folds: the same trees, no out-of-fold table
+    fit = fit_sequence_groups(unscored, sparse.csr_matrix(counts), tokens, target, subjects, seed=3, inner_score=False)
+    assert fit.out_of_fold is None and fit.grid == []
+    np.testing.assert_array_equal(predictions_of(unscored, batch), predicted)
+    with pytest.raises(AamError, match="shrinkage"):
+        fit_sequence_groups(sequence_group_model(replace(config, readout="linear")), sparse.csr_matrix(counts),
+                            tokens, target, subjects, seed=3, inner_score=False)
 
 
 def test_more_kmeans_starts_never_give_a_worse_clustering():
@@ -382,6 +390,9 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
     assert comparison.loc["pooled", "aam_auroc"] > 0.7
     boosted = json.loads((cv / "folds" / "fold0" / "model_v1_s0" / "config.json").read_text())
     assert boosted["model_config"]["readout"] == "boosted"
+    assert boosted["options"]["group_inner_score"] is False  # the outer fold scores it: no inner folds
+    assert not (cv / "folds" / "fold0" / "model_v1_s0" / "val_predictions.tsv").exists()
+    assert (cv / "folds" / "fold0" / "model_s0" / "val_predictions.tsv").is_file()  # linear: its choice needs them
     oof = pd.read_csv(cv / "oof_predictions.tsv", sep="\t")
     parts = {m: oof[f"{m}_prob_CD"] for m in ("aam", "forest", "clr-linear", "boosted")}
     expected = (2 * parts["aam"] + parts["forest"] + parts["clr-linear"] + parts["boosted"]) / 5
@@ -393,6 +404,9 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
     (["--sequence-groups", "1,x"], "comma list of group counts"),
     (["--sequence-groups", "64"], "fewer than 64 groups"),
     (["--val-samples", "VAL"], "--exclude-samples"),  # it would train on them: refused, not ignored
+    (["--no-group-inner-score"], "--no-group-inner-score: only the boosted read-out"),  # linear: it chooses by it
+    (["--no-group-inner-score", "--group-readout", "boosted", "--blend-baselines", "forest"],
+     "--no-group-inner-score: --blend-weights inner-cv"),
 ])
 def test_cli_errors_name_the_flag(tmp_path, flags, message):
     table, metadata = _classification_data(tmp_path)
@@ -405,6 +419,25 @@ def test_cli_errors_name_the_flag(tmp_path, flags, message):
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (out / "checkpoints" / "best_model.pt").exists()
+
+
+def test_a_boosted_readout_fitted_without_an_inner_score_writes_a_run_without_one(tmp_path):
+    table, metadata = _classification_data(tmp_path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [str(a) for a in [
+        "train", "--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
+        "--model-type", "sequence-groups", "--group-readout", "boosted", "--no-group-inner-score",
+        "--sequence-groups", "4,8", "--group-clusterings", "2", "--max-bp", "40", "--output-dir", out, "--quiet"]])
+    assert result.exit_code == 0, result.output
+    assert (out / "checkpoints" / "best_model.pt").is_file() and not (out / "val_predictions.tsv").exists()
+    assert json.loads((out / "sequence_groups.json").read_text())["out_of_fold_scores"] == {}
+    page = (out / "report.html").read_text()
+    assert "without an inner score" in page and "Validation predictions" not in page
+    predicted = tmp_path / "p.tsv"
+    result = CliRunner().invoke(cli, ["predict", "--model", str(out / "checkpoints" / "best_model.pt"),
+                                      "--table", str(table), "--output", str(predicted)])
+    assert result.exit_code == 0, result.output
+    assert set(pd.read_csv(predicted, sep="\t")["prediction"]) <= {"CD", "control"}
 
 
 def test_default_resolutions_shrink_to_a_small_table(caplog):

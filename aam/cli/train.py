@@ -112,6 +112,11 @@ TRAIN_OPTIONS = [
              help="sequence-groups: up to N training ASVs carried by the most groups (--group-column values, else "
                   "samples; at least two) each head one more group, which every ASV joins when its profile is "
                   "nearest to theirs: a new variant of a widespread ASV counts towards it. 0: none."),
+    o.option("--group-inner-score/--no-group-inner-score", default=o.TRAIN.group_inner_score, section="Model",
+             help="sequence-groups, boosted read-out: score the trees by an inner cross-validation (5 more fits; "
+                  "val_predictions.tsv and the inner score). --no-group-inner-score fits them once, without a "
+                  "score; aam cross-validate's folds skip it when nothing reads it (the outer folds score the "
+                  "model), which makes the boosted read-out about 5 times cheaper there."),
     o.option("--forest-blend", is_flag=True, default=o.TRAIN.forest_blend, section="Model",
              help="sequence-groups: also fit a random forest on relative abundances and choose the weight of "
                   "their average by the same inner cross-validation (training samples only); saves RUN/forest.joblib "

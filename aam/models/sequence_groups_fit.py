@@ -53,7 +53,7 @@ class SequenceGroupsFit:
     grid: list[dict[str, float]]  # one row per strength: its pooled inner out-of-fold score
     scoring: str
     inner_scheme: str
-    out_of_fold: np.ndarray  # [n, C] class probabilities, or [n] predictions
+    out_of_fold: np.ndarray | None  # [n, C] class probabilities, or [n] predictions; None: not scored
     n_asvs: int
     group_sizes: dict[int, list[int]] = field(default_factory=dict)  # ASVs per group, per resolution
     splits: list = field(default_factory=list)  # the inner folds: (train, test) index pairs over the samples
@@ -77,11 +77,14 @@ def select_anchors(counts: sparse.csr_matrix, groups: np.ndarray | None, limit: 
 
 def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matrix, tokens: np.ndarray,
                         targets: np.ndarray, groups: np.ndarray | None, seed: int,
-                        anchors: np.ndarray | None = None, kmeans_starts: int = 1) -> SequenceGroupsFit:
+                        anchors: np.ndarray | None = None, kmeans_starts: int = 1,
+                        inner_score: bool = True) -> SequenceGroupsFit:
     """Fit ``model`` in place on the samples of ``counts`` [n, N_asvs] (``tokens`` [N_asvs, L]) with
     ``targets`` [n] (class indices for a classifier, transformed floats otherwise); ``anchors`` are the ASV
     indices whose profiles head the anchor groups (as many as ``model.config.anchors``); ``kmeans_starts``:
-    k-means++ initialisations per clustering (scikit-learn's ``n_init``)."""
+    k-means++ initialisations per clustering (scikit-learn's ``n_init``); ``inner_score`` False: a boosted
+    read-out is fitted once, without its inner out-of-fold predictions (the linear read-out needs them to choose
+    its shrinkage)."""
     config = model.config
     anchors = np.zeros(0, dtype=np.int64) if anchors is None else np.asarray(anchors, dtype=np.int64)
     if len(anchors) != config.anchors:
@@ -108,7 +111,7 @@ def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matr
     features = raw - model.feature_mean.numpy()
     sizes = {count: np.bincount(assignments[:, r].numpy(), minlength=count).tolist()
              for r, count in enumerate(config.group_counts)}  # of the first clustering
-    fit = _fit_readout(model, features, targets, groups, seed)
+    fit = _fit_readout(model, features, targets, groups, seed, inner_score)
     fit.n_asvs, fit.group_sizes = len(used), sizes
     return fit
 
@@ -139,7 +142,7 @@ def _inner_splits(targets: np.ndarray, groups: np.ndarray | None, classifier: bo
 
 
 def _fit_readout(model: SequenceGroupComposition, features: np.ndarray, targets: np.ndarray,
-                 groups: np.ndarray | None, seed: int) -> SequenceGroupsFit:
+                 groups: np.ndarray | None, seed: int, inner_score: bool = True) -> SequenceGroupsFit:
     """Choose the shrinkage by the pooled score of the inner out-of-fold predictions (pooled, not averaged
     per fold: an inner fold of one or two people may hold one class only), refit it on every sample. A boosted
     read-out has nothing to choose: the inner folds give its out-of-fold predictions, then it is refitted."""
@@ -153,7 +156,10 @@ def _fit_readout(model: SequenceGroupComposition, features: np.ndarray, targets:
         parameter, strengths, scoring = "alpha", RIDGE_STRENGTHS, "mae"
     splits, scheme = _inner_splits(targets, groups, config.classifier, seed % 2**32)
     if isinstance(model, BoostedGroupComposition):
-        return _fit_trees(model, features, targets, splits, scheme, scoring, seed)
+        return _fit_trees(model, features, targets, splits, scheme, scoring, seed, inner_score)
+    if not inner_score:
+        raise AamError("the linear read-out chooses its shrinkage by inner cross-validation",
+                       source="--no-group-inner-score")
     grid, predictions = [], []
     for strength in strengths:
         out_of_fold = _out_of_fold(_estimator(config.classifier, strength), features, targets, splits, config)
@@ -181,17 +187,22 @@ def _out_of_fold(estimator, features: np.ndarray, targets: np.ndarray, splits: l
 
 
 def _fit_trees(model: BoostedGroupComposition, features: np.ndarray, targets: np.ndarray, splits: list,
-               scheme: str, scoring: str, seed: int) -> SequenceGroupsFit:
+               scheme: str, scoring: str, seed: int, inner_score: bool = True) -> SequenceGroupsFit:
+    """Fixed settings: the inner folds only score the trees (``inner_score``), then they are fitted on every
+    sample (the same trees either way: each inner fit is a fresh copy)."""
     from aam.baselines.estimators import BOOSTED_DEFAULTS, boosted_trees
 
     config = model.config
     trees = boosted_trees(classifier=config.classifier, seed=seed)
-    out_of_fold = _out_of_fold(trees, features, targets, splits, config)
+    out_of_fold = _out_of_fold(trees, features, targets, splits, config) if inner_score else None
     model.trees = trees.fit(features, targets)
+    iterations = float(BOOSTED_DEFAULTS["max_iter"])
+    if out_of_fold is None:
+        log.info("sequence groups: boosted read-out fitted without an inner score (--no-group-inner-score)")
+        return SequenceGroupsFit("max_iter", iterations, [], scoring, "none", None, n_asvs=0, splits=splits)
     score = _score(scoring, targets, out_of_fold)
     log.info("sequence groups: boosted read-out, %s inner cross-validation (pooled %s %.4g%s)", scheme, scoring,
              score, _UNITS[config.classifier])
-    iterations = float(BOOSTED_DEFAULTS["max_iter"])
     return SequenceGroupsFit("max_iter", iterations, [{"max_iter": iterations, scoring: score}], scoring, scheme,
                              out_of_fold, n_asvs=0, splits=splits)
 

@@ -28,13 +28,15 @@ def write_training_report(output_dir: str | Path, history: Sequence[Mapping[str,
     options = config.get("options", {})
     classifier = bool(options.get("classifier"))
     target = str(options.get("metadata_column", "target"))
-    predictions = pd.read_csv(out / "val_predictions.tsv", sep="\t", dtype={"sample_id": str, "actual": object,
-                                                                           "prediction": object})
-    predictions = typed_predictions(predictions, classifier)
     groups = _read_json(out / "sequence_groups.json")
-    scores = score_predictions(predictions, classifier)
-    page = ReportPage(title=f"AAM training: {target}", headline=_headline(scores, classifier, best_epoch, history,
-                                                                          groups, len(predictions)),
+    scored = (out / "val_predictions.tsv").is_file()  # not for a model fitted without an inner score
+    predictions = typed_predictions(pd.read_csv(out / "val_predictions.tsv", sep="\t", dtype={
+        "sample_id": str, "actual": object, "prediction": object}), classifier) if scored else None
+    headline = (_headline(score_predictions(predictions, classifier), classifier, best_epoch, history, groups,
+                          len(predictions)) if predictions is not None
+                else f"Fitted on {config.get('n_train')} samples without an inner score (--no-group-inner-score): "
+                     "aam cross-validate scores this recipe on held-out folds.")
+    page = ReportPage(title=f"AAM training: {target}", headline=headline,
                       facts=_facts(options, config, groups, defaults))
     if history:
         page.section("Learning curves")
@@ -42,12 +44,13 @@ def write_training_report(output_dir: str | Path, history: Sequence[Mapping[str,
                     caption="Training and validation loss per epoch and the validation scores; the best epoch is the "
                             f"one with the best {options.get('best_metric') or 'validation score'}.",
                     alt="learning curves")
-    if groups:
+    if groups and groups.get("grid"):
         _inner_cv(page, groups)
-    where = ("The inner out-of-fold predictions of every training sample" if groups
-             else f"Predictions of the {len(predictions)} validation samples at the best epoch")
-    page.section("Validation predictions", f"{where} (val_predictions.tsv).")
-    _predictions(page, predictions, classifier, target)
+    if predictions is not None:
+        where = ("The inner out-of-fold predictions of every training sample" if groups
+                 else f"Predictions of the {len(predictions)} validation samples at the best epoch")
+        page.section("Validation predictions", f"{where} (val_predictions.tsv).")
+        _predictions(page, predictions, classifier, target)
     if card:
         page.section("Model card", "As `aam inspect` prints it from checkpoints/best_model.pt.")
         page.preformatted(card)
@@ -76,7 +79,8 @@ def _facts(options: dict[str, Any], config: dict[str, Any], groups: dict[str, An
                              f"target {options.get('metadata_column')!r}"
                              + (" (classification)" if options.get("classifier") else " (regression)")))
     facts.insert(2, ("samples", f"{config.get('n_train')} training, " + (
-        "scored by an inner cross-validation (no validation split)" if groups else f"{config.get('n_val')} validation")))
+        f"{config.get('n_val')} validation" if not groups else "scored by an inner cross-validation (no validation "
+        "split)" if groups.get("grid") else "not scored (--no-group-inner-score)")))
     if options.get("group_column"):
         facts.insert(3, ("groups", f"split by {options['group_column']!r}: each group on one side"))
     facts.insert(4 if options.get("group_column") else 3,

@@ -23,6 +23,7 @@ A rerun of the same command skips finished folds and resumes an interrupted fold
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -48,7 +49,14 @@ from aam.objectives.scoring import (
 from aam.training.preemption import RunInterrupted
 from aam.training.runtime import configure_logging
 from aam.workflows.forest_blend import FOREST_FILE, blend_many
-from aam.workflows.run_config import CrossValidateRun, PredictRun, PretrainRun, RfBaselineRun, defaults
+from aam.workflows.run_config import (
+    CrossValidateRun,
+    PredictRun,
+    PretrainRun,
+    RfBaselineRun,
+    TrainRun,
+    defaults,
+)
 from aam.workflows.samples import sample_groups
 
 log = logging.getLogger("aam")
@@ -243,10 +251,10 @@ def _run_fold(run: CrossValidateRun, out: Path, name: str, held_out: list[str], 
         log.info("%s: training %s without its %d held-out samples%s", label,
                  f"member {k + 1}/{len(members)}" if len(members) > 1 else "the model", len(test_ids),
                  " (resuming)" if last.is_file() else "")
-        fold_run = run.recipe(**changes, output_dir=str(run_dir), seed=seed + offset, report=False,
-                              exclude_samples=str(fold_dir / "test_samples.txt"),
-                              resume_from=str(last) if last.is_file() else None,
-                              **({"pretrained_encoder": str(encoder)} if encoder is not None else {}))
+        fold_run = _without_unread_scores(run.recipe(
+            **changes, output_dir=str(run_dir), seed=seed + offset, report=False,
+            exclude_samples=str(fold_dir / "test_samples.txt"), resume_from=str(last) if last.is_file() else None,
+            **({"pretrained_encoder": str(encoder)} if encoder is not None else {})))
         try:
             run_train(fold_run)
         except KeyboardInterrupt:
@@ -269,6 +277,19 @@ def _run_fold(run: CrossValidateRun, out: Path, name: str, held_out: list[str], 
     write_tsv(done, frame)  # the fold is finished once this file exists
     score = score_predictions(frame, run.classifier)
     log.info("%s: AAM %s", label, "  ".join(f"{k}={v:.4g}" for k, v in score.items()))
+
+
+def _without_unread_scores(fold_run: TrainRun) -> TrainRun:
+    """A fold's boosted read-out (``--group-inner-score``, an option of its family) skips the inner
+    cross-validation that only scores it, unless the baseline blend weighs it by that: the outer fold scores the
+    model, and the fitted trees are the same either way."""
+    from aam.families import MODEL_FAMILIES
+
+    owned = "group_inner_score" in MODEL_FAMILIES[fold_run.model_type].own_options
+    needed = fold_run.blend_names and fold_run.blend_weights == "inner-cv"
+    if owned and fold_run.group_readout == "boosted" and not needed:
+        return dataclasses.replace(fold_run, group_inner_score=False)
+    return fold_run
 
 
 def _pretrain_fold(run: CrossValidateRun, fold_dir: Path, seed: int, label: str) -> Path:

@@ -102,17 +102,19 @@ def fitted_data_config(inputs: FitInputs, targets: FittedTargets) -> DataConfig:
 
 
 def write_fitted_run(inputs: FitInputs, targets: FittedTargets, *, family: str, model: torch.nn.Module,
-                     model_config: dict[str, Any], predictions: pd.DataFrame, data_info: DataConfig,
+                     model_config: dict[str, Any], predictions: pd.DataFrame | None, data_info: DataConfig,
                      chosen: dict[str, Any] | None = None) -> FitResult:
     """Write the run folder of a model fitted on every sample: ``val_predictions.tsv`` (its out-of-fold
-    predictions), ``checkpoints/best_model.pt`` (recording ``family``), ``config.json`` and the report; return
-    the result with the out-of-fold score."""
+    predictions; none when ``predictions`` is None: fitted without an inner score), ``checkpoints/best_model.pt``
+    (recording ``family``), ``config.json`` and the report; return the result with the out-of-fold score (NaN
+    when not scored)."""
     run, session, out = inputs.run, inputs.session, inputs.output_dir
-    scores = score_predictions(predictions, run.classifier)
+    scores = {} if predictions is None else score_predictions(predictions, run.classifier)
     if session.is_main:
-        write_tsv(out / "val_predictions.tsv", predictions)
-        record = {**run_record(run, session.seed, len(targets.ids), 0, targets.groups), "inner_scores": scores,
-                  "chosen": chosen or {}}
+        if predictions is not None:
+            write_tsv(out / "val_predictions.tsv", predictions)
+        record = {**run_record(run, session.seed, len(targets.ids), 0, targets.groups),
+                  **({"inner_scores": scores} if scores else {}), "chosen": chosen or {}}
         save_checkpoint(out / "checkpoints" / "best_model.pt", kind="predictor", family=family,
                         model_config=model_config, model=model,
                         data=data_info.replace(training_asvs=training_fingerprints(
@@ -121,9 +123,9 @@ def write_fitted_run(inputs: FitInputs, targets: FittedTargets, *, family: str, 
                          {"model_config": model_config,
                           "data": {k: v for k, v in data_info.to_dict().items() if k not in ("training_asvs", "run")},
                           "n_train": len(targets.ids), "n_val": 0})
-        log.info("saved %s (inner out-of-fold predictions in val_predictions.tsv)",
-                 out / "checkpoints" / "best_model.pt")
+        log.info("saved %s%s", out / "checkpoints" / "best_model.pt",
+                 "" if predictions is None else " (inner out-of-fold predictions in val_predictions.tsv)")
         if run.report:
             write_training_report(out, run, [], None)
     key = "auroc" if run.classifier else "mae"
-    return FitResult(best_metric=float(scores[key]), best_epoch=0, history=[], best_eval=None)
+    return FitResult(best_metric=float(scores.get(key, float("nan"))), best_epoch=0, history=[], best_eval=None)

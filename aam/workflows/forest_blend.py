@@ -41,7 +41,7 @@ class BlendChoice:
     weight: float
     metric: str
     grid: list[dict[str, float]]
-    model_score: float
+    model_score: float | None  # None: the model was fitted without an inner score
     forest_score: float | None  # the baselines' own average (equal shares) alone; None when not measured
     baseline_weights: dict[str, float] = field(default_factory=lambda: {"forest": 1.0})
     mode: str = "inner-cv"
@@ -157,7 +157,7 @@ def baseline_out_of_fold(name: str, counts: sparse.csr_matrix, target: np.ndarra
 
 
 def fit_baseline_blend(counts: sparse.csr_matrix, feature_ids: list[str], sample_ids: list[str], actual: np.ndarray,
-                       splits: list, model_oof: pd.DataFrame, classifier: bool, column: str, seed: int,
+                       splits: list, model_oof: pd.DataFrame | None, classifier: bool, column: str, seed: int,
                        output_dir: Path | None, names: tuple[str, ...] = ("forest",), mode: str = "inner-cv",
                        groups: np.ndarray | None = None) -> BlendChoice:
     """Cross-validate each baseline of ``names`` on ``splits`` (index pairs over ``sample_ids``) and choose the
@@ -169,17 +169,18 @@ def fit_baseline_blend(counts: sparse.csr_matrix, feature_ids: list[str], sample
     if mode == "equal":  # nothing to choose: no inner cross-validation of the baselines
         metric = "auroc" if classifier else "mae"
         share = 1.0 / (len(names) + 1)
-        choice = BlendChoice(round(1.0 - share, 2), metric, [], score_predictions(model_oof, classifier)[metric],
+        model_score = None if model_oof is None else score_predictions(model_oof, classifier)[metric]
+        choice = BlendChoice(round(1.0 - share, 2), metric, [], model_score,
                              None, {name: 1.0 / len(names) for name in names}, mode)
     else:
         oofs = {name: baseline_out_of_fold(name, counts, target, sample_ids, splits, groups, classifier, seed)
                 for name in names}
         choice = choose_weights(model_oof, oofs, classifier, mode)
     inner = "" if choice.forest_score is None else f", baselines {choice.forest_score:.4g}"
-    log.info("baseline blend (%s): weight %.2f on %s, %s (pooled inner %s: model %.4g%s)", ", ".join(names),
-             choice.weight, " + ".join(f"{w:.2f} {n}" for n, w in choice.baseline_weights.items()),
-             "chosen by the inner cross-validation" if mode == "inner-cv" else "equal weights", choice.metric,
-             choice.model_score, inner)
+    scored = "" if choice.model_score is None else f" (pooled inner {choice.metric}: model {choice.model_score:.4g}{inner})"
+    log.info("baseline blend (%s): weight %.2f on %s, %s%s", ", ".join(names), choice.weight,
+             " + ".join(f"{w:.2f} {n}" for n, w in choice.baseline_weights.items()),
+             "chosen by the inner cross-validation" if mode == "inner-cv" else "equal weights", scored)
     if output_dir is not None:
         members = {name: BASELINES[name].fit(counts, target, classifier=classifier, seed=seed, groups=groups)
                    for name in names}

@@ -279,6 +279,7 @@ class TrainRun(FitRun):
     group_kmer_size: int = GROUPS.kmer_size
     group_positions: bool = True
     group_anchors: int = 512
+    group_inner_score: bool = True
     forest_blend: bool = False
     blend_baselines: str | None = None
     blend_weights: str = "inner-cv"
@@ -392,6 +393,13 @@ class TrainRun(FitRun):
                                hint=f"leave it out, or use --model-type {name}")
         if family.capabilities.baseline_blend:
             self.blend_names  # noqa: B018 -- unknown baselines are refused now, before any data is read
+        if not self.group_inner_score and self.group_readout != "boosted":
+            raise AamError("only the boosted read-out can skip its inner cross-validation (the linear read-out's "
+                           "chooses its shrinkage)", source="--no-group-inner-score",
+                           hint="add --group-readout boosted, or leave the flag out")
+        if not self.group_inner_score and self.blend_names and self.blend_weights == "inner-cv":
+            raise AamError("--blend-weights inner-cv weighs the model by its inner out-of-fold predictions",
+                           source="--no-group-inner-score", hint="add --blend-weights equal, or leave the flag out")
         if self.loss_type == "quantile" and not family.capabilities.quantiles:
             raise AamError(f"quantile outputs are not available with --model-type {self.model_type}",
                            source="--loss-type")

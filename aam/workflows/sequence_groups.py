@@ -68,11 +68,12 @@ def train_sequence_groups(inputs: FitInputs) -> FitResult:
              ",".join(map(str, config.group_counts)), config.anchors, config.kmer_size,
              f" and {config.positions} positions" if config.positions else "")
     fit = fit_sequence_groups(model, data.counts[rows], data.tokens, setup.model_targets, groups, seed, anchors,
-                              kmeans_starts=run.group_kmeans_starts)
-    frame = targets.decode(fit.out_of_fold)
-    scores = score_predictions(frame, classifier)
-    log.info("inner out-of-fold scores (%s, %d ASVs in %s groups): %s", fit.inner_scheme, fit.n_asvs,
-             "+".join(map(str, config.group_counts)), "  ".join(f"{k}={v:.4g}" for k, v in scores.items()))
+                              kmeans_starts=run.group_kmeans_starts, inner_score=run.group_inner_score)
+    frame = None if fit.out_of_fold is None else targets.decode(fit.out_of_fold)
+    scores = {} if frame is None else score_predictions(frame, classifier)
+    if frame is not None:
+        log.info("inner out-of-fold scores (%s, %d ASVs in %s groups): %s", fit.inner_scheme, fit.n_asvs,
+                 "+".join(map(str, config.group_counts)), "  ".join(f"{k}={v:.4g}" for k, v in scores.items()))
     data_info = fitted_data_config(inputs, targets)
     report = {"model_type": config.model_type, "parameter": fit.parameter, "chosen": fit.chosen,
               "scoring": fit.scoring, "inner_scheme": fit.inner_scheme, "grid": fit.grid, "n_samples": len(ids),
