@@ -43,6 +43,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 SEQUENCE_LENGTH = 100
 PROGRESS = re.compile(r"batch (\d+)/(\d+)\s+step (\d+)")
+# Counts fall with popularity rank as rank^-0.5: chosen (session 18) so that a batch of 32 samples' 32 most
+# abundant ASVs holds as many distinct ASVs as in the real corpus (../shared/data/corpus: hmp_v35 314, pgp 323,
+# both joined 362; the corpora with counts independent of popularity held 520-671, sharing far less)
+ABUNDANCE_OCCUPANCY = 0.5
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -66,8 +70,12 @@ def random_sequences(n: int, rng: np.random.Generator) -> list[str]:
     return out
 
 
-def sample_counts(n_samples: int, n_asvs: int, per_sample: float, rng: np.random.Generator):
-    """[n_samples, n_asvs] CSR counts: each sample draws ~``per_sample`` ASVs by Zipf popularity."""
+def sample_counts(n_samples: int, n_asvs: int, per_sample: float, rng: np.random.Generator,
+                  coupling: float = ABUNDANCE_OCCUPANCY):
+    """[n_samples, n_asvs] CSR counts: each sample draws ~``per_sample`` ASVs by Zipf popularity; an ASV's
+    log-normal count falls with its popularity rank as ``rank^-coupling`` (abundance-occupancy: the ASVs most
+    samples carry are also the abundant ones; 0: counts independent of popularity, the corpora before session
+    18)."""
     from scipy import sparse
 
     popularity = 1.0 / np.arange(1, n_asvs + 1) ** 1.1
@@ -77,7 +85,11 @@ def sample_counts(n_samples: int, n_asvs: int, per_sample: float, rng: np.random
     columns = np.minimum(np.searchsorted(cdf, rng.random(rows.size)), n_asvs - 1)
     keys = np.unique(rows * n_asvs + columns)  # one entry per (sample, ASV)
     rows, columns = keys // n_asvs, keys % n_asvs
-    counts = np.maximum(1, np.round(rng.lognormal(2.0, 1.5, size=keys.size))).astype(np.float64)
+    # columns are popularity ranks; the location rises with the coupling so that rare ASVs keep counts of a few
+    # reads instead of all rounding to 1 (ties would order a sample's ASVs by popularity, not by count)
+    scale = np.exp(-coupling * np.log1p(columns.astype(np.float64)))
+    counts = rng.lognormal(2.0 + 6.0 * coupling, 1.5, size=keys.size) * scale
+    counts = np.maximum(1, np.round(counts)).astype(np.float64)
     return sparse.csr_matrix((counts, (rows, columns)), shape=(n_samples, n_asvs))
 
 
@@ -96,7 +108,7 @@ def balanced_newick(tips: list[str], rng: np.random.Generator) -> str:
 
 
 def build_corpus(folder: Path, n_samples: int, n_tables: int, per_sample: float, seed: int,
-                 pool: int | None = None) -> dict:
+                 pool: int | None = None, coupling: float = ABUNDANCE_OCCUPANCY) -> dict:
     """Write the corpus (tables, manifest, tree) once; return its description."""
     info_path = folder / "corpus.json"
     if info_path.is_file():
@@ -108,7 +120,7 @@ def build_corpus(folder: Path, n_samples: int, n_tables: int, per_sample: float,
     rng = np.random.default_rng(seed)
     n_asvs = pool or n_asvs_for(n_samples)
     sequences = random_sequences(n_asvs, rng)
-    counts = sample_counts(n_samples, n_asvs, per_sample, rng)
+    counts = sample_counts(n_samples, n_asvs, per_sample, rng, coupling)
     bounds = np.linspace(0, n_samples, n_tables + 1).astype(int)
     lines = ["table"]
     for t, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -122,19 +134,19 @@ def build_corpus(folder: Path, n_samples: int, n_tables: int, per_sample: float,
     (folder / "manifest.tsv").write_text("\n".join(lines) + "\n")
     (folder / "tree.nwk").write_text(balanced_newick(sequences, rng))
     info = {"samples": n_samples, "tables": n_tables, "distinct_asvs": n_asvs, "nonzeros": int(counts.nnz),
-            "asvs_per_sample": round(counts.nnz / n_samples, 1),
+            "asvs_per_sample": round(counts.nnz / n_samples, 1), "abundance_occupancy": coupling,
             "disk_mb": round(sum(p.stat().st_size for p in folder.iterdir()) / 2**20, 1)}
     info_path.write_text(json.dumps(info, indent=1))
     return info
 
 
 # ----------------------------------------------------------------------------- measurement
-def distinct_per_batch(folder: Path, batch_size: int, token_limit: int, draws: int = 50) -> float:
-    """Mean distinct ASVs in a random batch of the first table (each sample's ``token_limit`` most abundant,
-    as the small-data preset reads them): the ASV encoder's work per step."""
+def distinct_per_batch(table: Path, batch_size: int, token_limit: int, draws: int = 50) -> float:
+    """Mean distinct ASVs in a random batch of a BIOM 2.1 ``table`` (each sample's ``token_limit`` most
+    abundant, as the small-data preset reads them): the ASV encoder's work per step."""
     import h5py
 
-    with h5py.File(folder / "study0.biom", "r") as handle:
+    with h5py.File(table, "r") as handle:
         indptr = handle["sample/matrix/indptr"][:]
         indices, data = handle["sample/matrix/indices"][:], handle["sample/matrix/data"][:]
     rng = np.random.default_rng(0)
@@ -217,6 +229,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--on-disk", action="store_true",
                         help="pretrain with --on-disk (the union's arrays built in OUT/arrays_<corpus>, memory-mapped); "
                              "start-up includes building them")
+    parser.add_argument("--abundance-occupancy", type=float, default=ABUNDANCE_OCCUPANCY,
+                        help="how fast an ASV's counts fall with its popularity rank (rank^-x); the default matches "
+                             "the real corpus's distinct ASVs per batch (--real-tables); 0: the pre-session-18 corpora")
+    parser.add_argument("--real-tables", default="",
+                        help="comma list of real BIOM 2.1 tables whose distinct ASVs per batch are printed beside "
+                             "the corpora's (e.g. ../shared/data/corpus/hmp_v35.biom)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "pretrain_scale", help="corpora and runs")
     parser.add_argument("--results", type=Path, default=None, help="also write the rows as JSON here")
@@ -224,9 +242,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         pool = f"_p{args.pool}" if args.pool else ""
-        folder = args.out / f"corpus_{size}_t{args.tables}_a{args.asvs_per_sample:g}{pool}_s{args.seed}"
+        coupled = f"_c{args.abundance_occupancy:g}" if args.abundance_occupancy else ""
+        folder = args.out / f"corpus_{size}_t{args.tables}_a{args.asvs_per_sample:g}{pool}{coupled}_s{args.seed}"
         built = time.perf_counter()
-        info = build_corpus(folder, size, args.tables, args.asvs_per_sample, args.seed, args.pool)
+        info = build_corpus(folder, size, args.tables, args.asvs_per_sample, args.seed, args.pool,
+                            args.abundance_occupancy)
         print(f"corpus of {size} samples ready ({time.perf_counter() - built:.0f} s): {info}", flush=True)
         run_dir = args.out / f"run_{folder.name[7:]}"
         if run_dir.exists():
@@ -237,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         flags = extra + (["--on-disk", str(arrays)] if args.on_disk else [])
         row = info | measure(folder, run_dir, args.batch_size, args.warmup, args.steps, flags)
         row["on_disk"] = args.on_disk
-        row["distinct_asvs_per_batch"] = round(distinct_per_batch(folder, args.batch_size, 32), 1)
+        row["distinct_asvs_per_batch"] = round(distinct_per_batch(folder / "study0.biom", args.batch_size, 32), 1)
         row["rss_per_million_nonzeros_mb"] = round(row["peak_rss_mb"] / (row["nonzeros"] / 1e6), 1)
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -249,12 +269,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {r['samples']:,} | {r['tables']} | {r['distinct_asvs']:,} | {r['nonzeros']:,} | "
               f"{r['distinct_asvs_per_batch']:,.0f} | {r['startup_s']} | {r['samples_per_s']} | "
               f"{r['samples_per_s'] / base:.2f} | {r['peak_rss_mb']:,.0f} | {r['peak_anon_mb']:,.0f} |")
+    real = {path: round(distinct_per_batch(Path(path), args.batch_size, 32, draws=200), 1)
+            for path in (p.strip() for p in args.real_tables.split(",")) if path}
+    for path, distinct in real.items():
+        print(f"real table {path}: {distinct:.0f} distinct ASVs per batch of {args.batch_size}")
     if args.results is not None:
         args.results.parent.mkdir(parents=True, exist_ok=True)
         args.results.write_text(json.dumps({
             "command": "python benchmarks/pretrain_scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-            "rows": rows}, indent=1))
+            "rows": rows, "real_distinct_asvs_per_batch": real}, indent=1))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,18 @@ def test_the_synthetic_corpus_joins_back_whole(load_benchmark, tmp_path):
     engine = UniFracEngine(load_tree(tmp_path / "c" / "tree.nwk"), data.asv_ids)  # every sequence is a tip
     distances = engine.for_batches(data.counts, "unweighted").batch(np.arange(8))
     assert distances.shape == (8, 8) and 0 < distances[0, 1] < 1
-    assert 0 < scale.distinct_per_batch(tmp_path / "c", batch_size=8, token_limit=32) <= 8 * 32
+    assert 0 < scale.distinct_per_batch(tmp_path / "c" / "study0.biom", batch_size=8, token_limit=32) <= 8 * 32
     again = scale.build_corpus(tmp_path / "c", n_samples=300, n_tables=3, per_sample=40, seed=2, pool=500)
     assert again == json.loads((tmp_path / "c" / "corpus.json").read_text()) == info
     assert scale.n_asvs_for(2000) == 3000 and 80000 < scale.n_asvs_for(500_000) < 85000
+
+
+def test_abundant_asvs_are_the_widespread_ones(load_benchmark):
+    """Abundance-occupancy: with the coupling, the ASVs most samples carry have the larger counts, so a batch's
+    most abundant ASVs are shared (as in the real corpus); without it counts ignore popularity."""
+    scale = load_benchmark("pretrain_scale")
+    for coupling, expected in ((scale.ABUNDANCE_OCCUPANCY, True), (0.0, False)):
+        counts = scale.sample_counts(2000, 3000, 130, np.random.default_rng(1), coupling).tocoo()
+        widespread = counts.col < 30  # the 30 most popular ranks
+        ratio = np.median(counts.data[widespread]) / np.median(counts.data[~widespread])
+        assert bool(ratio > 3) == expected, (coupling, ratio)
