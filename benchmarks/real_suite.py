@@ -46,6 +46,14 @@ METHODS: dict[str, str] = {
     "sequence-groups": "--model-type sequence-groups --max-bp 100",
     "sequence-groups-forest": "--model-type sequence-groups --max-bp 100 --forest-blend",
     "sequence-groups-boosted": "--model-type sequence-groups --max-bp 100 --group-readout boosted",
+    # session 18: the defaults chosen on synthetic cohorts (anchors 512, position profiles) against the
+    # alternatives, for both read-outs (rule in _design_plan/real_suite.md)
+    "sequence-groups-anchors0": "--model-type sequence-groups --max-bp 100 --group-anchors 0",
+    "sequence-groups-boosted-anchors0": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
+                                        "--group-anchors 0",
+    "sequence-groups-kmers": "--model-type sequence-groups --max-bp 100 --no-group-positions",
+    "sequence-groups-boosted-kmers": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
+                                     "--no-group-positions",
     # session 18 candidate: up to 4096 anchor ASVs (every ASV of two or more groups, in practice) beside the
     # k-means groups: the boosted read-out sees per-ASV shares as well as group shares
     "sequence-groups-boosted-a4096": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
@@ -81,12 +89,25 @@ DERIVED: dict[str, tuple[str, ...]] = {
     "sequence-groups+boosted+baselines": ("sequence-groups", "sequence-groups-boosted") + BASELINES,
     "sequence-groups-boosted-a4096+baselines": ("sequence-groups-boosted-a4096",) + BASELINES,
     "sequence-groups+boosted-a4096+baselines": ("sequence-groups", "sequence-groups-boosted-a4096") + BASELINES,
+    "sequence-groups+boosted-anchors0+baselines": ("sequence-groups-anchors0", "sequence-groups-boosted-anchors0")
+                                                  + BASELINES,
+    "sequence-groups-boosted-anchors0+baselines": ("sequence-groups-boosted-anchors0",) + BASELINES,
+    "sequence-groups+boosted-kmers+baselines": ("sequence-groups-kmers", "sequence-groups-boosted-kmers") + BASELINES,
+    "sequence-groups-boosted-kmers+baselines": ("sequence-groups-boosted-kmers",) + BASELINES,
     "baselines-average": BASELINES,
 }
 # The README's recommendation, one recipe per kind of task (chosen in session 16 by the mean rank against the
 # baselines over the suite's tasks of that kind, at each of seeds 0-2): method ``recommended`` reports it.
 RECOMMENDED: dict[str, str] = {"auroc": "sequence-groups+boosted+baselines",
                                "mae": "sequence-groups-boosted+baselines"}
+# The same per-kind recipes with one default of the sequence-groups family changed (session 18's rule): rows
+# ``recommended-<variant>`` when their cells are finished.
+RECOMMENDED_VARIANTS: dict[str, dict[str, str]] = {
+    "recommended-anchors0": {"auroc": "sequence-groups+boosted-anchors0+baselines",
+                             "mae": "sequence-groups-boosted-anchors0+baselines"},
+    "recommended-kmers": {"auroc": "sequence-groups+boosted-kmers+baselines",
+                          "mae": "sequence-groups-boosted-kmers+baselines"},
+}
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -256,9 +277,13 @@ def summarise_tasks(suite: pd.DataFrame, folds: pd.DataFrame, cost: pd.DataFrame
 
 
 def recommended(per_task: pd.DataFrame) -> pd.DataFrame:
-    """Rows of method ``recommended``: on each task, the row of ``RECOMMENDED``'s recipe for its metric."""
-    picks = per_task["method"] == per_task["metric"].map(RECOMMENDED)
-    return per_task[picks].assign(chosen=per_task.loc[picks, "method"], method="recommended")
+    """Rows of method ``recommended`` (and of each ``RECOMMENDED_VARIANTS`` name): on each task, the row of the
+    recipe for its metric."""
+    parts = []
+    for name, recipes in {"recommended": RECOMMENDED, **RECOMMENDED_VARIANTS}.items():
+        picks = per_task["method"] == per_task["metric"].map(recipes)
+        parts.append(per_task[picks].assign(chosen=per_task.loc[picks, "method"], method=name))
+    return pd.concat(parts, ignore_index=True)
 
 
 def leave_one_task_out(per_task: pd.DataFrame, candidates: list[str]) -> pd.DataFrame:
@@ -304,7 +329,7 @@ def markdown(per_task: pd.DataFrame, ranks: pd.DataFrame) -> str:
                 continue
             won = (f" ({mine['folds_won_vs_best'].sum()}/{5 * len(mine)})"
                    if method not in BASELINES and "folds_won_vs_best" in mine else "")
-            if method in ("chosen", "recommended"):
+            if method == "chosen" or method.startswith("recommended") and method != "recommended-command":
                 won += " " + "/".join(sorted(set(mine["chosen"])))
             cells.append(f"{mine['mean'].mean():.3f} ± {mine['sd'].mean():.3f}{won}")
         lines.append(f"| {name} | {part['metric'].iloc[0]} | " + " | ".join(cells) + " |")
