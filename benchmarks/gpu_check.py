@@ -105,15 +105,25 @@ def _sync(device: torch.device) -> None:
 
 
 def check_precision(device, size, max_bp, batch) -> dict[str, Any]:
-    losses = {}
+    """Each loss at initialisation under fp32, bf16 and fp16 autocast, same weights and masks: the total's
+    relative difference from fp32, and each part's (``by_loss``: the pretraining losses, unifrac and
+    nucleotide, against the fine-tuning heads' target and count)."""
+    parts: dict[str, dict[str, float]] = {}
     for name in ("fp32", "bf16", "fp16"):
         trainer = _trainer(size, device, max_bp, mixed_precision=None if name == "fp32" else name)
         torch.manual_seed(1)  # the same nucleotide masks
         with torch.no_grad(), trainer._autocast():
             b = batch.to(device)
-            losses[name] = float(trainer._training_losses(trainer._forward(trainer.model, b), b)["total"].float())
-    return {"loss": losses, **{f"{k}_relative_difference": abs(losses[k] - losses["fp32"]) / abs(losses["fp32"])
-                               for k in ("bf16", "fp16")}}
+            losses = trainer._training_losses(trainer._forward(trainer.model, b), b)
+            parts[name] = {k: float(v.float()) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
+    by_loss = {k: {low: abs(parts[low][k] - value) / max(abs(value), 1e-12) for low in ("bf16", "fp16")}
+               for k, value in parts["fp32"].items() if k != "total"}
+    return {"loss": {name: values["total"] for name, values in parts.items()}, "by_loss": by_loss,
+            **{f"{k}_relative_difference": _total_difference(parts, k) for k in ("bf16", "fp16")}}
+
+
+def _total_difference(parts: dict[str, dict[str, float]], name: str) -> float:
+    return abs(parts[name]["total"] - parts["fp32"]["total"]) / abs(parts["fp32"]["total"])
 
 
 def check_compile(device, size, max_bp, batches, backend) -> dict[str, Any]:
@@ -247,6 +257,7 @@ def _markdown(result: dict[str, Any]) -> str:
              "| check | result |", "| --- | --- |"]
     p = result["precision"]
     lines.append(f"| loss vs fp32 | bf16 {p['bf16_relative_difference']:.2e}, fp16 {p['fp16_relative_difference']:.2e} |")
+    lines += [f"| {k} loss vs fp32 | bf16 {v['bf16']:.2e}, fp16 {v['fp16']:.2e} |" for k, v in p.get("by_loss", {}).items()]
     c = result["compile"]
     lines.append(f"| compile ({c['backend']}, {c['steps']} steps) | {c['unique_graphs']} graphs, {c['graph_breaks']} "
                  f"breaks, {c['recompiles']} recompiles, {c['seconds']} s |")
