@@ -241,9 +241,20 @@ def report(suite: pd.DataFrame, out: Path, methods: list[str], seeds: list[int],
         results / "fold_scores.tsv", sep="\t", index=False, float_format="%.5g")
     per_task.to_csv(results / "task_scores.tsv", sep="\t", index=False, float_format="%.5g")
     ranks.to_csv(results / "ranks.tsv", sep="\t", index=False, float_format="%.4g")
-    (results / "report.md").write_text(markdown(per_task, ranks), encoding="utf-8")
+    text = markdown(per_task, ranks)
+    own = one_command_scores(suite, out, seeds)
+    if len(own):
+        own.to_csv(results / "one_command.tsv", sep="\t", index=False, float_format="%.5g")
+        summary = own.groupby(["method", "seed"]).agg(tasks=("task", "size"), mean_rank=("rank", "mean"),
+                                                       ahead=("ahead_of_best", "sum")).reset_index()
+        text += ("\nOne command per task (`ONE_COMMAND`), its blend against the baselines of the same run "
+                 "(mean rank among the four; tasks ahead of the best):\n\n| method | seed | tasks | mean rank | "
+                 "tasks ahead |\n|---|---|---|---|---|\n")
+        text += "".join(f"| {r.method} | {r.seed} | {r.tasks} | {r.mean_rank:.2f} | {r.ahead} |\n"
+                        for r in summary.itertuples())
+    (results / "report.md").write_text(text, encoding="utf-8")
     (results / "run.json").write_text(json.dumps(provenance(argv), indent=1), encoding="utf-8")
-    print(markdown(per_task, ranks))
+    print(text)
 
 
 def summarise_tasks(suite: pd.DataFrame, folds: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
@@ -303,6 +314,35 @@ def leave_one_task_out(per_task: pd.DataFrame, candidates: list[str]) -> pd.Data
             row = part[(part["task"] == name) & (part["method"] == pick)]
             if len(row):
                 rows.append(row.iloc[0].to_dict() | {"method": "chosen", "chosen": pick})
+    return pd.DataFrame(rows)
+
+
+def one_command_scores(suite: pd.DataFrame, out: Path, seeds: list[int]) -> pd.DataFrame:
+    """Per task and seed of every finished ``ONE_COMMAND`` cell: its ``blend`` against the baselines of the
+    same `aam cross-validate` run (the comparison its user reads: same folds, the baselines' own random draws),
+    mean fold score of each, the best baseline, whether the blend is ahead, and its rank among the four."""
+    rows = []
+    for method in ONE_COMMAND:
+        for name, task in suite.iterrows():
+            for seed in seeds:
+                path = out / name / method / f"s{seed}" / "cv" / "oof_predictions.tsv"
+                if not (out / name / method / f"s{seed}" / "oof.tsv").is_file():
+                    continue
+                frame = pd.read_csv(path, sep="\t", dtype={"sample_id": str, "fold": str})
+                metric = "auroc" if task.classifier else "mae"
+                sign = 1.0 if task.classifier else -1.0
+                means = {}
+                for part in ("blend",) + BASELINES:
+                    column = f"{part}_prob_{task.positive}" if task.classifier else f"{part}_prediction"
+                    oof = pd.DataFrame({"sample_id": frame["sample_id"], "fold": frame["fold"],
+                                        "actual": frame["actual"], "score": frame[column] if column in frame else 0.0})
+                    scores = fold_scores(task, oof)
+                    means[part] = float(scores.loc[scores["fold"] != "pooled", metric].mean())
+                best = max(BASELINES, key=lambda m: sign * means[m])
+                rank = (-sign * pd.Series(means)).rank(method="average")["blend"]
+                rows.append({"method": method, "task": name, "seed": seed, "metric": metric,
+                             **{f"{k}_mean": v for k, v in means.items()}, "best_baseline": best,
+                             "ahead_of_best": bool(sign * (means["blend"] - means[best]) > 0), "rank": rank})
     return pd.DataFrame(rows)
 
 
