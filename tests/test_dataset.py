@@ -138,7 +138,7 @@ def test_collate_pads_to_longest_and_dedups(data):
     lengths = [len(item["asv_index"]) for item in items]
     B, S = batch.asv_index.shape
     assert (B, S) == (4, max(lengths)) and len(batch) == 4
-    assert batch.asv_index.dtype == torch.int64 and batch.tokens.dtype == torch.int64
+    assert batch.asv_index.dtype == torch.int64 and batch.tokens.dtype == torch.uint8  # compact for the copy to the device
     assert batch.asv_mask.dtype == torch.bool and batch.counts.dtype == torch.float32
     np.testing.assert_array_equal(batch.asv_mask.sum(1).numpy(), lengths)
     all_asvs = np.concatenate([item["asv_index"] for item in items])

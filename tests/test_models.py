@@ -206,6 +206,26 @@ def test_asv_chunking_does_not_change_results():
     torch.testing.assert_close(model.asv_encoder(tokens)["embeddings"], whole)
 
 
+def test_compact_uint8_tokens_give_exactly_the_int64_outputs():
+    """The collator hands the model uint8 tokens (an eighth of the bytes to copy to the device); embeddings,
+    k-mers, masked-nucleotide logits and the nucleotide loss equal those of int64 tokens."""
+    from aam.objectives.losses import masked_nucleotide_loss
+
+    torch.manual_seed(0)
+    model = SequenceEncoder(tiny_encoder(kmer_size=3)).double().eval()
+    tokens = make_batch(distinct=7)["tokens"]
+    mask = model.asv_encoder.mask_tokens(tokens, torch.Generator().manual_seed(1))
+    wide = model.asv_encoder(tokens, nucleotide_mask=mask)
+    compact = model.asv_encoder(tokens.to(torch.uint8), nucleotide_mask=mask)
+    for key in ("embeddings", "nucleotide_logits"):
+        torch.testing.assert_close(compact[key], wide[key], rtol=0, atol=0)
+    assert compact["nucleotide_targets"].dtype == torch.uint8
+    losses = [masked_nucleotide_loss(out["nucleotide_logits"], out["nucleotide_targets"], out["nucleotide_mask"])
+              for out in (wide, compact)]
+    assert all(torch.equal(a, b) for a, b in zip(*losses))
+    assert torch.equal(kmer_ids(tokens.to(torch.uint8), 3), kmer_ids(tokens, 3))  # no wrap below A
+
+
 def _saved_activation_bytes(encoder, tokens) -> int:
     """Bytes autograd keeps for backward after a training forward (masked-nucleotide pass included)."""
     saved = []

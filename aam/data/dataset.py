@@ -281,7 +281,7 @@ class Batch:
     ``tokens`` holds each distinct ASV of the batch once; ``asv_index`` points every slot at its row.
     """
 
-    tokens: torch.Tensor  # [U, L] int64, distinct ASVs of the batch, START first
+    tokens: torch.Tensor  # [U, L] uint8 (compact to copy to the device), distinct ASVs of the batch, START first
     asv_index: torch.Tensor  # [B, S] int64 row of tokens per slot, 0 on padding
     asv_mask: torch.Tensor  # [B, S] bool, True on real slots
     counts: torch.Tensor  # [B, S] float32, 0 on padding
@@ -330,7 +330,7 @@ def collate_samples(
     counts = np.zeros(slots.shape, dtype=np.float32)
     counts[slots] = np.concatenate([item["counts"] for item in items])
     batch_tokens = tokens[distinct]  # [U, L]
-    batch_tokens = batch_tokens[:, :_used_width(batch_tokens)].astype(np.int64)
+    batch_tokens = np.ascontiguousarray(batch_tokens[:, :_used_width(batch_tokens)], dtype=np.uint8)
     sample_index = np.array([item["sample_index"] for item in items], dtype=np.int64)  # [B]
     batch = Batch(
         tokens=torch.from_numpy(batch_tokens),

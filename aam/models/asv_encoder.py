@@ -1,7 +1,7 @@
 """Nucleotide-level encoder: one vector per distinct ASV, plus masked-nucleotide prediction.
 
-Input `tokens` [U, L] int64 (the batch's distinct ASVs, START first, PAD after the end). Each distinct
-sequence is encoded once; `gather_asv_embeddings` places the vectors into the samples' ASV slots [B, S, D].
+Input `tokens` [U, L] integers, uint8 from the collator (the batch's distinct ASVs, START first, PAD after the
+end). Each distinct sequence is encoded once; `gather_asv_embeddings` places the vectors into the samples' ASV slots [B, S, D].
 Masking is applied whenever `mask_nucleotides=True` (the caller decides, so validation can measure masked
 accuracy the same way as training); eligible positions are nucleotide tokens (A, C, G, T, UNK), never PAD
 or START, and masked positions are replaced by the MASK token.
@@ -97,7 +97,7 @@ def kmer_ids(tokens: Tensor, k: int) -> Tensor:
 
     A window holding anything but A, C, G or T (UNK, PAD, START, MASK) gets the id 4^k, the empty bag slot.
     """
-    digits = tokens - A  # A, C, G, T -> 0..3
+    digits = tokens.long() - A  # A, C, G, T -> 0..3 (compact uint8 tokens would wrap below A)
     acgt = (digits >= 0) & (digits < 4)
     digits = digits.clamp(0, 3)
     width = tokens.shape[1] - k + 1
@@ -211,6 +211,6 @@ class ASVEncoder(nn.Module):
     def _encode(self, tokens: Tensor, padded: bool = True) -> tuple[Tensor, Tensor]:
         """[u, L] -> hidden [u, L, D], pooled [u, D]; attention is unmasked when nothing is ``padded``."""
         valid = tokens != PAD  # START and MASK are real positions
-        hidden = self.position_embedding(self.token_embedding(tokens))
+        hidden = self.position_embedding(self.token_embedding(tokens.int()))  # uint8 batches: int32 indices
         hidden = self.transformer(hidden, valid if padded else None)
         return hidden, self.pooling(hidden, valid)
