@@ -96,3 +96,28 @@ def test_recommended_reports_the_recipe_of_each_kind_of_task(suite):
     assert set(picked["method"]) == {"recommended"}
     assert picked.loc["c", "chosen"] == suite.RECOMMENDED["auroc"] and picked.loc["c", "mean"] == 0
     assert picked.loc["r", "chosen"] == suite.RECOMMENDED["mae"] and picked.loc["r", "mean"] == 1
+
+
+def test_a_one_command_cell_is_scored_against_the_baselines_of_its_own_run(suite, toy_data, tmp_path):
+    """``recommended-command`` reads the blend and baseline columns of its own `aam cross-validate` table."""
+    task = suite.tasks(toy_data).loc["toy_label"]
+    rng = np.random.default_rng(0)
+    n = 40
+    actual = np.where(np.arange(n) % 2 == 0, task.positive, "other")
+    truth = actual == task.positive
+    columns = {"blend": truth + rng.normal(0, 0.4, n), "forest": truth + rng.normal(0, 0.8, n),
+               "clr-linear": rng.normal(size=n), "boosted": truth + rng.normal(0, 1.5, n)}
+    frame = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "fold": [str(i // 2 % 4) for i in range(n)],
+                          "actual": actual, **{f"{m}_prob_{task.positive}": v for m, v in columns.items()}})
+    cell = tmp_path / "toy_label" / "recommended-command" / "s0"
+    (cell / "cv").mkdir(parents=True)
+    frame.to_csv(cell / "cv" / "oof_predictions.tsv", sep="\t", index=False)
+    (cell / "oof.tsv").write_text("finished\n")
+    scored = suite.one_command_scores(suite.tasks(toy_data).loc[["toy_label"]], tmp_path, [0]).iloc[0]
+    expected = {m: np.mean([roc_auc_score(truth[frame["fold"] == f], v[frame["fold"] == f]) for f in "0123"])
+                for m, v in columns.items()}
+    for method, value in expected.items():
+        assert scored[f"{method}_mean"] == pytest.approx(value)
+    assert scored["best_baseline"] == max(suite.BASELINES, key=expected.get)
+    assert scored["ahead_of_best"] == (expected["blend"] > max(expected[b] for b in suite.BASELINES))
+    assert scored["rank"] == 1 + sum(expected[b] > expected["blend"] for b in suite.BASELINES)
