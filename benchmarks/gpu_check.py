@@ -1,7 +1,7 @@
 """One script for a machine with a CUDA or ROCm GPU: numerics, compilation, attention kernels, memory, speed,
 and 2-GPU DDP/FSDP. Writes ``gpu_check.json`` and ``gpu_check.md`` (a table for BENCHMARKS.md).
 
-    .venv/bin/python benchmarks/gpu_check.py --output DIR [--device cuda] [--quick]
+    .venv/bin/python benchmarks/gpu_check.py --output DIR [--device cuda] [--quick] [--only a,b] [--data DIR]
 
 Checks, each on random 150-nt ASVs (no data needed), the model built from the same seed every time:
 
@@ -13,8 +13,15 @@ Checks, each on random 150-nt ASVs (no data needed), the model built from the sa
 - ``memory``: peak memory of one training step at batches of 16, 64 and 256 samples (fp32 and bf16 with
   ``--asv-chunk-size``).
 - ``speed``: training samples/s at fp32, TF32, bf16 and fp16, at the small and the default model size.
+- ``pretrain_speed``: ``benchmarks/pretrain_speed.py`` through aam pretrain's own Trainer and DataLoader, at
+  the default size, bf16, batches of 256 (issue #29's goal), on the oral cohort (``--data``) or a synthetic
+  table and tree.
 - ``multi_gpu``: with two or more GPUs, ``torchrun --nproc_per_node 2 -m aam.cli train`` with
   ``--distributed`` and with ``--fsdp`` on a synthetic dataset: exit status and samples/s from its log.
+
+Each check has a budget in seconds (``BUDGETS``, 470 s in all: the script fits in 8 minutes of device time;
+``--budgets name=s`` overrides); on a GPU each runs in its own process and is stopped at its budget
+(``--isolate``), so one slow or hung check costs its budget and no more. ``--only`` selects checks.
 
 On CPU (``--device cpu --quick``) every check runs at toy sizes (compile with the ``eager`` backend, memory
 as bytes kept for backward): the test suite runs it so the script cannot rot between GPU sessions.
@@ -255,24 +262,112 @@ def check_multi_gpu(out: Path) -> dict[str, Any]:
 def _markdown(result: dict[str, Any]) -> str:
     lines = [f"GPU check on {result['device_name']} (torch {result['torch']}), {result['date']}", "",
              "| check | result |", "| --- | --- |"]
-    p = result["precision"]
-    lines.append(f"| loss vs fp32 | bf16 {p['bf16_relative_difference']:.2e}, fp16 {p['fp16_relative_difference']:.2e} |")
-    lines += [f"| {k} loss vs fp32 | bf16 {v['bf16']:.2e}, fp16 {v['fp16']:.2e} |" for k, v in p.get("by_loss", {}).items()]
-    c = result["compile"]
-    lines.append(f"| compile ({c['backend']}, {c['steps']} steps) | {c['unique_graphs']} graphs, {c['graph_breaks']} "
-                 f"breaks, {c['recompiles']} recompiles, {c['seconds']} s |")
-    bad = [k for k, v in result["attention"].items() if not v["ok"]]
-    worst = max((v["max_abs_difference"] for v in result["attention"].values() if v["ok"]), default=float("nan"))
-    lines.append(f"| attention kernels | {len(result['attention']) - len(bad)}/{len(result['attention'])} ran, max "
-                 f"difference to math {worst:.2e}{'; failed: ' + ', '.join(bad) if bad else ''} |")
-    what = "peak MiB" if result["device"].startswith("cuda") else "MiB kept for backward"
-    for key, value in result["memory"].items():
-        lines.append(f"| {what}, {key} ({value['distinct_asvs']} distinct ASVs) | {value['mib']:,.1f} |")
-    for key, value in result["speed"].items():
-        lines.append(f"| samples/s, {key} | {value:,.1f} |")
-    for key, value in result["multi_gpu"].items():
-        lines.append(f"| 2 GPUs {key} | {value} |")
+    for name in BUDGETS:
+        value = result.get(name)
+        if value is None:
+            continue
+        if "timed_out" in value or "failed" in value:
+            what = (f"over its budget of {value['timed_out']:g} s" if "timed_out" in value
+                    else f"failed: {value['failed']}")
+            lines.append(f"| {name} | {what} |")
+            continue
+        lines += _SECTIONS[name](value, result)
     return "\n".join(lines) + "\n"
+
+
+def _precision_lines(p: dict[str, Any], _: dict[str, Any]) -> list[str]:
+    return ([f"| loss vs fp32 | bf16 {p['bf16_relative_difference']:.2e}, fp16 {p['fp16_relative_difference']:.2e} |"]
+            + [f"| {k} loss vs fp32 | bf16 {v['bf16']:.2e}, fp16 {v['fp16']:.2e} |" for k, v in p.get("by_loss", {}).items()])
+
+
+def _compile_lines(c: dict[str, Any], _: dict[str, Any]) -> list[str]:
+    return [f"| compile ({c['backend']}, {c['steps']} steps) | {c['unique_graphs']} graphs, {c['graph_breaks']} "
+            f"breaks, {c['recompiles']} recompiles, {c['seconds']} s |"]
+
+
+def _attention_lines(a: dict[str, Any], _: dict[str, Any]) -> list[str]:
+    bad = [k for k, v in a.items() if not v["ok"]]
+    worst = max((v["max_abs_difference"] for v in a.values() if v["ok"]), default=float("nan"))
+    return [f"| attention kernels | {len(a) - len(bad)}/{len(a)} ran, max difference to math {worst:.2e}"
+            f"{'; failed: ' + ', '.join(bad) if bad else ''} |"]
+
+
+def _memory_lines(m: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    what = "peak MiB" if result["device"].startswith("cuda") else "MiB kept for backward"
+    return [f"| {what}, {k} ({v['distinct_asvs']} distinct ASVs) | {v['mib']:,.1f} |" for k, v in m.items()]
+
+
+def _speed_lines(speed: dict[str, Any], _: dict[str, Any]) -> list[str]:
+    return [f"| samples/s, {k} | {v:,.1f} |" for k, v in speed.items()]
+
+
+def _pretrain_lines(r: dict[str, Any], _: dict[str, Any]) -> list[str]:
+    share = r.get("share_of_peak")
+    return [f"| aam pretrain, {r['precision']}, batch {r['batch_size']} ({r['preset']} size) | "
+            f"{r['samples_per_s']:,.1f} samples/s, {r['achieved_tflops']:.2f} TFLOP/s"
+            f"{'' if share is None else f', {100 * share:.0f}% of peak'} |"]
+
+
+def _multi_gpu_lines(m: dict[str, Any], _: dict[str, Any]) -> list[str]:
+    return [f"| 2 GPUs {k} | {v} |" for k, v in m.items()]
+
+
+_SECTIONS = {"precision": _precision_lines, "attention": _attention_lines, "memory": _memory_lines,
+             "speed": _speed_lines, "compile": _compile_lines, "pretrain_speed": _pretrain_lines,
+             "multi_gpu": _multi_gpu_lines}
+
+
+# Seconds each check may take on the device (sum 470 s: the whole script fits in 8 minutes of device time).
+# With isolation (the default on a GPU) each check runs in its own process and is stopped at its budget.
+BUDGETS: dict[str, float] = {"precision": 20, "attention": 20, "memory": 45, "speed": 90, "compile": 90,
+                             "pretrain_speed": 90, "multi_gpu": 115}
+
+
+def check_pretrain_speed(device, out: Path, quick: bool, data: str | None) -> dict[str, Any]:
+    """``benchmarks/pretrain_speed.py`` (aam pretrain's own Trainer and DataLoader): the oral cohort with its
+    tree when ``data`` holds it, else a synthetic table and tree of oral-like size; default model size, bf16
+    and batches of 256 on a GPU (issue #29's goal), toy sizes on CPU."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pretrain_speed", Path(__file__).with_name("pretrain_speed.py"))
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    if data:
+        source = ["--data", data]
+    else:
+        from aam.data.synthetic import write_synthetic_dataset
+
+        paths = write_synthetic_dataset(out / "pretrain_data", n_samples=96 if quick else 2048,
+                                        n_asvs=60 if quick else 4000, seed=0)
+        source = ["--table", str(paths["table"]), "--tree", str(paths["tree"])]
+    cuda = device.type == "cuda"
+    args = [*source, "--device", str(device), "--precision", "bf16" if cuda else "fp32",
+            "--batch-size", "8" if quick else "256", "--warmup", "1" if quick else "3", "--steps", "2" if quick else "20",
+            "--work", str(out / "pretrain_speed_work")] + (["--max-bp", "40", "--preset", "small-data"] if quick else [])
+    return _quiet_main(speed, args)
+
+
+def _quiet_main(module, args: list[str]) -> dict[str, Any]:
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return module.main(args)
+
+
+def _isolated(name: str, argv: list[str], output: Path, budget: float) -> dict[str, Any]:
+    """Run one check in a child process (``--only name --no-isolate``), stopped after ``budget`` seconds."""
+    folder = output / f"check_{name}"
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--only", name, "--no-isolate",
+               "--output", str(folder)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=budget)
+    except subprocess.TimeoutExpired:
+        return {"timed_out": budget}
+    written = folder / "gpu_check.json"
+    if done.returncode != 0 or not written.is_file():
+        return {"failed": done.returncode, "stderr_tail": done.stderr[-800:]}
+    return json.loads(written.read_text()).get(name, {"failed": "no result"})
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -280,47 +375,82 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="toy sizes (the CPU smoke test)")
     parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--only", default=None, help="comma list of checks to run (precision, attention, memory, "
-                                                     "speed, compile)")
+    parser.add_argument("--only", default=None, help=f"comma list of checks to run ({', '.join(BUDGETS)})")
     parser.add_argument("--compile-size", choices=sorted(SIZES), default="default")
-    args = parser.parse_args(argv)
+    parser.add_argument("--data", default=None, help="folder with oral_dev.biom and oral.upgma.nwk for the "
+                                                     "pretraining-speed check (else a synthetic table and tree)")
+    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                        help="each check in its own process, stopped at its budget (default: on a GPU)")
+    parser.add_argument("--budgets", default="", help="override budgets in seconds, e.g. speed=60,compile=45")
+    raw = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(raw)
     device = torch.device(args.device)
     args.output.mkdir(parents=True, exist_ok=True)
+    budgets = dict(BUDGETS)
+    for item in filter(None, args.budgets.split(",")):
+        name, _, seconds = item.partition("=")
+        budgets[name.strip()] = float(seconds)
+    selected = [k for k in BUDGETS if not args.only or k in args.only.split(",")]
+    isolate = device.type == "cuda" if args.isolate is None else args.isolate
     quick = args.quick
     max_bp = 40 if quick else 150
     sizes = {"toy": TOY} if quick else SIZES
     main_size = TOY if quick else SIZES["default"]
-    problem = _problem(64 if quick else 1024, 60 if quick else 4000, 8 if quick else 64, max_bp)
-    batches = _batches(*problem, [4, 6, 3] if quick else [64, 48, 64, 32])
     result: dict[str, Any] = {
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(), "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"), "quick": quick}
-    checks = {
-        "precision": lambda: check_precision(device, main_size, max_bp, batches[0]),
-        "attention": lambda: check_attention(device),
-        "memory": lambda: check_memory(device, main_size, max_bp, problem, [4, 8] if quick else [16, 64, 256],
-                                       chunk=16 if quick else 256),
-        "speed": lambda: check_speed(device, sizes, max_bp, batches, 1 if quick else 5),
-        "compile": lambda: check_compile(device, TOY if quick else SIZES[args.compile_size], max_bp, batches,
-                                         "inductor" if device.type == "cuda" else "eager"),
-    }
-    if args.only:
-        checks = {k: v for k, v in checks.items() if k in args.only.split(",")}
-    for name, check in checks.items():  # saved after each, so a run cut short keeps what finished
-        started = time.perf_counter()
-        result[name] = check()
-        print(f"{name}: {time.perf_counter() - started:.1f} s", flush=True)
-        (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
-    with tempfile.TemporaryDirectory() as scratch:
-        result["multi_gpu"] = check_multi_gpu(Path(scratch)) if not (quick or args.only) else {"skipped": "quick"}
+        "date": time.strftime("%Y-%m-%d"), "quick": quick, "budgets_s": {k: budgets[k] for k in selected}}
+    if isolate:
+        passed = _without(raw, ("--only", "--output", "--isolate", "--no-isolate"))
+        for name in selected:  # saved after each, so a run cut short keeps what finished
+            started = time.perf_counter()
+            result[name] = _isolated(name, passed, args.output, budgets[name])
+            print(f"{name}: {time.perf_counter() - started:.1f} s (budget {budgets[name]:g} s)", flush=True)
+            (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
+    else:
+        problem = _problem(64 if quick else 1024, 60 if quick else 4000, 8 if quick else 64, max_bp)
+        batches = _batches(*problem, [4, 6, 3] if quick else [64, 48, 64, 32])
+        scratch = Path(tempfile.mkdtemp(prefix="gpu_check_"))
+        checks = {
+            "precision": lambda: check_precision(device, main_size, max_bp, batches[0]),
+            "attention": lambda: check_attention(device),
+            "memory": lambda: check_memory(device, main_size, max_bp, problem, [4, 8] if quick else [16, 64, 256],
+                                           chunk=16 if quick else 256),
+            "speed": lambda: check_speed(device, sizes, max_bp, batches, 1 if quick else 5),
+            "compile": lambda: check_compile(device, TOY if quick else SIZES[args.compile_size], max_bp, batches,
+                                             "inductor" if device.type == "cuda" else "eager"),
+            "pretrain_speed": lambda: check_pretrain_speed(device, scratch, quick, args.data),
+            "multi_gpu": lambda: check_multi_gpu(scratch) if not quick else {"skipped": "quick"},
+        }
+        for name in selected:  # saved after each, so a run cut short keeps what finished
+            started = time.perf_counter()
+            result[name] = checks[name]()
+            seconds = time.perf_counter() - started
+            if seconds > budgets[name]:
+                result.setdefault("over_budget", {})[name] = round(seconds, 1)
+            print(f"{name}: {seconds:.1f} s (budget {budgets[name]:g} s)", flush=True)
+            (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
     if args.only:
         print(json.dumps(result, indent=1))
         return result
-    (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
     (args.output / "gpu_check.md").write_text(_markdown(result))
     print(_markdown(result))
     return result
+
+
+def _without(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` less the options in ``names`` (and the value of those that take one)."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        key = item.split("=", 1)[0]
+        if key in names:
+            skip = "=" not in item and key in ("--only", "--output")
+            continue
+        kept.append(item)
+    return kept
 
 
 if __name__ == "__main__":

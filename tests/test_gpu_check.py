@@ -25,5 +25,17 @@ def test_gpu_check_runs_every_check_at_toy_size_on_cpu(gpu_check, tmp_path):
     memory = result["memory"]
     assert memory["bf16+chunks/batch 8"]["mib"] < 0.5 * memory["fp32/batch 8"]["mib"]
     assert set(result["speed"]) == {"toy/fp32", "toy/bf16", "toy/fp16"} and min(result["speed"].values()) > 0
+    speed = result["pretrain_speed"]  # aam pretrain's own loop, on a synthetic table and tree
+    assert speed["samples_per_s"] > 0 and speed["flop_per_sample"] > 0 and speed["timed_steps"] == 2
+    assert set(result["budgets_s"]) == set(gpu_check.BUDGETS) and sum(gpu_check.BUDGETS.values()) <= 480
     table = (tmp_path / "gpu_check.md").read_text()
     assert "| compile (eager, 3 steps) | " in table and "samples/s, toy/fp16" in table
+
+
+def test_an_isolated_check_runs_in_its_own_process_and_stops_at_its_budget(gpu_check, tmp_path):
+    result = gpu_check.main(["--device", "cpu", "--quick", "--only", "precision,attention", "--isolate",
+                             "--budgets", "attention=0.5", "--output", str(tmp_path)])
+    assert result["precision"]["fp16_relative_difference"] < 0.05  # the child's figures came back
+    assert (tmp_path / "check_precision" / "gpu_check.json").is_file()
+    assert result["attention"] == {"timed_out": 0.5}  # a child cannot even start in half a second
+    assert "over its budget of 0.5 s" in gpu_check._markdown(result)
