@@ -39,3 +39,15 @@ def test_an_isolated_check_runs_in_its_own_process_and_stops_at_its_budget(gpu_c
     assert (tmp_path / "check_precision" / "gpu_check.json").is_file()
     assert result["attention"] == {"timed_out": 0.5}  # a child cannot even start in half a second
     assert "over its budget of 0.5 s" in gpu_check._markdown(result)
+
+
+@pytest.mark.slow
+def test_the_two_rank_checks_run_under_torchrun_on_cpu(gpu_check, tmp_path):
+    """The 2-GPU part of the check, on 2 CPU ranks with gloo: pretraining from --tree under DDP and FSDP (bf16),
+    training under both, and a pretraining stopped by SIGTERM and resumed from the checkpoint it names."""
+    result = gpu_check.check_multi_gpu(tmp_path, device="cpu")
+    for name in ("ddp pretrain --tree", "fsdp bf16 pretrain --tree", "ddp train", "fsdp train"):
+        assert result[name]["exit_code"] == 0, (name, result[name]["stderr_tail"])
+    stopped = result["ddp pretrain: SIGTERM, then resume"]
+    assert stopped["resumed"] and stopped["checkpoint"] == "last_model.pt", stopped
+    assert stopped["stopped_exit_code"] != 0  # stopped by the signal, not finished

@@ -210,3 +210,18 @@ def test_load_tree_keeps_underscores_and_reports_bad_files(tmp_path):
     (tmp_path / "bad.nwk").write_text("((a:1,b:1;")
     with pytest.raises(AamError, match="not a readable Newick tree"):
         load_tree(tmp_path / "bad.nwk")
+
+
+@pytest.mark.parametrize("metric", ["unweighted", "weighted-normalized"])
+def test_distances_ignore_a_callers_bf16_autocast(metric):
+    """The DDP/FSDP step builds the global batch's UniFrac targets inside its autocast region: under bf16 on CPU
+    they must still be computed, exactly, in the dtype asked for (they once came back as bf16 and failed)."""
+    import torch
+
+    tree, asv_ids, counts = make_case(0)
+    batches = UniFracEngine(tree, asv_ids).for_batches(counts, metric)
+    plain = batches.batch(np.arange(6), dtype="float32")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = batches.batch(np.arange(6), dtype="float32")
+    assert inside.dtype == np.float32
+    np.testing.assert_array_equal(inside, plain)

@@ -15,7 +15,8 @@ offer ``batch(indices)`` for the [B, B] matrix of any subset.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,17 @@ from tqdm import tqdm
 
 # a feature held by more than this fraction of the samples is computed densely (measured on the oral data)
 DENSE_FRACTION = 0.2
+
+
+# Distances are computed in the dtype asked for, never under a caller's autocast: a training step under bf16
+# autocast on CPU (the DDP/FSDP path builds the global batch's targets inside the step) would otherwise round
+# the targets' matmuls to bf16.
+def _exact(compute: Callable) -> Callable:
+    @functools.wraps(compute)
+    def without_autocast(*args, **kwargs):
+        with torch.autocast("cpu", enabled=False):
+            return compute(*args, **kwargs)
+    return without_autocast
 
 
 def _row_blocks(n: int, block_size: int) -> list[tuple[int, int]]:
@@ -78,6 +90,7 @@ class PresenceKernel:
         dist = torch.where(union > 0, unique / torch.where(union > 0, union, 1), 0)
         return dist.clamp_(0, 1).numpy()
 
+    @_exact
     def pairwise(self, block_size: int, dtype: torch.dtype, progress: bool = False) -> np.ndarray:
         n = self.presence.shape[0]
         out = np.zeros((n, n), dtype=_numpy_dtype(dtype))
@@ -89,6 +102,7 @@ class PresenceKernel:
             _fill(out, a0, block)
         return out
 
+    @_exact
     def batch(self, indices: np.ndarray, dtype: torch.dtype = torch.float64) -> np.ndarray:
         rows = self.presence[np.asarray(indices)]
         return _symmetric(self._block(rows, rows, dtype))
@@ -141,6 +155,7 @@ class L1Kernel:
         denominator = np.add.outer(self.normaliser[rows], self.normaliser[cols])
         return np.divide(block, denominator, out=np.zeros_like(block), where=denominator > 0)
 
+    @_exact
     def pairwise(self, block_size: int, dtype: torch.dtype, progress: bool = False) -> np.ndarray:
         n = self.dense.shape[0]
         out = np.zeros((n, n), dtype=_numpy_dtype(dtype))
@@ -152,6 +167,7 @@ class L1Kernel:
             _fill(out, a0, self._normalise(block, np.arange(a0, a1), np.arange(a0, n)))
         return out
 
+    @_exact
     def batch(self, indices: np.ndarray, dtype: torch.dtype = torch.float64) -> np.ndarray:
         indices = np.asarray(indices)
         sparse = self.sparse[indices]
