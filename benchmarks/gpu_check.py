@@ -123,14 +123,11 @@ def check_precision(device, size, max_bp, batch) -> dict[str, Any]:
             b = batch.to(device)
             losses = trainer._training_losses(trainer._forward(trainer.model, b), b)
             parts[name] = {k: float(v.float()) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
-    by_loss = {k: {low: abs(parts[low][k] - value) / max(abs(value), 1e-12) for low in ("bf16", "fp16")}
-               for k, value in parts["fp32"].items() if k != "total"}
-    return {"loss": {name: values["total"] for name, values in parts.items()}, "by_loss": by_loss,
-            **{f"{k}_relative_difference": _total_difference(parts, k) for k in ("bf16", "fp16")}}
-
-
-def _total_difference(parts: dict[str, dict[str, float]], name: str) -> float:
-    return abs(parts[name]["total"] - parts["fp32"]["total"]) / abs(parts["fp32"]["total"])
+    relative = {k: {low: abs(parts[low][k] - value) / max(abs(value), 1e-12) for low in ("bf16", "fp16")}
+                for k, value in parts["fp32"].items()}
+    return {"loss": {name: values["total"] for name, values in parts.items()},
+            "by_loss": {k: v for k, v in relative.items() if k != "total"},
+            **{f"{low}_relative_difference": relative["total"][low] for low in ("bf16", "fp16")}}
 
 
 def check_compile(device, size, max_bp, batches, backend) -> dict[str, Any]:
@@ -396,10 +393,11 @@ def _quiet_main(module, args: list[str]) -> dict[str, Any]:
         return module.main(args)
 
 
-def _isolated(name: str, argv: list[str], output: Path, budget: float) -> dict[str, Any]:
-    """Run one check in a child process (``--only name --no-isolate``), stopped after ``budget`` seconds."""
+def _isolated(name: str, settings: list[str], output: Path, budget: float) -> dict[str, Any]:
+    """Run one check in a child process (``settings`` + ``--only name --no-isolate``), stopped after ``budget``
+    seconds."""
     folder = output / f"check_{name}"
-    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--only", name, "--no-isolate",
+    command = [sys.executable, str(Path(__file__).resolve()), *settings, "--only", name, "--no-isolate",
                "--output", str(folder)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=budget)
@@ -423,8 +421,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                         help="each check in its own process, stopped at its budget (default: on a GPU)")
     parser.add_argument("--budgets", default="", help="override budgets in seconds, e.g. speed=60,compile=45")
-    raw = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(raw)
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     args.output.mkdir(parents=True, exist_ok=True)
     budgets = dict(BUDGETS)
@@ -441,33 +438,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"), "quick": quick, "budgets_s": {k: budgets[k] for k in selected}}
-    if isolate:
-        passed = _without(raw, ("--only", "--output", "--isolate", "--no-isolate"))
-        for name in selected:  # saved after each, so a run cut short keeps what finished
-            started = time.perf_counter()
-            result[name] = _isolated(name, passed, args.output, budgets[name])
-            print(f"{name}: {time.perf_counter() - started:.1f} s (budget {budgets[name]:g} s)", flush=True)
-            (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
-    else:
-        problem = _problem(64 if quick else 1024, 60 if quick else 4000, 8 if quick else 64, max_bp)
-        batches = _batches(*problem, [4, 6, 3] if quick else [64, 48, 64, 32])
-        scratch = Path(tempfile.mkdtemp(prefix="gpu_check_"))
-        checks = {
-            "precision": lambda: check_precision(device, main_size, max_bp, batches[0]),
-            "attention": lambda: check_attention(device),
-            "memory": lambda: check_memory(device, main_size, max_bp, problem, [4, 8] if quick else [16, 64, 256],
-                                           chunk=16 if quick else 256),
-            "speed": lambda: check_speed(device, sizes, max_bp, batches, 1 if quick else 5),
-            "compile": lambda: check_compile(device, TOY if quick else SIZES[args.compile_size], max_bp, batches,
-                                             "inductor" if device.type == "cuda" else "eager"),
-            "pretrain_speed": lambda: check_pretrain_speed(device, scratch, quick, args.data),
-            "multi_gpu": lambda: check_multi_gpu(scratch) if not quick else {"skipped": "quick"},
-        }
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as folder:
+        scratch = Path(folder)
+        if isolate:  # each check in a child process with the same settings, stopped at its budget
+            settings = ["--device", args.device, "--compile-size", args.compile_size, *(["--quick"] if quick else []),
+                        *(["--data", args.data] if args.data else [])]
+            checks = {name: (lambda name=name: _isolated(name, settings, args.output, budgets[name]))
+                      for name in selected}
+        else:
+            problem = _problem(64 if quick else 1024, 60 if quick else 4000, 8 if quick else 64, max_bp)
+            batches = _batches(*problem, [4, 6, 3] if quick else [64, 48, 64, 32])
+            checks = {
+                "precision": lambda: check_precision(device, main_size, max_bp, batches[0]),
+                "attention": lambda: check_attention(device),
+                "memory": lambda: check_memory(device, main_size, max_bp, problem,
+                                               [4, 8] if quick else [16, 64, 256], chunk=16 if quick else 256),
+                "speed": lambda: check_speed(device, sizes, max_bp, batches, 1 if quick else 5),
+                "compile": lambda: check_compile(device, TOY if quick else SIZES[args.compile_size], max_bp,
+                                                 batches, "inductor" if device.type == "cuda" else "eager"),
+                "pretrain_speed": lambda: check_pretrain_speed(device, scratch, quick, args.data),
+                "multi_gpu": lambda: check_multi_gpu(scratch) if not quick else {"skipped": "quick"},
+            }
         for name in selected:  # saved after each, so a run cut short keeps what finished
             started = time.perf_counter()
             result[name] = checks[name]()
             seconds = time.perf_counter() - started
-            if seconds > budgets[name]:
+            if not isolate and seconds > budgets[name]:  # an isolated check is stopped at its budget instead
                 result.setdefault("over_budget", {})[name] = round(seconds, 1)
             print(f"{name}: {seconds:.1f} s (budget {budgets[name]:g} s)", flush=True)
             (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
@@ -477,21 +473,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (args.output / "gpu_check.md").write_text(_markdown(result))
     print(_markdown(result))
     return result
-
-
-def _without(argv: list[str], names: tuple[str, ...]) -> list[str]:
-    """``argv`` less the options in ``names`` (and the value of those that take one)."""
-    kept, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-            continue
-        key = item.split("=", 1)[0]
-        if key in names:
-            skip = "=" not in item and key in ("--only", "--output")
-            continue
-        kept.append(item)
-    return kept
 
 
 if __name__ == "__main__":

@@ -69,11 +69,11 @@ METHODS: dict[str, str] = {
 ENCODER = REPO / "runs" / "corpus_encoder" / "pretrained_encoder.pt"  # --encoder
 # The README's recommended recipes as one command each, the way a user runs them: AAM and the default baselines
 # in one `aam cross-validate` (per kind of task), scored by its ``blend`` column. Same folds and seeds as the
-# cells the ``recommended`` row averages, so the scores must agree; its cost is the recipe's whole cost.
+# cells the ``recommended`` row averages; the AAM members come out identical, the baselines are drawn afresh
+# (they see the training samples in the order of the run's own folds.tsv). Its cost is the recipe's whole cost.
 ONE_COMMAND: dict[str, dict[str, str]] = {
-    "recommended-command": {
-        "auroc": "--model-type sequence-groups --max-bp 100 --variant '--group-readout boosted'",
-        "mae": "--model-type sequence-groups --max-bp 100 --group-readout boosted"},
+    "recommended-command": {"auroc": METHODS["sequence-groups"] + " --variant '--group-readout boosted'",
+                            "mae": METHODS["sequence-groups-boosted"]},
 }
 
 # Averages of finished cells at the same seed, equal weights: exactly the ``blend`` column of
@@ -185,6 +185,12 @@ def out_of_fold(task: pd.Series, method: str, cell: Path) -> pd.DataFrame:
     else:
         frame = pd.read_csv(cell / "cv" / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str, "fold": str})
         prefix = "blend_" if method in ONE_COMMAND else "aam_"
+    return scored_column(task, frame, prefix)
+
+
+def scored_column(task: pd.Series, frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """sample_id, fold, actual, score of one model's columns (``prefix``: "", "aam_", "blend_", "forest_", ...)
+    in a prediction table: its positive-class probability, or its prediction."""
     column = f"{prefix}prob_{task.positive}" if task.classifier else f"{prefix}prediction"
     score = frame[column] if column in frame else 0.0  # a class never predicted has probability 0
     return pd.DataFrame({"sample_id": frame["sample_id"], "fold": frame["fold"].astype(str),
@@ -325,18 +331,16 @@ def one_command_scores(suite: pd.DataFrame, out: Path, seeds: list[int]) -> pd.D
     for method in ONE_COMMAND:
         for name, task in suite.iterrows():
             for seed in seeds:
-                path = out / name / method / f"s{seed}" / "cv" / "oof_predictions.tsv"
-                if not (out / name / method / f"s{seed}" / "oof.tsv").is_file():
+                cell = out / name / method / f"s{seed}"
+                if not (cell / "oof.tsv").is_file():
                     continue
-                frame = pd.read_csv(path, sep="\t", dtype={"sample_id": str, "fold": str})
+                frame = pd.read_csv(cell / "cv" / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str,
+                                                                                          "fold": str})
                 metric = "auroc" if task.classifier else "mae"
                 sign = 1.0 if task.classifier else -1.0
                 means = {}
                 for part in ("blend",) + BASELINES:
-                    column = f"{part}_prob_{task.positive}" if task.classifier else f"{part}_prediction"
-                    oof = pd.DataFrame({"sample_id": frame["sample_id"], "fold": frame["fold"],
-                                        "actual": frame["actual"], "score": frame[column] if column in frame else 0.0})
-                    scores = fold_scores(task, oof)
+                    scores = fold_scores(task, scored_column(task, frame, f"{part}_"))
                     means[part] = float(scores.loc[scores["fold"] != "pooled", metric].mean())
                 best = max(BASELINES, key=lambda m: sign * means[m])
                 rank = (-sign * pd.Series(means)).rank(method="average")["blend"]

@@ -280,14 +280,11 @@ def _run_fold(run: CrossValidateRun, out: Path, name: str, held_out: list[str], 
 
 
 def _without_unread_scores(fold_run: TrainRun) -> TrainRun:
-    """A fold's boosted read-out (``--group-inner-score``, an option of its family) skips the inner
-    cross-validation that only scores it, unless the baseline blend weighs it by that: the outer fold scores the
-    model, and the fitted trees are the same either way."""
-    from aam.families import MODEL_FAMILIES
-
-    owned = "group_inner_score" in MODEL_FAMILIES[fold_run.model_type].own_options
-    needed = fold_run.blend_names and fold_run.blend_weights == "inner-cv"
-    if owned and fold_run.group_readout == "boosted" and not needed:
+    """A fold's boosted read-out skips the inner cross-validation that only scores it (``--group-inner-score``),
+    unless the baseline blend weighs it by that: the outer fold scores the model, and the fitted trees are the
+    same either way. (``--group-readout`` is refused for families that do not own it, so the read-out alone says
+    the family.)"""
+    if fold_run.group_readout == "boosted" and not fold_run.blend_weighs_inner_predictions:
         return dataclasses.replace(fold_run, group_inner_score=False)
     return fold_run
 

@@ -371,6 +371,11 @@ class TrainRun(FitRun):
                            hint=f"a comma list of {', '.join(BASELINES.names())}")
         return names
 
+    @property
+    def blend_weighs_inner_predictions(self) -> bool:
+        """The baseline blend's weights are chosen against the model's inner out-of-fold predictions."""
+        return bool(self.blend_names) and self.blend_weights == "inner-cv"
+
     def _check_family(self) -> None:
         """The options the ``--model-type`` family cannot honour (from its capabilities) are refused."""
         from aam.families import MODEL_FAMILIES
@@ -397,7 +402,7 @@ class TrainRun(FitRun):
             raise AamError("only the boosted read-out can skip its inner cross-validation (the linear read-out's "
                            "chooses its shrinkage)", source="--no-group-inner-score",
                            hint="add --group-readout boosted, or leave the flag out")
-        if not self.group_inner_score and self.blend_names and self.blend_weights == "inner-cv":
+        if not self.group_inner_score and self.blend_weighs_inner_predictions:
             raise AamError("--blend-weights inner-cv weighs the model by its inner out-of-fold predictions",
                            source="--no-group-inner-score", hint="add --blend-weights equal, or leave the flag out")
         if self.loss_type == "quantile" and not family.capabilities.quantiles:

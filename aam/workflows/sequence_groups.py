@@ -69,9 +69,10 @@ def train_sequence_groups(inputs: FitInputs) -> FitResult:
              f" and {config.positions} positions" if config.positions else "")
     fit = fit_sequence_groups(model, data.counts[rows], data.tokens, setup.model_targets, groups, seed, anchors,
                               kmeans_starts=run.group_kmeans_starts, inner_score=run.group_inner_score)
-    frame = None if fit.out_of_fold is None else targets.decode(fit.out_of_fold)
-    scores = {} if frame is None else score_predictions(frame, classifier)
-    if frame is not None:
+    frame, scores = None, {}  # a boosted read-out fitted without its inner score has neither
+    if fit.out_of_fold is not None:
+        frame = targets.decode(fit.out_of_fold)
+        scores = score_predictions(frame, classifier)
         log.info("inner out-of-fold scores (%s, %d ASVs in %s groups): %s", fit.inner_scheme, fit.n_asvs,
                  "+".join(map(str, config.group_counts)), "  ".join(f"{k}={v:.4g}" for k, v in scores.items()))
     data_info = fitted_data_config(inputs, targets)
