@@ -94,7 +94,7 @@ MODEL_FAMILIES: Registry = Registry("model family", {
         capabilities=Capabilities(epochs=True, learned_embeddings=True, gradient_attribution=True,
                                   categorical_metadata=True, pretrained_encoder=True, quantiles=True)),
     "sequence-groups": ModelFamily(
-        summary="shares of k-mer groups of ASV sequences, read by a shrunk linear model or boosted trees",
+        summary="shares of k-mer groups of ASV sequences, read by a shrunk linear model, boosted trees or a forest",
         config=Lazy("aam.models.config:SequenceGroupsConfig"), model=Lazy("aam.models.sequence_groups:sequence_group_model"),
         train=Lazy("aam.workflows.sequence_groups:train_sequence_groups"),
         capabilities=Capabilities(baseline_blend=True),

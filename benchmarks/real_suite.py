@@ -58,6 +58,9 @@ METHODS: dict[str, str] = {
     # k-means groups: the boosted read-out sees per-ASV shares as well as group shares
     "sequence-groups-boosted-a4096": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
                                      "--group-anchors 4096",
+    # session 19 candidate: a random forest (the forest baseline's settings) reads the group shares (rule in
+    # _design_plan/real_suite.md)
+    "sequence-groups-forest-readout": "--model-type sequence-groups --max-bp 100 --group-readout forest",
     # the default before session 15 (4 k-means++ starts per clustering; now 1): kept to compare
     "sequence-groups-4starts": "--model-type sequence-groups --max-bp 100 --group-kmeans-starts 4",
     # the attention model from scratch, and from an encoder pretrained on the corpus and the suite's tables
@@ -94,6 +97,12 @@ DERIVED: dict[str, tuple[str, ...]] = {
     "sequence-groups-boosted-anchors0+baselines": ("sequence-groups-boosted-anchors0",) + BASELINES,
     "sequence-groups+boosted-kmers+baselines": ("sequence-groups-kmers", "sequence-groups-boosted-kmers") + BASELINES,
     "sequence-groups-boosted-kmers+baselines": ("sequence-groups-boosted-kmers",) + BASELINES,
+    "sequence-groups+boosted+forest-readout+baselines": ("sequence-groups", "sequence-groups-boosted",
+                                                         "sequence-groups-forest-readout") + BASELINES,
+    "sequence-groups+forest-readout+baselines": ("sequence-groups", "sequence-groups-forest-readout") + BASELINES,
+    "sequence-groups-boosted+forest-readout+baselines": ("sequence-groups-boosted", "sequence-groups-forest-readout")
+                                                        + BASELINES,
+    "sequence-groups-forest-readout+baselines": ("sequence-groups-forest-readout",) + BASELINES,
     "baselines-average": BASELINES,
 }
 # The README's recommendation, one recipe per kind of task (chosen in session 16 by the mean rank against the
@@ -107,6 +116,11 @@ RECOMMENDED_VARIANTS: dict[str, dict[str, str]] = {
                              "mae": "sequence-groups-boosted-anchors0+baselines"},
     "recommended-kmers": {"auroc": "sequence-groups+boosted-kmers+baselines",
                           "mae": "sequence-groups-boosted-kmers+baselines"},
+    # session 19: (a) the forest read-out added to each recipe; (b) in place of the boosted read-out
+    "recommended-forest-added": {"auroc": "sequence-groups+boosted+forest-readout+baselines",
+                                 "mae": "sequence-groups-boosted+forest-readout+baselines"},
+    "recommended-forest-swapped": {"auroc": "sequence-groups+forest-readout+baselines",
+                                   "mae": "sequence-groups-forest-readout+baselines"},
 }
 
 

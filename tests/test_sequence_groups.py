@@ -177,23 +177,39 @@ def test_regression_readout_equals_ridge_and_finds_the_clade_share():
     np.testing.assert_allclose(predictions_of(model, batch)[:, 0], reference, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("classifier", [True, False])
-def test_boosted_readout_equals_scikit_learn_and_survives_the_checkpoint(classifier, tmp_path):
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+def reference_trees(readout: str, classifier: bool, seed: int):
+    """The scikit-learn estimator a tree read-out must equal: the baseline of the same name's settings."""
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
 
+    from aam.baselines import FOREST_MAX_FEATURES, FOREST_TREES
     from aam.baselines.estimators import BOOSTED_DEFAULTS
+
+    if readout == "forest":
+        make = RandomForestClassifier if classifier else RandomForestRegressor
+        return make(n_estimators=FOREST_TREES, max_features=FOREST_MAX_FEATURES, random_state=seed)
+    make = HistGradientBoostingClassifier if classifier else HistGradientBoostingRegressor
+    return make(random_state=seed, **BOOSTED_DEFAULTS)
+
+
+@pytest.mark.parametrize(("readout", "classifier"), itertools.product(["boosted", "forest"], [True, False]))
+def test_tree_readout_equals_scikit_learn_and_survives_the_checkpoint(readout, classifier, tmp_path):
     from aam.outputs.checkpoint import save_checkpoint
 
     counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=4)
     tokens = tokens_of(sequences)
     target = labels if classifier else np.log(counts[:, clade_of == 0].sum(1) / counts.sum(1))
     config = SequenceGroupsConfig(group_counts=(2, 4), clusterings=2, classifier=classifier,
-                                  out_dim=2 if classifier else 1, readout="boosted")
+                                  out_dim=2 if classifier else 1, readout=readout)
     model = sequence_group_model(config)
     fit = fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, target, subjects, seed=3)
+    assert fit.parameter == ("n_estimators" if readout == "forest" else "max_iter")
     features, batch = features_and_batch(model, counts, tokens)
-    make = HistGradientBoostingClassifier if classifier else HistGradientBoostingRegressor
-    reference = make(random_state=3, **BOOSTED_DEFAULTS).fit(features, target)
+    reference = reference_trees(readout, classifier, seed=3).fit(features, target)
     predicted = predictions_of(model, batch)
     if classifier:
         np.testing.assert_allclose(np.exp(predicted), reference.predict_proba(features), atol=1e-5)
@@ -205,7 +221,7 @@ def test_boosted_readout_equals_scikit_learn_and_survives_the_checkpoint(classif
     path = tmp_path / "model.pt"
     save_checkpoint(path, kind="predictor", model_config=config.to_dict(), model=model)
     loaded, _ = load_predictor(path)
-    assert type(loaded).__name__ == "BoostedGroupComposition"
+    assert type(loaded).__name__ == "TreeGroupComposition" and loaded.config.readout == readout
     np.testing.assert_allclose(predictions_of(loaded, batch), predicted)
     unscored = sequence_group_model(config)  # without the inner folds: the same trees, no out-of-fold table
     fit = fit_sequence_groups(unscored, sparse.csr_matrix(counts), tokens, target, subjects, seed=3, inner_score=False)
@@ -404,7 +420,7 @@ def test_cli_train_predict_and_cross_validate(tmp_path):
     (["--sequence-groups", "1,x"], "comma list of group counts"),
     (["--sequence-groups", "64"], "fewer than 64 groups"),
     (["--val-samples", "VAL"], "--exclude-samples"),  # it would train on them: refused, not ignored
-    (["--no-group-inner-score"], "--no-group-inner-score: only the boosted read-out"),  # linear: it chooses by it
+    (["--no-group-inner-score"], "--no-group-inner-score: only a tree read-out"),  # linear: it chooses by it
     (["--no-group-inner-score", "--group-readout", "boosted", "--blend-baselines", "forest"],
      "--no-group-inner-score: --blend-weights inner-cv"),
 ])

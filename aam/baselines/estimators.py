@@ -101,16 +101,24 @@ class ClassicalBaseline:
         return estimator.fit(counts, targets)
 
 
+def forest_trees(*, classifier: bool, seed: int, n_jobs: int = -1, n_estimators: int = FOREST_TREES,
+                 max_features=FOREST_MAX_FEATURES):
+    """The random forest of the ``forest`` baseline (its settings, unfitted), on whatever features it is given:
+    the baseline's relative abundances, or the sequence groups' forest read-out."""
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    make = RandomForestClassifier if classifier else RandomForestRegressor
+    return make(n_estimators=n_estimators, max_features=max_features, random_state=seed % 2**32, n_jobs=n_jobs)
+
+
 def _forest(*, classifier: bool, seed: int, n_jobs: int, n_estimators: int = FOREST_TREES,
             max_features=FOREST_MAX_FEATURES):
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    make = RandomForestClassifier if classifier else RandomForestRegressor
     return make_pipeline(FunctionTransformer(relative_abundance, accept_sparse=True),
-                         make(n_estimators=n_estimators, max_features=max_features, random_state=seed % 2**32,
-                              n_jobs=n_jobs))
+                         forest_trees(classifier=classifier, seed=seed, n_jobs=n_jobs, n_estimators=n_estimators,
+                                      max_features=max_features))
 
 
 def _clr_linear(*, classifier: bool, seed: int, n_jobs: int):

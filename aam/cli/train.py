@@ -98,9 +98,10 @@ TRAIN_OPTIONS = [
                   "time, the --group-clusterings runs already giving the starts' variety (BENCHMARKS.md)."),
     o.option("--group-readout", type=click.Choice(GROUP_READOUTS), default=o.TRAIN.group_readout, section="Model",
              help="sequence-groups: what reads the prediction off the group shares: linear (a shrunk linear "
-                  "model, strength by inner cross-validation) or boosted (gradient-boosted trees, scikit-learn's "
-                  "HistGradientBoosting with the boosted baseline's settings; inner cross-validation gives "
-                  "their honest score, see --group-inner-score)."),
+                  "model, strength by inner cross-validation), boosted (gradient-boosted trees, scikit-learn's "
+                  "HistGradientBoosting with the boosted baseline's settings) or forest (a random forest with the "
+                  "forest baseline's settings); for trees, inner cross-validation gives their honest score, see "
+                  "--group-inner-score."),
     o.option("--group-kmer-size", type=click.IntRange(1, MAX_GROUP_KMER), default=o.TRAIN.group_kmer_size, section="Model",
              help="sequence-groups: k of the k-mer profile describing each ASV (4^k columns)."),
     o.option("--group-positions/--no-group-positions", default=o.TRAIN.group_positions, section="Model",
@@ -116,10 +117,10 @@ TRAIN_OPTIONS = [
                   "real-data suite, seed 0, the recommended recipes ranked 1.68 against the baselines without "
                   "anchors, 1.14 with 512; BENCHMARKS.md)."),
     o.option("--group-inner-score/--no-group-inner-score", default=o.TRAIN.group_inner_score, section="Model",
-             help="sequence-groups, boosted read-out: score the trees by an inner cross-validation (5 more fits; "
-                  "val_predictions.tsv and the inner score). --no-group-inner-score fits them once, without a "
-                  "score; aam cross-validate's folds skip it when nothing reads it (the outer folds score the "
-                  "model), which makes the boosted read-out about 5 times cheaper there."),
+             help="sequence-groups, tree read-out (boosted, forest): score the trees by an inner "
+                  "cross-validation (5 more fits; val_predictions.tsv and the inner score). --no-group-inner-score "
+                  "fits them once, without a score; aam cross-validate's folds skip it when nothing reads it (the "
+                  "outer folds score the model), which makes a tree read-out about 5 times cheaper there."),
     o.option("--forest-blend", is_flag=True, default=o.TRAIN.forest_blend, section="Model",
              help="sequence-groups: also fit a random forest on relative abundances and choose the weight of "
                   "their average by the same inner cross-validation (training samples only); saves RUN/forest.joblib "

@@ -225,7 +225,8 @@ ModelConfig = EncoderConfig | PredictorConfig
 # --model-type sequence-groups (aam.models.sequence_groups), torch-free so the CLI can read its defaults
 MODEL_TYPE = "sequence-groups"
 MAX_GROUP_KMER = 6  # 4^6 = 4,096 profile columns
-GROUP_READOUTS = ("linear", "boosted")  # a shrunk linear model, or gradient-boosted trees, on the group shares
+GROUP_READOUTS = ("linear", "boosted", "forest")  # a shrunk linear model, boosted trees or a forest
+TREE_READOUTS = ("boosted", "forest")  # fitted scikit-learn trees kept in the checkpoint; nothing to choose
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,7 @@ class SequenceGroupsConfig(_Config):
     the fit chooses them); ``pseudo_share``: added to every group share before the log (a group the sample lacks
     reads as this); ``out_dim``: 1 for regression, the number of classes for a classifier; ``readout``: what
     reads the prediction off the features (``linear``: the shrunk linear layer; ``boosted``: gradient-boosted
-    trees, kept in the checkpoint beside the buffers)."""
+    trees; ``forest``: a random forest; trees are kept in the checkpoint beside the buffers)."""
 
     group_counts: tuple[int, ...] = (8, 16, 32, 64)
     clusterings: int = 8

@@ -30,6 +30,7 @@ from aam.models.config import (  # noqa: F401 -- re-exported: the model's config
     GROUP_READOUTS,
     MAX_GROUP_KMER,
     MODEL_TYPE,
+    TREE_READOUTS,
     SequenceGroupsConfig,
 )
 from aam.models.sample_encoder import relative_abundance
@@ -144,9 +145,10 @@ class SequenceGroupComposition(nn.Module):
 ABSENT_CLASS_LOGIT = -30.0  # a class no training sample holds is never predicted
 
 
-class BoostedGroupComposition(SequenceGroupComposition):
-    """The same features, read by gradient-boosted trees (scikit-learn's HistGradientBoosting, fitted by
-    :mod:`aam.models.sequence_groups_fit`) instead of the linear layer, which stays unused. The fitted trees
+class TreeGroupComposition(SequenceGroupComposition):
+    """The same features, read by fitted scikit-learn trees (``boosted``: HistGradientBoosting; ``forest``: a
+    random forest; fitted by :mod:`aam.models.sequence_groups_fit`) instead of the linear layer, which stays
+    unused. The fitted trees
     travel in the module's extra state, so the checkpoint holds them; they run on the CPU."""
 
     def __init__(self, config: SequenceGroupsConfig):
@@ -158,7 +160,7 @@ class BoostedGroupComposition(SequenceGroupComposition):
 
     def read_out(self, features: Tensor) -> Tensor:
         if self.trees is None:
-            raise RuntimeError("the boosted read-out has not been fitted")
+            raise RuntimeError("the tree read-out has not been fitted")
         values = features.detach().cpu().numpy()
         if not self.config.classifier:
             return torch.from_numpy(self.trees.predict(values)).reshape(-1, 1).to(features)
@@ -176,5 +178,5 @@ class BoostedGroupComposition(SequenceGroupComposition):
 
 
 def sequence_group_model(config: SequenceGroupsConfig) -> SequenceGroupComposition:
-    """The model of ``config``: the linear read-out, or the boosted one."""
-    return BoostedGroupComposition(config) if config.readout == "boosted" else SequenceGroupComposition(config)
+    """The model of ``config``: the linear read-out, or trees (boosted or a forest)."""
+    return TreeGroupComposition(config) if config.readout in TREE_READOUTS else SequenceGroupComposition(config)

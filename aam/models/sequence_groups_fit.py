@@ -11,7 +11,8 @@
    strength chosen by the pooled score of inner cross-validation over the training samples, grouped by ``groups`` (e.g. subject)
    when given, so the strength chosen is the one that transfers to new people. The chosen model is refitted on
    every training sample and copied into the read-out layer; its inner out-of-fold predictions are the
-   honest estimate the run reports.
+   honest estimate the run reports. A tree read-out (``boosted``, ``forest``) has nothing to choose: its fixed
+   settings are those of the classical baseline of the same name.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from sklearn.model_selection import (
 )
 
 from aam.errors import AamError
-from aam.models.sequence_groups import ABSENT_CLASS_LOGIT, BoostedGroupComposition, SequenceGroupComposition
+from aam.models.sequence_groups import ABSENT_CLASS_LOGIT, SequenceGroupComposition, TreeGroupComposition
 
 log = logging.getLogger("aam")
 
@@ -155,7 +156,7 @@ def _fit_readout(model: SequenceGroupComposition, features: np.ndarray, targets:
     else:
         parameter, strengths, scoring = "alpha", RIDGE_STRENGTHS, "mae"
     splits, scheme = _inner_splits(targets, groups, config.classifier, seed % 2**32)
-    if isinstance(model, BoostedGroupComposition):
+    if isinstance(model, TreeGroupComposition):
         return _fit_trees(model, features, targets, splits, scheme, scoring, seed, inner_score)
     if not inner_score:
         raise AamError("the linear read-out chooses its shrinkage by inner cross-validation",
@@ -186,25 +187,30 @@ def _out_of_fold(estimator, features: np.ndarray, targets: np.ndarray, splits: l
     return _all_classes(out_of_fold, np.unique(targets), config.out_dim) if config.classifier else out_of_fold
 
 
-def _fit_trees(model: BoostedGroupComposition, features: np.ndarray, targets: np.ndarray, splits: list,
+def _fit_trees(model: TreeGroupComposition, features: np.ndarray, targets: np.ndarray, splits: list,
                scheme: str, scoring: str, seed: int, inner_score: bool = True) -> SequenceGroupsFit:
     """Fixed settings: the inner folds only score the trees (``inner_score``), then they are fitted on every
     sample (the same trees either way: each inner fit is a fresh copy)."""
-    from aam.baselines.estimators import BOOSTED_DEFAULTS, boosted_trees
+    from aam.baselines import FOREST_TREES
+    from aam.baselines.estimators import BOOSTED_DEFAULTS, boosted_trees, forest_trees
 
     config = model.config
-    trees = boosted_trees(classifier=config.classifier, seed=seed)
+    if config.readout == "forest":
+        trees, name, parameter, size = forest_trees(classifier=config.classifier, seed=seed), "forest", \
+            "n_estimators", float(FOREST_TREES)
+    else:
+        trees, name, parameter, size = boosted_trees(classifier=config.classifier, seed=seed), "boosted", \
+            "max_iter", float(BOOSTED_DEFAULTS["max_iter"])
     out_of_fold = _out_of_fold(trees, features, targets, splits, config) if inner_score else None
     model.trees = trees.fit(features, targets)
-    iterations = float(BOOSTED_DEFAULTS["max_iter"])
     if out_of_fold is None:
-        log.info("sequence groups: boosted read-out fitted without an inner score (--no-group-inner-score)")
-        return SequenceGroupsFit("max_iter", iterations, [], scoring, "none", None, n_asvs=0, splits=splits)
+        log.info("sequence groups: %s read-out fitted without an inner score (--no-group-inner-score)", name)
+        return SequenceGroupsFit(parameter, size, [], scoring, "none", None, n_asvs=0, splits=splits)
     score = _score(scoring, targets, out_of_fold)
-    log.info("sequence groups: boosted read-out, %s inner cross-validation (pooled %s %.4g%s)", scheme, scoring,
+    log.info("sequence groups: %s read-out, %s inner cross-validation (pooled %s %.4g%s)", name, scheme, scoring,
              score, _UNITS[config.classifier])
-    return SequenceGroupsFit("max_iter", iterations, [{"max_iter": iterations, scoring: score}], scoring, scheme,
-                             out_of_fold, n_asvs=0, splits=splits)
+    return SequenceGroupsFit(parameter, size, [{parameter: size, scoring: score}], scoring, scheme, out_of_fold,
+                             n_asvs=0, splits=splits)
 
 
 def _estimator(classifier: bool, strength: float):

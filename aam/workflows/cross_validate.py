@@ -38,6 +38,7 @@ from aam.data.metadata import align_samples, read_metadata, require_column
 from aam.data.split import make_folds, read_ids, write_ids
 from aam.errors import AamError
 from aam.fileio import write_json, write_tsv
+from aam.models.config import TREE_READOUTS
 from aam.objectives.metrics import metric_direction
 from aam.objectives.scoring import (
     group_means,
@@ -280,11 +281,11 @@ def _run_fold(run: CrossValidateRun, out: Path, name: str, held_out: list[str], 
 
 
 def _without_unread_scores(fold_run: TrainRun) -> TrainRun:
-    """A fold's boosted read-out skips the inner cross-validation that only scores it (``--group-inner-score``),
+    """A fold's tree read-out (boosted, forest) skips the inner cross-validation that only scores it (``--group-inner-score``),
     unless the baseline blend weighs it by that: the outer fold scores the model, and the fitted trees are the
     same either way. (``--group-readout`` is refused for families that do not own it, so the read-out alone says
     the family.)"""
-    if fold_run.group_readout == "boosted" and not fold_run.blend_weighs_inner_predictions:
+    if fold_run.group_readout in TREE_READOUTS and not fold_run.blend_weighs_inner_predictions:
         return dataclasses.replace(fold_run, group_inner_score=False)
     return fold_run
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from aam.baselines import BASELINES, FOREST_MAX_FEATURES, FOREST_TREES
 from aam.errors import AamError
-from aam.models.config import EncoderConfig, PredictorConfig, SequenceGroupsConfig
+from aam.models.config import TREE_READOUTS, EncoderConfig, PredictorConfig, SequenceGroupsConfig
 from aam.training.config import TrainerConfig
 
 log = logging.getLogger("aam")
@@ -398,10 +398,10 @@ class TrainRun(FitRun):
                                hint=f"leave it out, or use --model-type {name}")
         if family.capabilities.baseline_blend:
             self.blend_names  # noqa: B018 -- unknown baselines are refused now, before any data is read
-        if not self.group_inner_score and self.group_readout != "boosted":
-            raise AamError("only the boosted read-out can skip its inner cross-validation (the linear read-out's "
-                           "chooses its shrinkage)", source="--no-group-inner-score",
-                           hint="add --group-readout boosted, or leave the flag out")
+        if not self.group_inner_score and self.group_readout not in TREE_READOUTS:
+            raise AamError("only a tree read-out (boosted, forest) can skip its inner cross-validation (the linear "
+                           "read-out's chooses its shrinkage)", source="--no-group-inner-score",
+                           hint="add --group-readout boosted (or forest), or leave the flag out")
         if not self.group_inner_score and self.blend_weighs_inner_predictions:
             raise AamError("--blend-weights inner-cv weighs the model by its inner out-of-fold predictions",
                            source="--no-group-inner-score", hint="add --blend-weights equal, or leave the flag out")

@@ -69,7 +69,7 @@ def train_sequence_groups(inputs: FitInputs) -> FitResult:
              f" and {config.positions} positions" if config.positions else "")
     fit = fit_sequence_groups(model, data.counts[rows], data.tokens, setup.model_targets, groups, seed, anchors,
                               kmeans_starts=run.group_kmeans_starts, inner_score=run.group_inner_score)
-    frame, scores = None, {}  # a boosted read-out fitted without its inner score has neither
+    frame, scores = None, {}  # a tree read-out fitted without its inner score has neither
     if fit.out_of_fold is not None:
         frame = targets.decode(fit.out_of_fold)
         scores = score_predictions(frame, classifier)
