@@ -100,8 +100,9 @@ TRAIN_OPTIONS = [
              help="sequence-groups: what reads the prediction off the group shares: linear (a shrunk linear "
                   "model, strength by inner cross-validation), boosted (gradient-boosted trees, scikit-learn's "
                   "HistGradientBoosting with the boosted baseline's settings) or forest (a random forest with the "
-                  "forest baseline's settings); for trees, inner cross-validation gives their honest score, see "
-                  "--group-inner-score."),
+                  "forest baseline's settings; on the real-data suite it read the groups worse than the forest reads "
+                  "single ASVs and added nothing to the recommended recipes, BENCHMARKS.md); for trees, inner "
+                  "cross-validation gives their honest score, see --group-inner-score."),
     o.option("--group-kmer-size", type=click.IntRange(1, MAX_GROUP_KMER), default=o.TRAIN.group_kmer_size, section="Model",
              help="sequence-groups: k of the k-mer profile describing each ASV (4^k columns)."),
     o.option("--group-positions/--no-group-positions", default=o.TRAIN.group_positions, section="Model",
