@@ -46,6 +46,11 @@ def test_pretrain_writes_the_run_folder(pretrained):
     train = set((pretrained / "train_samples.txt").read_text().split())
     val = set((pretrained / "val_samples.txt").read_text().split())
     assert train and val and not train & val
+    from aam.outputs.checkpoint import load_checkpoint
+
+    state = load_checkpoint(pretrained / "checkpoints" / "last_model.pt")["training_state"]
+    assert len(train) % 8  # a partial last batch exists, and pretraining leaves it out (full batches only)
+    assert state["global_step"] == 2 * (len(train) // 8)
 
 
 def test_train_then_predict_round_trip(synthetic_dir, pretrained, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,14 @@ from aam.models import (
     model_summary,
     to_config,
 )
-from aam.models.asv_encoder import kmer_ids, nucleotide_positions, span_mask
+from aam.models.asv_encoder import (
+    RANDOM_MASK,
+    SPAN_MASK,
+    kmer_ids,
+    nucleotide_positions,
+    scored_positions,
+    span_mask,
+)
 from aam.models.sample_encoder import abundance_feature
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -147,12 +155,47 @@ def test_masking_only_touches_nucleotide_positions():
     torch.manual_seed(0)
     encoder = SequenceEncoder(tiny_encoder(nuc_mask_ratio=0.5)).asv_encoder
     tokens = make_batch(distinct=20)["tokens"]
-    out = encoder(tokens, mask_nucleotides=True)
-    mask = out["nucleotide_mask"]
-    assert out["nucleotide_logits"].shape == (*tokens.shape, 8)
-    assert torch.equal(out["nucleotide_targets"], tokens)
+    mask = encoder.mask_tokens(tokens, torch.Generator().manual_seed(2))
     assert mask.any() and not (mask & ((tokens == PAD) | (tokens == START))).any()
+    out = encoder(tokens, nucleotide_mask=mask)
+    width = math.ceil(0.5 * tokens.shape[1])  # the random strategy's fixed count bounds the scored width
+    assert out["nucleotide_logits"].shape == (len(tokens), width, 8)
+    assert torch.equal(out["nucleotide_mask"].sum(1), mask.sum(1))  # every masked position is scored, once
     assert set(encoder(tokens).keys()) == {"embeddings"}
+
+
+def test_masked_logits_are_the_full_head_at_the_masked_positions_only():
+    """The head runs at each row's masked positions only ([U, M, V], M = ceil(ratio x L)); logits, targets and
+    the loss equal those of the head over every position, read where masked. Also with ASV chunking."""
+    from aam.objectives.losses import masked_nucleotide_loss
+
+    encoder = SequenceEncoder(tiny_encoder(nuc_mask_ratio=0.3)).asv_encoder.double().eval()
+    tokens = make_batch(distinct=9)["tokens"]
+    mask = encoder.mask_tokens(tokens, torch.Generator().manual_seed(1))
+    out = encoder(tokens, nucleotide_mask=mask)
+    hidden, _ = encoder._encode(tokens.masked_fill(mask, MASK))
+    full = encoder.nucleotide_head(hidden)  # [U, L, V]
+    scored = out["nucleotide_mask"]
+    torch.testing.assert_close(out["nucleotide_logits"][scored], full[mask])  # row by row, positions in order
+    assert torch.equal(out["nucleotide_targets"][scored], tokens[mask])
+    torch.testing.assert_close(masked_nucleotide_loss(out["nucleotide_logits"], out["nucleotide_targets"], scored),
+                               torch.nn.functional.cross_entropy(full[mask], tokens[mask].long()))
+    encoder.chunk_size = 4
+    chunked = encoder(tokens, nucleotide_mask=mask)
+    torch.testing.assert_close(chunked["nucleotide_logits"], out["nucleotide_logits"])
+
+
+def test_random_masks_hold_a_fixed_count_per_row_and_spans_are_scored_in_full():
+    eligible = torch.rand(300, 40, generator=torch.Generator().manual_seed(0)) < 0.8
+    mask = RANDOM_MASK(eligible, 0.15, torch.Generator().manual_seed(1))
+    assert torch.equal(mask.sum(1), torch.round(eligible.sum(1) * 0.15).long()) and not (mask & ~eligible).any()
+    assert mask.sum(1).max() <= RANDOM_MASK.width(0.15, 40) == 6
+    assert SPAN_MASK.width(0.15, 40) == 40  # spans vary in number: no bound below the length
+    positions, scored = scored_positions(mask, 6)
+    assert torch.equal(scored.sum(1), mask.sum(1)) and mask.gather(1, positions)[scored].all()
+    assert (positions[:, 1:] > positions[:, :-1])[scored[:, 1:]].all()  # masked positions in order
+    again = RANDOM_MASK(eligible, 0.15, torch.Generator().manual_seed(1))
+    assert torch.equal(again, mask)  # the generator alone decides
 
 
 def test_masked_tokens_become_mask_token():
@@ -162,9 +205,10 @@ def test_masked_tokens_become_mask_token():
     masked = encoder(tokens, mask_nucleotides=True)
     torch.manual_seed(3)
     manual = encoder.mask_tokens(tokens)
-    torch.testing.assert_close(masked["nucleotide_mask"], manual)
+    positions, scored = scored_positions(manual, masked["nucleotide_mask"].shape[1])
+    torch.testing.assert_close(masked["nucleotide_mask"], scored)
     expected, _ = encoder._encode(tokens.masked_fill(manual, MASK))
-    torch.testing.assert_close(masked["nucleotide_logits"], encoder.nucleotide_head(expected))
+    torch.testing.assert_close(masked["nucleotide_logits"][scored], encoder.nucleotide_head(expected)[manual])
 
 
 @pytest.mark.parametrize("strategy", ["random", "span"])
@@ -222,7 +266,7 @@ def test_compact_uint8_tokens_give_exactly_the_int64_outputs():
     assert compact["nucleotide_targets"].dtype == torch.uint8
     losses = [masked_nucleotide_loss(out["nucleotide_logits"], out["nucleotide_targets"], out["nucleotide_mask"])
               for out in (wide, compact)]
-    assert all(torch.equal(a, b) for a, b in zip(*losses))
+    assert torch.equal(*losses)
     assert torch.equal(kmer_ids(tokens.to(torch.uint8), 3), kmer_ids(tokens, 3))  # no wrap below A
 
 

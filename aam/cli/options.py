@@ -231,7 +231,9 @@ MODEL_OPTIONS = [
     option("--nuc-mask-ratio", type=float, default=FIT.nuc_mask_ratio, section="Model",
            help="Fraction of nucleotide positions masked for the masked-nucleotide objective (0 disables)."),
     option("--nuc-mask-strategy", type=RegistryChoice(MASK_STRATEGIES), default=FIT.nuc_mask_strategy, section="Model",
-           help="Mask single positions or spans of 3-5 nucleotides."),
+           help="random: exactly --nuc-mask-ratio of each ASV's positions (rounded), so the nucleotide head "
+                "runs at a fixed number of masked positions per ASV and nowhere else (before session 19 each "
+                "position was masked independently); span: spans of 3-5 nucleotides, every position scored."),
 ]
 
 LOSS_WEIGHT_OPTIONS = [

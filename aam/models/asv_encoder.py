@@ -9,7 +9,9 @@ or START, and masked positions are replaced by the MASK token.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -22,10 +24,31 @@ from aam.models.registries import MASK_STRATEGIES
 SPAN_LENGTHS = (3, 5)  # inclusive range of span lengths for `span` masking
 
 
-def random_mask(eligible: Tensor, ratio: float, generator: torch.Generator | None = None) -> Tensor:
-    """Each eligible position masked independently with probability `ratio`. [U, L] bool."""
-    draws = torch.rand(eligible.shape, generator=generator, device=eligible.device)
-    return eligible & (draws < ratio)
+@dataclass(frozen=True)
+class MaskStrategy:
+    """A masked-nucleotide strategy: ``draw(eligible [U, L] bool, ratio, generator)`` -> [U, L] bool positions
+    to mask; ``most_per_row(ratio, L)``: the most positions one row can hold, a number known without looking at
+    the draw, which sets the static width of the positions the nucleotide head scores (``None``: every
+    position, for a strategy whose count per row is not bounded)."""
+
+    draw: Callable[[Tensor, float, torch.Generator | None], Tensor]
+    most_per_row: Callable[[float, int], int] | None = None
+
+    def __call__(self, eligible: Tensor, ratio: float, generator: torch.Generator | None = None) -> Tensor:
+        return self.draw(eligible, ratio, generator)
+
+    def width(self, ratio: float, length: int) -> int:
+        """Positions scored per row for sequences of ``length`` tokens."""
+        return length if self.most_per_row is None else max(1, min(length, self.most_per_row(ratio, length)))
+
+
+def fixed_count_mask(eligible: Tensor, ratio: float, generator: torch.Generator | None = None) -> Tensor:
+    """Exactly round(`ratio` x its eligible positions) positions of each row, uniformly without replacement.
+    [U, L] bool. A fixed count per row bounds the positions to score by ceil(ratio x L) (no host sync)."""
+    draws = torch.rand(eligible.shape, generator=generator, device=eligible.device).masked_fill(~eligible, 2.0)
+    ranks = draws.argsort(dim=1).argsort(dim=1)  # rank of each position's draw in its row; ineligible last
+    counts = torch.round(eligible.sum(dim=1, keepdim=True) * ratio)
+    return ranks < counts
 
 
 def span_mask(eligible: Tensor, ratio: float, generator: torch.Generator | None = None) -> Tensor:
@@ -43,6 +66,19 @@ def span_mask(eligible: Tensor, ratio: float, generator: torch.Generator | None 
     for offset in range(1, longest):
         covered[:, offset:] |= starts[:, :-offset] & (lengths[:, :-offset] > offset)
     return covered & eligible
+
+
+RANDOM_MASK = MaskStrategy(fixed_count_mask, lambda ratio, length: math.ceil(ratio * length))
+SPAN_MASK = MaskStrategy(span_mask)  # spans overlap and vary in number: every position may be scored
+
+
+def scored_positions(masked: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """[U, L] bool -> ([U, width] indices of each row's masked positions, in order, then unmasked ones;
+    [U, width] bool, which of them are masked). Static shapes: no host synchronisation. A row with more than
+    ``width`` masked positions has the rest masked in its input but not scored (never for masks drawn by a
+    strategy whose ``width`` this is)."""
+    order = torch.sort(masked.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :width]
+    return order, masked.gather(1, order)
 
 
 
@@ -183,30 +219,39 @@ class ASVEncoder(nn.Module):
 
     def predict_masked(self, tokens: Tensor, generator: torch.Generator | None = None,
                        masked: Tensor | None = None, padded: bool = True) -> dict[str, Tensor]:
-        """Mask nucleotides of [U, L] `tokens` (at `masked`, else drawn) and predict them: logits [U, L, V],
-        mask and targets [U, L]."""
+        """Mask nucleotides of [U, L] `tokens` (at `masked`, else drawn) and predict them where masked only:
+        logits [U, M, V], targets and mask [U, M] at each row's masked positions (M: the strategy's
+        :meth:`MaskStrategy.width`; a row with fewer masked positions pads with unscored ones)."""
         if masked is None:
             masked = self.mask_tokens(tokens, generator)
+        width = MASK_STRATEGIES[self.mask_strategy].width(self.mask_ratio, tokens.shape[1])
+        positions, scored = scored_positions(masked, width)
         inputs = tokens.masked_fill(masked, MASK)
-        logits = self._chunked(self._nucleotide_logits, inputs, padded)  # [U, L, V]
-        return {"nucleotide_logits": logits, "nucleotide_mask": masked, "nucleotide_targets": tokens}
+        logits = self._chunked(self._nucleotide_logits, inputs, padded, positions)  # [U, M, V]
+        return {"nucleotide_logits": logits, "nucleotide_mask": scored,
+                "nucleotide_targets": tokens.gather(1, positions)}
 
-    def _chunked(self, encode: Callable[[Tensor, bool], Tensor], tokens: Tensor, padded: bool) -> Tensor:
-        """``encode`` over [U, L] ``tokens``, ``chunk_size`` rows at a time when set. While training, each
-        chunk keeps only its input and output for backward and is recomputed there (activation checkpointing),
-        so activation memory stays flat in the batch's distinct ASVs instead of growing ~layers x L x D each."""
+    def _chunked(self, encode: Callable[..., Tensor], tokens: Tensor, padded: bool, *per_row: Tensor) -> Tensor:
+        """``encode(tokens, padded, *per_row)`` over [U, L] ``tokens`` (and ``per_row`` tensors [U, ...] split
+        alike), ``chunk_size`` rows at a time when set. While training, each chunk keeps only its input and
+        output for backward and is recomputed there (activation checkpointing), so activation memory stays flat
+        in the batch's distinct ASVs instead of growing ~layers x L x D each."""
         recompute = bool(self.chunk_size) and self.training and torch.is_grad_enabled()
-        parts = tokens.split(self.chunk_size) if self.chunk_size else (tokens,)
-        outputs = []
-        for part in parts:
-            outputs.append(recomputed(encode, part, padded) if recompute else encode(part, padded))
+        if not self.chunk_size:
+            return encode(tokens, padded, *per_row)
+        parts = zip(tokens.split(self.chunk_size), *(extra.split(self.chunk_size) for extra in per_row))
+        outputs = [recomputed(encode, part, padded, *extra) if recompute else encode(part, padded, *extra)
+                   for part, *extra in parts]
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
     def _pooled(self, tokens: Tensor, padded: bool = True) -> Tensor:
         return self._encode(tokens, padded)[1]
 
-    def _nucleotide_logits(self, tokens: Tensor, padded: bool = True) -> Tensor:
-        return self.nucleotide_head(self._encode(tokens, padded)[0])
+    def _nucleotide_logits(self, tokens: Tensor, padded: bool, positions: Tensor) -> Tensor:
+        """[u, L] masked tokens, [u, M] positions -> [u, M, V] logits at those positions only."""
+        hidden = self._encode(tokens, padded)[0]  # [u, L, D]
+        at = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+        return self.nucleotide_head(hidden.gather(1, at))
 
     def _encode(self, tokens: Tensor, padded: bool = True) -> tuple[Tensor, Tensor]:
         """[u, L] -> hidden [u, L, D], pooled [u, D]; attention is unmasked when nothing is ``padded``."""

@@ -18,4 +18,4 @@ REGRESSION_HEADS: Registry = Registry("regression head", lazy_entries("aam.model
 COUNT_EMBEDDINGS: Registry = Registry("count embedding", lazy_entries("aam.models.sample_encoder", {
     "add": "AddCountEmbedding", "concat": "ConcatCountEmbedding", "film": "FiLMCountEmbedding"}))
 MASK_STRATEGIES: Registry = Registry("nucleotide mask strategy", lazy_entries("aam.models.asv_encoder", {
-    "random": "random_mask", "span": "span_mask"}))
+    "random": "RANDOM_MASK", "span": "SPAN_MASK"}))

@@ -71,28 +71,25 @@ def pairwise_distance_loss(pred: Tensor, target: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- nucleotides
-def masked_nucleotide_loss(logits: Tensor, targets: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Cross-entropy over masked nucleotide positions only.
+def masked_nucleotide_loss(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """Mean cross-entropy over the scored (masked) positions; a zero with gradient when none is.
 
     Args:
-        logits: [U, L, V] scores over the vocabulary.
-        targets: [U, L] int64 original tokens.
-        mask: [U, L] bool, True where the input token was masked (the positions to predict).
+        logits: [U, M, V] scores over the vocabulary at M positions per distinct ASV (the ASV encoder gives
+            them at each row's masked positions only).
+        targets: [U, M] original tokens there (any integer dtype).
+        mask: [U, M] bool, True where the position is scored.
 
-    Returns:
-        ``(loss, n_correct, n_masked)``: the mean cross-entropy over masked positions (a zero with gradient when
-        nothing is masked), and the number of correct argmax predictions and of masked positions, as 0-d tensors
-        on the logits' device (no host synchronisation).
+    No host synchronisation (the count of scored positions stays on the device); accuracy is a validation
+    diagnostic (:class:`aam.models.diagnostics.MaskedNucleotides`), not computed here.
     """
-    flat_logits = logits.reshape(-1, logits.shape[-1])  # [U*L, V]
+    flat_logits = logits.reshape(-1, logits.shape[-1])  # [U*M, V]
     flat_mask = mask.reshape(-1).bool()
-    # unmasked positions may hold anything (padding, ignore values): give them a valid dummy class
+    # unscored positions may hold anything (padding, ignore values): give them a valid dummy class
     flat_targets = torch.where(flat_mask, targets.reshape(-1).long(), torch.zeros_like(targets.reshape(-1).long()))
     per_position = F.cross_entropy(_full_precision(flat_logits), flat_targets, reduction="none")
-    n_masked = flat_mask.sum()
-    loss = torch.where(flat_mask, per_position, torch.zeros_like(per_position)).sum() / n_masked.clamp_min(1)
-    n_correct = ((flat_logits.argmax(-1) == flat_targets) & flat_mask).sum()
-    return loss, n_correct, n_masked
+    scored = torch.where(flat_mask, per_position, torch.zeros_like(per_position)).sum()
+    return scored / flat_mask.sum().clamp_min(1)
 
 
 # --------------------------------------------------------------------------- counts
@@ -309,8 +306,8 @@ class MultiTaskLoss:
     ============ ======================================================= =============================================
     target       ``prediction`` [B, O] / [B, O, Q] / [B, C] log-probs    ``targets`` [B]; ``sample_weights`` [B] opt.
     unifrac      ``distances`` [B, B]  (or ``faith_pd`` [B, 1])           ``distances`` [B, B] (or [B] for Faith PD)
-    nucleotide   ``nucleotide_logits`` [U, L, V], ``nucleotide_targets``  --
-                 [U, L], ``nucleotide_mask`` [U, L]
+    nucleotide   ``nucleotide_logits`` [U, M, V], ``nucleotide_targets``  --
+                 [U, M], ``nucleotide_mask`` [U, M] (M scored positions)
     count        ``count_prediction`` [B, S]                             ``counts`` [B, S], ``asv_mask`` [B, S]
     ============ ======================================================= =============================================
 
@@ -343,9 +340,8 @@ class MultiTaskLoss:
                 faith = outputs["faith_pd"]
                 parts["unifrac"] = (self.penalty, F.mse_loss(faith, distances.reshape(faith.shape).to(faith.dtype)))
         if self.nuc_penalty and "nucleotide_logits" in outputs:
-            loss, _, _ = masked_nucleotide_loss(outputs["nucleotide_logits"], outputs["nucleotide_targets"],
-                                                outputs["nucleotide_mask"])
-            parts["nucleotide"] = (self.nuc_penalty, loss)
+            parts["nucleotide"] = (self.nuc_penalty, masked_nucleotide_loss(
+                outputs["nucleotide_logits"], outputs["nucleotide_targets"], outputs["nucleotide_mask"]))
         counts, asv_mask = _field(batch, "counts"), _field(batch, "asv_mask")
         if self.count_penalty and "count_prediction" in outputs and counts is not None and asv_mask is not None:
             target = relative_abundance(counts, asv_mask)

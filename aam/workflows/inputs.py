@@ -132,11 +132,13 @@ def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarr
                   val_categoricals: np.ndarray | None = None, train_weights: np.ndarray | None = None,
                   pin_memory: bool = False, distributed: DistributedContext | None = None,
                   read_fraction: float | None = None, train_data: AmpliconData | None = None,
-                  train_draw_weights: np.ndarray | None = None):
+                  train_draw_weights: np.ndarray | None = None, drop_last_train: bool = False):
     """Training loader (shuffled, ``asv_sampling``, reads thinned to ``read_fraction`` each epoch when given)
     and validation loader (every sample, abundance-first, all reads). ``train_data`` (the same samples and
     ASVs, some reads removed) replaces ``data`` for the training samples. ``train_draw_weights`` [len(train_rows)]
-    (tables of a weighted corpus): each epoch draws the training samples with replacement in proportion."""
+    (tables of a weighted corpus): each epoch draws the training samples with replacement in proportion.
+    ``drop_last_train``: every training batch holds ``batch_size`` samples (the partial one is left out, a
+    different one each epoch): one batch shape less to compile, and no batch too small for pairs."""
     collator = BatchCollator(data.tokens, data.sample_ids, distance_lookup)
     train_set = SampleDataset(data if train_data is None else train_data, train_rows, train_targets,
                               train_categoricals, token_limit, asv_sampling, seed, sample_weights=train_weights,
@@ -156,7 +158,7 @@ def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarr
     else:
         train_sampler, val_sampler = EpochShuffleSampler(len(train_set), seed, weights), None
     train_loader = make_loader(train_set, collator, batch_size, shuffle=True, num_workers=num_workers,
-                               pin_memory=pin_memory, sampler=train_sampler)
+                               pin_memory=pin_memory, sampler=train_sampler, drop_last=drop_last_train)
     val_loader = make_loader(val_set, collator, batch_size, shuffle=False, num_workers=num_workers,
                              pin_memory=pin_memory, sampler=val_sampler)
     return train_loader, val_loader
