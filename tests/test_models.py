@@ -198,6 +198,21 @@ def test_random_masks_hold_a_fixed_count_per_row_and_spans_are_scored_in_full():
     assert torch.equal(again, mask)  # the generator alone decides
 
 
+def test_a_strategy_registered_as_a_plain_function_is_scored_at_every_masked_position():
+    from aam.models.registries import MASK_STRATEGIES
+
+    MASK_STRATEGIES.register("every-third", lambda eligible, ratio, generator=None: eligible & (
+        torch.arange(eligible.shape[1]) % 3 == 0))
+    try:
+        encoder = SequenceEncoder(tiny_encoder(nuc_mask_strategy="every-third")).asv_encoder
+        tokens = make_batch(distinct=5)["tokens"]
+        out = encoder(tokens, mask_nucleotides=True)
+        assert out["nucleotide_logits"].shape[1] == tokens.shape[1]  # no bound known: the full width
+        assert out["nucleotide_mask"].sum() == nucleotide_positions(tokens)[:, ::3].sum()
+    finally:
+        MASK_STRATEGIES.unregister("every-third")
+
+
 def test_masked_tokens_become_mask_token():
     encoder = SequenceEncoder(tiny_encoder(nuc_mask_ratio=0.5)).asv_encoder.eval()
     tokens = make_batch(distinct=8)["tokens"]

@@ -81,8 +81,6 @@ def scored_positions(masked: Tensor, width: int) -> tuple[Tensor, Tensor]:
     return order, masked.gather(1, order)
 
 
-
-
 def nucleotide_positions(tokens: Tensor) -> Tensor:
     """[U, L] bool: positions holding a nucleotide (or UNK) token."""
     eligible = torch.zeros_like(tokens, dtype=torch.bool)
@@ -224,7 +222,9 @@ class ASVEncoder(nn.Module):
         :meth:`MaskStrategy.width`; a row with fewer masked positions pads with unscored ones)."""
         if masked is None:
             masked = self.mask_tokens(tokens, generator)
-        width = MASK_STRATEGIES[self.mask_strategy].width(self.mask_ratio, tokens.shape[1])
+        strategy = MASK_STRATEGIES[self.mask_strategy]  # a plain function registered by a user: every position
+        width = (strategy.width(self.mask_ratio, tokens.shape[1]) if isinstance(strategy, MaskStrategy)
+                 else tokens.shape[1])
         positions, scored = scored_positions(masked, width)
         inputs = tokens.masked_fill(masked, MASK)
         logits = self._chunked(self._nucleotide_logits, inputs, padded, positions)  # [U, M, V]
