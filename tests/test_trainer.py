@@ -35,9 +35,11 @@ CONFIG = PredictorConfig(encoder=EncoderConfig(max_bp=20, embedding_dim=16, atte
                                                token_limit=32, dropout=0.0))
 
 
-def _data(n: int = 10, n_asvs: int = 12) -> tuple[AmpliconData, np.ndarray]:
+def _data(n: int = 10, n_asvs: int = 12, floor: int = 0) -> tuple[AmpliconData, np.ndarray]:
+    """``n`` samples of ``n_asvs`` random 20-nt ASVs; counts below ``floor`` are zeroed (sparser samples)."""
     rng = np.random.default_rng(0)
     counts = rng.integers(0, 5, size=(n, n_asvs)).astype(np.float32)
+    counts[counts < floor] = 0
     counts[:, 0] += 1
     tokens = np.zeros((n_asvs, 21), dtype=np.uint8)
     tokens[:, 0] = 6
@@ -307,6 +309,33 @@ def test_compiled_training_traces_a_few_graphs_without_breaks_and_matches_eager(
     assert 3 <= counters["stats"]["unique_graphs"] <= 4
     for key in ("train_loss", "val_loss", "val_nucleotide_accuracy"):
         assert with_compile[key] == pytest.approx(without[key], rel=1e-4, abs=1e-6)
+
+
+def test_full_batches_compile_a_fixed_set_of_graphs_that_later_epochs_reuse():
+    """Pretraining's loader leaves out the partial batch, so every training batch has the same number of samples
+    while its distinct ASVs and slots vary. With dynamic shapes and the nucleotide mask drawn outside the model
+    (masked positions gathered to a width set by the sequence length), the first epoch compiles at most two
+    training graphs (one more only when two sizes coincide in the first batch) and one for evaluation, and the
+    next epochs, whose batches have other shapes, compile none."""
+    def graphs(epochs: int) -> tuple[int, list[tuple[int, int]]]:
+        torch._dynamo.reset()
+        counters.clear()
+        trainer = _trainer(epochs=epochs, nucleotides=True, compile_model=True, compile_backend="eager")
+        data, targets = _data(14, n_asvs=40, floor=3)  # sparse samples: batches differ in distinct ASVs and slots
+        dataset = SampleDataset(data, targets=targets, token_limit=32, asv_sampling="random", seed=0)
+        collator = BatchCollator(data.tokens, data.sample_ids)
+        loader = make_loader(dataset, collator, 4, shuffle=True, sampler=EpochShuffleSampler(14, 0), drop_last=True)
+        shapes = [(len(b.tokens), b.asv_index.shape[1]) for epoch in range(epochs)
+                  for b in (loader.sampler.set_epoch(epoch), list(loader))[1]]
+        assert all(len(b.sample_ids) == 4 for b in loader) and len(loader) == 3  # 14 samples: 3 full batches
+        trainer.fit(loader, _loader(4, n=7))
+        assert not counters["graph_break"], dict(counters["graph_break"])
+        return int(counters["stats"]["unique_graphs"]), shapes
+
+    first, _ = graphs(1)
+    later, shapes = graphs(3)
+    assert len({u for u, _ in shapes}) >= 3 and len({s for _, s in shapes}) >= 3  # batches differ in shape
+    assert 2 <= first <= 3 and later == first
 
 
 def test_precision_objects_choose_autocast_and_scaling():
