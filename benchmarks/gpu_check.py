@@ -9,7 +9,9 @@ Checks, each on random 150-nt ASVs (no data needed), the model built from the sa
   autocast against fp32, from the same weights: relative difference.
 - ``compile``: a few training steps of batches with different shapes through ``--compile-model``
   (inductor on a GPU): graphs compiled, graph breaks, recompilations.
-- ``attention``: every ``--attn-implementation`` with and without a padding mask, against the math kernel.
+- ``attention``: the kernel of every ``--attn-implementation`` alone (no MATH fallback), with and without a
+  padding mask, against the math kernel; one expected to run that did not fails the check and the script
+  exits 1 (FlashAttention is expected for bf16/fp16 without a mask, the others everywhere).
 - ``memory``: peak memory of one training step at batches of 16, 64 and 256 samples (fp32 and bf16 with
   ``--asv-chunk-size``).
 - ``speed``: training samples/s at fp32, TF32, bf16 and fp16, at the small and the default model size.
@@ -152,7 +154,27 @@ def check_compile(device, size, max_bp, batches, backend) -> dict[str, Any]:
             "recompiles": int(sum(counters["recompiles"].values()))}
 
 
+def kernel_expected(name: str, dtype: torch.dtype, masked: bool) -> bool:
+    """Whether ``--attn-implementation name``'s own kernel must run on a recent CUDA GPU (sm80+):
+    FlashAttention takes half precision without a padding mask; the others take any float and masks."""
+    return name != "flash" or (dtype in (torch.bfloat16, torch.float16) and not masked)
+
+
+def _only_kernel(name: str, device) -> Any:
+    """SDPA restricted to the kernel ``name`` asks for first, without the MATH fallback the model's own lists
+    end with, so a refused kernel raises instead of passing silently (``sdpa``: torch's own choice)."""
+    from torch.nn.attention import sdpa_kernel
+
+    backends = ATTENTION_BACKENDS[name]
+    if device.type != "cuda" or backends is None:
+        return attention_backend(name, device)
+    return sdpa_kernel([backends[0]])
+
+
 def check_attention(device) -> dict[str, Any]:
+    """Every attention implementation's own kernel, alone, with and without a padding mask, against MATH:
+    ``ok`` (it ran), ``expected`` (:func:`kernel_expected`). An expected kernel that did not run fails the
+    check (:func:`attention_failures`)."""
     from aam.models.layers import TransformerStack
 
     torch.manual_seed(0)
@@ -169,13 +191,22 @@ def check_attention(device) -> dict[str, Any]:
                     reference = stack(x, mask).float()
                 for name in ATTENTION_BACKENDS:
                     key = f"{name}/{str(dtype).split('.')[-1]}/{'mask' if masked else 'no mask'}"
+                    expected = device.type != "cuda" or kernel_expected(name, dtype, masked)
                     try:
-                        with attention_backend(name, device):
+                        with _only_kernel(name, device):
                             out = stack(x, mask).float()
-                        results[key] = {"ok": True, "max_abs_difference": float((out - reference).abs().max())}
-                    except RuntimeError as err:  # pragma: no cover - a kernel refused on this GPU
-                        results[key] = {"ok": False, "error": str(err).splitlines()[0]}
+                        results[key] = {"ok": True, "expected": expected,
+                                        "max_abs_difference": float((out - reference).abs().max())}
+                    except RuntimeError as err:  # a kernel refused on this GPU, dtype or mask
+                        results[key] = {"ok": False, "expected": expected, "error": str(err).splitlines()[0]}
     return results
+
+
+def attention_failures(results: dict[str, Any]) -> list[str]:
+    """The kernels that were expected to run and did not (a check cut short by its budget fails whole)."""
+    if "timed_out" in results or "failed" in results:
+        return ["attention"]
+    return [key for key, value in results.items() if value.get("expected", True) and not value["ok"]]
 
 
 def check_memory(device, size, max_bp, problem, batch_sizes, chunk) -> dict[str, Any]:
@@ -324,10 +355,12 @@ def _compile_lines(c: dict[str, Any], _: dict[str, Any]) -> list[str]:
 
 
 def _attention_lines(a: dict[str, Any], _: dict[str, Any]) -> list[str]:
-    bad = [k for k, v in a.items() if not v["ok"]]
+    bad = attention_failures(a)
+    refused = [k for k, v in a.items() if not v["ok"] and not v.get("expected", True)]
     worst = max((v["max_abs_difference"] for v in a.values() if v["ok"]), default=float("nan"))
-    return [f"| attention kernels | {len(a) - len(bad)}/{len(a)} ran, max difference to math {worst:.2e}"
-            f"{'; failed: ' + ', '.join(bad) if bad else ''} |"]
+    return [f"| attention kernels | {sum(v['ok'] for v in a.values())}/{len(a)} ran alone, max difference to math "
+            f"{worst:.2e}{'; refused as expected: ' + ', '.join(refused) if refused else ''}"
+            f"{'; FAILED (expected to run): ' + ', '.join(bad) if bad else ''} |"]
 
 
 def _memory_lines(m: dict[str, Any], result: dict[str, Any]) -> list[str]:
@@ -467,6 +500,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 result.setdefault("over_budget", {})[name] = round(seconds, 1)
             print(f"{name}: {seconds:.1f} s (budget {budgets[name]:g} s)", flush=True)
             (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
+    if "attention" in selected and attention_failures(result["attention"]):
+        result["failed_checks"] = ["attention"]  # the script exits 1: a requested kernel did not run
+        (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
     if args.only:
         print(json.dumps(result, indent=1))
         return result
@@ -476,4 +512,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if main().get("failed_checks") else 0)

@@ -20,8 +20,9 @@ def test_gpu_check_runs_every_check_at_toy_size_on_cpu(gpu_check, tmp_path):
     by_loss = result["precision"]["by_loss"]  # what pretraining optimises stays close in bf16 (#29 point 3)
     assert by_loss["unifrac"]["bf16"] < 1e-2 and by_loss["nucleotide"]["bf16"] < 1e-2
     assert result["compile"]["graph_breaks"] == 0 and 1 <= result["compile"]["unique_graphs"] <= 3
-    assert len(result["attention"]) == 8 and all(v["ok"] and v["max_abs_difference"] < 1e-5
+    assert len(result["attention"]) == 8 and all(v["ok"] and v["expected"] and v["max_abs_difference"] < 1e-5
                                                  for v in result["attention"].values())
+    assert "failed_checks" not in result
     memory = result["memory"]
     assert memory["bf16+chunks/batch 8"]["mib"] < 0.5 * memory["fp32/batch 8"]["mib"]
     assert set(result["speed"]) == {"toy/fp32", "toy/bf16", "toy/fp16"} and min(result["speed"].values()) > 0
@@ -30,6 +31,25 @@ def test_gpu_check_runs_every_check_at_toy_size_on_cpu(gpu_check, tmp_path):
     assert set(result["budgets_s"]) == set(gpu_check.BUDGETS) and sum(gpu_check.BUDGETS.values()) <= 480
     table = (tmp_path / "gpu_check.md").read_text()
     assert "| compile (eager, 3 steps) | " in table and "samples/s, toy/fp16" in table
+
+
+def test_a_kernel_expected_to_run_that_did_not_fails_the_attention_check(gpu_check):
+    import torch
+
+    assert gpu_check.kernel_expected("flash", torch.bfloat16, masked=False)
+    assert not gpu_check.kernel_expected("flash", torch.bfloat16, masked=True)  # FlashAttention takes no mask
+    assert not gpu_check.kernel_expected("flash", torch.float32, masked=False)
+    assert gpu_check.kernel_expected("mem_efficient", torch.float32, masked=True)
+    ran = {"ok": True, "expected": True, "max_abs_difference": 1e-3}
+    refused_as_expected = {"ok": False, "expected": False, "error": "No available kernel."}
+    refused = {"ok": False, "expected": True, "error": "No available kernel."}
+    fine = {"math/bfloat16/mask": ran, "flash/bfloat16/mask": refused_as_expected}
+    assert gpu_check.attention_failures(fine) == []
+    assert gpu_check.attention_failures({**fine, "flash/bfloat16/no mask": refused}) == ["flash/bfloat16/no mask"]
+    assert gpu_check.attention_failures({"timed_out": 60}) == ["attention"]
+    line = gpu_check._attention_lines({**fine, "flash/bfloat16/no mask": refused}, {})[0]
+    assert "1/3 ran alone" in line and "refused as expected: flash/bfloat16/mask" in line
+    assert "FAILED (expected to run): flash/bfloat16/no mask" in line
 
 
 def test_an_isolated_check_runs_in_its_own_process_and_stops_at_its_budget(gpu_check, tmp_path):
