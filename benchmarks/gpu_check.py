@@ -12,6 +12,9 @@ Checks, each on random 150-nt ASVs (no data needed), the model built from the sa
 - ``attention``: the kernel of every ``--attn-implementation`` alone (no MATH fallback), with and without a
   padding mask, against the math kernel; one expected to run that did not fails the check and the script
   exits 1 (FlashAttention is expected for bf16/fp16 without a mask, the others everywhere).
+- ``syncs``: host synchronisations of a pretraining epoch (the Trainer's loop, UniFrac + masked nucleotides)
+  of 2 and of 6 batches, counted by Tensor method and, on CUDA, by ``torch.cuda.set_sync_debug_mode``: a step
+  that adds any fails the check (the script exits 1).
 - ``memory``: peak memory of one training step at batches of 16, 64 and 256 samples (fp32 and bf16 with
   ``--asv-chunk-size``).
 - ``speed``: training samples/s at fp32, TF32, bf16 and fp16, at the small and the default model size.
@@ -21,7 +24,7 @@ Checks, each on random 150-nt ASVs (no data needed), the model built from the sa
 - ``multi_gpu``: with two or more GPUs, ``torchrun --nproc_per_node 2 -m aam.cli train`` with
   ``--distributed`` and with ``--fsdp`` on a synthetic dataset: exit status and samples/s from its log.
 
-Each check has a budget in seconds (``BUDGETS``, 470 s in all: the script fits in 8 minutes of device time;
+Each check has a budget in seconds (``BUDGETS``, 480 s in all: the script fits in 8 minutes of device time;
 ``--budgets name=s`` overrides); on a GPU each runs in its own process and is stopped at its budget
 (``--isolate``), so one slow or hung check costs its budget and no more. ``--only`` selects checks.
 
@@ -130,6 +133,41 @@ def check_precision(device, size, max_bp, batch) -> dict[str, Any]:
     return {"loss": {name: values["total"] for name, values in parts.items()},
             "by_loss": {k: v for k, v in relative.items() if k != "total"},
             **{f"{low}_relative_difference": relative["total"][low] for low in ("bf16", "fp16")}}
+
+
+def check_syncs(device, size, max_bp, problem, batch_size: int) -> dict[str, Any]:
+    """Host synchronisations of a pretraining epoch (UniFrac + masked nucleotides, the Trainer's own loop) of 2
+    batches and of 6, after a warm-up epoch: in steady state a step adds none, so the counts are equal
+    (``per_step`` empty; #29 point 2). Counted by :func:`aam.training.host_syncs.counting_host_syncs`: the
+    Tensor methods that wait for the device and, on CUDA, ``torch.cuda.set_sync_debug_mode``'s reports."""
+    from torch.utils.data import Subset
+
+    from aam.data.dataset import make_loader
+    from aam.models import SequenceEncoder
+    from aam.training.host_syncs import counting_host_syncs, host_resident_state
+    from aam.training.schedulers import build_scheduler
+
+    dataset, collator = problem
+    counts = {}
+    for n_batches in (2, 6):
+        torch.manual_seed(0)
+        model = SequenceEncoder(EncoderConfig(max_bp=max_bp, dropout=0.0, **size))
+        trainer = Trainer(model, MultiTaskLoss(target_penalty=0.0, penalty=1.0, nuc_penalty=1.0, count_penalty=0.0),
+                          TrainerConfig(progress=False, scheduler="cosine", epochs=2, progress_interval=1e9),
+                          device=device)
+        trainer.scheduler = build_scheduler("cosine", trainer.optimizer, total_steps=n_batches + 1,
+                                            steps_per_epoch=n_batches)
+        rows = [i % len(dataset) for i in range(n_batches * batch_size)]
+        loader = make_loader(Subset(dataset, rows), collator, batch_size, shuffle=False)
+        warm = make_loader(Subset(dataset, rows[:batch_size]), collator, batch_size, shuffle=False)
+        trainer.train_epoch(warm, 0)  # lazy initialisation, allocator, library handles
+        _sync(device)
+        with counting_host_syncs(device, host_resident_state(trainer.optimizer)) as epoch_counts:
+            trainer.train_epoch(loader, 1)
+        counts[n_batches] = epoch_counts
+    keys = set(counts[2]) | set(counts[6])
+    per_step = {k: (counts[6].get(k, 0) - counts[2].get(k, 0)) / 4 for k in sorted(keys)}
+    return {"epoch_of_2": counts[2], "epoch_of_6": counts[6], "per_step": {k: v for k, v in per_step.items() if v}}
 
 
 def check_compile(device, size, max_bp, batches, backend) -> dict[str, Any]:
@@ -383,15 +421,21 @@ def _multi_gpu_lines(m: dict[str, Any], _: dict[str, Any]) -> list[str]:
     return [f"| 2 GPUs {k} | {v} |" for k, v in m.items()]
 
 
-_SECTIONS = {"precision": _precision_lines, "attention": _attention_lines, "memory": _memory_lines,
+def _syncs_lines(c: dict[str, Any], _: dict[str, Any]) -> list[str]:
+    per_step = ", ".join(f"{k} {v:g}" for k, v in c["per_step"].items())
+    return [f"| host syncs, pretraining epoch of 2 / 6 batches | {sum(c['epoch_of_2'].values())} / "
+            f"{sum(c['epoch_of_6'].values())}; {'FAILED, per step: ' + per_step if per_step else 'none per step'} |"]
+
+
+_SECTIONS = {"precision": _precision_lines, "attention": _attention_lines, "syncs": _syncs_lines, "memory": _memory_lines,
              "speed": _speed_lines, "compile": _compile_lines, "pretrain_speed": _pretrain_lines,
              "multi_gpu": _multi_gpu_lines}
 
 
-# Seconds each check may take on the device (sum 470 s: the whole script fits in 8 minutes of device time).
+# Seconds each check may take on the device (sum 480 s: the whole script fits in 8 minutes of device time).
 # With isolation (the default on a GPU) each check runs in its own process and is stopped at its budget.
-BUDGETS: dict[str, float] = {"precision": 15, "attention": 15, "memory": 40, "speed": 80, "compile": 80,
-                             "pretrain_speed": 80, "multi_gpu": 160}
+BUDGETS: dict[str, float] = {"precision": 15, "attention": 15, "syncs": 20, "memory": 40, "speed": 80,
+                             "compile": 80, "pretrain_speed": 80, "multi_gpu": 150}
 
 
 def check_pretrain_speed(device, out: Path, quick: bool, data: str | None) -> dict[str, Any]:
@@ -484,6 +528,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             checks = {
                 "precision": lambda: check_precision(device, main_size, max_bp, batches[0]),
                 "attention": lambda: check_attention(device),
+                "syncs": lambda: check_syncs(device, main_size, max_bp, problem, 4 if quick else 64),
                 "memory": lambda: check_memory(device, main_size, max_bp, problem,
                                                [4, 8] if quick else [16, 64, 256], chunk=16 if quick else 256),
                 "speed": lambda: check_speed(device, sizes, max_bp, batches, 1 if quick else 5),
@@ -500,8 +545,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 result.setdefault("over_budget", {})[name] = round(seconds, 1)
             print(f"{name}: {seconds:.1f} s (budget {budgets[name]:g} s)", flush=True)
             (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
-    if "attention" in selected and attention_failures(result["attention"]):
-        result["failed_checks"] = ["attention"]  # the script exits 1: a requested kernel did not run
+    failed = [name for name, broken in (("attention", lambda r: bool(attention_failures(r))),
+                                        ("syncs", lambda r: "per_step" not in r or bool(r["per_step"])))
+              if name in selected and broken(result[name])]
+    if failed:  # the script exits 1: a requested kernel did not run, or a step waited for the device
+        result["failed_checks"] = failed
         (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2))
     if args.only:
         print(json.dumps(result, indent=1))

@@ -31,6 +31,7 @@ from aam.training.distributed import (
     gather_with_grad,
     shutdown,
 )
+from aam.training.host_syncs import counting_host_syncs
 from aam.training.trainer import Trainer, TrainerConfig, forward_batch
 
 TINY = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--token-limit", "16",
@@ -336,27 +337,6 @@ def test_parallel_flags_that_cannot_start_here(synthetic_dir, tmp_path):
 
 
 # ----------------------------------------------------------------------------- DDP step: accumulation, syncs
-# every way a tensor makes the host wait for its device: reading values, Python truth and numbers, and ops whose
-# output shape depends on the data
-HOST_SYNCS = ("item", "cpu", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__", "nonzero",
-              "unique", "masked_select", "repeat_interleave")
-
-
-def _counting_host_syncs(counts: dict[str, int]):
-    """Patch the Tensor methods that wait for the device, counting calls (the CPU shows the code paths)."""
-    originals = {name: getattr(torch.Tensor, name) for name in HOST_SYNCS}
-
-    def wrap(name):
-        def counted(self, *args, **kwargs):
-            counts[name] = counts.get(name, 0) + 1
-            return originals[name](self, *args, **kwargs)
-        return counted
-
-    for name in HOST_SYNCS:
-        setattr(torch.Tensor, name, wrap(name))
-    return originals
-
-
 def _fixed_norms(model) -> None:
     """ASVNorm's running statistics follow each rank's own batches; fixed, DDP can equal one process."""
     from aam.models.asv_encoder import ASVNorm
@@ -394,13 +374,8 @@ def _ddp_step_worker(rank: int, world: int, port: int, out_dir: str) -> None:
             sampler = ResumableDistributedSampler(dataset, world, rank, shuffle=True, seed=3)
             loader = make_loader(dataset, collator, 2, shuffle=True, sampler=sampler)
             trainer.scheduler = trainer_scheduler(trainer, len(loader))
-            counts: dict[str, int] = {}
-            originals = _counting_host_syncs(counts)
-            try:
+            with counting_host_syncs() as counts:
                 trainer.train_epoch(loader, 0)
-            finally:
-                for name, method in originals.items():
-                    setattr(torch.Tensor, name, method)
             syncs[n_samples] = counts
             order = [list(sampler)]
         unused = {"masking off": trainer.strategy.ddp.find_unused_parameters}

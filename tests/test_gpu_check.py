@@ -23,6 +23,8 @@ def test_gpu_check_runs_every_check_at_toy_size_on_cpu(gpu_check, tmp_path):
     assert len(result["attention"]) == 8 and all(v["ok"] and v["expected"] and v["max_abs_difference"] < 1e-5
                                                  for v in result["attention"].values())
     assert "failed_checks" not in result
+    syncs = result["syncs"]  # a pretraining step waits for nothing: 6 batches cost what 2 do (#29 point 2)
+    assert syncs["per_step"] == {} and syncs["epoch_of_6"] == syncs["epoch_of_2"]
     memory = result["memory"]
     assert memory["bf16+chunks/batch 8"]["mib"] < 0.5 * memory["fp32/batch 8"]["mib"]
     assert set(result["speed"]) == {"toy/fp32", "toy/bf16", "toy/fp16"} and min(result["speed"].values()) > 0
@@ -31,6 +33,7 @@ def test_gpu_check_runs_every_check_at_toy_size_on_cpu(gpu_check, tmp_path):
     assert set(result["budgets_s"]) == set(gpu_check.BUDGETS) and sum(gpu_check.BUDGETS.values()) <= 480
     table = (tmp_path / "gpu_check.md").read_text()
     assert "| compile (eager, 3 steps) | " in table and "samples/s, toy/fp16" in table
+    assert "| host syncs, pretraining epoch of 2 / 6 batches | " in table and "none per step" in table
 
 
 def test_a_kernel_expected_to_run_that_did_not_fails_the_attention_check(gpu_check):
