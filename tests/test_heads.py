@@ -102,6 +102,16 @@ def test_distance_head_zero_for_identical_and_below_one():
     assert 0.99 < far[0, 1] < 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_distance_head_is_exactly_zero_for_identical_samples_in_every_computing_dtype(dtype):
+    """sqrt(EPS) is subtracted as the computing dtype (float64, or float32 for half inputs) rounds it."""
+    embeddings = torch.randn(3, D).to(dtype)
+    embeddings[2] = embeddings[0]
+    distances = DistanceHead(D).to(dtype if dtype == torch.float64 else torch.float32)(embeddings)
+    assert distances.dtype == torch.promote_types(dtype, torch.float32)
+    assert distances[0, 2] == 0 and torch.all(distances.diagonal() == 0) and distances[0, 1] > 0
+
+
 def test_distance_head_gradient_is_finite_at_zero_distance():
     embeddings = torch.zeros(3, D, requires_grad=True)
     head = DistanceHead(D)

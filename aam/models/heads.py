@@ -150,6 +150,13 @@ class CountHead(nn.Module):
         return torch.sigmoid(self.linear(hidden)).squeeze(-1) * asv_mask.to(hidden.dtype)  # [B, S]
 
 
+DISTANCE_EPS = 1e-12
+# sqrt(DISTANCE_EPS) as each computing dtype rounds it (the distance head computes in float32 or float64), as
+# Python numbers: subtracting them copies nothing to the device
+ROOT_DISTANCE_EPS = {dtype: float(torch.tensor(DISTANCE_EPS, dtype=dtype).sqrt())
+                     for dtype in (torch.float32, torch.float64)}
+
+
 class DistanceHead(nn.Module):
     """Predicted distances between sample embeddings: 1 - exp(-softplus(a) * ||e_i - e_j||).
 
@@ -162,7 +169,8 @@ class DistanceHead(nn.Module):
     instead of 2 GiB, forward and backward.
     """
 
-    EPS = 1e-12
+    EPS = DISTANCE_EPS
+    ROOT_EPS = ROOT_DISTANCE_EPS
 
     def __init__(self, dim: int):
         super().__init__()
@@ -194,6 +202,7 @@ class DistanceHead(nn.Module):
             # exact differences without an [N, M, D] tensor: the fused kernel, not the Gram-matrix shortcut
             # (whose rounding near 0 would dominate the gradients of near-duplicate samples)
             distance = torch.cdist(embeddings, others, compute_mode="donot_use_mm_for_euclid_dist")
-            eps = distance.new_tensor(self.EPS)
-            norm = (torch.sqrt(distance.square() + eps) - torch.sqrt(eps)).clamp_min(0.0)  # 0 where distance is 0
+            # eps and its root as Python numbers: no host-to-device copy per step; the root is the one this
+            # dtype's sqrt gives, so the difference is exactly 0 where the distance is
+            norm = (torch.sqrt(distance.square() + self.EPS) - self.ROOT_EPS[dtype]).clamp_min(0.0)
             return 1.0 - torch.exp(-F.softplus(self.raw_rate.to(dtype)) * norm)
