@@ -40,12 +40,13 @@ def test_average_follows_the_formula_for_weights_and_running_statistics():
 
 
 def test_update_does_not_wait_for_the_device(monkeypatch):
-    """The decay is computed from the device-side counter: no .item() or int() in the training step."""
+    """The count is read from a host copy: no .item(), int() or truth test of a device tensor in the step (torch's
+    own AveragedModel tests its device counter twice per update)."""
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     ema = ema_model(model, decay=0.9)
     ema.update_parameters(model)
     calls = []
-    for name in ("item", "__int__", "__float__", "tolist"):
+    for name in ("item", "__int__", "__float__", "__bool__", "tolist"):
         original = getattr(torch.Tensor, name)
         monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: calls.append(_n)
                             or _o(self, *a, **k))

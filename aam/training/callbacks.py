@@ -108,13 +108,13 @@ class WeightAverage(Callback):
         self.average.update_parameters(unwrap_model(trainer.model))
 
     def training_state(self, trainer) -> dict[str, Any]:
-        return {"ema_n_averaged": int(self.average.n_averaged),
+        return {"ema_n_averaged": self.average.count,
                 "raw_model_state": {k: v.detach().cpu() for k, v in
                                     strip_wrapper_prefixes(unwrap_model(trainer.model).state_dict()).items()}}
 
     def load_training_state(self, trainer, state: dict[str, Any]) -> None:
         if "raw_model_state" in state:  # the checkpoint's weights are the average
-            self.average.n_averaged.fill_(state["ema_n_averaged"])
+            self.average.set_count(state["ema_n_averaged"])
             unwrap_model(trainer.model).load_state_dict(state["raw_model_state"])
 
 

@@ -9,7 +9,7 @@ dominated by the initial weights.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 
@@ -18,18 +18,44 @@ def warmed_up_decay(decay: float, n_averaged: int) -> float:
     return min(decay, (1 + n_averaged) / (10 + n_averaged))
 
 
-def ema_model(model: nn.Module, decay: float) -> AveragedModel:
-    """An ``AveragedModel`` copy of ``model`` that ``update_parameters(model)`` moves by the warmed-up EMA."""
+class ExponentialAverage(AveragedModel):
+    """An ``AveragedModel`` (its ``module`` and ``n_averaged`` buffer, so checkpoints keep their keys) whose
+    update reads its count from a host copy: torch's own reads the device buffer twice a step (``== 0``,
+    ``> 0``), each a host synchronisation on a GPU. Floating tensors move by the warmed-up EMA; integer
+    buffers (step counters) are copied."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__(model, use_buffers=True)
+        self.decay = float(decay)
+        self._count: int | None = None  # read from the buffer once, at the first update
+
+    @property
+    def count(self) -> int:
+        """Updates so far (host copy; a checkpoint's count after :meth:`set_count`)."""
+        return int(self.n_averaged) if self._count is None else self._count
+
+    def set_count(self, n: int) -> None:
+        """A resumed run's count, into the buffer and the host copy."""
+        self.n_averaged.fill_(int(n))
+        self._count = int(n)
 
     @torch.no_grad()
-    def update(averaged: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:
-        if torch.is_floating_point(averaged[0]):
-            # the warmed-up decay computed on the device: no host synchronisation in the training step
-            n = n_averaged.to(averaged[0].dtype)
-            weight = 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=decay)
-            torch._foreach_mul_(averaged, 1.0 - weight)
-            torch._foreach_add_(averaged, torch._foreach_mul(current, weight))
-        else:  # step counters
-            torch._foreach_copy_(averaged, current)
+    def update_parameters(self, model: nn.Module) -> None:
+        count = self.count
+        averaged = [*self.module.parameters(), *self.module.buffers()]
+        current = [t.detach().to(a.device) for t, a in zip([*model.parameters(), *model.buffers()], averaged)]
+        moving = [i for i, a in enumerate(averaged) if a.is_floating_point() and count > 0]
+        copied = [i for i in range(len(averaged)) if i not in set(moving)]
+        if moving:
+            weight = 1.0 - warmed_up_decay(self.decay, count)
+            torch._foreach_lerp_([averaged[i] for i in moving], [current[i] for i in moving], weight)
+        if copied:
+            torch._foreach_copy_([averaged[i] for i in copied], [current[i] for i in copied])
+        self.n_averaged += 1  # on the device, without reading it
+        self._count = count + 1
 
-    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+
+def ema_model(model: nn.Module, decay: float) -> ExponentialAverage:
+    """An :class:`ExponentialAverage` copy of ``model`` that ``update_parameters(model)`` moves by the
+    warmed-up EMA."""
+    return ExponentialAverage(model, decay)
