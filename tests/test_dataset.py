@@ -187,6 +187,29 @@ def test_loader_with_workers_matches_single_process(data):
         assert torch.equal(a.distances, b.distances)
 
 
+@pytest.mark.parametrize("sampling", ["abundance", "random"])
+def test_workers_persist_across_epochs_only_when_items_do_not_depend_on_the_epoch(data, sampling):
+    """Kept workers hold their own copy of the dataset: with random ASV subsets (new each epoch) they restart
+    every epoch so they see set_epoch; otherwise they persist. Either way two epochs equal a single process's."""
+    from torch.utils.data import Subset
+
+    collate = BatchCollator(data.tokens, data.sample_ids)
+    ds = SampleDataset(data, token_limit=4, asv_sampling=sampling, seed=2)
+    workers = make_loader(ds, collate, batch_size=10, shuffle=False, num_workers=2)
+    single = make_loader(ds, collate, batch_size=10, shuffle=False)
+    assert workers.persistent_workers == (sampling == "abundance") and not single.persistent_workers
+    assert make_loader(Subset(ds, [0, 1]), collate, 2, shuffle=False, num_workers=2).persistent_workers == (
+        sampling == "abundance")
+    epochs = []
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        by_workers, by_one = list(workers), list(single)
+        assert all(torch.equal(a.asv_index, b.asv_index) and torch.equal(a.counts, b.counts)
+                   for a, b in zip(by_workers, by_one, strict=True))
+        epochs.append(torch.cat([b.counts.flatten() for b in by_workers]))
+    assert torch.equal(*epochs) == (sampling == "abundance")  # random subsets change with the epoch
+
+
 def test_thinned_reads_are_a_binomial_draw_new_each_epoch(data):
     """--augment-reads: each ASV keeps Binomial(count, f) reads, drawn anew per epoch, repeatable per seed."""
     asvs = np.arange(3, dtype=np.int64)

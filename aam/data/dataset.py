@@ -222,6 +222,12 @@ class SampleDataset(Dataset):
         """Select a new random subset of ASVs (``asv_sampling='random'``) for ``epoch``."""
         self.epoch = int(epoch)
 
+    @property
+    def depends_on_epoch(self) -> bool:
+        """Whether items differ between epochs (random ASV subsets, thinned reads): DataLoader workers must then
+        be started afresh each epoch to see :meth:`set_epoch`, which the main process calls."""
+        return self.asv_sampling == "random" or self.read_fraction is not None
+
     def __len__(self) -> int:
         return len(self.indices)
 
@@ -448,7 +454,9 @@ def make_loader(
     """A DataLoader of `Batch`es. Validation loaders keep ``drop_last=False`` so no sample is skipped.
 
     ``seed`` fixes the shuffling order; a ``sampler`` (e.g. DistributedSampler) replaces ``shuffle``.
-    ``drop_last`` is ignored (with a warning) when it would leave no batch at all.
+    ``drop_last`` is ignored (with a warning) when it would leave no batch at all. Workers persist across
+    epochs (no restart per epoch) unless the dataset's items depend on the epoch
+    (:attr:`SampleDataset.depends_on_epoch`), whose :meth:`~SampleDataset.set_epoch` a kept worker would miss.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise AamError(f"must be a positive integer, got {batch_size!r}", source="--batch-size")
@@ -457,6 +465,8 @@ def make_loader(
         log.warning("only %d samples for batches of %d; keeping the partial batch", n_items, batch_size)
         drop_last = False
     generator = torch.Generator().manual_seed(seed) if seed is not None and sampler is None else None
+    base = getattr(dataset, "dataset", dataset)  # a Subset's dataset
+    persistent = num_workers > 0 and not getattr(base, "depends_on_epoch", True)
     return DataLoader(dataset, batch_size=int(batch_size), shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=num_workers, collate_fn=collator, pin_memory=pin_memory, drop_last=drop_last,
-                      generator=generator)
+                      generator=generator, persistent_workers=persistent)
