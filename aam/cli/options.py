@@ -191,7 +191,9 @@ def data_options(pretrain: bool) -> list[Callable]:
                help="Accepted for compatibility; sequences are always tokenised once per dataset."),
         option("--num-workers", type=int, default=FIT.num_workers, section="Performance",
                help="DataLoader worker processes (changed: default 0, was 4: a batch is collated in milliseconds "
-                    "from arrays already in memory, and workers only add start-up time and memory; BENCHMARKS.md)."),
+                    "from arrays already in memory, and workers only add start-up time and memory; BENCHMARKS.md). "
+                    "Workers stay up across epochs, except with --asv-sampling random or --augment-reads (items "
+                    "change each epoch), where they restart every epoch."),
     ]
 
 
