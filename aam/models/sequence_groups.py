@@ -148,8 +148,8 @@ ABSENT_CLASS_LOGIT = -30.0  # a class no training sample holds is never predicte
 class TreeGroupComposition(SequenceGroupComposition):
     """The same features, read by fitted scikit-learn trees (``boosted``: HistGradientBoosting; ``forest``: a
     random forest; fitted by :mod:`aam.models.sequence_groups_fit`) instead of the linear layer, which stays
-    unused. The fitted trees
-    travel in the module's extra state, so the checkpoint holds them; they run on the CPU."""
+    unused. The fitted trees travel in the module's extra state, so the checkpoint holds them; they run on the
+    CPU."""
 
     def __init__(self, config: SequenceGroupsConfig):
         super().__init__(config)

@@ -195,12 +195,13 @@ def _fit_trees(model: TreeGroupComposition, features: np.ndarray, targets: np.nd
     from aam.baselines.estimators import BOOSTED_DEFAULTS, boosted_trees, forest_trees
 
     config = model.config
-    if config.readout == "forest":
-        trees, name, parameter, size = forest_trees(classifier=config.classifier, seed=seed), "forest", \
-            "n_estimators", float(FOREST_TREES)
+    name = config.readout
+    if name == "forest":
+        trees = forest_trees(classifier=config.classifier, seed=seed)
+        parameter, size = "n_estimators", float(FOREST_TREES)
     else:
-        trees, name, parameter, size = boosted_trees(classifier=config.classifier, seed=seed), "boosted", \
-            "max_iter", float(BOOSTED_DEFAULTS["max_iter"])
+        trees = boosted_trees(classifier=config.classifier, seed=seed)
+        parameter, size = "max_iter", float(BOOSTED_DEFAULTS["max_iter"])
     out_of_fold = _out_of_fold(trees, features, targets, splits, config) if inner_score else None
     model.trees = trees.fit(features, targets)
     if out_of_fold is None:

@@ -44,13 +44,16 @@ class ExponentialAverage(AveragedModel):
         count = self.count
         averaged = [*self.module.parameters(), *self.module.buffers()]
         current = [t.detach().to(a.device) for t, a in zip([*model.parameters(), *model.buffers()], averaged)]
-        moving = [i for i, a in enumerate(averaged) if a.is_floating_point() and count > 0]
-        copied = [i for i in range(len(averaged)) if i not in set(moving)]
-        if moving:
-            weight = 1.0 - warmed_up_decay(self.decay, count)
-            torch._foreach_lerp_([averaged[i] for i in moving], [current[i] for i in moving], weight)
-        if copied:
-            torch._foreach_copy_([averaged[i] for i in copied], [current[i] for i in copied])
+        moving: tuple[list, list] = ([], [])  # floating tensors after the first update: the EMA
+        copied: tuple[list, list] = ([], [])  # the first update, and integer buffers (step counters)
+        for a, c in zip(averaged, current):
+            pair = moving if count > 0 and a.is_floating_point() else copied
+            pair[0].append(a)
+            pair[1].append(c)
+        if moving[0]:
+            torch._foreach_lerp_(*moving, 1.0 - warmed_up_decay(self.decay, count))
+        if copied[0]:
+            torch._foreach_copy_(*copied)
         self.n_averaged += 1  # on the device, without reading it
         self._count = count + 1
 

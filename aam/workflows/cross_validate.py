@@ -281,10 +281,10 @@ def _run_fold(run: CrossValidateRun, out: Path, name: str, held_out: list[str], 
 
 
 def _without_unread_scores(fold_run: TrainRun) -> TrainRun:
-    """A fold's tree read-out (boosted, forest) skips the inner cross-validation that only scores it (``--group-inner-score``),
-    unless the baseline blend weighs it by that: the outer fold scores the model, and the fitted trees are the
-    same either way. (``--group-readout`` is refused for families that do not own it, so the read-out alone says
-    the family.)"""
+    """A fold's tree read-out (boosted, forest) skips the inner cross-validation that only scores it
+    (``--group-inner-score``), unless the baseline blend weighs it by that: the outer fold scores the model, and
+    the fitted trees are the same either way. (``--group-readout`` is refused for families that do not own it,
+    so the read-out alone says the family.)"""
     if fold_run.group_readout in TREE_READOUTS and not fold_run.blend_weighs_inner_predictions:
         return dataclasses.replace(fold_run, group_inner_score=False)
     return fold_run
