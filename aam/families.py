@@ -99,7 +99,8 @@ MODEL_FAMILIES: Registry = Registry("model family", {
         train=Lazy("aam.workflows.sequence_groups:train_sequence_groups"),
         capabilities=Capabilities(baseline_blend=True),
         own_options=("sequence_groups", "group_clusterings", "group_kmeans_starts", "group_readout",
-                     "group_kmer_size", "group_positions", "group_anchors", "group_inner_score")),
+                     "group_kmer_size", "group_positions", "group_anchors", "group_centred",
+                     "group_inner_score")),
 })
 
 

@@ -61,6 +61,10 @@ METHODS: dict[str, str] = {
     # session 19 candidate: a random forest (the forest baseline's settings) reads the group shares (rule in
     # _design_plan/real_suite.md)
     "sequence-groups-forest-readout": "--model-type sequence-groups --max-bp 100 --group-readout forest",
+    # session 20 candidate: the boosted read-out reads the groups' log shares uncentred (the shares themselves,
+    # to trees), as the boosted baseline reads relative abundances (rule in _design_plan/real_suite.md)
+    "sequence-groups-boosted-uncentred": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
+                                         "--no-group-centred",
     # the default before session 15 (4 k-means++ starts per clustering; now 1): kept to compare
     "sequence-groups-4starts": "--model-type sequence-groups --max-bp 100 --group-kmeans-starts 4",
     # the attention model from scratch, and from an encoder pretrained on the corpus and the suite's tables
@@ -103,6 +107,9 @@ DERIVED: dict[str, tuple[str, ...]] = {
     "sequence-groups-boosted+forest-readout+baselines": ("sequence-groups-boosted", "sequence-groups-forest-readout")
                                                         + BASELINES,
     "sequence-groups-forest-readout+baselines": ("sequence-groups-forest-readout",) + BASELINES,
+    "sequence-groups+boosted-uncentred+baselines": ("sequence-groups", "sequence-groups-boosted-uncentred")
+                                                   + BASELINES,
+    "sequence-groups-boosted-uncentred+baselines": ("sequence-groups-boosted-uncentred",) + BASELINES,
     "baselines-average": BASELINES,
 }
 # The README's recommendation, one recipe per kind of task (chosen in session 16 by the mean rank against the
@@ -121,6 +128,9 @@ RECOMMENDED_VARIANTS: dict[str, dict[str, str]] = {
                                  "mae": "sequence-groups-boosted+forest-readout+baselines"},
     "recommended-forest-swapped": {"auroc": "sequence-groups+forest-readout+baselines",
                                    "mae": "sequence-groups-forest-readout+baselines"},
+    # session 20: the boosted read-out on uncentred log shares in place of the default one
+    "recommended-uncentred": {"auroc": "sequence-groups+boosted-uncentred+baselines",
+                              "mae": "sequence-groups-boosted-uncentred+baselines"},
 }
 
 

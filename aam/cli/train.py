@@ -117,6 +117,10 @@ TRAIN_OPTIONS = [
                   "nearest to theirs: a new variant of a widespread ASV counts towards it. 0: none (on the "
                   "real-data suite, seed 0, the recommended recipes ranked 1.68 against the baselines without "
                   "anchors, 1.14 with 512; BENCHMARKS.md)."),
+    o.option("--group-centred/--no-group-centred", default=o.TRAIN.group_centred, section="Model",
+             help="sequence-groups: centre each sample's log group shares over its groups (the centred log-ratio); "
+                  "--no-group-centred gives the read-out the log shares as they are, which trees read as the "
+                  "shares themselves, as the tree baselines read relative abundances."),
     o.option("--group-inner-score/--no-group-inner-score", default=o.TRAIN.group_inner_score, section="Model",
              help="sequence-groups, tree read-out (boosted, forest): score the trees by an inner "
                   "cross-validation (5 more fits; val_predictions.tsv and the inner score). --no-group-inner-score "

@@ -238,7 +238,9 @@ class SequenceGroupsConfig(_Config):
     profile of checkpoints written before session 13); ``anchors``: how many widespread training ASVs head a
     group of their own, which every other ASV joins when it is nearer to it than to any other anchor (0: none;
     the fit chooses them); ``pseudo_share``: added to every group share before the log (a group the sample lacks
-    reads as this); ``out_dim``: 1 for regression, the number of classes for a classifier; ``readout``: what
+    reads as this); ``centred``: each sample's log group shares are centred over its groups (the centred
+    log-ratio of compositional data analysis); False: the log shares as they are, which trees read as the shares
+    themselves (a split on one group then does not depend on the sample's other groups); ``out_dim``: 1 for regression, the number of classes for a classifier; ``readout``: what
     reads the prediction off the features (``linear``: the shrunk linear layer; ``boosted``: gradient-boosted
     trees; ``forest``: a random forest; trees are kept in the checkpoint beside the buffers)."""
 
@@ -248,6 +250,7 @@ class SequenceGroupsConfig(_Config):
     kmer_size: int = 4
     positions: int = 0
     pseudo_share: float = 1e-4
+    centred: bool = True
     classifier: bool = False
     out_dim: int = 1
     readout: str = "linear"

@@ -113,13 +113,13 @@ class SequenceGroupComposition(nn.Module):
         return torch.stack(columns, dim=1)
 
     def log_shares(self, assignments: Tensor, shares: Tensor) -> Tensor:
-        """[U, R] group of each ASV and [B, U] share of each ASV in each sample -> [B, sum K] centred log group
-        shares (each clustering centred over its own groups)."""
+        """[U, R] group of each ASV and [B, U] share of each ASV in each sample -> [B, sum K] log group shares,
+        each clustering centred over its own groups unless the config says ``centred=False``."""
         parts = []
         for r, count in enumerate(self.config.resolutions):
             onehot = nn.functional.one_hot(assignments[:, r], count).to(shares.dtype)  # [U, K]
             logs = torch.log(shares @ onehot + self.config.pseudo_share)  # [B, K]
-            parts.append(logs - logs.mean(dim=1, keepdim=True))
+            parts.append(logs - logs.mean(dim=1, keepdim=True) if self.config.centred else logs)
         return torch.cat(parts, dim=1)
 
     def features(self, assignments: Tensor, shares: Tensor) -> Tensor:
