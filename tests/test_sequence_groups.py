@@ -232,6 +232,36 @@ def test_tree_readout_equals_scikit_learn_and_survives_the_checkpoint(readout, c
                             tokens, target, subjects, seed=3, inner_score=False)
 
 
+def test_uncentred_log_shares_are_the_plain_logs_and_trees_read_them_as_shares():
+    counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=5)
+    tokens = tokens_of(sequences)
+    config = SequenceGroupsConfig(group_counts=(2, 4), clusterings=1, readout="boosted", classifier=True, out_dim=2,
+                                  centred=False)
+    model = sequence_group_model(config)
+    fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, labels, subjects, seed=3, inner_score=False)
+    assignments = model.assign(torch.from_numpy(tokens))
+    shares = torch.from_numpy(counts / counts.sum(1, keepdims=True))
+    plain = model.log_shares(assignments, shares).numpy()
+    start = 0
+    for r, count in enumerate(config.resolutions):  # each block: log(group share + pseudo), nothing subtracted
+        onehot = np.eye(count)[assignments[:, r].numpy()]
+        np.testing.assert_allclose(plain[:, start:start + count], np.log(shares.numpy() @ onehot + 1e-4))
+        start += count
+    centred = SequenceGroupComposition(replace(config, centred=True))
+    centred.load_state_dict({k: v for k, v in model.state_dict().items() if k != "_extra_state"}, strict=False)
+    blocks = np.split(plain, np.cumsum(config.resolutions)[:-1], axis=1)
+    np.testing.assert_allclose(centred.log_shares(assignments, shares).numpy(),
+                               np.concatenate([b - b.mean(1, keepdims=True) for b in blocks], axis=1))
+    # trees on the plain logs are trees on the group shares: HistGradientBoosting bins each feature by rank
+    group_shares = np.exp(plain) - 1e-4
+    reference = reference_trees("boosted", True, seed=3).fit(group_shares, labels)
+    _, batch = features_and_batch(model, counts, tokens)
+    np.testing.assert_allclose(np.exp(predictions_of(model, batch)), reference.predict_proba(group_shares), atol=1e-5)
+    data = config.to_dict()
+    del data["centred"]  # a checkpoint written before the field existed was centred
+    assert SequenceGroupsConfig.from_dict(data).centred is True
+
+
 def test_more_kmeans_starts_never_give_a_worse_clustering():
     """Starts are scikit-learn's n_init drawn from one seeded generator: the first start is the single-start run,
     so the best of three has at most its inertia, clustering by clustering."""
@@ -543,6 +573,24 @@ def test_forest_blend_needs_the_sequence_groups_model(tmp_path):
         "--max-bp", "40", "--forest-blend", "--output-dir", tmp_path / "out", "--quiet"]])
     assert result.exit_code == 2 and "--forest-blend" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_no_group_centred_is_recorded_and_predict_reads_the_uncentred_shares(tmp_path):
+    table, metadata = _classification_data(tmp_path)
+    out = tmp_path / "uncentred"
+    result = CliRunner().invoke(cli, [str(a) for a in [
+        "train", "--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
+        "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2",
+        "--group-clusterings", "1", "--group-readout", "boosted", "--no-group-centred", "--max-bp", "40",
+        "--seed", "1", "--quiet", "--output-dir", out]])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_config"]["centred"] is False and config["options"]["group_centred"] is False
+    model, _ = load_predictor(out / "checkpoints" / "best_model.pt")
+    assert model.config.centred is False
+    refused = CliRunner().invoke(cli, ["train", "--table", table, "--metadata", metadata, "--metadata-column",
+                                       "disease", "--no-group-centred", "--output-dir", str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "--group-centred: is an option of --model-type sequence-groups" in refused.output
 
 
 def test_cli_no_group_positions_describes_asvs_by_k_mers_only(tmp_path):
