@@ -65,6 +65,10 @@ METHODS: dict[str, str] = {
     # to trees), as the boosted baseline reads relative abundances (rule in _design_plan/real_suite.md)
     "sequence-groups-boosted-uncentred": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
                                          "--no-group-centred",
+    # session 20 candidate: both read-outs also read each sample's ASV diversity (Shannon entropy, log richness)
+    "sequence-groups-diversity": "--model-type sequence-groups --max-bp 100 --group-diversity",
+    "sequence-groups-boosted-diversity": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
+                                         "--group-diversity",
     # the default before session 15 (4 k-means++ starts per clustering; now 1): kept to compare
     "sequence-groups-4starts": "--model-type sequence-groups --max-bp 100 --group-kmeans-starts 4",
     # the attention model from scratch, and from an encoder pretrained on the corpus and the suite's tables
@@ -110,6 +114,9 @@ DERIVED: dict[str, tuple[str, ...]] = {
     "sequence-groups+boosted-uncentred+baselines": ("sequence-groups", "sequence-groups-boosted-uncentred")
                                                    + BASELINES,
     "sequence-groups-boosted-uncentred+baselines": ("sequence-groups-boosted-uncentred",) + BASELINES,
+    "sequence-groups+boosted-diversity+baselines": ("sequence-groups-diversity", "sequence-groups-boosted-diversity")
+                                                   + BASELINES,
+    "sequence-groups-boosted-diversity+baselines": ("sequence-groups-boosted-diversity",) + BASELINES,
     "baselines-average": BASELINES,
 }
 # The README's recommendation, one recipe per kind of task (chosen in session 16 by the mean rank against the
@@ -131,6 +138,9 @@ RECOMMENDED_VARIANTS: dict[str, dict[str, str]] = {
     # session 20: the boosted read-out on uncentred log shares in place of the default one
     "recommended-uncentred": {"auroc": "sequence-groups+boosted-uncentred+baselines",
                               "mae": "sequence-groups-boosted-uncentred+baselines"},
+    # session 20: both read-outs also given each sample's diversity
+    "recommended-diversity": {"auroc": "sequence-groups+boosted-diversity+baselines",
+                              "mae": "sequence-groups-boosted-diversity+baselines"},
 }
 
 

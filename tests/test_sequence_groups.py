@@ -30,7 +30,7 @@ from aam.models.sequence_groups import (
     sequence_group_model,
     sequence_profiles,
 )
-from aam.models.sequence_groups_fit import _inner_splits, _log_shares, fit_sequence_groups, select_anchors
+from aam.models.sequence_groups_fit import _inner_splits, _raw_features, fit_sequence_groups, select_anchors
 from aam.training.trainer import forward_batch
 from aam.workflows.loading import load_predictor
 
@@ -134,7 +134,7 @@ def features_and_batch(model, counts: np.ndarray, tokens: np.ndarray):
     """The fitted model's features of every sample (its fit path) and one batch holding every sample."""
     used = np.unique(sparse.csr_matrix(counts).indices)
     with torch.no_grad():
-        raw = _log_shares(model, sparse.csr_matrix(counts)[:, used], model.assign(torch.from_numpy(tokens[used])))
+        raw = _raw_features(model, sparse.csr_matrix(counts)[:, used], model.assign(torch.from_numpy(tokens[used])))
     data = AmpliconData(counts, tokens, [f"s{i}" for i in range(len(counts))], [f"a{j}" for j in range(len(tokens))])
     dataset = SampleDataset(data, None, token_limit=10_000)
     batch = BatchCollator(data.tokens, data.sample_ids)([dataset[i] for i in range(len(dataset))])

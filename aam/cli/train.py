@@ -121,6 +121,9 @@ TRAIN_OPTIONS = [
              help="sequence-groups: centre each sample's log group shares over its groups (the centred log-ratio); "
                   "--no-group-centred gives the read-out the log shares as they are, which trees read as the "
                   "shares themselves, as the tree baselines read relative abundances."),
+    o.option("--group-diversity/--no-group-diversity", default=o.TRAIN.group_diversity, section="Model",
+             help="sequence-groups: two more features per sample beside the group shares: the Shannon entropy of "
+                  "its ASV shares and the log of its count of ASVs (richness follows sequencing depth)."),
     o.option("--group-inner-score/--no-group-inner-score", default=o.TRAIN.group_inner_score, section="Model",
              help="sequence-groups, tree read-out (boosted, forest): score the trees by an inner "
                   "cross-validation (5 more fits; val_predictions.tsv and the inner score). --no-group-inner-score "

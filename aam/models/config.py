@@ -229,6 +229,9 @@ GROUP_READOUTS = ("linear", "boosted", "forest")  # a shrunk linear model, boost
 TREE_READOUTS = ("boosted", "forest")  # fitted scikit-learn trees kept in the checkpoint; nothing to choose
 
 
+DIVERSITY_FEATURES = 2  # Shannon entropy and log(1 + observed ASVs)
+
+
 @dataclass(frozen=True)
 class SequenceGroupsConfig(_Config):
     """``group_counts``: groups per resolution; ``clusterings``: independent k-means runs per resolution (their
@@ -240,7 +243,9 @@ class SequenceGroupsConfig(_Config):
     the fit chooses them); ``pseudo_share``: added to every group share before the log (a group the sample lacks
     reads as this); ``centred``: each sample's log group shares are centred over its groups (the centred
     log-ratio of compositional data analysis); False: the log shares as they are, which trees read as the shares
-    themselves (a split on one group then does not depend on the sample's other groups); ``out_dim``: 1 for regression, the number of classes for a classifier; ``readout``: what
+    themselves (a split on one group then does not depend on the sample's other groups); ``diversity``: two more
+    features per sample, the Shannon entropy of its ASV shares and the log of one plus its count of ASVs;
+    ``out_dim``: 1 for regression, the number of classes for a classifier; ``readout``: what
     reads the prediction off the features (``linear``: the shrunk linear layer; ``boosted``: gradient-boosted
     trees; ``forest``: a random forest; trees are kept in the checkpoint beside the buffers)."""
 
@@ -251,6 +256,7 @@ class SequenceGroupsConfig(_Config):
     positions: int = 0
     pseudo_share: float = 1e-4
     centred: bool = True
+    diversity: bool = False
     classifier: bool = False
     out_dim: int = 1
     readout: str = "linear"
@@ -287,7 +293,7 @@ class SequenceGroupsConfig(_Config):
 
     @property
     def n_features(self) -> int:
-        return sum(self.resolutions)
+        return sum(self.resolutions) + (DIVERSITY_FEATURES if self.diversity else 0)
 
     @property
     def profile_width(self) -> int:

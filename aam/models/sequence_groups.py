@@ -79,6 +79,14 @@ def sequence_profiles(tokens: Tensor, kmer_size: int, positions: int) -> Tensor:
     return torch.cat([kmers, position_profiles(tokens, positions)], dim=1)
 
 
+def diversity_features(shares: Tensor) -> Tensor:
+    """[B, U] ASV shares of each sample (rows sum to one) -> [B, 2]: the Shannon entropy of the shares (nats)
+    and the log of one plus the number of ASVs present."""
+    present = shares > 0
+    entropy = -torch.where(present, shares * torch.log(torch.where(present, shares, 1.0)), 0.0).sum(dim=1)
+    return torch.stack([entropy, torch.log1p(present.sum(dim=1).to(shares.dtype))], dim=1)
+
+
 class SequenceGroupComposition(nn.Module):
     """Batch -> ``prediction`` [B, out_dim] (log-probabilities for a classifier, model units for regression).
 
@@ -122,9 +130,15 @@ class SequenceGroupComposition(nn.Module):
             parts.append(logs - logs.mean(dim=1, keepdim=True) if self.config.centred else logs)
         return torch.cat(parts, dim=1)
 
+    def raw_features(self, assignments: Tensor, shares: Tensor) -> Tensor:
+        """[U, R] groups and [B, U] ASV shares -> [B, n_features]: :meth:`log_shares`, then, when the config
+        asks for them, :func:`diversity_features`."""
+        logs = self.log_shares(assignments, shares)
+        return torch.cat([logs, diversity_features(shares)], dim=1) if self.config.diversity else logs
+
     def features(self, assignments: Tensor, shares: Tensor) -> Tensor:
-        """The read-out's input: :meth:`log_shares` less their mean over the training samples."""
-        return self.log_shares(assignments, shares) - self.feature_mean
+        """The read-out's input: :meth:`raw_features` less their mean over the training samples."""
+        return self.raw_features(assignments, shares) - self.feature_mean
 
     def forward(self, tokens: Tensor, asv_index: Tensor, asv_mask: Tensor, counts: Tensor | None = None,
                 **_: Any) -> dict[str, Tensor]:

@@ -107,7 +107,7 @@ def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matr
     with torch.no_grad():
         model.centres.copy_(torch.from_numpy(np.concatenate(centres)))
         assignments = model.nearest_groups(profiles)  # [U, R]
-        raw = _log_shares(model, counts[:, used], assignments)
+        raw = _raw_features(model, counts[:, used], assignments)
         model.feature_mean.copy_(torch.from_numpy(raw.mean(axis=0)))  # centred, not scaled (see module notes)
     features = raw - model.feature_mean.numpy()
     sizes = {count: np.bincount(assignments[:, r].numpy(), minlength=count).tolist()
@@ -117,11 +117,12 @@ def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matr
     return fit
 
 
-def _log_shares(model: SequenceGroupComposition, counts: sparse.csr_matrix, assignments: torch.Tensor) -> np.ndarray:
-    """[n, U] counts -> [n, sum K] centred log group shares, by the model's own code, in blocks of samples."""
+def _raw_features(model: SequenceGroupComposition, counts: sparse.csr_matrix, assignments: torch.Tensor) -> np.ndarray:
+    """[n, U] counts -> [n, n_features] the model's features before the training mean is taken off (log group
+    shares, and diversity when asked for), by the model's own code, in blocks of samples."""
     totals = np.asarray(counts.sum(axis=1)).ravel()
     shares = sparse.diags(1.0 / np.maximum(totals, np.finfo(np.float64).tiny)) @ counts
-    return np.concatenate([model.log_shares(assignments, torch.from_numpy(shares[i:i + ROW_CHUNK].toarray())).numpy()
+    return np.concatenate([model.raw_features(assignments, torch.from_numpy(shares[i:i + ROW_CHUNK].toarray())).numpy()
                            for i in range(0, shares.shape[0], ROW_CHUNK)])
 
 

@@ -60,7 +60,8 @@ def train_sequence_groups(inputs: FitInputs) -> FitResult:
                                   clusterings=run.group_clusterings,
                                   kmer_size=run.group_kmer_size,
                                   positions=run.max_bp if run.group_positions else 0,
-                                  anchors=len(anchors), centred=run.group_centred, classifier=classifier,
+                                  anchors=len(anchors), centred=run.group_centred,
+                                  diversity=run.group_diversity, classifier=classifier,
                                   readout=run.group_readout,
                                   out_dim=len(setup.class_labels) if classifier else 1)
     model = build_model(config)
