@@ -262,6 +262,31 @@ def test_uncentred_log_shares_are_the_plain_logs_and_trees_read_them_as_shares()
     assert SequenceGroupsConfig.from_dict(data).centred is True
 
 
+def test_diversity_features_are_shannon_entropy_and_log_richness_and_reach_the_readout():
+    from scipy.stats import entropy
+
+    from aam.models.sequence_groups import diversity_features
+
+    counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=6)
+    counts[:, :5] = 0  # some ASVs absent from every sample, some samples poorer than others
+    counts[::3, 5:20] = 0
+    shares = counts / counts.sum(1, keepdims=True)
+    got = diversity_features(torch.from_numpy(shares)).numpy()
+    np.testing.assert_allclose(got[:, 0], entropy(shares, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(got[:, 1], np.log1p((counts > 0).sum(1)))
+    tokens = tokens_of(sequences)
+    config = SequenceGroupsConfig(group_counts=(2, 4), clusterings=1, classifier=True, out_dim=2, diversity=True)
+    assert config.n_features == 6 + 2
+    model = sequence_group_model(config)
+    fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, labels, subjects, seed=3)
+    features, batch = features_and_batch(model, counts, tokens)
+    assert features.shape == (len(counts), 8)
+    np.testing.assert_allclose(features[:, 6:] + model.feature_mean[6:].numpy(), got, rtol=1e-10)
+    logits = predictions_of(model, batch)  # the forward pass reads the same features as the fit
+    np.testing.assert_allclose(logits, torch.log_softmax(model.readout(torch.from_numpy(features)), -1).detach().numpy(),
+                               atol=1e-6)
+
+
 def test_more_kmeans_starts_never_give_a_worse_clustering():
     """Starts are scikit-learn's n_init drawn from one seeded generator: the first start is the single-start run,
     so the best of three has at most its inertia, clustering by clustering."""

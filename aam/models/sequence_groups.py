@@ -91,15 +91,17 @@ class SequenceGroupComposition(nn.Module):
     """Batch -> ``prediction`` [B, out_dim] (log-probabilities for a classifier, model units for regression).
 
     Buffers (filled by the fit, saved in the checkpoint): ``centres`` [sum K, profile_width] (every
-    clustering's centres stacked, then the anchors' profiles) and ``feature_mean`` [sum K] (the features'
-    mean over the training samples); the read-out is ``readout`` (a Linear layer).
+    clustering's centres stacked, then the anchors' profiles) and ``feature_mean`` [n_features] (the features'
+    mean over the training samples: sum K, plus the diversity features when the config has them); the read-out
+    is ``readout`` (a Linear layer).
     """
 
     def __init__(self, config: SequenceGroupsConfig):
         super().__init__()
         self.config = config
         width = config.n_features
-        self.register_buffer("centres", torch.zeros(width, config.profile_width, dtype=torch.float64))
+        self.register_buffer("centres", torch.zeros(sum(config.resolutions), config.profile_width,
+                                                    dtype=torch.float64))
         self.register_buffer("feature_mean", torch.zeros(width, dtype=torch.float64))
         self.readout = nn.Linear(width, config.out_dim, dtype=torch.float64)
 
