@@ -600,22 +600,31 @@ def test_forest_blend_needs_the_sequence_groups_model(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_no_group_centred_is_recorded_and_predict_reads_the_uncentred_shares(tmp_path):
+@pytest.mark.parametrize(("flag", "field", "option", "value"), [("--no-group-centred", "centred", "group_centred", False),
+                                                               ("--group-diversity", "diversity", "group_diversity", True)])
+def test_cli_feature_flags_are_recorded_and_predict_reads_the_same_features(tmp_path, flag, field, option, value):
     table, metadata = _classification_data(tmp_path)
-    out = tmp_path / "uncentred"
+    out = tmp_path / "run"
     result = CliRunner().invoke(cli, [str(a) for a in [
         "train", "--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
         "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2",
-        "--group-clusterings", "1", "--group-readout", "boosted", "--no-group-centred", "--max-bp", "40",
+        "--group-clusterings", "1", "--group-readout", "boosted", flag, "--max-bp", "40",
         "--seed", "1", "--quiet", "--output-dir", out]])
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
-    assert config["model_config"]["centred"] is False and config["options"]["group_centred"] is False
+    assert config["model_config"][field] is value and config["options"][option] is value
     model, _ = load_predictor(out / "checkpoints" / "best_model.pt")
-    assert model.config.centred is False
+    assert getattr(model.config, field) is value
+    predictions = tmp_path / "predictions.tsv"
+    result = CliRunner().invoke(cli, ["predict", "--model", str(out / "checkpoints" / "best_model.pt"),
+                                      "--table", str(table), "--output", str(predictions), "--batch-size", "7"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(predictions, sep="\t")
+    truth = pd.read_csv(metadata, sep="\t").set_index("sample_id").loc[frame["sample_id"], "disease"].to_numpy()
+    assert (frame["prediction"].to_numpy() == truth).mean() > 0.8  # fitted on these samples
     refused = CliRunner().invoke(cli, ["train", "--table", table, "--metadata", metadata, "--metadata-column",
-                                       "disease", "--no-group-centred", "--output-dir", str(tmp_path / "x")])
-    assert refused.exit_code == 2 and "--group-centred: is an option of --model-type sequence-groups" in refused.output
+                                       "disease", flag, "--output-dir", str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "is an option of --model-type sequence-groups" in refused.output
 
 
 def test_cli_no_group_positions_describes_asvs_by_k_mers_only(tmp_path):
