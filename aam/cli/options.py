@@ -194,6 +194,11 @@ def data_options(pretrain: bool) -> list[Callable]:
                     "from arrays already in memory, and workers only add start-up time and memory; BENCHMARKS.md). "
                     "Workers stay up across epochs, except with --asv-sampling random or --augment-reads (items "
                     "change each epoch), where they restart every epoch."),
+        option("--size-groups", type=click.IntRange(1, 64), default=FIT.size_groups, section="Performance",
+               help="Run the sample-level transformers of each batch on this many groups of like-sized samples, "
+                    "each padded to its own largest sample instead of the batch's (same outputs, less work on "
+                    "padding; the distance loss still pairs the whole batch). 1: one pass per batch. Speed "
+                    "per device in BENCHMARKS.md."),
     ]
 
 

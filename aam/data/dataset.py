@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -280,6 +280,45 @@ def _as_targets(targets: Sequence[float] | np.ndarray, n: int) -> np.ndarray:
     return values.astype(np.int64 if is_class else np.float32)
 
 
+class SizeGroups(NamedTuple):
+    """A batch's samples in groups of like size, so the sample-level transformer pads each group to its own
+    largest sample instead of the batch's (samples attend only within themselves, so the result is the same;
+    the pairs of the distance loss are still the whole batch's). ``order`` [B]: the samples from largest to
+    smallest; ``restore`` [B]: its inverse; ``bounds``: (start, stop, slots) of each group in that order, host
+    integers (no device sync to read them)."""
+
+    order: torch.Tensor
+    restore: torch.Tensor
+    bounds: tuple[tuple[int, int, int], ...]
+
+
+def size_groups(lengths: np.ndarray, n_groups: int) -> SizeGroups | None:
+    """[B] ASVs per sample -> up to ``n_groups`` groups of consecutive samples by decreasing size, as equal
+    in count as can be (two samples or more each), each padded to its largest sample; a group padded like the
+    one before it joins it. None when one group would do.
+
+    Under ``torch.compile`` the groups' sizes are symbolic: groups of one sample, or a later group as wide as
+    the batch, would each add a specialised graph, hence the two rules; what remains is at most one graph per
+    number of groups."""
+    n_groups = min(int(n_groups), len(lengths) // 2)
+    if n_groups <= 1:
+        return None
+    order = np.argsort(-lengths, kind="stable")
+    edges = np.linspace(0, len(order), n_groups + 1).round().astype(int)
+    bounds: list[tuple[int, int, int]] = []
+    for start, stop in zip(edges[:-1], edges[1:]):
+        slots = int(lengths[order[start]])
+        if bounds and bounds[-1][2] == slots:
+            bounds[-1] = (bounds[-1][0], int(stop), slots)
+        else:
+            bounds.append((int(start), int(stop), slots))
+    if len(bounds) == 1:
+        return None
+    restore = np.empty_like(order)
+    restore[order] = np.arange(len(order))
+    return SizeGroups(torch.from_numpy(order), torch.from_numpy(restore), tuple(bounds))
+
+
 @dataclass
 class Batch:
     """The model's input for B samples, padded to the longest sample (S slots) of the batch.
@@ -299,10 +338,15 @@ class Batch:
     distances: torch.Tensor | None = None  # [B, B] float32 (UniFrac) or [B] (Faith PD)
     sample_weights: torch.Tensor | None = None  # [B] float32 per-sample loss weights
     tokens_padded: bool = True  # any PAD in tokens (known on the host: no padding mask lets flash kernels run)
+    size_groups: SizeGroups | None = None  # like-sized samples for the sample-level stacks (``size_groups``)
 
     def _map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
-        return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)
-                                if isinstance(getattr(self, f.name), torch.Tensor)})
+        mapped = replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)
+                                  if isinstance(getattr(self, f.name), torch.Tensor)})
+        if self.size_groups is not None:
+            groups = self.size_groups
+            mapped.size_groups = SizeGroups(fn(groups.order), fn(groups.restore), groups.bounds)
+        return mapped
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return self._map_tensors(lambda t: t.to(device, non_blocking=non_blocking))
@@ -326,8 +370,10 @@ def collate_samples(
     tokens: np.ndarray,
     sample_ids: Sequence[str],
     distance_lookup: Callable[[np.ndarray], np.ndarray] | None = None,
+    n_size_groups: int = 1,
 ) -> Batch:
-    """Build a `Batch` from `SampleDataset` items; ``tokens`` [N_asvs, L] are the table's tokenised ASVs."""
+    """Build a `Batch` from `SampleDataset` items; ``tokens`` [N_asvs, L] are the table's tokenised ASVs.
+    With ``n_size_groups`` > 1 the batch also says how to split its samples by size (:func:`size_groups`)."""
     lengths = np.array([len(item["asv_index"]) for item in items], dtype=np.int64)  # [B]
     slots = np.arange(lengths.max()) < lengths[:, None]  # [B, S]; row-major True slots = concatenation order
     distinct, slot_rows = np.unique(np.concatenate([item["asv_index"] for item in items]), return_inverse=True)
@@ -347,6 +393,7 @@ def collate_samples(
         sample_ids=[sample_ids[i] for i in sample_index],
         asv_ids=torch.from_numpy(distinct.astype(np.int64)),
         tokens_padded=bool((batch_tokens == PAD).any()),
+        size_groups=size_groups(lengths, n_size_groups),
     )
     if "target" in items[0]:
         batch.targets = torch.from_numpy(np.stack([item["target"] for item in items]))
@@ -367,13 +414,15 @@ class BatchCollator:
         tokens: np.ndarray,
         sample_ids: Sequence[str],
         distance_lookup: Callable[[np.ndarray], np.ndarray] | None = None,
+        n_size_groups: int = 1,
     ):
         self.tokens = np.ascontiguousarray(tokens)  # [N_asvs, L] uint8
         self.sample_ids = list(sample_ids)
         self.distance_lookup = distance_lookup
+        self.n_size_groups = n_size_groups
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> Batch:
-        return collate_samples(items, self.tokens, self.sample_ids, self.distance_lookup)
+        return collate_samples(items, self.tokens, self.sample_ids, self.distance_lookup, self.n_size_groups)
 
 
 class MatrixDistanceLookup:

@@ -9,6 +9,7 @@ so a model pretrained on one table sees the same scale when fine-tuned on anothe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -89,3 +90,23 @@ class SampleSequenceEncoder(nn.Module):
             hidden = self.count_embedding(hidden, abundance_feature(counts, asv_mask))
             hidden = hidden * asv_mask.unsqueeze(-1).to(hidden.dtype)
         return self.transformer(hidden, asv_mask)  # [B, S, D]
+
+
+def by_size_groups(stack: Callable[..., tuple[Tensor, ...]], size_groups, hidden: Tensor, asv_mask: Tensor,
+                   counts: Tensor | None) -> tuple[Tensor, ...]:
+    """``stack(hidden, asv_mask, counts)`` -> [B, S, D] outputs, run on groups of like-sized samples, each cut
+    to its own largest sample (``size_groups``: the collator's ``SizeGroups``, or None for one pass over the
+    whole batch). The stack must treat samples independently and zero their padding slots, as the sample-level
+    transformers do: the outputs then equal one pass's, with less work on padding."""
+    if size_groups is None:
+        return stack(hidden, asv_mask, counts)
+    order, restore, bounds = size_groups
+    slots = hidden.shape[1]
+    hidden, asv_mask = hidden[order], asv_mask[order]
+    counts = None if counts is None else counts[order]
+    parts = []
+    for start, stop, used in bounds:
+        outputs = stack(hidden[start:stop, :used], asv_mask[start:stop, :used],
+                        None if counts is None else counts[start:stop, :used])
+        parts.append([nn.functional.pad(output, (0, 0, 0, slots - used)) for output in outputs])
+    return tuple(torch.cat(column)[restore] for column in zip(*parts))

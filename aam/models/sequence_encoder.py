@@ -16,7 +16,7 @@ from aam.models.config import EncoderConfig
 from aam.models.diagnostics import DistancePairs, MaskedNucleotides
 from aam.models.heads import DistanceHead
 from aam.models.layers import AttentionPooling, TransformerStack
-from aam.models.sample_encoder import SampleSequenceEncoder
+from aam.models.sample_encoder import SampleSequenceEncoder, by_size_groups
 
 
 class SequenceEncoder(nn.Module):
@@ -53,6 +53,11 @@ class SequenceEncoder(nn.Module):
         """[U, L] tokens -> [U, D] ASV embeddings (no masking), e.g. to cache for a frozen encoder."""
         return self.asv_encoder(tokens)["embeddings"]
 
+    def _sample_stacks(self, per_slot: Tensor, asv_mask: Tensor, counts: Tensor | None) -> tuple[Tensor, Tensor]:
+        """[B, S, D] ASV vectors per slot -> the sample encoder's output and the encoder's, both [B, S, D]."""
+        sample_embeddings = self.sample_encoder(per_slot, asv_mask, counts)
+        return sample_embeddings, self.encoder(sample_embeddings, asv_mask)
+
     def validation_diagnostics(self) -> list:
         """What validation reports about this model besides its losses (:mod:`aam.models.diagnostics`)."""
         return [DistancePairs(), MaskedNucleotides()]
@@ -60,13 +65,16 @@ class SequenceEncoder(nn.Module):
     def forward(self, tokens: Tensor, asv_index: Tensor, asv_mask: Tensor, counts: Tensor | None = None,
                 categoricals: Tensor | None = None, mask_nucleotides: bool = False,
                 asv_embeddings: Tensor | None = None, generator: torch.Generator | None = None,
-                nucleotide_mask: Tensor | None = None, tokens_padded: bool = True) -> dict[str, Tensor]:
+                nucleotide_mask: Tensor | None = None, tokens_padded: bool = True,
+                size_groups=None) -> dict[str, Tensor]:
         """Returns `embeddings` [B, D], `distances` [B, B], `sample_embeddings` [B, S, D], `asv_mask` [B, S],
         `faith_pd` [B] for that metric, and the nucleotide keys when masking (`nucleotide_mask` [U, L] from
         :meth:`draw_nucleotide_mask`, or drawn inside with `mask_nucleotides`).
 
         `categoricals` is accepted for a common signature and ignored (the base never sees metadata).
-        `asv_embeddings` [U, D] replaces the ASV encoder (no nucleotide outputs then).
+        `asv_embeddings` [U, D] replaces the ASV encoder (no nucleotide outputs then). `size_groups` (the
+        batch's ``SizeGroups``) runs the two sample-level stacks on groups of like-sized samples
+        (:func:`by_size_groups`): the same outputs with less padding.
         """
         outputs: dict[str, Tensor] = {}
         if asv_embeddings is None:
@@ -74,8 +82,8 @@ class SequenceEncoder(nn.Module):
             asv_embeddings = asv_outputs.pop("embeddings")
             outputs.update(asv_outputs)
         per_slot = gather_asv_embeddings(asv_embeddings, asv_index, asv_mask)  # [B, S, D]
-        sample_embeddings = self.sample_encoder(per_slot, asv_mask, counts)  # [B, S, D]
-        pooled = self.pooling(self.encoder(sample_embeddings, asv_mask), asv_mask)  # [B, D]
+        sample_embeddings, encoded = by_size_groups(self._sample_stacks, size_groups, per_slot, asv_mask, counts)
+        pooled = self.pooling(encoded, asv_mask)  # [B, D]
         outputs.update(embeddings=pooled, distances=self.distance_head(pooled),
                        sample_embeddings=sample_embeddings, asv_mask=asv_mask)
         if self.faith_head is not None:

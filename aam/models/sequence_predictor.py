@@ -121,14 +121,16 @@ class SequencePredictor(nn.Module):
     def forward(self, tokens: Tensor, asv_index: Tensor, asv_mask: Tensor, counts: Tensor | None = None,
                 categoricals: Tensor | None = None, mask_nucleotides: bool = False,
                 asv_embeddings: Tensor | None = None, generator: torch.Generator | None = None,
-                nucleotide_mask: Tensor | None = None, tokens_padded: bool = True) -> dict[str, Tensor]:
+                nucleotide_mask: Tensor | None = None, tokens_padded: bool = True,
+                size_groups=None) -> dict[str, Tensor]:
         """The base's outputs plus `prediction` [B, out_dim] ([B, out_dim, Q] with quantiles; log-probabilities
         for a classifier), `count_prediction` [B, S] and the fusion's diagnostics (`gate` [B, D],
         `cross_attention_weights` [B, S, K]). Missing `categoricals` count as unknown (all 0)."""
         with torch.no_grad() if self._base_frozen else contextlib.nullcontext():
             outputs = self.base(tokens, asv_index, asv_mask, counts, mask_nucleotides=mask_nucleotides,
                                 asv_embeddings=asv_embeddings, generator=generator,
-                                nucleotide_mask=nucleotide_mask, tokens_padded=tokens_padded)
+                                nucleotide_mask=nucleotide_mask, tokens_padded=tokens_padded,
+                                size_groups=size_groups)
         sample_embeddings = outputs["sample_embeddings"]  # [B, S, D]
         if self.count_head is not None:
             outputs["count_prediction"] = self.count_head(sample_embeddings, asv_mask)

@@ -121,6 +121,7 @@ class FitRun(RunConfig):
     asv_sampling: str = "abundance"
     no_sequence_cache: bool = False
     num_workers: int = 0
+    size_groups: int = 1
     # model (encoder)
     embedding_dim: int = ENCODER.embedding_dim
     attention_heads: int = ENCODER.attention_heads
