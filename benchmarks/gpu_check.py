@@ -21,11 +21,13 @@ Checks, each on random 150-nt ASVs (no data needed), the model built from the sa
 - ``pretrain_speed``: ``benchmarks/pretrain_speed.py`` through aam pretrain's own Trainer and DataLoader, at
   the default size, bf16, batches of 256 (issue #29's goal), on the oral cohort (``--data``) or a synthetic
   table and tree.
+- ``size_groups``: the same as ``pretrain_speed`` with ``--size-groups 4`` (the sample-level stacks on four
+  groups of like-sized samples per batch): compare its samples/s with ``pretrain_speed``'s.
 - ``multi_gpu``: with two or more GPUs, ``torchrun --nproc_per_node 2 -m aam.cli train`` with
   ``--distributed`` and with ``--fsdp`` on a synthetic dataset: exit status and samples/s from its log.
 
 Each check has a budget in seconds (``BUDGETS``, 480 s in all: the script fits in 8 minutes of device time;
-``--budgets name=s`` overrides); on a GPU each runs in its own process and is stopped at its budget
+``--budgets name=s`` overrides; with two GPUs give ``multi_gpu=150``); on a GPU each runs in its own process and is stopped at its budget
 (``--isolate``), so one slow or hung check costs its budget and no more. ``--only`` selects checks.
 
 On CPU (``--device cpu --quick``) every check runs at toy sizes (compile with the ``eager`` backend, memory
@@ -412,7 +414,8 @@ def _speed_lines(speed: dict[str, Any], _: dict[str, Any]) -> list[str]:
 
 def _pretrain_lines(r: dict[str, Any], _: dict[str, Any]) -> list[str]:
     share = r.get("share_of_peak")
-    return [f"| aam pretrain, {r['precision']}, batch {r['batch_size']} ({r['preset']} size) | "
+    return [f"| aam pretrain, {r['precision']}, batch {r['batch_size']} ({r['preset']} size, size groups "
+            f"{r.get('size_groups', 1)}) | "
             f"{r['samples_per_s']:,.1f} samples/s, {r['achieved_tflops']:.2f} TFLOP/s"
             f"{'' if share is None else f', {100 * share:.0f}% of peak'} |"]
 
@@ -429,19 +432,20 @@ def _syncs_lines(c: dict[str, Any], _: dict[str, Any]) -> list[str]:
 
 _SECTIONS = {"precision": _precision_lines, "attention": _attention_lines, "syncs": _syncs_lines, "memory": _memory_lines,
              "speed": _speed_lines, "compile": _compile_lines, "pretrain_speed": _pretrain_lines,
+             "size_groups": _pretrain_lines,
              "multi_gpu": _multi_gpu_lines}
 
 
 # Seconds each check may take on the device (sum 480 s: the whole script fits in 8 minutes of device time).
 # With isolation (the default on a GPU) each check runs in its own process and is stopped at its budget.
 BUDGETS: dict[str, float] = {"precision": 15, "attention": 15, "syncs": 20, "memory": 40, "speed": 80,
-                             "compile": 80, "pretrain_speed": 80, "multi_gpu": 150}
+                             "compile": 80, "pretrain_speed": 80, "size_groups": 60, "multi_gpu": 90}
 
 
-def check_pretrain_speed(device, out: Path, quick: bool, data: str | None) -> dict[str, Any]:
+def check_pretrain_speed(device, out: Path, quick: bool, data: str | None, size_groups: int = 1) -> dict[str, Any]:
     """``benchmarks/pretrain_speed.py`` (aam pretrain's own Trainer and DataLoader): the oral cohort with its
     tree when ``data`` holds it, else a synthetic table and tree of oral-like size; default model size, bf16
-    and batches of 256 on a GPU (issue #29's goal), toy sizes on CPU."""
+    and batches of 256 on a GPU (issue #29's goal), toy sizes on CPU; ``size_groups``: ``--size-groups``."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("pretrain_speed", Path(__file__).with_name("pretrain_speed.py"))
@@ -452,14 +456,18 @@ def check_pretrain_speed(device, out: Path, quick: bool, data: str | None) -> di
     else:
         from aam.data.synthetic import write_synthetic_dataset
 
-        paths = write_synthetic_dataset(out / "pretrain_data", n_samples=96 if quick else 2048,
-                                        n_asvs=60 if quick else 4000, seed=0)
-        source = ["--table", str(paths["table"]), "--tree", str(paths["tree"])]
+        folder = out / "pretrain_data"  # written once, read by pretrain_speed and size_groups
+        if not (folder / "written").exists():
+            paths = write_synthetic_dataset(folder, n_samples=96 if quick else 2048, n_asvs=60 if quick else 4000,
+                                            seed=0)
+            (folder / "written").write_text(json.dumps({k: str(v) for k, v in paths.items()}))
+        paths = json.loads((folder / "written").read_text())
+        source = ["--table", paths["table"], "--tree", paths["tree"]]
     cuda = device.type == "cuda"
     args = [*source, "--device", str(device), "--precision", "bf16" if cuda else "fp32",
             "--batch-size", "8" if quick else "256", "--warmup", "1" if quick else "3", "--steps", "2" if quick else "20",
-            "--work", str(out / "pretrain_speed_work")] + (["--max-bp", "40", "--preset", "small-data"] if quick else [])
-    return _quiet_main(speed, args)
+            "--work", str(out / f"pretrain_speed_work_g{size_groups}"), "--size-groups", str(size_groups)]
+    return _quiet_main(speed, args + (["--max-bp", "40", "--preset", "small-data"] if quick else []))
 
 
 def _quiet_main(module, args: list[str]) -> dict[str, Any]:
@@ -535,6 +543,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "compile": lambda: check_compile(device, TOY if quick else SIZES[args.compile_size], max_bp,
                                                  batches, "inductor" if device.type == "cuda" else "eager"),
                 "pretrain_speed": lambda: check_pretrain_speed(device, scratch, quick, args.data),
+                "size_groups": lambda: check_pretrain_speed(device, scratch, quick, args.data, size_groups=4),
                 "multi_gpu": lambda: check_multi_gpu(scratch) if not quick else {"skipped": "quick"},
             }
         for name in selected:  # saved after each, so a run cut short keeps what finished

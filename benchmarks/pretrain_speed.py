@@ -145,11 +145,13 @@ def run(args: argparse.Namespace) -> dict:
 
     options = {"table": table, **targets, "output_dir": str(Path(args.work or tempfile.mkdtemp()) / "run"),
                "epochs": 1, "batch_size": args.batch_size, "device": args.device, "seed": 0, "verbose": False,
-               "mixed_precision": None if args.precision == "fp32" else args.precision, "max_bp": args.max_bp}
+               "mixed_precision": None if args.precision == "fp32" else args.precision, "max_bp": args.max_bp,
+               "size_groups": args.size_groups}
     if args.preset == "small-data":
         from aam.cli.presets import PRESETS
 
         options = {**PRESETS["small-data"]["pretrain"], **options, "batch_size": args.batch_size}
+    options["size_groups"] = args.size_groups
     trainer_module.Trainer.fit = fit
     try:
         run_pretrain(PretrainRun.from_options(options, ignore_unknown=True))
@@ -172,7 +174,8 @@ def run(args: argparse.Namespace) -> dict:
     memory = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"table": table, **targets, "device": str(device), "threads": threads, "precision": args.precision,
-            "batch_size": args.batch_size, "preset": args.preset, "timed_steps": len(timed),
+            "batch_size": args.batch_size, "preset": args.preset, "size_groups": args.size_groups,
+            "timed_steps": len(timed),
             "samples_per_s": samples / seconds, "flop_per_sample": flop_per_sample, "achieved_tflops": achieved,
             "peak_tflops": peak, "share_of_peak": achieved / peak if peak else None, "step_share": parts,
             "peak_memory_mib": memory, "machine": f"{platform.machine()}, {platform.system()}, Python "
@@ -190,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-bp", type=int, default=150)
     parser.add_argument("--preset", choices=["default", "small-data"], default="default")
+    parser.add_argument("--size-groups", type=int, default=1, help="aam pretrain --size-groups")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--peak-tflops", type=float, default=None)

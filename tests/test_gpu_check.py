@@ -30,10 +30,14 @@ def test_gpu_check_runs_every_check_at_toy_size_on_cpu(gpu_check, tmp_path):
     assert set(result["speed"]) == {"toy/fp32", "toy/bf16", "toy/fp16"} and min(result["speed"].values()) > 0
     speed = result["pretrain_speed"]  # aam pretrain's own loop, on a synthetic table and tree
     assert speed["samples_per_s"] > 0 and speed["flop_per_sample"] > 0 and speed["timed_steps"] == 2
+    grouped = result["size_groups"]  # the same run with the sample-level stacks on groups of like size
+    assert grouped["size_groups"] == 4 and speed["size_groups"] == 1 and grouped["samples_per_s"] > 0
+    assert grouped["flop_per_sample"] <= speed["flop_per_sample"]  # no more work (toy samples are all capped alike)
     assert set(result["budgets_s"]) == set(gpu_check.BUDGETS) and sum(gpu_check.BUDGETS.values()) <= 480
     table = (tmp_path / "gpu_check.md").read_text()
     assert "| compile (eager, 3 steps) | " in table and "samples/s, toy/fp16" in table
     assert "| host syncs, pretraining epoch of 2 / 6 batches | " in table and "none per step" in table
+    assert "size groups 4) | " in table
 
 
 def test_a_kernel_expected_to_run_that_did_not_fails_the_attention_check(gpu_check):

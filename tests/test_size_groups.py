@@ -123,3 +123,19 @@ def test_compiled_training_with_size_groups_has_no_breaks_and_a_graph_per_group_
     plain, *_ = fit(1, compile_model=False)
     for epoch, reference in zip(compiled, plain):
         assert epoch["val_loss"] == pytest.approx(reference["val_loss"], rel=1e-4)
+
+
+def test_groups_cut_the_sample_level_work_on_padding():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = SequenceEncoder(tiny_encoder(attention_layers=2)).eval()
+    whole, grouped = _batches(_data(seed=3, n_samples=16), n_groups=4)
+    used = whole.asv_mask.float().mean().item()
+    padded = sum((stop - start) * slots for start, stop, slots in grouped.size_groups.bounds) / whole.asv_mask.numel()
+    assert padded < 0.85 and used <= padded  # slots computed, as a share of the batch's padded slots
+    flops = []
+    for batch in (whole, grouped):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            forward_batch(model, batch)
+        flops.append(counter.get_total_flops())
+    assert flops[1] < flops[0]  # the sample-level stacks skip the slots each group does not need
