@@ -42,35 +42,36 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 BASELINES = ("forest", "clr-linear", "boosted")
 # AAM recipes: the flags after `aam cross-validate --table ... --folds ... --output-dir ...`
+OLD = " --no-group-diversity"  # cells run before session 20 made diversity features a default (they ran without)
 METHODS: dict[str, str] = {
+    # the product's defaults (since session 20 with the diversity features, --group-diversity)
     "sequence-groups": "--model-type sequence-groups --max-bp 100",
-    "sequence-groups-forest": "--model-type sequence-groups --max-bp 100 --forest-blend",
     "sequence-groups-boosted": "--model-type sequence-groups --max-bp 100 --group-readout boosted",
+    # the same before session 20 (no diversity features): the recipes of sessions 16-19
+    "sequence-groups-nodiversity": "--model-type sequence-groups --max-bp 100" + OLD,
+    "sequence-groups-boosted-nodiversity": "--model-type sequence-groups --max-bp 100 --group-readout boosted" + OLD,
+    "sequence-groups-forest": "--model-type sequence-groups --max-bp 100 --forest-blend" + OLD,
     # session 18: the defaults chosen on synthetic cohorts (anchors 512, position profiles) against the
     # alternatives, for both read-outs (rule in _design_plan/real_suite.md)
-    "sequence-groups-anchors0": "--model-type sequence-groups --max-bp 100 --group-anchors 0",
+    "sequence-groups-anchors0": "--model-type sequence-groups --max-bp 100 --group-anchors 0" + OLD,
     "sequence-groups-boosted-anchors0": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
-                                        "--group-anchors 0",
-    "sequence-groups-kmers": "--model-type sequence-groups --max-bp 100 --no-group-positions",
+                                        "--group-anchors 0" + OLD,
+    "sequence-groups-kmers": "--model-type sequence-groups --max-bp 100 --no-group-positions" + OLD,
     "sequence-groups-boosted-kmers": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
-                                     "--no-group-positions",
+                                     "--no-group-positions" + OLD,
     # session 18 candidate: up to 4096 anchor ASVs (every ASV of two or more groups, in practice) beside the
     # k-means groups: the boosted read-out sees per-ASV shares as well as group shares
     "sequence-groups-boosted-a4096": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
-                                     "--group-anchors 4096",
+                                     "--group-anchors 4096" + OLD,
     # session 19 candidate: a random forest (the forest baseline's settings) reads the group shares (rule in
     # _design_plan/real_suite.md)
-    "sequence-groups-forest-readout": "--model-type sequence-groups --max-bp 100 --group-readout forest",
+    "sequence-groups-forest-readout": "--model-type sequence-groups --max-bp 100 --group-readout forest" + OLD,
     # session 20 candidate: the boosted read-out reads the groups' log shares uncentred (the shares themselves,
     # to trees), as the boosted baseline reads relative abundances (rule in _design_plan/real_suite.md)
     "sequence-groups-boosted-uncentred": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
-                                         "--no-group-centred",
-    # session 20 candidate: both read-outs also read each sample's ASV diversity (Shannon entropy, log richness)
-    "sequence-groups-diversity": "--model-type sequence-groups --max-bp 100 --group-diversity",
-    "sequence-groups-boosted-diversity": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
-                                         "--group-diversity",
+                                         "--no-group-centred" + OLD,
     # the default before session 15 (4 k-means++ starts per clustering; now 1): kept to compare
-    "sequence-groups-4starts": "--model-type sequence-groups --max-bp 100 --group-kmeans-starts 4",
+    "sequence-groups-4starts": "--model-type sequence-groups --max-bp 100 --group-kmeans-starts 4" + OLD,
     # the attention model from scratch, and from an encoder pretrained on the corpus and the suite's tables
     # (no labels; --encoder, built by the command in BENCHMARKS.md), fine-tuned or frozen (issue #27)
     "transformer": "--preset small-data --max-bp 100",
@@ -85,6 +86,9 @@ ENCODER = REPO / "runs" / "corpus_encoder" / "pretrained_encoder.pt"  # --encode
 ONE_COMMAND: dict[str, dict[str, str]] = {
     "recommended-command": {"auroc": METHODS["sequence-groups"] + " --variant '--group-readout boosted'",
                             "mae": METHODS["sequence-groups-boosted"]},
+    "recommended-command-nodiversity": {"auroc": METHODS["sequence-groups-nodiversity"]
+                                        + " --variant '--group-readout boosted'",
+                                        "mae": METHODS["sequence-groups-boosted-nodiversity"]},
 }
 
 # Averages of finished cells at the same seed, equal weights: exactly the ``blend`` column of
@@ -92,40 +96,45 @@ ONE_COMMAND: dict[str, dict[str, str]] = {
 # AAM and each baseline, which are ``aam rf-baseline`` on the same folds and seed). The deployable model is
 # ``aam train <recipe> --blend-baselines forest,clr-linear,boosted --blend-weights equal`` + ``aam predict
 # --forest RUN/forest.joblib``. Costs add up.
+OLD_SG, OLD_BOOSTED = "sequence-groups-nodiversity", "sequence-groups-boosted-nodiversity"
 DERIVED: dict[str, tuple[str, ...]] = {
+    # the current defaults' recipes
     "sequence-groups+baselines": ("sequence-groups",) + BASELINES,
     "sequence-groups+forest": ("sequence-groups", "forest"),
-    "sequence-groups-4starts+baselines": ("sequence-groups-4starts",) + BASELINES,
     "sequence-groups-boosted+baselines": ("sequence-groups-boosted",) + BASELINES,
     "sequence-groups+boosted+baselines": ("sequence-groups", "sequence-groups-boosted") + BASELINES,
+    # the recipes of sessions 16-19 (no diversity features) and the candidates measured against them, whose
+    # members all ran without diversity features
+    "sequence-groups+boosted-nodiversity+baselines": (OLD_SG, OLD_BOOSTED) + BASELINES,
+    "sequence-groups-boosted-nodiversity+baselines": (OLD_BOOSTED,) + BASELINES,
+    "sequence-groups-4starts+baselines": ("sequence-groups-4starts",) + BASELINES,
     "sequence-groups-boosted-a4096+baselines": ("sequence-groups-boosted-a4096",) + BASELINES,
-    "sequence-groups+boosted-a4096+baselines": ("sequence-groups", "sequence-groups-boosted-a4096") + BASELINES,
+    "sequence-groups+boosted-a4096+baselines": (OLD_SG, "sequence-groups-boosted-a4096") + BASELINES,
     "sequence-groups+boosted-anchors0+baselines": ("sequence-groups-anchors0", "sequence-groups-boosted-anchors0")
                                                   + BASELINES,
     "sequence-groups-boosted-anchors0+baselines": ("sequence-groups-boosted-anchors0",) + BASELINES,
     "sequence-groups+boosted-kmers+baselines": ("sequence-groups-kmers", "sequence-groups-boosted-kmers") + BASELINES,
     "sequence-groups-boosted-kmers+baselines": ("sequence-groups-boosted-kmers",) + BASELINES,
-    "sequence-groups+boosted+forest-readout+baselines": ("sequence-groups", "sequence-groups-boosted",
-                                                         "sequence-groups-forest-readout") + BASELINES,
-    "sequence-groups+forest-readout+baselines": ("sequence-groups", "sequence-groups-forest-readout") + BASELINES,
-    "sequence-groups-boosted+forest-readout+baselines": ("sequence-groups-boosted", "sequence-groups-forest-readout")
+    "sequence-groups+boosted+forest-readout+baselines": (OLD_SG, OLD_BOOSTED, "sequence-groups-forest-readout")
                                                         + BASELINES,
+    "sequence-groups+forest-readout+baselines": (OLD_SG, "sequence-groups-forest-readout") + BASELINES,
+    "sequence-groups-boosted+forest-readout+baselines": (OLD_BOOSTED, "sequence-groups-forest-readout") + BASELINES,
     "sequence-groups-forest-readout+baselines": ("sequence-groups-forest-readout",) + BASELINES,
-    "sequence-groups+boosted-uncentred+baselines": ("sequence-groups", "sequence-groups-boosted-uncentred")
-                                                   + BASELINES,
+    "sequence-groups+boosted-uncentred+baselines": (OLD_SG, "sequence-groups-boosted-uncentred") + BASELINES,
     "sequence-groups-boosted-uncentred+baselines": ("sequence-groups-boosted-uncentred",) + BASELINES,
-    "sequence-groups+boosted-diversity+baselines": ("sequence-groups-diversity", "sequence-groups-boosted-diversity")
-                                                   + BASELINES,
-    "sequence-groups-boosted-diversity+baselines": ("sequence-groups-boosted-diversity",) + BASELINES,
     "baselines-average": BASELINES,
 }
 # The README's recommendation, one recipe per kind of task (chosen in session 16 by the mean rank against the
-# baselines over the suite's tasks of that kind, at each of seeds 0-2): method ``recommended`` reports it.
+# baselines over the suite's tasks of that kind, at each of seeds 0-2; since session 20 its members read the
+# diversity features): method ``recommended`` reports it.
 RECOMMENDED: dict[str, str] = {"auroc": "sequence-groups+boosted+baselines",
                                "mae": "sequence-groups-boosted+baselines"}
 # The same per-kind recipes with one default of the sequence-groups family changed (session 18's rule): rows
-# ``recommended-<variant>`` when their cells are finished.
+# ``recommended-<variant>`` when their cells are finished. Candidates before session 20 were measured against
+# ``recommended-nodiversity`` (the recipes of sessions 16-19).
 RECOMMENDED_VARIANTS: dict[str, dict[str, str]] = {
+    "recommended-nodiversity": {"auroc": "sequence-groups+boosted-nodiversity+baselines",
+                                "mae": "sequence-groups-boosted-nodiversity+baselines"},
     "recommended-anchors0": {"auroc": "sequence-groups+boosted-anchors0+baselines",
                              "mae": "sequence-groups-boosted-anchors0+baselines"},
     "recommended-kmers": {"auroc": "sequence-groups+boosted-kmers+baselines",
@@ -138,9 +147,6 @@ RECOMMENDED_VARIANTS: dict[str, dict[str, str]] = {
     # session 20: the boosted read-out on uncentred log shares in place of the default one
     "recommended-uncentred": {"auroc": "sequence-groups+boosted-uncentred+baselines",
                               "mae": "sequence-groups-boosted-uncentred+baselines"},
-    # session 20: both read-outs also given each sample's diversity
-    "recommended-diversity": {"auroc": "sequence-groups+boosted-diversity+baselines",
-                              "mae": "sequence-groups-boosted-diversity+baselines"},
 }
 
 

@@ -601,7 +601,8 @@ def test_forest_blend_needs_the_sequence_groups_model(tmp_path):
 
 
 @pytest.mark.parametrize(("flag", "field", "option", "value"), [("--no-group-centred", "centred", "group_centred", False),
-                                                               ("--group-diversity", "diversity", "group_diversity", True)])
+                                                               ("--no-group-diversity", "diversity", "group_diversity",
+                                                                False)])
 def test_cli_feature_flags_are_recorded_and_predict_reads_the_same_features(tmp_path, flag, field, option, value):
     table, metadata = _classification_data(tmp_path)
     out = tmp_path / "run"
@@ -638,6 +639,7 @@ def test_cli_no_group_positions_describes_asvs_by_k_mers_only(tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["model_config"]["positions"] == 0 and config["options"]["group_positions"] is False
+    assert config["model_config"]["diversity"] is True  # the default since session 20
     model, _ = load_predictor(out / "checkpoints" / "best_model.pt")
     assert model.centres.shape[1] == 4 ** 4
 

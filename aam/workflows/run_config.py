@@ -281,7 +281,7 @@ class TrainRun(FitRun):
     group_positions: bool = True
     group_anchors: int = 512
     group_centred: bool = True
-    group_diversity: bool = False
+    group_diversity: bool = True
     group_inner_score: bool = True
     forest_blend: bool = False
     blend_baselines: str | None = None
