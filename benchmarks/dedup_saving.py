@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from aam.models.config import EncoderConfig
 from aam.models.sequence_encoder import SequenceEncoder
 from aam.workflows.inputs import load_amplicon_data
 
-DATA = "/work/shared/data"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data; --data overrides
 
 
 def random_batches(n_samples: int, batch_size: int, n_batches: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -93,10 +94,11 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default=str(DATA), help="folder with oral_dev.biom (default ../shared/data)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    data = load_amplicon_data(f"{DATA}/oral_dev.biom", max_bp=args.max_bp)
+    data = load_amplicon_data(f"{args.data}/oral_dev.biom", max_bp=args.max_bp)
     dataset = SampleDataset(data, token_limit=args.token_limit, asv_sampling="abundance", seed=args.seed)
     rng = np.random.default_rng(args.seed)
     print(f"oral_dev: {data.n_samples} samples x {len(data.asv_ids)} ASVs; token limit {args.token_limit}; "

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data
 MODES = ("pretrain", "train", "frozen", "predict")
 PATHS = ("aam", "baseline")
 

@@ -15,6 +15,7 @@ import platform
 import resource
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from skbio.diversity import beta_diversity
 from aam.data.biom_table import load_table
 from aam.unifrac import UniFracEngine
 
-DATA = "/work/shared/data"
+DATA = str(Path(__file__).resolve().parents[1].parent / "shared" / "data")  # ../shared/data
 SKBIO = {
     "unweighted": ("unweighted_unifrac", {}),
     "weighted-normalized": ("weighted_unifrac", {"normalized": True}),
