@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/nvidia.txt" 2>&1
 $py -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))" >> "$out/nvidia.txt" 2>&1
-timeout 240 $py benchmarks/gpu_check.py --output "$out" --device cuda > "$out/gpu_check.log" 2>&1
+timeout 540 $py benchmarks/gpu_check.py --output "$out" --device cuda > "$out/gpu_check.log" 2>&1
 scratch=$(mktemp -d)
 $py -m aam demo --data-only --output-dir "$scratch/demo" --samples 512 --asvs 400 > /dev/null 2>&1
 timeout 90 $py -m aam train --table "$scratch/demo/data/table.biom" --metadata "$scratch/demo/data/metadata.tsv" \

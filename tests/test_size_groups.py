@@ -139,3 +139,14 @@ def test_groups_cut_the_sample_level_work_on_padding():
             forward_batch(model, batch)
         flops.append(counter.get_total_flops())
     assert flops[1] < flops[0]  # the sample-level stacks skip the slots each group does not need
+
+
+def test_size_groups_benchmark_counts_less_work_with_more_groups(load_benchmark, synthetic_dir, tmp_path):
+    bench = load_benchmark("size_groups")
+    result = bench.main(["--table", str(synthetic_dir["table"]), "--batch-size", "12", "--groups", "1", "3",
+                         "--batches", "5", "--token-limit", "64", "--max-bp", "40", "--dim", "16", "--time",
+                         "--device", "cpu", "--repeats", "1", "--results", str(tmp_path / "r.json")])
+    one, three = result["groups"][1], result["groups"][3]
+    assert 0 < one["slot_use"] < three["slot_use"] <= 1 and one["forward_gflop"] > three["forward_gflop"] > 0
+    assert one["step_s"] > 0 and three["step_s"] > 0
+    assert json.loads((tmp_path / "r.json").read_text())["batch_size"] == 12
