@@ -413,7 +413,7 @@ def markdown(per_task: pd.DataFrame, ranks: pd.DataFrame) -> str:
                 continue
             won = (f" ({mine['folds_won_vs_best'].sum()}/{5 * len(mine)})"
                    if method not in BASELINES and "folds_won_vs_best" in mine else "")
-            if method == "chosen" or method.startswith("recommended") and method != "recommended-command":
+            if method == "chosen" or method.startswith("recommended") and method not in ONE_COMMAND:
                 won += " " + "/".join(sorted(set(mine["chosen"])))
             cells.append(f"{mine['mean'].mean():.3f} ± {mine['sd'].mean():.3f}{won}")
         lines.append(f"| {name} | {part['metric'].iloc[0]} | " + " | ".join(cells) + " |")
