@@ -82,9 +82,8 @@ def sequence_profiles(tokens: Tensor, kmer_size: int, positions: int) -> Tensor:
 def diversity_features(shares: Tensor) -> Tensor:
     """[B, U] ASV shares of each sample (rows sum to one) -> [B, 2]: the Shannon entropy of the shares (nats)
     and the log of one plus the number of ASVs present."""
-    present = shares > 0
-    entropy = -torch.where(present, shares * torch.log(torch.where(present, shares, 1.0)), 0.0).sum(dim=1)
-    return torch.stack([entropy, torch.log1p(present.sum(dim=1).to(shares.dtype))], dim=1)
+    entropy = torch.special.entr(shares).sum(dim=1)  # -p log p, 0 where p is 0
+    return torch.stack([entropy, torch.log1p((shares > 0).sum(dim=1).to(shares.dtype))], dim=1)
 
 
 class SequenceGroupComposition(nn.Module):

@@ -31,7 +31,7 @@ def forward_batch(model: nn.Module, batch, *, mask_nucleotides: bool = False,
             kwargs["nucleotide_mask"] = mask
     if not batch.tokens_padded:  # equal-length sequences: attention without a mask (flash kernels)
         kwargs["tokens_padded"] = False
-    if getattr(batch, "size_groups", None) is not None:  # like-sized samples grouped for the sample-level stacks
+    if batch.size_groups is not None:  # like-sized samples grouped for the sample-level stacks
         kwargs["size_groups"] = batch.size_groups
     return model(batch.tokens, batch.asv_index, batch.asv_mask, counts=batch.counts,
                  categoricals=batch.categoricals, **kwargs)

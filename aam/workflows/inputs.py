@@ -133,16 +133,16 @@ def build_loaders(data: AmpliconData, train_rows: np.ndarray, val_rows: np.ndarr
                   pin_memory: bool = False, distributed: DistributedContext | None = None,
                   read_fraction: float | None = None, train_data: AmpliconData | None = None,
                   train_draw_weights: np.ndarray | None = None, drop_last_train: bool = False,
-                  size_groups: int = 1):
+                  n_size_groups: int = 1):
     """Training loader (shuffled, ``asv_sampling``, reads thinned to ``read_fraction`` each epoch when given)
     and validation loader (every sample, abundance-first, all reads). ``train_data`` (the same samples and
     ASVs, some reads removed) replaces ``data`` for the training samples. ``train_draw_weights`` [len(train_rows)]
     (tables of a weighted corpus): each epoch draws the training samples with replacement in proportion.
     ``drop_last_train``: every training batch holds ``batch_size`` samples (the partial one is left out, a
     different one each epoch): one batch shape less to compile, and no batch too small for pairs.
-    ``size_groups``: batches split their samples into that many groups of like size for the sample-level
+    ``n_size_groups``: batches split their samples into that many groups of like size for the sample-level
     stacks (``aam.data.dataset.size_groups``)."""
-    collator = BatchCollator(data.tokens, data.sample_ids, distance_lookup, size_groups)
+    collator = BatchCollator(data.tokens, data.sample_ids, distance_lookup, n_size_groups)
     train_set = SampleDataset(data if train_data is None else train_data, train_rows, train_targets,
                               train_categoricals, token_limit, asv_sampling, seed, sample_weights=train_weights,
                               read_fraction=read_fraction)

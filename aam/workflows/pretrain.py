@@ -73,7 +73,7 @@ def _run(run: PretrainRun, output_dir: Path, session: Session) -> FitResult:
         build_loaders, data, data.rows_of(train_ids), data.rows_of(val_ids),
         token_limit=run.token_limit, asv_sampling=run.asv_sampling, seed=seed,
         num_workers=run.num_workers, distance_lookup=targets.lookup if targets is not None else None,
-        pin_memory=device.type == "cuda", distributed=session.distributed, size_groups=run.size_groups,
+        pin_memory=device.type == "cuda", distributed=session.distributed, n_size_groups=run.size_groups,
         train_draw_weights=None if draw_weights is None else draw_weights[data.rows_of(train_ids)],
         drop_last_train=True)  # full batches only: pairs in every batch, one shape less to compile
     train_loader, val_loader = loaders(batch_size=run.batch_size)

@@ -107,7 +107,7 @@ def train_transformer(inputs: FitInputs) -> FitResult:
         train_categoricals=None if encoder is None else by_row["categoricals"][train_rows],
         val_categoricals=None if encoder is None else by_row["categoricals"][val_rows],
         train_weights=train_weights, pin_memory=device.type == "cuda", distributed=session.distributed,
-        read_fraction=run.augment_reads, train_data=train_data, size_groups=run.size_groups)
+        read_fraction=run.augment_reads, train_data=train_data, n_size_groups=run.size_groups)
     train_loader, val_loader = loaders(batch_size=run.batch_size)
 
     config = predictor_config_from_options(
