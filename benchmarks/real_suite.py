@@ -70,6 +70,7 @@ METHODS: dict[str, str] = {
     # to trees), as the boosted baseline reads relative abundances (rule in _design_plan/real_suite.md)
     "sequence-groups-boosted-uncentred": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
                                          "--no-group-centred" + OLD,
+    "sequence-groups-boosted-l1": "--model-type sequence-groups --max-bp 100 --group-readout boosted",
     # the default before session 15 (4 k-means++ starts per clustering; now 1): kept to compare
     "sequence-groups-4starts": "--model-type sequence-groups --max-bp 100 --group-kmeans-starts 4" + OLD,
     # the attention model from scratch, and from an encoder pretrained on the corpus and the suite's tables

@@ -202,6 +202,9 @@ def _fit_trees(model: TreeGroupComposition, features: np.ndarray, targets: np.nd
         parameter, size = "n_estimators", float(FOREST_TREES)
     else:
         trees = boosted_trees(classifier=config.classifier, seed=seed)
+        import os
+        if os.environ.get("AAM_PROBE_L1") and not config.classifier:
+            trees.set_params(loss="absolute_error")
         parameter, size = "max_iter", float(BOOSTED_DEFAULTS["max_iter"])
     out_of_fold = _out_of_fold(trees, features, targets, splits, config) if inner_score else None
     model.trees = trees.fit(features, targets)
