@@ -121,3 +121,30 @@ def test_a_one_command_cell_is_scored_against_the_baselines_of_its_own_run(suite
     assert scored["best_baseline"] == max(suite.BASELINES, key=expected.get)
     assert scored["ahead_of_best"] == (expected["blend"] > max(expected[b] for b in suite.BASELINES))
     assert scored["rank"] == 1 + sum(expected[b] > expected["blend"] for b in suite.BASELINES)
+
+
+def test_methods_give_flags_per_kind_of_task_and_every_flag_set_parses(suite, toy_data):
+    """A method's flags may differ by kind (the boosted read-out's regression loss before session 21) or leave a
+    kind out; every flag set parses as `aam cross-validate` options (names and values)."""
+    import shlex
+
+    import click
+
+    from aam.cli import cli
+
+    tasks = suite.tasks(toy_data)
+    classification, regression = tasks.loc["toy_label"], tasks.loc["toy_target"]
+    assert suite.method_flags("sequence-groups-boosted-squared", classification) is None
+    assert "--group-boosted-loss squared-error" in suite.method_flags("sequence-groups-boosted-squared", regression)
+    assert "--group-boosted-loss" not in suite.method_flags("sequence-groups-boosted-nodiversity", classification)
+    assert suite.method_flags("sequence-groups-boosted", regression) == suite.METHODS["sequence-groups-boosted"]
+    command = cli.get_command(click.Context(cli), "cross-validate")
+    for method in suite.METHODS:
+        for task in (classification, regression):
+            flags = suite.method_flags(method, task)
+            if flags is None:
+                continue
+            args = ["--table", str(task.table), "--metadata", str(task.metadata), "--metadata-column", "target",
+                    "--output-dir", "unused", *shlex.split(flags.format(encoder=task.table))]
+            context = command.make_context("cross-validate", args)
+            assert context.params["model_type"] in ("sequence-groups", "transformer")

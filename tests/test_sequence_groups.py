@@ -232,6 +232,41 @@ def test_tree_readout_equals_scikit_learn_and_survives_the_checkpoint(readout, c
                             tokens, target, subjects, seed=3, inner_score=False)
 
 
+def test_absolute_error_readout_equals_scikit_learn_predicts_medians_and_survives_the_checkpoint(tmp_path):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from aam.baselines.estimators import BOOSTED_DEFAULTS
+    from aam.outputs.checkpoint import save_checkpoint
+
+    counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=4)
+    tokens = tokens_of(sequences)
+    rng = np.random.default_rng(0)
+    # a skewed target: most samples near their clade share, a few far above (where mean and median part)
+    target = np.log(counts[:, clade_of == 0].sum(1) / counts.sum(1)) + np.where(rng.random(len(labels)) < 0.15, 8.0, 0.0)
+    config = SequenceGroupsConfig(group_counts=(2, 4), clusterings=2, readout="boosted", boosted_loss="absolute_error")
+    model = sequence_group_model(config)
+    fit_sequence_groups(model, sparse.csr_matrix(counts), tokens, target, subjects, seed=3, inner_score=False)
+    features, batch = features_and_batch(model, counts, tokens)
+    reference = HistGradientBoostingRegressor(random_state=3, loss="absolute_error", **BOOSTED_DEFAULTS)
+    predicted = predictions_of(model, batch)[:, 0]
+    np.testing.assert_allclose(predicted, reference.fit(features, target).predict(features), rtol=1e-5, atol=1e-5)
+    squared = sequence_group_model(replace(config, boosted_loss="squared_error"))
+    fit_sequence_groups(squared, sparse.csr_matrix(counts), tokens, target, subjects, seed=3, inner_score=False)
+    by_mean = predictions_of(squared, batch)[:, 0]
+    usual = target < 4  # the outliers pull the squared error's predictions up, not the absolute error's
+    assert np.abs(predicted - target)[usual].mean() < np.abs(by_mean - target)[usual].mean()
+    assert predicted[~usual].mean() < by_mean[~usual].mean()  # nor does it chase them
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, kind="predictor", model_config=config.to_dict(), model=model)
+    loaded, _ = load_predictor(path)
+    assert loaded.config.boosted_loss == "absolute_error"
+    np.testing.assert_allclose(predictions_of(loaded, batch)[:, 0], predicted)
+    with pytest.raises(ValueError, match="boosted_loss"):
+        SequenceGroupsConfig(boosted_loss="huber")
+    assert SequenceGroupsConfig.from_dict({k: v for k, v in config.to_dict().items()
+                                           if k != "boosted_loss"}).boosted_loss == "squared_error"  # older models
+
+
 def test_uncentred_log_shares_are_the_plain_logs_and_trees_read_them_as_shares():
     counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=5)
     tokens = tokens_of(sequences)
@@ -626,6 +661,31 @@ def test_cli_feature_flags_are_recorded_and_predict_reads_the_same_features(tmp_
     refused = CliRunner().invoke(cli, ["train", "--table", table, "--metadata", metadata, "--metadata-column",
                                        "disease", flag, "--output-dir", str(tmp_path / "x")])
     assert refused.exit_code == 2 and "is an option of --model-type sequence-groups" in refused.output
+
+
+def test_cli_boosted_readout_fits_the_absolute_error_on_regression_by_default(tmp_path):
+    counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=2)
+    ids = [f"S{i:03d}" for i in range(len(labels))]
+    table, metadata = tmp_path / "table.biom", tmp_path / "metadata.tsv"
+    write_biom(table, counts, sequences, ids)
+    pd.DataFrame({"sample_id": ids, "share": counts[:, clade_of == 0].sum(1) / counts.sum(1),
+                  "subject": subjects}).to_csv(metadata, sep="\t", index=False)
+    common = ["train", "--table", table, "--metadata", metadata, "--metadata-column", "share",
+              "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2,4",
+              "--group-clusterings", "1", "--group-readout", "boosted", "--max-bp", "40", "--quiet"]
+    for flags, loss in (([], "absolute_error"), (["--group-boosted-loss", "squared-error"], "squared_error")):
+        out = tmp_path / loss
+        result = CliRunner().invoke(cli, [str(a) for a in [*common, *flags, "--output-dir", out]])
+        assert result.exit_code == 0, result.output
+        config = json.loads((out / "config.json").read_text())
+        assert config["model_config"]["boosted_loss"] == loss
+        model, _ = load_predictor(out / "checkpoints" / "best_model.pt")
+        assert model.trees.loss == loss
+    for flags in (["--group-readout", "forest"], ["--classifier"]):  # the option only concerns boosted regression
+        refused = CliRunner().invoke(cli, [str(a) for a in [*common, "--group-boosted-loss", "squared-error", *flags,
+                                                           "--output-dir", tmp_path / "refused"]])
+        assert refused.exit_code == 2 and "--group-boosted-loss: is the loss of the boosted read-out" in refused.output
+        assert "Traceback" not in refused.output and not (tmp_path / "refused" / "checkpoints").exists()
 
 
 def test_cli_no_group_positions_describes_asvs_by_k_mers_only(tmp_path):

@@ -12,6 +12,10 @@ from aam.registry import Registry, lazy_entries
 # them without importing numpy and scipy
 FOREST_TREES = 500
 FOREST_MAX_FEATURES = "sqrt"
+# the regression losses of the boosted trees (scikit-learn's names), and the ``boosted`` baseline's (rule 1 of
+# _design_plan/real_suite.md, session 21)
+BOOSTED_REGRESSION_LOSSES = ("squared_error", "absolute_error")
+BOOSTED_BASELINE_LOSS = "squared_error"
 
 BASELINES: Registry = Registry("classical baseline", lazy_entries("aam.baselines.estimators", {
     "forest": "FOREST", "clr-linear": "CLR_LINEAR", "boosted": "BOOSTED"}))

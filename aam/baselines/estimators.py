@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from aam.baselines import FOREST_MAX_FEATURES, FOREST_TREES
+from aam.baselines import BOOSTED_BASELINE_LOSS, BOOSTED_REGRESSION_LOSSES, FOREST_MAX_FEATURES, FOREST_TREES
 from aam.errors import AamError
 
 CLR_PSEUDO_COUNT = 0.5
@@ -137,13 +137,18 @@ def _clr_linear(*, classifier: bool, seed: int, n_jobs: int):
     return GridSearchCV(pipeline, grid, scoring=scoring, n_jobs=1, refit=True)
 
 
-def boosted_trees(*, classifier: bool, seed: int):
+def boosted_trees(*, classifier: bool, seed: int, loss: str = "squared_error"):
     """The gradient-boosted trees of the ``boosted`` baseline (its settings, unfitted), on whatever features
-    they are given: the baseline's relative abundances, or the sequence groups' boosted read-out."""
+    they are given: the baseline's relative abundances, or the sequence groups' boosted read-out. ``loss``: the
+    regression loss (one of ``BOOSTED_REGRESSION_LOSSES``); classifiers fit the log-loss."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-    make = HistGradientBoostingClassifier if classifier else HistGradientBoostingRegressor
-    return make(random_state=seed % 2**32, **BOOSTED_DEFAULTS)
+    if classifier:
+        return HistGradientBoostingClassifier(random_state=seed % 2**32, **BOOSTED_DEFAULTS)
+    if loss not in BOOSTED_REGRESSION_LOSSES:
+        raise AamError(f"unknown regression loss {loss!r} for boosted trees",
+                       hint=f"use one of {', '.join(BOOSTED_REGRESSION_LOSSES)}")
+    return HistGradientBoostingRegressor(random_state=seed % 2**32, loss=loss, **BOOSTED_DEFAULTS)
 
 
 def _boosted(*, classifier: bool, seed: int, n_jobs: int):
@@ -151,7 +156,7 @@ def _boosted(*, classifier: bool, seed: int, n_jobs: int):
     from sklearn.preprocessing import FunctionTransformer
 
     return make_pipeline(FunctionTransformer(dense_relative_abundance, accept_sparse=True),
-                         boosted_trees(classifier=classifier, seed=seed))
+                         boosted_trees(classifier=classifier, seed=seed, loss=BOOSTED_BASELINE_LOSS))
 
 
 FOREST = ClassicalBaseline("forest", "random forest on relative abundances", _forest)

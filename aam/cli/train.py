@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from aam.baselines import BOOSTED_REGRESSION_LOSSES
 from aam.cli import options as o
 from aam.data.normalization import TARGET_TRANSFORMS
 from aam.families import MODEL_FAMILIES
@@ -11,6 +12,8 @@ from aam.models.config import GMU_GATES, GROUP_READOUTS, MAX_GROUP_KMER, TARGET_
 from aam.models.registries import FUSIONS, OUTPUT_CONSTRAINTS
 from aam.objectives.metric_names import BEST_METRICS
 from aam.objectives.registries import TARGET_LOSSES
+
+BOOSTED_LOSS_CHOICES = tuple(loss.replace("_", "-") for loss in BOOSTED_REGRESSION_LOSSES)  # as typed
 
 CATEGORICAL_GUIDE = """\
 Choosing --categorical-fusion (categorical metadata such as site, season, host sex):
@@ -128,6 +131,12 @@ TRAIN_OPTIONS = [
                   "suite the recommended recipes ranked 1.14 / 1.23 / 1.32 against the baselines at seeds 0-2 "
                   "with it, 1.14 / 1.23 / 1.50 without, ahead of the best on the same 9 / 8 / 7 tasks "
                   "(BENCHMARKS.md)."),
+    o.option("--group-boosted-loss", type=click.Choice(BOOSTED_LOSS_CHOICES), default=o.TRAIN.group_boosted_loss,
+             section="Model",
+             help="sequence-groups, boosted read-out, regression: the trees' loss, absolute-error (they predict "
+                  "the conditional median, what the mean absolute error rewards) or squared-error (the mean). "
+                  "absolute-error by default since session 21 (before: squared-error), by a rule fixed before its "
+                  "runs (BENCHMARKS.md)."),
     o.option("--group-inner-score/--no-group-inner-score", default=o.TRAIN.group_inner_score, section="Model",
              help="sequence-groups, tree read-out (boosted, forest): score the trees by an inner "
                   "cross-validation (5 more fits; val_predictions.tsv and the inner score). --no-group-inner-score "

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from aam.baselines import BOOSTED_REGRESSION_LOSSES
 from aam.data.vocabulary import VOCAB_SIZE
 from aam.models.registries import COUNT_EMBEDDINGS, FUSIONS, MASK_STRATEGIES, OUTPUT_CONSTRAINTS
 
@@ -247,7 +248,9 @@ class SequenceGroupsConfig(_Config):
     features per sample, the Shannon entropy of its ASV shares and the log of one plus its count of ASVs;
     ``out_dim``: 1 for regression, the number of classes for a classifier; ``readout``: what
     reads the prediction off the features (``linear``: the shrunk linear layer; ``boosted``: gradient-boosted
-    trees; ``forest``: a random forest; trees are kept in the checkpoint beside the buffers)."""
+    trees; ``forest``: a random forest; trees are kept in the checkpoint beside the buffers); ``boosted_loss``: the
+    boosted read-out's regression loss, ``squared_error`` (the conditional mean; models written before session
+    21) or ``absolute_error`` (the conditional median)."""
 
     group_counts: tuple[int, ...] = (8, 16, 32, 64)
     clusterings: int = 8
@@ -260,6 +263,7 @@ class SequenceGroupsConfig(_Config):
     classifier: bool = False
     out_dim: int = 1
     readout: str = "linear"
+    boosted_loss: str = "squared_error"
     model_type: str = MODEL_TYPE  # tells a checkpoint's reader which model to build
 
     def __post_init__(self) -> None:
@@ -277,6 +281,9 @@ class SequenceGroupsConfig(_Config):
         _check_positive("positions", self.positions, allow_zero=True)
         if self.model_type != MODEL_TYPE:
             raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {self.model_type!r}")
+        if self.boosted_loss not in BOOSTED_REGRESSION_LOSSES:
+            raise ValueError(f"boosted_loss must be one of {', '.join(BOOSTED_REGRESSION_LOSSES)}; "
+                             f"got {self.boosted_loss!r}")
         if self.readout not in GROUP_READOUTS:
             raise ValueError(f"readout must be one of {', '.join(GROUP_READOUTS)}; got {self.readout!r}")
 

@@ -201,10 +201,7 @@ def _fit_trees(model: TreeGroupComposition, features: np.ndarray, targets: np.nd
         trees = forest_trees(classifier=config.classifier, seed=seed)
         parameter, size = "n_estimators", float(FOREST_TREES)
     else:
-        trees = boosted_trees(classifier=config.classifier, seed=seed)
-        import os
-        if os.environ.get("AAM_PROBE_L1") and not config.classifier:
-            trees.set_params(loss="absolute_error")
+        trees = boosted_trees(classifier=config.classifier, seed=seed, loss=config.boosted_loss)
         parameter, size = "max_iter", float(BOOSTED_DEFAULTS["max_iter"])
     out_of_fold = _out_of_fold(trees, features, targets, splits, config) if inner_score else None
     model.trees = trees.fit(features, targets)

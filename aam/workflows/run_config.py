@@ -283,6 +283,7 @@ class TrainRun(FitRun):
     group_centred: bool = True
     group_diversity: bool = True
     group_inner_score: bool = True
+    group_boosted_loss: str = "absolute-error"
     forest_blend: bool = False
     blend_baselines: str | None = None
     blend_weights: str = "inner-cv"
@@ -405,6 +406,10 @@ class TrainRun(FitRun):
             raise AamError("only a tree read-out (boosted, forest) can skip its inner cross-validation (the linear "
                            "read-out's chooses its shrinkage)", source="--no-group-inner-score",
                            hint="add --group-readout boosted (or forest), or leave the flag out")
+        if self.group_boosted_loss != defaults(type(self)).group_boosted_loss and (
+                self.classifier or self.group_readout != "boosted"):
+            raise AamError("is the loss of the boosted read-out on regression", source="--group-boosted-loss",
+                           hint="add --group-readout boosted (without --classifier), or leave the option out")
         if not self.group_inner_score and self.blend_weighs_inner_predictions:
             raise AamError("--blend-weights inner-cv weighs the model by its inner out-of-fold predictions",
                            source="--no-group-inner-score", hint="add --blend-weights equal, or leave the flag out")

@@ -17,6 +17,7 @@ from aam.objectives.scoring import score_predictions
 from aam.training.trainer import FitResult
 from aam.workflows.fitted_run import FitInputs, every_sample_targets, fitted_data_config, write_fitted_run
 from aam.workflows.forest_blend import fit_baseline_blend
+from aam.workflows.run_config import TrainRun
 
 log = logging.getLogger("aam")
 
@@ -48,6 +49,14 @@ def _fitting_group_counts(counts: tuple[int, ...], table) -> tuple[int, ...]:
     return counts
 
 
+def _boosted_loss(run: TrainRun) -> str:
+    """The trees' regression loss in scikit-learn's name: --group-boosted-loss for the boosted read-out on
+    regression, else the config's default (nothing reads it)."""
+    if run.classifier or run.group_readout != "boosted":
+        return SequenceGroupsConfig.boosted_loss
+    return run.group_boosted_loss.replace("-", "_")
+
+
 def train_sequence_groups(inputs: FitInputs) -> FitResult:
     """Fit on every usable sample (the inner cross-validation, grouped by ``--group-column``, chooses the
     shrinkage and gives the out-of-fold predictions) and write the run."""
@@ -63,6 +72,7 @@ def train_sequence_groups(inputs: FitInputs) -> FitResult:
                                   anchors=len(anchors), centred=run.group_centred,
                                   diversity=run.group_diversity, classifier=classifier,
                                   readout=run.group_readout,
+                                  boosted_loss=_boosted_loss(run),
                                   out_dim=len(setup.class_labels) if classifier else 1)
     model = build_model(config)
     log.info("sequence groups: %d samples%s, resolutions %s, %d anchor ASVs, %d-mer profiles%s", len(ids),
