@@ -43,46 +43,38 @@ REPO = Path(__file__).resolve().parent.parent
 BASELINES = ("forest", "clr-linear", "boosted")
 # AAM recipes: the flags after `aam cross-validate --table ... --folds ... --output-dir ...`
 OLD = " --no-group-diversity"  # cells run before session 20 made diversity features a default (they ran without)
-SQUARED = " --group-boosted-loss squared-error"  # regression cells of the boosted read-out run before session 21
-
-
-def before_21(flags: str) -> dict[str, str]:
-    """Flags per kind of task of a boosted read-out measured before session 21, when it fitted the squared
-    error on regression (the flag is for regression only)."""
-    return {"auroc": flags, "mae": flags + SQUARED}
-
-
 # a method's flags are one string, or one per kind of task ("auroc", "mae"; a kind left out: not run there)
 METHODS: dict[str, str | dict[str, str]] = {
     # the product's defaults (since session 20 with the diversity features, --group-diversity)
     "sequence-groups": "--model-type sequence-groups --max-bp 100",
     "sequence-groups-boosted": "--model-type sequence-groups --max-bp 100 --group-readout boosted",
-    # session 21: the boosted read-out's regression loss before (rule in _design_plan/real_suite.md)
-    "sequence-groups-boosted-squared": {"mae": "--model-type sequence-groups --max-bp 100 --group-readout boosted"
-                                               + SQUARED},
+    # session 21 candidate: the boosted read-out fits the absolute error on regression (rule in
+    # _design_plan/real_suite.md)
+    "sequence-groups-boosted-l1": {"mae": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
+                                          "--group-boosted-loss absolute-error"},
     # the same before session 20 (no diversity features): the recipes of sessions 16-19
     "sequence-groups-nodiversity": "--model-type sequence-groups --max-bp 100" + OLD,
-    "sequence-groups-boosted-nodiversity": before_21("--model-type sequence-groups --max-bp 100 --group-readout boosted"
+    "sequence-groups-boosted-nodiversity": ("--model-type sequence-groups --max-bp 100 --group-readout boosted"
                                                      + OLD),
     "sequence-groups-forest": "--model-type sequence-groups --max-bp 100 --forest-blend" + OLD,
     # session 18: the defaults chosen on synthetic cohorts (anchors 512, position profiles) against the
     # alternatives, for both read-outs (rule in _design_plan/real_suite.md)
     "sequence-groups-anchors0": "--model-type sequence-groups --max-bp 100 --group-anchors 0" + OLD,
-    "sequence-groups-boosted-anchors0": before_21("--model-type sequence-groups --max-bp 100 --group-readout boosted "
+    "sequence-groups-boosted-anchors0": ("--model-type sequence-groups --max-bp 100 --group-readout boosted "
                                                   "--group-anchors 0" + OLD),
     "sequence-groups-kmers": "--model-type sequence-groups --max-bp 100 --no-group-positions" + OLD,
-    "sequence-groups-boosted-kmers": before_21("--model-type sequence-groups --max-bp 100 --group-readout boosted "
+    "sequence-groups-boosted-kmers": ("--model-type sequence-groups --max-bp 100 --group-readout boosted "
                                                "--no-group-positions" + OLD),
     # session 18 candidate: up to 4096 anchor ASVs (every ASV of two or more groups, in practice) beside the
     # k-means groups: the boosted read-out sees per-ASV shares as well as group shares
-    "sequence-groups-boosted-a4096": before_21("--model-type sequence-groups --max-bp 100 --group-readout boosted "
+    "sequence-groups-boosted-a4096": ("--model-type sequence-groups --max-bp 100 --group-readout boosted "
                                                "--group-anchors 4096" + OLD),
     # session 19 candidate: a random forest (the forest baseline's settings) reads the group shares (rule in
     # _design_plan/real_suite.md)
     "sequence-groups-forest-readout": "--model-type sequence-groups --max-bp 100 --group-readout forest" + OLD,
     # session 20 candidate: the boosted read-out reads the groups' log shares uncentred (the shares themselves,
     # to trees), as the boosted baseline reads relative abundances (rule in _design_plan/real_suite.md)
-    "sequence-groups-boosted-uncentred": before_21("--model-type sequence-groups --max-bp 100 --group-readout boosted "
+    "sequence-groups-boosted-uncentred": ("--model-type sequence-groups --max-bp 100 --group-readout boosted "
                                                    "--no-group-centred" + OLD),
     # the default before session 15 (4 k-means++ starts per clustering; now 1): kept to compare
     "sequence-groups-4starts": "--model-type sequence-groups --max-bp 100 --group-kmeans-starts 4" + OLD,
@@ -102,7 +94,7 @@ ONE_COMMAND: dict[str, dict[str, str]] = {
                             "mae": METHODS["sequence-groups-boosted"]},
     "recommended-command-nodiversity": {"auroc": METHODS["sequence-groups-nodiversity"]
                                         + " --variant '--group-readout boosted'",
-                                        "mae": METHODS["sequence-groups-boosted-nodiversity"]["mae"]},
+                                        "mae": METHODS["sequence-groups-boosted-nodiversity"]},
 }
 
 # Averages of finished cells at the same seed, equal weights: exactly the ``blend`` column of
@@ -136,7 +128,7 @@ DERIVED: dict[str, tuple[str, ...]] = {
     "sequence-groups-forest-readout+baselines": ("sequence-groups-forest-readout",) + BASELINES,
     "sequence-groups+boosted-uncentred+baselines": (OLD_SG, "sequence-groups-boosted-uncentred") + BASELINES,
     "sequence-groups-boosted-uncentred+baselines": ("sequence-groups-boosted-uncentred",) + BASELINES,
-    "sequence-groups-boosted-squared+baselines": ("sequence-groups-boosted-squared",) + BASELINES,
+    "sequence-groups-boosted-l1+baselines": ("sequence-groups-boosted-l1",) + BASELINES,
     "baselines-average": BASELINES,
 }
 # The README's recommendation, one recipe per kind of task (chosen in session 16 by the mean rank against the
@@ -159,8 +151,8 @@ RECOMMENDED_VARIANTS: dict[str, dict[str, str]] = {
                                  "mae": "sequence-groups-boosted+forest-readout+baselines"},
     "recommended-forest-swapped": {"auroc": "sequence-groups+forest-readout+baselines",
                                    "mae": "sequence-groups-forest-readout+baselines"},
-    # session 21: the regression recipe with the boosted read-out fitting the squared error (before session 21)
-    "recommended-squared": {"mae": "sequence-groups-boosted-squared+baselines"},
+    # session 21: the regression recipe with the boosted read-out fitting the absolute error
+    "recommended-l1": {"mae": "sequence-groups-boosted-l1+baselines"},
     # session 20: the boosted read-out on uncentred log shares in place of the default one
     "recommended-uncentred": {"auroc": "sequence-groups+boosted-uncentred+baselines",
                               "mae": "sequence-groups-boosted-uncentred+baselines"},

@@ -88,6 +88,20 @@ def test_each_baseline_learns_a_planted_signal(name):
     assert mean_absolute_error(target[test], model.predict(counts[test])) < 0.6 * baseline_error
 
 
+def test_boosted_baseline_fits_the_absolute_error_on_regression():
+    """Since session 21 (rule 1 on the real-data suite): the conditional median, what the MAE rewards."""
+    counts, labels, target, groups = planted(120)
+    regression = BASELINES["boosted"].fit(counts, target, classifier=False, seed=0, n_jobs=1)
+    assert regression[-1].loss == "absolute_error" == baselines.BOOSTED_BASELINE_LOSS
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    reference = HistGradientBoostingRegressor(random_state=0, loss="absolute_error", **baselines.BOOSTED_DEFAULTS)
+    reference.fit(baselines.dense_relative_abundance(counts), target)
+    np.testing.assert_allclose(regression.predict(counts), reference.predict(baselines.dense_relative_abundance(counts)))
+    classifier = BASELINES["boosted"].fit(counts, labels, classifier=True, seed=0, n_jobs=1)
+    assert classifier[-1].loss in ("log_loss", "auto")
+
+
 def _write_task(tmp_path, counts, labels):
     import h5py
     from biom import Table

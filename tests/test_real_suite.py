@@ -124,8 +124,8 @@ def test_a_one_command_cell_is_scored_against_the_baselines_of_its_own_run(suite
 
 
 def test_methods_give_flags_per_kind_of_task_and_every_flag_set_parses(suite, toy_data):
-    """A method's flags may differ by kind (the boosted read-out's regression loss before session 21) or leave a
-    kind out; every flag set parses as `aam cross-validate` options (names and values)."""
+    """A method's flags may differ by kind of task or leave a kind out (the boosted read-out's regression loss);
+    every flag set parses as `aam cross-validate` options (names and values)."""
     import shlex
 
     import click
@@ -134,9 +134,8 @@ def test_methods_give_flags_per_kind_of_task_and_every_flag_set_parses(suite, to
 
     tasks = suite.tasks(toy_data)
     classification, regression = tasks.loc["toy_label"], tasks.loc["toy_target"]
-    assert suite.method_flags("sequence-groups-boosted-squared", classification) is None
-    assert "--group-boosted-loss squared-error" in suite.method_flags("sequence-groups-boosted-squared", regression)
-    assert "--group-boosted-loss" not in suite.method_flags("sequence-groups-boosted-nodiversity", classification)
+    assert suite.method_flags("sequence-groups-boosted-l1", classification) is None
+    assert "--group-boosted-loss absolute-error" in suite.method_flags("sequence-groups-boosted-l1", regression)
     assert suite.method_flags("sequence-groups-boosted", regression) == suite.METHODS["sequence-groups-boosted"]
     command = cli.get_command(click.Context(cli), "cross-validate")
     for method in suite.METHODS:

@@ -663,7 +663,7 @@ def test_cli_feature_flags_are_recorded_and_predict_reads_the_same_features(tmp_
     assert refused.exit_code == 2 and "is an option of --model-type sequence-groups" in refused.output
 
 
-def test_cli_boosted_readout_fits_the_absolute_error_on_regression_by_default(tmp_path):
+def test_cli_boosted_readout_loss_on_regression_is_recorded_and_refused_elsewhere(tmp_path):
     counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=2)
     ids = [f"S{i:03d}" for i in range(len(labels))]
     table, metadata = tmp_path / "table.biom", tmp_path / "metadata.tsv"
@@ -673,7 +673,7 @@ def test_cli_boosted_readout_fits_the_absolute_error_on_regression_by_default(tm
     common = ["train", "--table", table, "--metadata", metadata, "--metadata-column", "share",
               "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2,4",
               "--group-clusterings", "1", "--group-readout", "boosted", "--max-bp", "40", "--quiet"]
-    for flags, loss in (([], "absolute_error"), (["--group-boosted-loss", "squared-error"], "squared_error")):
+    for flags, loss in (([], "squared_error"), (["--group-boosted-loss", "absolute-error"], "absolute_error")):
         out = tmp_path / loss
         result = CliRunner().invoke(cli, [str(a) for a in [*common, *flags, "--output-dir", out]])
         assert result.exit_code == 0, result.output
@@ -682,7 +682,7 @@ def test_cli_boosted_readout_fits_the_absolute_error_on_regression_by_default(tm
         model, _ = load_predictor(out / "checkpoints" / "best_model.pt")
         assert model.trees.loss == loss
     for flags in (["--group-readout", "forest"], ["--classifier"]):  # the option only concerns boosted regression
-        refused = CliRunner().invoke(cli, [str(a) for a in [*common, "--group-boosted-loss", "squared-error", *flags,
+        refused = CliRunner().invoke(cli, [str(a) for a in [*common, "--group-boosted-loss", "absolute-error", *flags,
                                                            "--output-dir", tmp_path / "refused"]])
         assert refused.exit_code == 2 and "--group-boosted-loss: is the loss of the boosted read-out" in refused.output
         assert "Traceback" not in refused.output and not (tmp_path / "refused" / "checkpoints").exists()

@@ -12,7 +12,8 @@ columns. The names are those of ``aam rf-baseline --baseline`` and ``aam cross-v
   are chosen by inner cross-validation over the training samples, grouped like the outer folds when groups are
   given (SIAMCAT's recipe, with an L2 instead of a LASSO penalty).
 - ``boosted``: scikit-learn's histogram gradient-boosted trees on relative abundances, with settings for small
-  cohorts (shallow trees, a slow learning rate, feature subsampling per split).
+  cohorts (shallow trees, a slow learning rate, feature subsampling per split); regression fits the absolute
+  error (the conditional median) since session 21.
 
 Their settings were fixed by the rule in ``_design_plan/real_suite.md``, on the real tasks of
 ``benchmarks/real_suite.py``.

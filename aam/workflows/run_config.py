@@ -283,7 +283,7 @@ class TrainRun(FitRun):
     group_centred: bool = True
     group_diversity: bool = True
     group_inner_score: bool = True
-    group_boosted_loss: str = "absolute-error"
+    group_boosted_loss: str = "squared-error"
     forest_blend: bool = False
     blend_baselines: str | None = None
     blend_weights: str = "inner-cv"
