@@ -40,7 +40,8 @@ from aam.cli import options as o
     o.option("--baseline", type=o.RegistryChoice(BASELINES), default=o.RF_BASELINE.baseline, section="Model",
              help="The classical model: forest (random forest on relative abundances), clr-linear (L2 logistic or "
                   "ridge regression on CLR abundances, penalty chosen by inner CV grouped by --group-column), "
-                  "boosted (histogram gradient-boosted trees)."),
+                  "boosted (histogram gradient-boosted trees; on regression they fit the absolute error since "
+                  "session 21, better than the squared error on 11 of 12 real-data task-seeds, BENCHMARKS.md)."),
     o.option("--n-estimators", type=int, default=o.RF_BASELINE.n_estimators, section="Model", help="Trees (forest)."),
     o.option("--max-features", default=o.RF_BASELINE.max_features, section="Model",
              help="Features per split (forest): sqrt, log2, none, a fraction or a count."),
