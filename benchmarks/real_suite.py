@@ -54,28 +54,27 @@ METHODS: dict[str, str | dict[str, str]] = {
                                           "--group-boosted-loss absolute-error"},
     # the same before session 20 (no diversity features): the recipes of sessions 16-19
     "sequence-groups-nodiversity": "--model-type sequence-groups --max-bp 100" + OLD,
-    "sequence-groups-boosted-nodiversity": ("--model-type sequence-groups --max-bp 100 --group-readout boosted"
-                                                     + OLD),
+    "sequence-groups-boosted-nodiversity": "--model-type sequence-groups --max-bp 100 --group-readout boosted" + OLD,
     "sequence-groups-forest": "--model-type sequence-groups --max-bp 100 --forest-blend" + OLD,
     # session 18: the defaults chosen on synthetic cohorts (anchors 512, position profiles) against the
     # alternatives, for both read-outs (rule in _design_plan/real_suite.md)
     "sequence-groups-anchors0": "--model-type sequence-groups --max-bp 100 --group-anchors 0" + OLD,
-    "sequence-groups-boosted-anchors0": ("--model-type sequence-groups --max-bp 100 --group-readout boosted "
-                                                  "--group-anchors 0" + OLD),
+    "sequence-groups-boosted-anchors0": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
+                                        "--group-anchors 0" + OLD,
     "sequence-groups-kmers": "--model-type sequence-groups --max-bp 100 --no-group-positions" + OLD,
-    "sequence-groups-boosted-kmers": ("--model-type sequence-groups --max-bp 100 --group-readout boosted "
-                                               "--no-group-positions" + OLD),
+    "sequence-groups-boosted-kmers": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
+                                     "--no-group-positions" + OLD,
     # session 18 candidate: up to 4096 anchor ASVs (every ASV of two or more groups, in practice) beside the
     # k-means groups: the boosted read-out sees per-ASV shares as well as group shares
-    "sequence-groups-boosted-a4096": ("--model-type sequence-groups --max-bp 100 --group-readout boosted "
-                                               "--group-anchors 4096" + OLD),
+    "sequence-groups-boosted-a4096": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
+                                     "--group-anchors 4096" + OLD,
     # session 19 candidate: a random forest (the forest baseline's settings) reads the group shares (rule in
     # _design_plan/real_suite.md)
     "sequence-groups-forest-readout": "--model-type sequence-groups --max-bp 100 --group-readout forest" + OLD,
     # session 20 candidate: the boosted read-out reads the groups' log shares uncentred (the shares themselves,
     # to trees), as the boosted baseline reads relative abundances (rule in _design_plan/real_suite.md)
-    "sequence-groups-boosted-uncentred": ("--model-type sequence-groups --max-bp 100 --group-readout boosted "
-                                                   "--no-group-centred" + OLD),
+    "sequence-groups-boosted-uncentred": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
+                                         "--no-group-centred" + OLD,
     # the default before session 15 (4 k-means++ starts per clustering; now 1): kept to compare
     "sequence-groups-4starts": "--model-type sequence-groups --max-bp 100 --group-kmeans-starts 4" + OLD,
     # the attention model from scratch, and from an encoder pretrained on the corpus and the suite's tables
@@ -198,17 +197,16 @@ def command(task: pd.Series, method: str, seed: int, cell: Path) -> list[str]:
     if method in BASELINES:
         return ["rf-baseline", "--baseline", method, *common, "--random-seed", str(seed),
                 "--output", str(cell / "predictions.tsv"), "--quiet"]
-    if method in ONE_COMMAND:
-        flags = shlex.split(ONE_COMMAND[method]["auroc" if task.classifier else "mae"])
-        return ["cross-validate", *common, *flags, "--seed", str(seed), "--output-dir", str(cell / "cv"), "--quiet"]
     flags = shlex.split(method_flags(method, task).format(encoder=ENCODER))
+    if method in ONE_COMMAND:
+        return ["cross-validate", *common, *flags, "--seed", str(seed), "--output-dir", str(cell / "cv"), "--quiet"]
     return ["cross-validate", *common, *flags, "--baselines", "none", "--seed", str(seed),
             "--output-dir", str(cell / "cv"), "--quiet"]
 
 
 def method_flags(method: str, task: pd.Series) -> str | None:
-    """The flags of an AAM method on ``task``'s kind; None where the method is not run on that kind."""
-    flags = METHODS[method]
+    """The flags of an AAM method or one command on ``task``'s kind; None where it is not run on that kind."""
+    flags = ONE_COMMAND[method] if method in ONE_COMMAND else METHODS[method]
     return flags if isinstance(flags, str) else flags.get("auroc" if task.classifier else "mae")
 
 
