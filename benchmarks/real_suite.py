@@ -128,6 +128,8 @@ DERIVED: dict[str, tuple[str, ...]] = {
     "sequence-groups+boosted-uncentred+baselines": (OLD_SG, "sequence-groups-boosted-uncentred") + BASELINES,
     "sequence-groups-boosted-uncentred+baselines": ("sequence-groups-boosted-uncentred",) + BASELINES,
     "sequence-groups-boosted-l1+baselines": ("sequence-groups-boosted-l1",) + BASELINES,
+    # session 22 candidate: the two members that fit the absolute error (rule in _design_plan/real_suite.md)
+    "sequence-groups-boosted-l1+boosted": ("sequence-groups-boosted-l1", "boosted"),
     "baselines-average": BASELINES,
 }
 # The README's recommendation, one recipe per kind of task (chosen in session 16 by the mean rank against the
@@ -152,6 +154,8 @@ RECOMMENDED_VARIANTS: dict[str, dict[str, str]] = {
                                    "mae": "sequence-groups-forest-readout+baselines"},
     # session 21: the regression recipe with the boosted read-out fitting the absolute error
     "recommended-l1": {"mae": "sequence-groups-boosted-l1+baselines"},
+    # session 22: the regression recipe as the absolute-error read-out and the boosted baseline alone
+    "recommended-l1-pair": {"mae": "sequence-groups-boosted-l1+boosted"},
     # session 20: the boosted read-out on uncentred log shares in place of the default one
     "recommended-uncentred": {"auroc": "sequence-groups+boosted-uncentred+baselines",
                               "mae": "sequence-groups-boosted-uncentred+baselines"},
@@ -268,8 +272,9 @@ def fold_scores(task: pd.Series, oof: pd.DataFrame) -> pd.DataFrame:
 
 
 def report(suite: pd.DataFrame, out: Path, methods: list[str], seeds: list[int], results: Path,
-           argv: list[str], candidates: list[str] | None = None) -> None:
-    """Collect every finished cell into the result tables (cells not run yet are left out, and said so)."""
+           argv: list[str], candidates: list[str] | None = None, previous: Path | None = None) -> None:
+    """Collect every finished cell into the result tables (cells not run yet are left out, and said so); with
+    ``previous``, an earlier results folder's rows of cells not on disk are kept."""
     folds, cost = [], []
     for name, task in suite.iterrows():
         for method in methods:
@@ -286,11 +291,14 @@ def report(suite: pd.DataFrame, out: Path, methods: list[str], seeds: list[int],
                 cost.append({"task": name, "method": method, "seed": seed,
                              "cpu_min": sum(i["cpu_s"] for i in infos) / 60,
                              "wall_min": sum(i["wall_s"] for i in infos) / 60})
-    if not folds:
+    folds = pd.concat(folds, ignore_index=True) if folds else pd.DataFrame(columns=["task", "method", "seed"])
+    cost = pd.DataFrame(cost, columns=["task", "method", "seed", "cpu_min", "wall_min"])
+    own = one_command_scores(suite, out, seeds)
+    if previous is not None:
+        folds, cost, own = with_previous(previous, folds, cost, own)
+    if folds.empty:
         print("no finished cell yet")
         return
-    folds = pd.concat(folds, ignore_index=True)
-    cost = pd.DataFrame(cost)
     per_task = summarise_tasks(suite, folds, cost)
     per_task = pd.concat([per_task, recommended(per_task)] +
                          ([leave_one_task_out(per_task, candidates)] if candidates else []), ignore_index=True)
@@ -301,7 +309,6 @@ def report(suite: pd.DataFrame, out: Path, methods: list[str], seeds: list[int],
     per_task.to_csv(results / "task_scores.tsv", sep="\t", index=False, float_format="%.5g")
     ranks.to_csv(results / "ranks.tsv", sep="\t", index=False, float_format="%.4g")
     text = markdown(per_task, ranks)
-    own = one_command_scores(suite, out, seeds)
     if len(own):
         own.to_csv(results / "one_command.tsv", sep="\t", index=False, float_format="%.5g")
         summary = own.groupby(["method", "seed"]).agg(tasks=("task", "size"), mean_rank=("rank", "mean"),
@@ -314,6 +321,26 @@ def report(suite: pd.DataFrame, out: Path, methods: list[str], seeds: list[int],
     (results / "report.md").write_text(text, encoding="utf-8")
     (results / "run.json").write_text(json.dumps(provenance(argv), indent=1), encoding="utf-8")
     print(text)
+
+
+def with_previous(previous: Path, folds: pd.DataFrame, cost: pd.DataFrame,
+                  own: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Fold scores, costs and one-command rows of an earlier results folder (cells run on another machine, not
+    kept) added to the fresh ones, for every (task, method, seed) the fresh ones do not have."""
+    key = ["task", "method", "seed"]
+
+    def unseen(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+        fresh = set(map(tuple, new[key].itertuples(index=False))) if len(new) else set()
+        return old[[k not in fresh for k in map(tuple, old[key].itertuples(index=False))]]
+
+    old_folds = pd.read_csv(previous / "fold_scores.tsv", sep="\t", dtype={"fold": str})
+    old_cost = pd.read_csv(previous / "task_scores.tsv", sep="\t")[key + ["cpu_min"]]
+    old_cost = old_cost.merge(old_folds[key].drop_duplicates(), on=key)  # cells, not the derived rows
+    folds = pd.concat([folds, unseen(old_folds, folds)], ignore_index=True)
+    cost = pd.concat([cost, unseen(old_cost, cost)], ignore_index=True)
+    if (previous / "one_command.tsv").is_file():
+        own = pd.concat([own, unseen(pd.read_csv(previous / "one_command.tsv", sep="\t"), own)], ignore_index=True)
+    return folds, cost, own
 
 
 def summarise_tasks(suite: pd.DataFrame, folds: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
@@ -460,6 +487,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--candidates", default="",
                         help="comma list of AAM methods to choose among: adds method 'chosen', on each task the "
                              "candidate with the best mean rank against the baselines on the other tasks")
+    parser.add_argument("--previous", type=Path, default=None,
+                        help="an earlier results folder (e.g. benchmarks/results/real): its rows of cells not on "
+                             "disk here are kept, those of cells run again are replaced")
     parser.add_argument("--encoder", type=Path, default=ENCODER,
                         help="the pretrained encoder of the transformer-corpus methods")
     args = parser.parse_args(argv)
@@ -484,7 +514,9 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"{name} / {method} / seed {seed}", flush=True)
                     run_cell(task, method, seed, cell)
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
-    report(suite, args.out, methods, seeds, args.results, argv, candidates)
+    # with --previous, every task of the data is reported (the earlier rows cover tasks not run now)
+    report(tasks(args.data) if args.previous else suite, args.out, methods, seeds, args.results, argv, candidates,
+           args.previous)
 
 
 if __name__ == "__main__":

@@ -147,3 +147,26 @@ def test_methods_give_flags_per_kind_of_task_and_every_flag_set_parses(suite, to
                     "--output-dir", "unused", *shlex.split(flags.format(encoder=task.table))]
             context = command.make_context("cross-validate", args)
             assert context.params["model_type"] in ("sequence-groups", "transformer")
+
+
+def test_previous_results_fill_in_cells_not_on_disk_and_fresh_cells_replace_them(suite, tmp_path):
+    """``--previous``: rows of an earlier results folder stand for cells that are no longer on disk; a cell run
+    again replaces its old rows; derived rows (recommended, chosen) of the old table are not taken as cells."""
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    old = [{"task": "t", "method": m, "seed": 0, "fold": f, "n": 10, "mae": v}
+           for m, v in (("forest", 2.0), ("boosted", 3.0)) for f in ("0", "pooled")]
+    pd.DataFrame(old).to_csv(previous / "fold_scores.tsv", sep="\t", index=False)
+    pd.DataFrame([{"task": "t", "method": m, "seed": 0, "cpu_min": c}
+                  for m, c in (("forest", 1.0), ("boosted", 2.0), ("recommended", 3.0))]).to_csv(
+        previous / "task_scores.tsv", sep="\t", index=False)
+    pd.DataFrame([{"method": "recommended-command", "task": "t", "seed": s, "rank": s} for s in (0, 1)]).to_csv(
+        previous / "one_command.tsv", sep="\t", index=False)
+    fresh = pd.DataFrame([{"task": "t", "method": "forest", "seed": 0, "fold": f, "n": 10, "mae": 1.0}
+                          for f in ("0", "pooled")])
+    cost = pd.DataFrame([{"task": "t", "method": "forest", "seed": 0, "cpu_min": 0.5, "wall_min": 0.5}])
+    own = pd.DataFrame([{"method": "recommended-command", "task": "t", "seed": 1, "rank": 9}])
+    folds, cost, own = suite.with_previous(previous, fresh, cost, own)
+    assert folds.groupby("method")["mae"].unique().map(list).to_dict() == {"forest": [1.0], "boosted": [3.0]}
+    assert cost.set_index("method")["cpu_min"].to_dict() == {"forest": 0.5, "boosted": 2.0}
+    assert own.set_index("seed")["rank"].to_dict() == {0: 0, 1: 9}
