@@ -94,6 +94,10 @@ ONE_COMMAND: dict[str, dict[str, str]] = {
     "recommended-command-nodiversity": {"auroc": METHODS["sequence-groups-nodiversity"]
                                         + " --variant '--group-readout boosted'",
                                         "mae": METHODS["sequence-groups-boosted-nodiversity"]},
+    # session 22 candidate: the regression recipe as one model, the absolute-error read-out averaged with the
+    # boosted baseline inside every fold (scored by the run's aam column, which is that average)
+    "recommended-command-l1-pair": {"mae": METHODS["sequence-groups-boosted-l1"]["mae"]
+                                    + " --blend-baselines boosted --blend-weights equal"},
 }
 
 # Averages of finished cells at the same seed, equal weights: exactly the ``blend`` column of
@@ -241,8 +245,14 @@ def out_of_fold(task: pd.Series, method: str, cell: Path) -> pd.DataFrame:
         frame, prefix = pd.read_csv(cell / "predictions.tsv", sep="\t", dtype={"sample_id": str, "fold": str}), ""
     else:
         frame = pd.read_csv(cell / "cv" / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str, "fold": str})
-        prefix = "blend_" if method in ONE_COMMAND else "aam_"
+        prefix = f"{recipe_column(method, task)}_" if method in ONE_COMMAND else "aam_"
     return scored_column(task, frame, prefix)
+
+
+def recipe_column(method: str, task: pd.Series) -> str:
+    """The prediction column of a one-command cell that holds its recipe: ``aam`` where the AAM model is itself
+    averaged with baselines (``--blend-baselines``), else ``blend`` (the run's average of AAM and its baselines)."""
+    return "aam" if "--blend-baselines" in method_flags(method, task) else "blend"
 
 
 def scored_column(task: pd.Series, frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
@@ -419,8 +429,9 @@ def one_command_scores(suite: pd.DataFrame, out: Path, seeds: list[int]) -> pd.D
                 metric = "auroc" if task.classifier else "mae"
                 sign = 1.0 if task.classifier else -1.0
                 means = {}
-                for part in ("blend",) + BASELINES:
-                    scores = fold_scores(task, scored_column(task, frame, f"{part}_"))
+                for part in ("blend",) + BASELINES:  # "blend": the recipe's column, whichever it is
+                    column = recipe_column(method, task) if part == "blend" else part
+                    scores = fold_scores(task, scored_column(task, frame, f"{column}_"))
                     means[part] = float(scores.loc[scores["fold"] != "pooled", metric].mean())
                 best = max(BASELINES, key=lambda m: sign * means[m])
                 rank = (-sign * pd.Series(means)).rank(method="average")["blend"]
@@ -509,7 +520,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in seeds:
             for name, task in suite.iterrows():
                 for method in [m for m in methods if m not in DERIVED
-                               and (m not in METHODS or method_flags(m, task) is not None)]:
+                               and (m in BASELINES or method_flags(m, task) is not None)]:
                     cell = args.out / name / method / f"s{seed}"
                     print(f"{name} / {method} / seed {seed}", flush=True)
                     run_cell(task, method, seed, cell)
