@@ -89,15 +89,17 @@ ENCODER = REPO / "runs" / "corpus_encoder" / "pretrained_encoder.pt"  # --encode
 # cells the ``recommended`` row averages; the AAM members come out identical, the baselines are drawn afresh
 # (they see the training samples in the order of the run's own folds.tsv). Its cost is the recipe's whole cost.
 ONE_COMMAND: dict[str, dict[str, str]] = {
+    # since session 22 the regression recipe is one model: the absolute-error read-out averaged with the boosted
+    # baseline inside every fold (scored by the run's aam column, which is that average; rule in
+    # _design_plan/real_suite.md)
     "recommended-command": {"auroc": METHODS["sequence-groups"] + " --variant '--group-readout boosted'",
-                            "mae": METHODS["sequence-groups-boosted"]},
+                            "mae": METHODS["sequence-groups-boosted-l1"]["mae"]
+                            + " --blend-baselines boosted --blend-weights equal"},
+    # the regression recipe of sessions 16-21 as one command (the read-out and the 3 baselines: the run's blend)
+    "recommended-command-before22": {"mae": METHODS["sequence-groups-boosted"]},
     "recommended-command-nodiversity": {"auroc": METHODS["sequence-groups-nodiversity"]
                                         + " --variant '--group-readout boosted'",
                                         "mae": METHODS["sequence-groups-boosted-nodiversity"]},
-    # session 22 candidate: the regression recipe as one model, the absolute-error read-out averaged with the
-    # boosted baseline inside every fold (scored by the run's aam column, which is that average)
-    "recommended-command-l1-pair": {"mae": METHODS["sequence-groups-boosted-l1"]["mae"]
-                                    + " --blend-baselines boosted --blend-weights equal"},
 }
 
 # Averages of finished cells at the same seed, equal weights: exactly the ``blend`` column of
@@ -140,7 +142,7 @@ DERIVED: dict[str, tuple[str, ...]] = {
 # baselines over the suite's tasks of that kind, at each of seeds 0-2; since session 20 its members read the
 # diversity features): method ``recommended`` reports it.
 RECOMMENDED: dict[str, str] = {"auroc": "sequence-groups+boosted+baselines",
-                               "mae": "sequence-groups-boosted+baselines"}
+                               "mae": "sequence-groups-boosted-l1+boosted"}  # since session 22 (was ...-boosted+baselines)
 # The same per-kind recipes with one default of the sequence-groups family changed (session 18's rule): rows
 # ``recommended-<variant>`` when their cells are finished. Candidates before session 20 were measured against
 # ``recommended-nodiversity`` (the recipes of sessions 16-19).
@@ -158,8 +160,8 @@ RECOMMENDED_VARIANTS: dict[str, dict[str, str]] = {
                                    "mae": "sequence-groups-forest-readout+baselines"},
     # session 21: the regression recipe with the boosted read-out fitting the absolute error
     "recommended-l1": {"mae": "sequence-groups-boosted-l1+baselines"},
-    # session 22: the regression recipe as the absolute-error read-out and the boosted baseline alone
-    "recommended-l1-pair": {"mae": "sequence-groups-boosted-l1+boosted"},
+    # the recipes of sessions 16-21 (the regression one averaged the default read-out with the 3 baselines)
+    "recommended-before22": {"auroc": "sequence-groups+boosted+baselines", "mae": "sequence-groups-boosted+baselines"},
     # session 20: the boosted read-out on uncentred log shares in place of the default one
     "recommended-uncentred": {"auroc": "sequence-groups+boosted-uncentred+baselines",
                               "mae": "sequence-groups-boosted-uncentred+baselines"},
