@@ -196,7 +196,7 @@ def reference_trees(readout: str, classifier: bool, seed: int):
     return make(random_state=seed, **BOOSTED_DEFAULTS)
 
 
-@pytest.mark.parametrize(("readout", "classifier"), itertools.product(["boosted", "forest"], [True, False]))
+@pytest.mark.parametrize(("readout", "classifier"), list(itertools.product(["boosted", "forest"], [True, False])))
 def test_tree_readout_equals_scikit_learn_and_survives_the_checkpoint(readout, classifier, tmp_path):
     from aam.outputs.checkpoint import save_checkpoint
 
@@ -747,3 +747,36 @@ def test_blend_of_several_baselines_is_saved_as_one_model_and_used_by_predict(tm
     for flag in (["--blend-baselines", "forest,lasso"], ["--blend-weights", "best"]):
         result = CliRunner().invoke(cli, [str(a) for a in ["train", *common, *flag, "--output-dir", tmp_path / "x"]])
         assert result.exit_code == 2 and flag[0] in result.output
+
+
+def test_recommended_regression_recipe_trains_as_one_model_and_predicts_the_equal_average(tmp_path):
+    """The README's regression recipe (session 22): the boosted read-out fitting the absolute error, averaged
+    with equal weights with the boosted baseline (which fits the absolute error too); `aam predict --forest`
+    gives exactly the mean of the model alone and the saved baseline."""
+    from aam.baselines.store import load_forest, predict_forest
+
+    counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=2)
+    ids = [f"S{i:03d}" for i in range(len(labels))]
+    table, metadata = tmp_path / "table.biom", tmp_path / "metadata.tsv"
+    write_biom(table, counts, sequences, ids)
+    pd.DataFrame({"sample_id": ids, "share": counts[:, clade_of == 0].sum(1) / counts.sum(1),
+                  "subject": subjects}).to_csv(metadata, sep="\t", index=False)
+    out = tmp_path / "train"
+    result = CliRunner().invoke(cli, [str(a) for a in [
+        "train", "--table", table, "--metadata", metadata, "--metadata-column", "share", "--group-column",
+        "subject", "--model-type", "sequence-groups", "--sequence-groups", "2,4", "--group-clusterings", "1",
+        "--group-readout", "boosted", "--group-boosted-loss", "absolute-error", "--blend-baselines", "boosted",
+        "--blend-weights", "equal", "--max-bp", "40", "--seed", "3", "--quiet", "--output-dir", out]])
+    assert result.exit_code == 0, result.output
+    bundle = load_forest(out / "forest.joblib")
+    assert bundle["model"].steps[-1][1].loss == "absolute_error"  # the baseline's regression loss
+    model = out / "checkpoints" / "best_model.pt"
+    alone, pair = tmp_path / "alone.tsv", tmp_path / "pair.tsv"
+    for args, path in (([], alone), (["--forest", out / "forest.joblib"], pair)):
+        done = CliRunner().invoke(cli, [str(a) for a in ["predict", "--model", model, "--table", table,
+                                                         "--output", path, *args]])
+        assert done.exit_code == 0, done.output
+    alone, pair = (pd.read_csv(p, sep="\t", dtype={"sample_id": str}).set_index("sample_id") for p in (alone, pair))
+    trees = predict_forest(bundle, str(table), list(pair.index)).set_index("sample_id")
+    np.testing.assert_allclose(pair["prediction"], 0.5 * alone.loc[pair.index, "prediction"]
+                               + 0.5 * trees.loc[pair.index, "prediction"], rtol=1e-5, atol=1e-6)
