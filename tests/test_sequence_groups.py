@@ -425,6 +425,17 @@ def _classification_data(tmp_path, seed: int = 0):
     return table, metadata
 
 
+def _regression_data(tmp_path):
+    """The clade problem with a regression target: each sample's share of clade 0."""
+    counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=2)
+    ids = [f"S{i:03d}" for i in range(len(labels))]
+    table, metadata = tmp_path / "table.biom", tmp_path / "metadata.tsv"
+    write_biom(table, counts, sequences, ids)
+    pd.DataFrame({"sample_id": ids, "share": counts[:, clade_of == 0].sum(1) / counts.sum(1),
+                  "subject": subjects}).to_csv(metadata, sep="\t", index=False)
+    return table, metadata
+
+
 def test_cli_train_predict_and_cross_validate(tmp_path):
     table, metadata = _classification_data(tmp_path)
     common = ["--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
@@ -664,12 +675,7 @@ def test_cli_feature_flags_are_recorded_and_predict_reads_the_same_features(tmp_
 
 
 def test_cli_boosted_readout_loss_on_regression_is_recorded_and_refused_elsewhere(tmp_path):
-    counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=2)
-    ids = [f"S{i:03d}" for i in range(len(labels))]
-    table, metadata = tmp_path / "table.biom", tmp_path / "metadata.tsv"
-    write_biom(table, counts, sequences, ids)
-    pd.DataFrame({"sample_id": ids, "share": counts[:, clade_of == 0].sum(1) / counts.sum(1),
-                  "subject": subjects}).to_csv(metadata, sep="\t", index=False)
+    table, metadata = _regression_data(tmp_path)
     common = ["train", "--table", table, "--metadata", metadata, "--metadata-column", "share",
               "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2,4",
               "--group-clusterings", "1", "--group-readout", "boosted", "--max-bp", "40", "--quiet"]
@@ -755,12 +761,7 @@ def test_recommended_regression_recipe_trains_as_one_model_and_predicts_the_equa
     gives exactly the mean of the model alone and the saved baseline."""
     from aam.baselines.store import load_forest, predict_forest
 
-    counts, sequences, clade_of, labels, subjects, *_ = clade_problem(seed=2)
-    ids = [f"S{i:03d}" for i in range(len(labels))]
-    table, metadata = tmp_path / "table.biom", tmp_path / "metadata.tsv"
-    write_biom(table, counts, sequences, ids)
-    pd.DataFrame({"sample_id": ids, "share": counts[:, clade_of == 0].sum(1) / counts.sum(1),
-                  "subject": subjects}).to_csv(metadata, sep="\t", index=False)
+    table, metadata = _regression_data(tmp_path)
     out = tmp_path / "train"
     result = CliRunner().invoke(cli, [str(a) for a in [
         "train", "--table", table, "--metadata", metadata, "--metadata-column", "share", "--group-column",
