@@ -100,7 +100,7 @@ MODEL_FAMILIES: Registry = Registry("model family", {
         capabilities=Capabilities(baseline_blend=True),
         own_options=("sequence_groups", "group_clusterings", "group_kmeans_starts", "group_readout",
                      "group_kmer_size", "group_positions", "group_anchors", "group_centred",
-                     "group_diversity", "group_inner_score", "group_boosted_loss")),
+                     "group_diversity", "group_clades", "group_inner_score", "group_boosted_loss")),
 })
 
 

@@ -77,6 +77,13 @@ METHODS: dict[str, str | dict[str, str]] = {
                                          "--no-group-centred" + OLD,
     # the default before session 15 (4 k-means++ starts per clustering; now 1): kept to compare
     "sequence-groups-4starts": "--model-type sequence-groups --max-bp 100 --group-kmeans-starts 4" + OLD,
+    # session 23 candidate: the read-outs also read the log shares of the clades of the task's phylogeny
+    # (--group-clades --tree; rule in _design_plan/real_suite.md). {tree}: real/tree.nwk, or oral.upgma.nwk
+    "sequence-groups-clades": {"auroc": "--model-type sequence-groups --max-bp 100 --group-clades --tree {tree}"},
+    "sequence-groups-boosted-clades": {"auroc": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
+                                                "--group-clades --tree {tree}"},
+    "sequence-groups-boosted-l1-clades": {"mae": "--model-type sequence-groups --max-bp 100 --group-readout boosted "
+                                                 "--group-boosted-loss absolute-error --group-clades --tree {tree}"},
     # the attention model from scratch, and from an encoder pretrained on the corpus and the suite's tables
     # (no labels; --encoder, built by the command in BENCHMARKS.md), fine-tuned or frozen (issue #27)
     "transformer": "--preset small-data --max-bp 100",
@@ -136,6 +143,10 @@ DERIVED: dict[str, tuple[str, ...]] = {
     "sequence-groups-boosted-l1+baselines": ("sequence-groups-boosted-l1",) + BASELINES,
     # session 22 candidate: the two members that fit the absolute error (rule in _design_plan/real_suite.md)
     "sequence-groups-boosted-l1+boosted": ("sequence-groups-boosted-l1", "boosted"),
+    # session 23 candidate: the recipes with their AAM members reading the tree's clades too
+    "sequence-groups+boosted-clades+baselines": ("sequence-groups-clades", "sequence-groups-boosted-clades")
+                                                + BASELINES,
+    "sequence-groups-boosted-l1-clades+boosted": ("sequence-groups-boosted-l1-clades", "boosted"),
     "baselines-average": BASELINES,
 }
 # The README's recommendation, one recipe per kind of task (chosen in session 16 by the mean rank against the
@@ -162,6 +173,9 @@ RECOMMENDED_VARIANTS: dict[str, dict[str, str]] = {
     "recommended-l1": {"mae": "sequence-groups-boosted-l1+baselines"},
     # the recipes of sessions 16-21 (the regression one averaged the default read-out with the 3 baselines)
     "recommended-before22": {"auroc": "sequence-groups+boosted+baselines", "mae": "sequence-groups-boosted+baselines"},
+    # session 23: the recipes' AAM members also read the clades of the task's phylogeny (--group-clades)
+    "recommended-clades": {"auroc": "sequence-groups+boosted-clades+baselines",
+                           "mae": "sequence-groups-boosted-l1-clades+boosted"},
     # session 20: the boosted read-out on uncentred log shares in place of the default one
     "recommended-uncentred": {"auroc": "sequence-groups+boosted-uncentred+baselines",
                               "mae": "sequence-groups-boosted-uncentred+baselines"},
@@ -170,14 +184,17 @@ RECOMMENDED_VARIANTS: dict[str, dict[str, str]] = {
 
 # ----------------------------------------------------------------------------- tasks
 def tasks(data: Path) -> pd.DataFrame:
-    """One row per task: name, kind, positive class, table, metadata, folds, target and group columns."""
+    """One row per task: name, kind, positive class, table, metadata, folds, target and group columns, and the
+    phylogeny of its sequences."""
     listed = pd.read_csv(data / "real" / "tasks.tsv", sep="\t", dtype=str, keep_default_na=False)
     rows = [{"task": r.task, "classifier": r.kind == "classification", "positive": r.positive_class or None,
              "table": data / "real" / r.task / "table.biom", "metadata": data / "real" / r.task / "metadata.tsv",
-             "folds": data / "real" / r.task / "folds.tsv", "target": "target", "group": r.group_column or None}
+             "folds": data / "real" / r.task / "folds.tsv", "target": "target", "group": r.group_column or None,
+             "tree": data / "real" / "tree.nwk"}
             for r in listed.itertuples()]
     rows.append({"task": "oral_age", "classifier": False, "positive": None, "table": data / "oral_dev.biom",
-                 "metadata": data / "oral_dev_metadata.tsv", "folds": None, "target": "age", "group": None})
+                 "metadata": data / "oral_dev_metadata.tsv", "folds": None, "target": "age", "group": None,
+                 "tree": data / "oral.upgma.nwk"})
     return pd.DataFrame(rows).set_index("task")
 
 
@@ -207,7 +224,7 @@ def command(task: pd.Series, method: str, seed: int, cell: Path) -> list[str]:
     if method in BASELINES:
         return ["rf-baseline", "--baseline", method, *common, "--random-seed", str(seed),
                 "--output", str(cell / "predictions.tsv"), "--quiet"]
-    flags = shlex.split(method_flags(method, task).format(encoder=ENCODER))
+    flags = shlex.split(method_flags(method, task).format(encoder=ENCODER, tree=task.tree))
     if method in ONE_COMMAND:
         return ["cross-validate", *common, *flags, "--seed", str(seed), "--output-dir", str(cell / "cv"), "--quiet"]
     return ["cross-validate", *common, *flags, "--baselines", "none", "--seed", str(seed),

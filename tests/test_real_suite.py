@@ -144,6 +144,7 @@ def test_methods_give_flags_per_kind_of_task_and_every_flag_set_parses(suite, to
     assert suite.recipe_column("recommended-command", classification) == "blend"  # cross-validate's average
     assert suite.recipe_column("recommended-command", regression) == "aam"  # the model is the average
     assert suite.method_flags("recommended-command-before22", classification) is None
+    assert classification.tree == toy_data / "real" / "tree.nwk"  # a method's {tree}: the task's phylogeny
     command = cli.get_command(click.Context(cli), "cross-validate")
     for method in list(suite.METHODS) + list(suite.ONE_COMMAND):
         for task in (classification, regression):
@@ -151,7 +152,7 @@ def test_methods_give_flags_per_kind_of_task_and_every_flag_set_parses(suite, to
             if flags is None:
                 continue
             args = ["--table", str(task.table), "--metadata", str(task.metadata), "--metadata-column", "target",
-                    "--output-dir", "unused", *shlex.split(flags.format(encoder=task.table))]
+                    "--output-dir", "unused", *shlex.split(flags.format(encoder=task.table, tree=task.tree))]
             context = command.make_context("cross-validate", args)
             assert context.params["model_type"] in ("sequence-groups", "transformer")
 

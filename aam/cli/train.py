@@ -131,6 +131,11 @@ TRAIN_OPTIONS = [
                   "suite the recommended recipes ranked 1.14 / 1.23 / 1.32 against the baselines at seeds 0-2 "
                   "with it, 1.14 / 1.23 / 1.50 without, ahead of the best on the same 9 / 8 / 7 tasks "
                   "(BENCHMARKS.md)."),
+    o.option("--group-clades/--no-group-clades", default=o.TRAIN.group_clades, section="Model",
+             help="sequence-groups: with --tree (a rooted tree of the table's ASVs, e.g. QIIME 2's), one more "
+                  "feature per clade of the tree: the sample's log share of the clade (clades of two or more "
+                  "training ASVs held by at least 5% of the training samples). A new ASV joins the clades of the "
+                  "training ASV nearest to its sequence profile, so aam predict needs no tree."),
     o.option("--group-boosted-loss", type=click.Choice(BOOSTED_LOSS_CHOICES), default=o.TRAIN.group_boosted_loss,
              section="Model",
              help="sequence-groups, boosted read-out, regression: the trees' loss, squared-error (they predict "

@@ -246,6 +246,9 @@ class SequenceGroupsConfig(_Config):
     log-ratio of compositional data analysis); False: the log shares as they are, which trees read as the shares
     themselves (a split on one group then does not depend on the sample's other groups); ``diversity``: two more
     features per sample, the Shannon entropy of its ASV shares and the log of one plus its count of ASVs;
+    ``clades``: how many clades of a phylogenetic tree add their log share as a feature each (0: none; the fit
+    chooses them, :func:`~aam.models.sequence_groups_fit.select_clades`), and ``clade_tips``: how many training
+    ASVs the clades were described by (an ASV joins the clades of the nearest of them by profile);
     ``out_dim``: 1 for regression, the number of classes for a classifier; ``readout``: what
     reads the prediction off the features (``linear``: the shrunk linear layer; ``boosted``: gradient-boosted
     trees; ``forest``: a random forest; trees are kept in the checkpoint beside the buffers); ``boosted_loss``: the
@@ -260,6 +263,8 @@ class SequenceGroupsConfig(_Config):
     pseudo_share: float = 1e-4
     centred: bool = True
     diversity: bool = False
+    clades: int = 0
+    clade_tips: int = 0
     classifier: bool = False
     out_dim: int = 1
     readout: str = "linear"
@@ -279,6 +284,11 @@ class SequenceGroupsConfig(_Config):
         _check_positive("clusterings", self.clusterings)
         _check_positive("anchors", self.anchors, allow_zero=True)
         _check_positive("positions", self.positions, allow_zero=True)
+        _check_positive("clades", self.clades, allow_zero=True)
+        _check_positive("clade_tips", self.clade_tips, allow_zero=True)
+        if bool(self.clades) != bool(self.clade_tips):
+            raise ValueError(f"clades and clade_tips are both 0 or both positive; got {self.clades} and "
+                             f"{self.clade_tips}")
         if self.model_type != MODEL_TYPE:
             raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {self.model_type!r}")
         if self.boosted_loss not in BOOSTED_REGRESSION_LOSSES:
@@ -300,7 +310,7 @@ class SequenceGroupsConfig(_Config):
 
     @property
     def n_features(self) -> int:
-        return sum(self.resolutions) + (DIVERSITY_FEATURES if self.diversity else 0)
+        return sum(self.resolutions) + self.clades + (DIVERSITY_FEATURES if self.diversity else 0)
 
     @property
     def profile_width(self) -> int:

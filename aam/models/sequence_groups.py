@@ -12,6 +12,11 @@ the fitted model on a batch, so ``aam predict`` and ``aam cross-validate`` run i
 Beside the k-means groups, the most widespread training ASVs can each head a group of their own (``anchors``):
 every ASV joins the anchor nearest to its profile, so the finest resolution is one ASV and its close variants.
 
+Given a phylogenetic tree (``--group-clades``), the clades of the tree over the training ASVs add one feature
+each: the sample's log share of the clade. Clades are nested, so their shares are read as they are (not centred
+over the clades). An ASV joins the clades of the training ASV nearest to its profile (itself, when it was in
+training).
+
 An ASV never seen in training still joins the group of the closest sequence profile, so a person's private
 variant of a clade counts towards that clade (and a variant of a widespread ASV towards that ASV): what a
 forest on ASV columns cannot do. The model has one weight per group and resolution (a few hundred, plus one per
@@ -79,6 +84,9 @@ def sequence_profiles(tokens: Tensor, kmer_size: int, positions: int) -> Tensor:
     return torch.cat([kmers, position_profiles(tokens, positions)], dim=1)
 
 
+TIP_BLOCK = 1024  # ASVs per block of distances to the clade tips
+
+
 def diversity_features(shares: Tensor) -> Tensor:
     """[B, U] ASV shares of each sample (rows sum to one) -> [B, 2]: the Shannon entropy of the shares (nats)
     and the log of one plus the number of ASVs present."""
@@ -90,9 +98,11 @@ class SequenceGroupComposition(nn.Module):
     """Batch -> ``prediction`` [B, out_dim] (log-probabilities for a classifier, model units for regression).
 
     Buffers (filled by the fit, saved in the checkpoint): ``centres`` [sum K, profile_width] (every
-    clustering's centres stacked, then the anchors' profiles) and ``feature_mean`` [n_features] (the features'
-    mean over the training samples: sum K, plus the diversity features when the config has them); the read-out
-    is ``readout`` (a Linear layer).
+    clustering's centres stacked, then the anchors' profiles), ``feature_mean`` [n_features] (the features'
+    mean over the training samples: sum K, then the clades and the diversity features when the config has
+    them), and with clades ``clade_profiles`` [clade_tips, profile_width] (the training ASVs' profiles) and
+    ``clade_membership`` [clade_tips, clades] (1 where the ASV is in the clade); the read-out is ``readout`` (a
+    Linear layer).
     """
 
     def __init__(self, config: SequenceGroupsConfig):
@@ -102,6 +112,11 @@ class SequenceGroupComposition(nn.Module):
         self.register_buffer("centres", torch.zeros(sum(config.resolutions), config.profile_width,
                                                     dtype=torch.float64))
         self.register_buffer("feature_mean", torch.zeros(width, dtype=torch.float64))
+        if config.clades:
+            self.register_buffer("clade_profiles", torch.zeros(config.clade_tips, config.profile_width,
+                                                               dtype=torch.float64))
+            self.register_buffer("clade_membership", torch.zeros(config.clade_tips, config.clades,
+                                                                 dtype=torch.float64))
         self.readout = nn.Linear(width, config.out_dim, dtype=torch.float64)
 
     def profiles(self, tokens: Tensor) -> Tensor:
@@ -109,17 +124,34 @@ class SequenceGroupComposition(nn.Module):
         return sequence_profiles(tokens, self.config.kmer_size, self.config.positions)
 
     def assign(self, tokens: Tensor) -> Tensor:
-        """[U, L] tokens -> [U, R] index of each ASV's nearest centre in each clustering (within it)."""
+        """[U, L] tokens -> [U, R] index of each ASV's nearest centre in each clustering (within it), then,
+        with clades, one more column: the index of its nearest clade tip."""
         return self.nearest_groups(self.profiles(tokens))
 
     def nearest_groups(self, profiles: Tensor) -> Tensor:
-        """[U, profile_width] profiles -> [U, R] index of the nearest centre in each clustering (within it)."""
+        """[U, profile_width] profiles -> [U, R] index of the nearest centre in each clustering (within it),
+        and with clades [U, R + 1]: the last column the nearest clade tip (:meth:`nearest_tips`)."""
         columns, start = [], 0
         for count in self.config.resolutions:
             centres = self.centres[start:start + count]
             columns.append(torch.cdist(profiles, centres, compute_mode="donot_use_mm_for_euclid_dist").argmin(1))
             start += count
+        if self.config.clades:
+            columns.append(self.nearest_tips(profiles))
         return torch.stack(columns, dim=1)
+
+    def nearest_tips(self, profiles: Tensor) -> Tensor:
+        """[U, profile_width] -> [U] index of the nearest clade tip (a training ASV: itself when it is one),
+        in blocks of ASVs so the distance matrix stays small. The distances go through a matrix product (fast;
+        rounding of about 1e-15, far below the 2 / positions between two profiles that differ)."""
+        blocks = [torch.cdist(profiles[i:i + TIP_BLOCK], self.clade_profiles,
+                              compute_mode="use_mm_for_euclid_dist").argmin(1)
+                  for i in range(0, profiles.shape[0], TIP_BLOCK)]
+        return torch.cat(blocks) if blocks else torch.zeros(0, dtype=torch.int64, device=profiles.device)
+
+    def clade_log_shares(self, tips: Tensor, shares: Tensor) -> Tensor:
+        """[U] nearest clade tip of each ASV and [B, U] ASV shares -> [B, clades] log clade shares."""
+        return torch.log(shares @ self.clade_membership[tips] + self.config.pseudo_share)
 
     def log_shares(self, assignments: Tensor, shares: Tensor) -> Tensor:
         """[U, R] group of each ASV and [B, U] share of each ASV in each sample -> [B, sum K] log group shares,
@@ -132,10 +164,14 @@ class SequenceGroupComposition(nn.Module):
         return torch.cat(parts, dim=1)
 
     def raw_features(self, assignments: Tensor, shares: Tensor) -> Tensor:
-        """[U, R] groups and [B, U] ASV shares -> [B, n_features]: :meth:`log_shares`, then, when the config
-        asks for them, :func:`diversity_features`."""
-        logs = self.log_shares(assignments, shares)
-        return torch.cat([logs, diversity_features(shares)], dim=1) if self.config.diversity else logs
+        """[U, R] groups (and tips) and [B, U] ASV shares -> [B, n_features]: :meth:`log_shares`, then, when
+        the config asks for them, :meth:`clade_log_shares` and :func:`diversity_features`."""
+        parts = [self.log_shares(assignments, shares)]
+        if self.config.clades:
+            parts.append(self.clade_log_shares(assignments[:, -1], shares))
+        if self.config.diversity:
+            parts.append(diversity_features(shares))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def features(self, assignments: Tensor, shares: Tensor) -> Tensor:
         """The read-out's input: :meth:`raw_features` less their mean over the training samples."""

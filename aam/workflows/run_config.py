@@ -282,6 +282,7 @@ class TrainRun(FitRun):
     group_anchors: int = 512
     group_centred: bool = True
     group_diversity: bool = True
+    group_clades: bool = False
     group_inner_score: bool = True
     group_boosted_loss: str = "squared-error"
     forest_blend: bool = False
@@ -402,6 +403,9 @@ class TrainRun(FitRun):
                                hint=f"leave it out, or use --model-type {name}")
         if family.capabilities.baseline_blend:
             self.blend_names  # noqa: B018 -- unknown baselines are refused now, before any data is read
+        if self.group_clades and not self.tree:
+            raise AamError("the clades come from a phylogenetic tree of the table's ASVs", source="--group-clades",
+                           hint="add --tree FILE.nwk (e.g. QIIME 2's rooted tree), or leave the flag out")
         if not self.group_inner_score and self.group_readout not in TREE_READOUTS:
             raise AamError("only a tree read-out (boosted, forest) can skip its inner cross-validation (the linear "
                            "read-out's chooses its shrinkage)", source="--no-group-inner-score",

@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from scipy import sparse
 
 from aam.errors import AamError
 from aam.fileio import write_json
 from aam.models.build import build_model
 from aam.models.sequence_groups import MODEL_TYPE, SequenceGroupsConfig
-from aam.models.sequence_groups_fit import fit_sequence_groups, select_anchors
+from aam.models.sequence_groups_fit import fit_sequence_groups, select_anchors, select_clades
 from aam.objectives.scoring import score_predictions
 from aam.training.trainer import FitResult
 from aam.workflows.fitted_run import FitInputs, every_sample_targets, fitted_data_config, write_fitted_run
@@ -57,6 +58,26 @@ def _boosted_loss(run: TrainRun) -> str:
     return run.group_boosted_loss.replace("-", "_")
 
 
+def tree_clades(run: TrainRun, data, rows: np.ndarray) -> sparse.csr_matrix | None:
+    """``--group-clades``: the clade membership [U, C] of the ASVs the training samples hold (table order), from
+    ``--tree`` (:func:`~aam.models.sequence_groups_fit.select_clades`); None without the flag or when no clade
+    qualifies (with a warning)."""
+    if not run.group_clades:
+        return None
+    from aam.unifrac.tree import TreeIncidence, load_tree
+
+    counts = sparse.csr_matrix(data.counts[rows])
+    used = np.unique(counts.indices)
+    incidence = TreeIncidence.build(load_tree(run.tree), [data.asv_ids[i] for i in used], source=run.tree).incidence
+    clades = select_clades(incidence, counts[:, used])
+    if not clades.shape[1]:
+        log.warning("--group-clades: no clade of the tree holds two or more of the %d training ASVs in 5%% of the "
+                    "samples; the model has no clade features", len(used))
+        return None
+    log.info("sequence groups: %d clades of the tree over %d training ASVs", clades.shape[1], len(used))
+    return clades
+
+
 def train_sequence_groups(inputs: FitInputs) -> FitResult:
     """Fit on every usable sample (the inner cross-validation, grouped by ``--group-column``, chooses the
     shrinkage and gives the out-of-fold predictions) and write the run."""
@@ -65,12 +86,15 @@ def train_sequence_groups(inputs: FitInputs) -> FitResult:
     classifier, rows, ids, groups, setup = run.classifier, targets.rows, targets.ids, targets.groups, targets.setup
     counts = _fitting_group_counts(parse_group_counts(run.sequence_groups), data.counts[rows])
     anchors = select_anchors(data.counts[rows], groups, run.group_anchors)
+    clades = tree_clades(run, data, rows)
     config = SequenceGroupsConfig(group_counts=counts,
                                   clusterings=run.group_clusterings,
                                   kmer_size=run.group_kmer_size,
                                   positions=run.max_bp if run.group_positions else 0,
                                   anchors=len(anchors), centred=run.group_centred,
                                   diversity=run.group_diversity, classifier=classifier,
+                                  clades=0 if clades is None else clades.shape[1],
+                                  clade_tips=0 if clades is None else clades.shape[0],
                                   readout=run.group_readout,
                                   boosted_loss=_boosted_loss(run),
                                   out_dim=len(setup.class_labels) if classifier else 1)
@@ -80,7 +104,8 @@ def train_sequence_groups(inputs: FitInputs) -> FitResult:
              ",".join(map(str, config.group_counts)), config.anchors, config.kmer_size,
              f" and {config.positions} positions" if config.positions else "")
     fit = fit_sequence_groups(model, data.counts[rows], data.tokens, setup.model_targets, groups, seed, anchors,
-                              kmeans_starts=run.group_kmeans_starts, inner_score=run.group_inner_score)
+                              kmeans_starts=run.group_kmeans_starts, inner_score=run.group_inner_score,
+                              clades=clades)
     frame, scores = None, {}  # a tree read-out fitted without its inner score has neither
     if fit.out_of_fold is not None:
         frame = targets.decode(fit.out_of_fold)
