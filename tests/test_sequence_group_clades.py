@@ -101,6 +101,7 @@ def test_cli_group_clades_trains_predicts_without_the_tree_and_names_the_missing
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["options"]["group_clades"] is True and config["model_config"]["clades"] == 8
+    assert json.loads((out / "sequence_groups.json").read_text())["n_clades"] == 8
     model, _ = load_predictor(out / "checkpoints" / "best_model.pt")
     assert model.clade_membership.shape == (config["model_config"]["clade_tips"], 8)
     assert model.clade_membership.sum().item() > 0

@@ -115,7 +115,7 @@ def train_sequence_groups(inputs: FitInputs) -> FitResult:
     data_info = fitted_data_config(inputs, targets)
     report = {"model_type": config.model_type, "parameter": fit.parameter, "chosen": fit.chosen,
               "scoring": fit.scoring, "inner_scheme": fit.inner_scheme, "grid": fit.grid, "n_samples": len(ids),
-              "n_asvs": fit.n_asvs, "group_sizes": {str(k): v for k, v in fit.group_sizes.items()},
+              "n_asvs": fit.n_asvs, "n_clades": config.clades, "group_sizes": {str(k): v for k, v in fit.group_sizes.items()},
               "out_of_fold_scores": scores}
     if run.blend_names:
         choice = fit_baseline_blend(data.counts[rows], data.asv_ids, ids, setup.actual, fit.splits, frame,
