@@ -20,8 +20,13 @@ from aam.models.sequence_groups import SequenceGroupsConfig, sequence_group_mode
 from aam.models.sequence_groups_fit import fit_sequence_groups, select_clades
 from aam.unifrac.tree import TreeIncidence
 from aam.workflows.loading import load_predictor
-from tests.test_sequence_groups import _classification_data, clade_problem, features_and_batch, predictions_of, \
-    tokens_of
+from tests.test_sequence_groups import (
+    _classification_data,
+    clade_problem,
+    features_and_batch,
+    predictions_of,
+    tokens_of,
+)
 
 
 def _tree(newick: str) -> TreeNode:
