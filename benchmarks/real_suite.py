@@ -102,6 +102,10 @@ ONE_COMMAND: dict[str, dict[str, str]] = {
     "recommended-command": {"auroc": METHODS["sequence-groups"] + " --variant '--group-readout boosted'",
                             "mae": METHODS["sequence-groups-boosted-l1"]["mae"]
                             + " --blend-baselines boosted --blend-weights equal"},
+    # session 23: the classification recipe for users with a tree, as one command (both read-outs read the
+    # clades: --variant inherits --group-clades and --tree); not run yet
+    "recommended-command-clades": {"auroc": METHODS["sequence-groups-clades"]["auroc"]
+                                   + " --variant '--group-readout boosted'"},
     # the regression recipe of sessions 16-21 as one command (the read-out and the 3 baselines: the run's blend)
     "recommended-command-before22": {"mae": METHODS["sequence-groups-boosted"]},
     "recommended-command-nodiversity": {"auroc": METHODS["sequence-groups-nodiversity"]
