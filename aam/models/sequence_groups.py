@@ -171,7 +171,7 @@ class SequenceGroupComposition(nn.Module):
             parts.append(self.clade_log_shares(assignments[:, -1], shares))
         if self.config.diversity:
             parts.append(diversity_features(shares))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        return torch.cat(parts, dim=1)
 
     def features(self, assignments: Tensor, shares: Tensor) -> Tensor:
         """The read-out's input: :meth:`raw_features` less their mean over the training samples."""

@@ -13,7 +13,12 @@ from aam.errors import AamError
 from aam.fileio import write_json
 from aam.models.build import build_model
 from aam.models.sequence_groups import MODEL_TYPE, SequenceGroupsConfig
-from aam.models.sequence_groups_fit import fit_sequence_groups, select_anchors, select_clades
+from aam.models.sequence_groups_fit import (
+    CLADE_PREVALENCE,
+    fit_sequence_groups,
+    select_anchors,
+    select_clades,
+)
 from aam.objectives.scoring import score_predictions
 from aam.training.trainer import FitResult
 from aam.workflows.fitted_run import FitInputs, every_sample_targets, fitted_data_config, write_fitted_run
@@ -71,8 +76,8 @@ def tree_clades(run: TrainRun, data, rows: np.ndarray) -> sparse.csr_matrix | No
     incidence = TreeIncidence.build(load_tree(run.tree), [data.asv_ids[i] for i in used], source=run.tree).incidence
     clades = select_clades(incidence, counts[:, used])
     if not clades.shape[1]:
-        log.warning("--group-clades: no clade of the tree holds two or more of the %d training ASVs in 5%% of the "
-                    "samples; the model has no clade features", len(used))
+        log.warning("--group-clades: no clade of the tree holds two or more of the %d training ASVs in %g%% of the "
+                    "samples; the model has no clade features", len(used), 100 * CLADE_PREVALENCE)
         return None
     log.info("sequence groups: %d clades of the tree over %d training ASVs", clades.shape[1], len(used))
     return clades
