@@ -42,6 +42,11 @@ METHODS = ("boosted-clades", "clr-linear-clades")
 BASELINES = real_suite.BASELINES + METHODS
 # the recommended recipes for a user with a tree (session 23): classification with clades, regression pair
 WITH_TREE = {"auroc": "sequence-groups+boosted-clades+baselines", "mae": "sequence-groups-boosted-l1+boosted"}
+# the follow-up candidate (rule of session 24): the with-tree recipes with their baselines replaced by the
+# tree-aware ones; equal averages of finished cells (suite cells under --suite-out, these under --out)
+TREE_RECIPE_V2 = {"auroc": ("sequence-groups-clades", "sequence-groups-boosted-clades", "forest", "clr-linear-clades",
+                            "boosted-clades"),
+                  "mae": ("sequence-groups-boosted-l1-clades", "boosted-clades")}
 
 
 def clade_log_shares(counts: sparse.csr_matrix, incidence: sparse.csr_matrix, train: np.ndarray) -> np.ndarray:
@@ -157,6 +162,26 @@ def fold_rows(suite: pd.DataFrame, out: Path, seeds: list[int]) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+def derived_rows(suite: pd.DataFrame, out: Path, suite_out: Path, seeds: list[int]) -> pd.DataFrame:
+    """Fold scores of ``tree-recipe-v2`` where every member's cell is on disk: the equal average of the members'
+    out-of-fold scores, sample by sample."""
+    rows = []
+    for name, task in suite.iterrows():
+        members = TREE_RECIPE_V2["auroc" if task.classifier else "mae"]
+        for seed in seeds:
+            cells = [(out if m in METHODS else suite_out) / name / m / f"s{seed}" / "oof.tsv" for m in members]
+            if not all(c.is_file() for c in cells):
+                continue
+            frames = [pd.read_csv(c, sep="\t", dtype={"sample_id": str, "fold": str}).set_index("sample_id")
+                      for c in cells]
+            first = frames[0]
+            average = sum(f["score"].loc[first.index] for f in frames) / len(frames)
+            oof = pd.DataFrame({"sample_id": first.index, "fold": first["fold"], "actual": first["actual"],
+                                "score": average}).reset_index(drop=True)
+            rows.append(real_suite.fold_scores(task, oof).assign(task=name, method="tree-recipe-v2", seed=seed))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
 def compare(suite: pd.DataFrame, folds: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
     """Per task and seed: each baseline's mean fold score and the with-tree recipe's, its rank among the six,
     and whether it beats the best of the three and of the five baselines."""
@@ -173,8 +198,14 @@ def compare(suite: pd.DataFrame, folds: pd.DataFrame, previous: pd.DataFrame) ->
         field = means[[recipe, *BASELINES]]
         best3 = max(real_suite.BASELINES, key=lambda m: sign * means[m])
         best5 = max(BASELINES, key=lambda m: sign * means[m])
+        v2 = {}
+        if "tree-recipe-v2" in means:
+            v2_field = means[["tree-recipe-v2", *BASELINES]]
+            v2 = {"v2": round(means["tree-recipe-v2"], 4),
+                  "v2_ahead_of_5": bool(sign * means["tree-recipe-v2"] > sign * means[best5]),
+                  "v2_rank_of_6": float((-sign * v2_field).rank(method="average")["tree-recipe-v2"])}
         rows.append({"task": name, "seed": seed, "metric": metric, **{m: round(means[m], 4) for m in BASELINES},
-                     "recipe": round(means[recipe], 4), "best_of_3": best3, "best_of_5": best5,
+                     "recipe": round(means[recipe], 4), **v2, "best_of_3": best3, "best_of_5": best5,
                      "ahead_of_3": bool(sign * means[recipe] > sign * means[best3]),
                      "ahead_of_5": bool(sign * means[recipe] > sign * means[best5]),
                      "rank_of_6": float((-sign * field).rank(method="average")[recipe]),
@@ -183,17 +214,21 @@ def compare(suite: pd.DataFrame, folds: pd.DataFrame, previous: pd.DataFrame) ->
 
 
 def markdown(table: pd.DataFrame) -> str:
-    lines = ["| task | seed | metric | " + " | ".join(BASELINES) + " | with-tree recipe | best of 5 | ahead of 3 | "
-             "ahead of 5 |", "|" + "---|" * (len(BASELINES) + 7)]
+    if "v2" not in table:
+        table = table.assign(v2=np.nan, v2_ahead_of_5=False, v2_rank_of_6=np.nan)
+    lines = ["| task | seed | metric | " + " | ".join(BASELINES) + " | with-tree recipe | tree-recipe-v2 | best of 5 | "
+             "recipe ahead of 3 | recipe ahead of 5 | v2 ahead of 5 |", "|" + "---|" * (len(BASELINES) + 9)]
     for _, r in table.iterrows():
         lines.append(f"| {r.task} | {r.seed} | {r.metric} | " + " | ".join(f"{r[m]}" for m in BASELINES)
-                     + f" | {r.recipe} | {r.best_of_5} | {r.ahead_of_3} | {r.ahead_of_5} |")
-    lines += ["", "| seed | tasks | recipe ahead of best of 3 | ahead of best of 5 | recipe mean rank of 6 | "
-              + " | ".join(f"{m} mean rank of 6" for m in BASELINES) + " |", "|" + "---|" * (len(BASELINES) + 5)]
+                     + f" | {r.recipe} | {r.v2} | {r.best_of_5} | {r.ahead_of_3} | {r.ahead_of_5} | {r.v2_ahead_of_5} |")
+    lines += ["", "| seed | tasks | recipe ahead of best of 3 | recipe ahead of best of 5 | recipe mean rank of 6 | "
+              "v2 ahead of best of 5 | v2 mean rank of 6 | " + " | ".join(f"{m} mean rank of 6" for m in BASELINES)
+              + " |", "|" + "---|" * (len(BASELINES) + 7)]
     for seed, part in table.groupby("seed"):
         ranks = pd.DataFrame(list(part["ranks"])).mean()
         lines.append(f"| {seed} | {len(part)} | {int(part['ahead_of_3'].sum())} | {int(part['ahead_of_5'].sum())} | "
-                     f"{part['rank_of_6'].mean():.2f} | " + " | ".join(f"{ranks[m]:.2f}" for m in BASELINES) + " |")
+                     f"{part['rank_of_6'].mean():.2f} | {int(part['v2_ahead_of_5'].sum())} | "
+                     f"{part['v2_rank_of_6'].mean():.2f} | " + " | ".join(f"{ranks[m]:.2f}" for m in BASELINES) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -205,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "clade_baselines")
     parser.add_argument("--previous", type=Path, default=REPO / "benchmarks" / "results" / "real",
                         help="the suite's results (fold_scores.tsv of the three baselines and the recipes)")
+    parser.add_argument("--suite-out", type=Path, default=REPO / "runs" / "real_suite",
+                        help="the suite's cells (out-of-fold predictions of the members of tree-recipe-v2)")
     parser.add_argument("--results", type=Path, default=None)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
@@ -218,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
                 folds = (real_suite.oral_folds(args.data, REPO / "runs" / "real_suite") if name == "oral_age"
                          else task.folds)
                 run_task(task, Path(folds), [seed], args.out)
-    folds = fold_rows(suite, args.out, seeds)
+    folds = pd.concat([fold_rows(suite, args.out, seeds), derived_rows(suite, args.out, args.suite_out, seeds)],
+                      ignore_index=True)
     previous = pd.read_csv(args.previous / "fold_scores.tsv", sep="\t", dtype={"fold": str})
     table = compare(suite, folds, previous[previous["task"].isin(suite.index) & previous["seed"].isin(seeds)])
     text = markdown(table)

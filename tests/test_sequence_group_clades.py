@@ -8,6 +8,7 @@ import io
 import json
 
 import numpy as np
+import pandas as pd
 import torch
 from click.testing import CliRunner
 from scipy import sparse
@@ -124,3 +125,53 @@ def test_cli_group_clades_trains_predicts_without_the_tree_and_names_the_missing
                                                         "--metadata-column", "disease", "--group-clades", "--tree",
                                                         tree, "--output-dir", tmp_path / "z"]])
     assert refused.exit_code == 2 and "is an option of --model-type sequence-groups" in refused.output
+
+
+def test_clade_baselines_blend_with_the_model_and_predict_without_the_tree(tmp_path):
+    """--blend-baselines clr-linear-clades,boosted-clades (the tree-aware baselines of session 24) with
+    --group-clades: the saved baselines read the clades they kept at training time, so aam predict --forest
+    needs no tree; without --tree they are refused before any data is read."""
+    from aam.baselines.store import load_forest, predict_forest
+
+    table, metadata = _classification_data(tmp_path)
+    counts, sequences, clade_of, *_ = clade_problem(seed=0)
+    tree = tmp_path / "tree.nwk"
+    tree.write_text(_clade_tree(sequences, clade_of) + "\n")
+    common = ["train", "--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
+              "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2",
+              "--group-clusterings", "1", "--max-bp", "40", "--seed", "1", "--quiet", "--group-clades",
+              "--blend-baselines", "clr-linear-clades,boosted-clades", "--blend-weights", "equal"]
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [str(a) for a in [*common, "--tree", tree, "--output-dir", out]])
+    assert result.exit_code == 0, result.output
+    bundle = load_forest(out / "forest.joblib")
+    assert bundle["baseline"] == "clr-linear-clades+boosted-clades"
+    boosted = bundle["model"].members["boosted-clades"]
+    assert boosted.named_steps["clades"].membership_.shape[1] == 8  # the 8 clades of the tree, as the model's
+    ids = pd.read_csv(metadata, sep="\t", dtype=str)["sample_id"].tolist()
+    trees = predict_forest(bundle, str(table), ids)
+    truth = pd.read_csv(metadata, sep="\t", dtype=str).set_index("sample_id").loc[ids, "disease"]
+    assert (trees.set_index("sample_id").loc[ids, "prediction"] == truth).mean() > 0.9
+    missing = CliRunner().invoke(cli, [str(a) for a in [*common[:-6], "--blend-baselines", "boosted-clades",
+                                                        "--output-dir", tmp_path / "x"]])
+    assert missing.exit_code == 2 and "--blend-baselines" in missing.output and "--tree" in missing.output
+    assert "Traceback" not in missing.output and not (tmp_path / "x").exists()
+
+
+def test_cross_validate_runs_the_clade_baselines_on_the_same_folds(tmp_path):
+    table, metadata = _classification_data(tmp_path)
+    counts, sequences, clade_of, *_ = clade_problem(seed=0)
+    tree = tmp_path / "tree.nwk"
+    tree.write_text(_clade_tree(sequences, clade_of) + "\n")
+    common = ["cross-validate", "--table", table, "--metadata", metadata, "--metadata-column", "disease",
+              "--classifier", "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups",
+              "2", "--group-clusterings", "1", "--max-bp", "40", "--seed", "1", "--quiet", "--n-folds", "2",
+              "--baselines", "forest,boosted-clades"]
+    refused = CliRunner().invoke(cli, [str(a) for a in [*common, "--output-dir", tmp_path / "x"]])
+    assert refused.exit_code == 2 and "--baselines" in refused.output and "--tree" in refused.output
+    out = tmp_path / "cv"
+    result = CliRunner().invoke(cli, [str(a) for a in [*common, "--tree", tree, "--output-dir", out]])
+    assert result.exit_code == 0, result.output
+    oof = pd.read_csv(out / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str})
+    assert {"boosted-clades_prediction", "forest_prediction", "blend_prediction"} <= set(oof.columns)
+    assert (oof["boosted-clades_prediction"] == oof["actual"]).mean() > 0.8

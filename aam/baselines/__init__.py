@@ -1,5 +1,5 @@
 """The classical baselines AAM is measured against, in one place that every command calls: the estimators
-(``estimators``: random forest, CLR-linear, boosted trees) and saved baselines (``store``: write, read and
+(``estimators``: random forest, CLR-linear, boosted trees, and the last two reading a tree's clades too) and saved baselines (``store``: write, read and
 predict with the file of ``aam rf-baseline --save-model``). ``BASELINES`` names them without importing
 scikit-learn (the CLI's choices)."""
 
@@ -19,4 +19,7 @@ BOOSTED_REGRESSION_LOSSES = ("squared_error", "absolute_error")
 BOOSTED_BASELINE_LOSS = "absolute_error"
 
 BASELINES: Registry = Registry("classical baseline", lazy_entries("aam.baselines.estimators", {
-    "forest": "FOREST", "clr-linear": "CLR_LINEAR", "boosted": "BOOSTED"}))
+    "forest": "FOREST", "clr-linear": "CLR_LINEAR", "boosted": "BOOSTED",
+    "clr-linear-clades": "CLR_LINEAR_CLADES", "boosted-clades": "BOOSTED_CLADES"}))
+# the baselines that also read the log shares of the clades of a phylogeny (they need --tree; session 24)
+TREE_BASELINES = ("clr-linear-clades", "boosted-clades")

@@ -14,6 +14,9 @@ columns. The names are those of ``aam rf-baseline --baseline`` and ``aam cross-v
 - ``boosted``: scikit-learn's histogram gradient-boosted trees on relative abundances, with settings for small
   cohorts (shallow trees, a slow learning rate, feature subsampling per split); regression fits the absolute
   error (the conditional median) since session 21.
+- ``clr-linear-clades`` and ``boosted-clades`` (session 24): the same two models reading, beside the ASVs, the
+  log shares of the clades of a phylogeny of the ASVs (:class:`CladeShares`; ``--tree``), the classical
+  counterpart of the sequence-groups model's ``--group-clades``.
 
 Their settings were fixed by the rule in ``_design_plan/real_suite.md``, on the real tasks of
 ``benchmarks/real_suite.py``.
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from aam.baselines import BOOSTED_BASELINE_LOSS, BOOSTED_REGRESSION_LOSSES, FOREST_MAX_FEATURES, FOREST_TREES
 from aam.errors import AamError
@@ -83,12 +87,19 @@ class ClassicalBaseline:
     summary: str
     build: Callable[..., object]
     searched: bool = False
+    uses_tree: bool = False  # ``build`` takes the tree's ``incidence`` over the count columns
 
     def fit(self, counts, targets: np.ndarray, *, classifier: bool, seed: int, groups: np.ndarray | None = None,
-            n_jobs: int = -1, **settings):
+            n_jobs: int = -1, incidence: sparse.spmatrix | None = None, **settings):
         """The estimator fitted on ``counts`` [N, F] and ``targets`` [N] (class labels or floats); ``settings``
-        go to ``build`` (the forest's ``n_estimators`` and ``max_features``)."""
+        go to ``build`` (the forest's ``n_estimators`` and ``max_features``); ``incidence`` [F, M]: the tree's
+        branches over the count columns (:func:`tree_incidence`), read by the ``uses_tree`` baselines only."""
         targets = np.asarray(targets)
+        if self.uses_tree:
+            if incidence is None:
+                raise AamError(f"the {self.name} baseline reads the clades of a phylogeny of the ASVs",
+                               source="--tree", hint="give --tree FILE.nwk (e.g. QIIME 2's rooted tree)")
+            settings["incidence"] = incidence
         estimator = self.build(classifier=classifier, seed=seed, n_jobs=n_jobs, **settings)
         if not self.searched:
             return estimator.fit(counts, targets)
@@ -160,10 +171,61 @@ def _boosted(*, classifier: bool, seed: int, n_jobs: int):
                          boosted_trees(classifier=classifier, seed=seed, loss=BOOSTED_BASELINE_LOSS))
 
 
+CLADE_PSEUDO_SHARE = 1e-4  # added to a clade's share before the log (the sequence-groups model's pseudo_share)
+
+
+def tree_incidence(tree: str, feature_ids: list[str]) -> sparse.csr_matrix:
+    """[F, M] incidence of ``tree``'s branches over the table's ASVs ``feature_ids`` (ASV f descends from
+    branch m); a tree missing some of the ASVs is refused with their names."""
+    from aam.unifrac.tree import TreeIncidence, load_tree
+
+    return TreeIncidence.build(load_tree(tree), list(feature_ids), source=tree).incidence
+
+
+class CladeShares(TransformerMixin, BaseEstimator):
+    """The first step of a clade-aware baseline: [N, F] counts -> the ASV abundances the baseline reads
+    (``abundance``: relative or CLR) beside the log shares of the tree's clades. ``fit`` keeps the clades as
+    ``--group-clades`` keeps them (two or more ASVs, held by 5% of the fitted samples, each set of ASVs once:
+    :func:`aam.models.sequence_groups_fit.select_clades`), so an inner cross-validation chooses them on its own
+    training folds; an ASV the fitted samples lack still counts in every clade of the tree above it."""
+
+    def __init__(self, incidence: sparse.spmatrix | None = None, abundance: str = "relative"):
+        self.incidence = incidence
+        self.abundance = abundance
+
+    def fit(self, counts, targets=None) -> CladeShares:
+        from aam.models.sequence_groups_fit import select_clades
+
+        self.membership_ = sparse.csr_matrix(select_clades(self.incidence, sparse.csr_matrix(counts)))
+        return self
+
+    def transform(self, counts) -> np.ndarray:
+        shares = relative_abundance(counts)
+        logs = np.log((shares @ self.membership_).toarray() + CLADE_PSEUDO_SHARE)
+        base = shares.toarray() if self.abundance == "relative" else centred_log_ratio(counts)
+        return np.hstack([base, logs])
+
+
+def _clr_linear_clades(*, classifier: bool, seed: int, n_jobs: int, incidence: sparse.spmatrix):
+    search = _clr_linear(classifier=classifier, seed=seed, n_jobs=n_jobs)
+    return search.set_params(estimator__clr=CladeShares(incidence, "clr"))
+
+
+def _boosted_clades(*, classifier: bool, seed: int, n_jobs: int, incidence: sparse.spmatrix):
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([("clades", CladeShares(incidence, "relative")),
+                     ("model", boosted_trees(classifier=classifier, seed=seed, loss=BOOSTED_BASELINE_LOSS))])
+
+
 FOREST = ClassicalBaseline("forest", "random forest on relative abundances", _forest)
 CLR_LINEAR = ClassicalBaseline("clr-linear", "L2 logistic / ridge regression on CLR abundances, penalty by inner CV",
                                _clr_linear, searched=True)
 BOOSTED = ClassicalBaseline("boosted", "histogram gradient-boosted trees on relative abundances", _boosted)
+CLR_LINEAR_CLADES = ClassicalBaseline("clr-linear-clades", "clr-linear with the log shares of the tree's clades",
+                                      _clr_linear_clades, searched=True, uses_tree=True)
+BOOSTED_CLADES = ClassicalBaseline("boosted-clades", "boosted trees with the log shares of the tree's clades",
+                                   _boosted_clades, uses_tree=True)
 
 
 class BaselineBlend:

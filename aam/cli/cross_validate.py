@@ -30,7 +30,8 @@ CV_OPTIONS = [
                   "the summary covers every finished fold."),
     o.option("--baselines", default=o.CV.baselines, section="Cross-validation",
              help="Classical baselines fitted on the same folds and compared (aam rf-baseline --baseline): a comma "
-                  "list of forest, clr-linear, boosted, or none. The table names the best of them per run."),
+                  "list of forest, clr-linear, boosted, clr-linear-clades, boosted-clades (these two read the "
+                  "clades of --tree), or none. The table names the best of them per run."),
     o.option("--forest/--no-forest", default=o.CV.forest, section="Cross-validation",
              help="--no-forest leaves the forest out of --baselines."),
     o.option("--rf-n-estimators", type=int, default=o.CV.rf_n_estimators, section="Cross-validation", help="Trees of the forest."),

@@ -159,8 +159,9 @@ def data_options(pretrain: bool) -> list[Callable]:
                help="Precomputed distances: .npy/.npz (table order), .h5 (unifrac-binaries), .csv/.tsv with ids. "
                     + ("Required unless --tree is given." if pretrain else "Optional (adds the UniFrac loss).")),
         option("--tree", type=click.Path(dir_okay=False), default=FIT.tree, section="Input",
-               help="Newick tree (or Phylogeny[Rooted] .qza): compute UniFrac targets with the built-in engine "
-                    "instead of --unifrac-matrix."),
+               help="Newick tree (or Phylogeny[Rooted] .qza) of the table's ASVs: compute UniFrac targets with the "
+                    "built-in engine instead of --unifrac-matrix; also read by --group-clades and by the "
+                    "clr-linear-clades and boosted-clades baselines."),
         option("--unifrac-metric", type=click.Choice(DISTANCE_METRICS), default=FIT.unifrac_metric,
                section="Input", help="Distance target: unweighted UniFrac, weighted (normalised) UniFrac, or "
                                      "per-sample Faith PD."),

@@ -41,7 +41,11 @@ from aam.cli import options as o
              help="The classical model: forest (random forest on relative abundances), clr-linear (L2 logistic or "
                   "ridge regression on CLR abundances, penalty chosen by inner CV grouped by --group-column), "
                   "boosted (histogram gradient-boosted trees; on regression they fit the absolute error since "
-                  "session 21, better than the squared error on 11 of 12 real-data task-seeds, BENCHMARKS.md)."),
+                  "session 21, better than the squared error on 11 of 12 real-data task-seeds, BENCHMARKS.md); "
+                  "clr-linear-clades and boosted-clades: the same with the log shares of the clades of --tree "
+                  "beside the ASVs (session 24)."),
+    o.option("--tree", type=click.Path(dir_okay=False), default=o.RF_BASELINE.tree, section="Input",
+             help="Newick tree (or Phylogeny[Rooted] .qza) of the table's ASVs, read by the -clades baselines."),
     o.option("--n-estimators", type=int, default=o.RF_BASELINE.n_estimators, section="Model", help="Trees (forest)."),
     o.option("--max-features", default=o.RF_BASELINE.max_features, section="Model",
              help="Features per split (forest): sqrt, log2, none, a fraction or a count."),

@@ -159,7 +159,8 @@ TRAIN_OPTIONS = [
                   "and the weight, which aam predict --forest RUN/forest.joblib then uses. On 24-person cohorts the "
                   "weight was noisy and scored below a fixed 0.5 (BENCHMARKS.md): there, pass --forest-weight 0.5."),
     o.option("--blend-baselines", default=o.TRAIN.blend_baselines, section="Model",
-             help="sequence-groups: a comma list of classical baselines (forest, clr-linear, boosted) fitted beside "
+             help="sequence-groups: a comma list of classical baselines (forest, clr-linear, boosted; "
+                  "clr-linear-clades and boosted-clades read the clades of --tree) fitted beside "
                   "the model on the same samples and averaged with it; their weights come from --blend-weights. "
                   "Saves RUN/forest.joblib (their weighted average) and the weights, which aam predict --forest "
                   "RUN/forest.joblib then uses. --forest-blend is --blend-baselines forest."),

@@ -221,7 +221,8 @@ def _run_baseline(run: CrossValidateRun, out: Path, name: str, column: str, grou
         run_rf_baseline(RfBaselineRun(table=run.table, metadata=run.metadata, metadata_column=column,
                                       output=str(output), folds=str(out / "folds.tsv"), group_column=group_column,
                                       baseline=name, n_estimators=run.rf_n_estimators,
-                                      max_features=run.rf_max_features, random_seed=seed, n_jobs=run.rf_n_jobs,
+                                      max_features=run.rf_max_features, tree=run.tree, random_seed=seed,
+                                      n_jobs=run.rf_n_jobs,
                                       classifier=run.classifier, verbose=run.verbose))
     return pd.read_csv(output, sep="\t", dtype={"sample_id": str, "fold": str})
 

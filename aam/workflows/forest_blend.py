@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import sparse
 
 from aam.baselines import BASELINES
-from aam.baselines.estimators import BaselineBlend
+from aam.baselines.estimators import BaselineBlend, tree_incidence
 from aam.baselines.store import save_forest
 from aam.objectives.scoring import probability_columns, score_predictions
 
@@ -133,15 +133,17 @@ def choose_weights(model: pd.DataFrame, baselines: dict[str, pd.DataFrame], clas
 
 
 def baseline_out_of_fold(name: str, counts: sparse.csr_matrix, target: np.ndarray, sample_ids: list[str],
-                         splits: list, groups: np.ndarray | None, classifier: bool, seed: int) -> pd.DataFrame:
-    """The baseline's predictions of each inner fold's samples by a fit on the other folds (in original units)."""
+                         splits: list, groups: np.ndarray | None, classifier: bool, seed: int,
+                         incidence: sparse.csr_matrix | None = None) -> pd.DataFrame:
+    """The baseline's predictions of each inner fold's samples by a fit on the other folds (in original units);
+    ``incidence``: the tree over the count columns, for the baselines that read clades."""
     method = BASELINES[name]
     oof = pd.DataFrame({"sample_id": sample_ids, "actual": target})
     labels = np.unique(target) if classifier else None
     predicted = np.zeros((len(target), len(labels))) if classifier else np.zeros(len(target))
     for train, test in splits:
         model = method.fit(counts[train], target[train], classifier=classifier, seed=seed,
-                           groups=None if groups is None else groups[train])
+                           groups=None if groups is None else groups[train], incidence=incidence)
         if classifier:
             columns = [list(labels).index(c) for c in model.classes_]
             predicted[np.ix_(test, columns)] = model.predict_proba(counts[test])
@@ -159,12 +161,14 @@ def baseline_out_of_fold(name: str, counts: sparse.csr_matrix, target: np.ndarra
 def fit_baseline_blend(counts: sparse.csr_matrix, feature_ids: list[str], sample_ids: list[str], actual: np.ndarray,
                        splits: list, model_oof: pd.DataFrame | None, classifier: bool, column: str, seed: int,
                        output_dir: Path | None, names: tuple[str, ...] = ("forest",), mode: str = "inner-cv",
-                       groups: np.ndarray | None = None) -> BlendChoice:
+                       groups: np.ndarray | None = None, tree: str | None = None) -> BlendChoice:
     """Cross-validate each baseline of ``names`` on ``splits`` (index pairs over ``sample_ids``) and choose the
     weights against ``model_oof`` (the model's inner out-of-fold table in original units), or take equal weights
     (``mode="equal"``, no baseline cross-validated); fit the baselines on every sample and save their weighted
-    average to ``output_dir/forest.joblib`` (when given)."""
+    average to ``output_dir/forest.joblib`` (when given); ``tree``: the phylogeny read by the ``*-clades``
+    baselines."""
     counts = sparse.csr_matrix(counts)
+    incidence = tree_incidence(tree, feature_ids) if any(BASELINES[n].uses_tree for n in names) else None
     target = np.asarray([str(a).strip() for a in actual]) if classifier else np.asarray(actual, dtype=np.float64)
     if mode == "equal":  # nothing to choose: no inner cross-validation of the baselines
         metric = "auroc" if classifier else "mae"
@@ -173,8 +177,8 @@ def fit_baseline_blend(counts: sparse.csr_matrix, feature_ids: list[str], sample
         choice = BlendChoice(round(1.0 - share, 2), metric, [], model_score,
                              None, {name: 1.0 / len(names) for name in names}, mode)
     else:
-        oofs = {name: baseline_out_of_fold(name, counts, target, sample_ids, splits, groups, classifier, seed)
-                for name in names}
+        oofs = {name: baseline_out_of_fold(name, counts, target, sample_ids, splits, groups, classifier, seed,
+                                           incidence) for name in names}
         choice = choose_weights(model_oof, oofs, classifier, mode)
     inner = "" if choice.forest_score is None else f", baselines {choice.forest_score:.4g}"
     scored = "" if choice.model_score is None else f" (pooled inner {choice.metric}: model {choice.model_score:.4g}{inner})"
@@ -182,8 +186,8 @@ def fit_baseline_blend(counts: sparse.csr_matrix, feature_ids: list[str], sample
              " + ".join(f"{w:.2f} {n}" for n, w in choice.baseline_weights.items()),
              "chosen by the inner cross-validation" if mode == "inner-cv" else "equal weights", scored)
     if output_dir is not None:
-        members = {name: BASELINES[name].fit(counts, target, classifier=classifier, seed=seed, groups=groups)
-                   for name in names}
+        members = {name: BASELINES[name].fit(counts, target, classifier=classifier, seed=seed, groups=groups,
+                                             incidence=incidence) for name in names}
         model = members[names[0]] if len(names) == 1 else BaselineBlend(members, choice.baseline_weights, classifier)
         save_forest(output_dir / FOREST_FILE, model, feature_ids, classifier, column, baseline="+".join(names))
     return choice

@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import sparse
 
 from aam.baselines import BASELINES
-from aam.baselines.estimators import parse_max_features
+from aam.baselines.estimators import parse_max_features, tree_incidence
 from aam.baselines.store import baseline_frame, save_forest
 from aam.data.biom_table import load_table, table_to_csr
 from aam.data.metadata import numeric_target, read_metadata, require_column
@@ -58,6 +58,8 @@ def run_rf_baseline(run: RfBaselineRun) -> dict[str, float]:
     features = sparse.csr_matrix(counts.counts)
     settings = ({"n_estimators": run.n_estimators, "max_features": parse_max_features(run.max_features)}
                 if baseline == "forest" else {})
+    if method.uses_tree:
+        settings["incidence"] = tree_incidence(run.tree, counts.feature_ids)
     frames, per_fold = [], []
     for fold, (train_ids, val_ids) in splits.items():
         where = "" if fold is None else f" (fold {fold})"

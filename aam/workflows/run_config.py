@@ -20,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
-from aam.baselines import BASELINES, FOREST_MAX_FEATURES, FOREST_TREES
+from aam.baselines import BASELINES, FOREST_MAX_FEATURES, FOREST_TREES, TREE_BASELINES
 from aam.errors import AamError
 from aam.models.config import TREE_READOUTS, EncoderConfig, PredictorConfig, SequenceGroupsConfig
 from aam.training.config import TrainerConfig
@@ -85,6 +85,15 @@ def defaults(cls: type) -> SimpleNamespace:
             out[f.name] = f.default_factory()
     return SimpleNamespace(**out)
 
+
+
+def require_tree(names: tuple[str, ...], tree: str | None, flag_name: str) -> None:
+    """Baselines that read a tree's clades (``TREE_BASELINES``) are refused without ``--tree``."""
+    needing = [n for n in names if n in TREE_BASELINES]
+    if needing and not tree:
+        raise AamError(f"the {needing[0]} baseline reads the clades of a phylogeny of the table's ASVs",
+                       source=flag_name, hint="add --tree FILE.nwk (e.g. QIIME 2's rooted tree), or choose a baseline "
+                                              "without -clades")
 
 # ----------------------------------------------------------------------------- pretrain and train
 @dataclass(frozen=True)
@@ -402,7 +411,7 @@ class TrainRun(FitRun):
                 raise AamError(f"is an option of --model-type {name}, not {self.model_type}", source=flag(changed[0]),
                                hint=f"leave it out, or use --model-type {name}")
         if family.capabilities.baseline_blend:
-            self.blend_names  # noqa: B018 -- unknown baselines are refused now, before any data is read
+            require_tree(self.blend_names, self.tree, "--blend-baselines")  # unknown ones refused now, too
         if self.group_clades and not self.tree:
             raise AamError("the clades come from a phylogenetic tree of the table's ASVs", source="--group-clades",
                            hint="add --tree FILE.nwk (e.g. QIIME 2's rooted tree), or leave the flag out")
@@ -489,7 +498,7 @@ class CrossValidateRun(TrainRun):
                                     "resumes by itself")
         if self.members < 1:
             raise AamError("must be at least 1", source="--members")
-        self.baseline_names  # noqa: B018 -- checked now, before any fold runs
+        require_tree(self.baseline_names, self.tree, "--baselines")  # unknown ones refused now, too
 
     @property
     def baseline_names(self) -> tuple[str, ...]:
@@ -664,6 +673,7 @@ class RfBaselineRun(RunConfig):
     baseline: str = "forest"
     n_estimators: int = FOREST_TREES
     max_features: str = FOREST_MAX_FEATURES
+    tree: str | None = None
     random_seed: int = 42
     n_jobs: int = -1
     verbose: bool = True
@@ -672,6 +682,7 @@ class RfBaselineRun(RunConfig):
         if self.baseline not in BASELINES:
             raise AamError(f"unknown baseline {self.baseline!r}", source="--baseline",
                            hint=f"choose one of {', '.join(BASELINES.names())}")
+        require_tree((self.baseline,), self.tree, "--baseline")
         lists = (self.train_samples, self.val_samples)
         if self.folds is not None and any(lists):
             raise AamError("give either --train-samples and --val-samples, or --folds", source="--folds")

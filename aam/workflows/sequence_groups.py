@@ -125,7 +125,7 @@ def train_sequence_groups(inputs: FitInputs) -> FitResult:
     if run.blend_names:
         choice = fit_baseline_blend(data.counts[rows], data.asv_ids, ids, setup.actual, fit.splits, frame,
                                     classifier, run.target_column, seed, inputs.output_dir if main else None,
-                                    names=run.blend_names, mode=run.blend_weights, groups=groups)
+                                    names=run.blend_names, mode=run.blend_weights, groups=groups, tree=run.tree)
         report["forest_blend"] = choice.to_dict()
         data_info = data_info.replace(forest_weight=choice.weight)
     if main:
