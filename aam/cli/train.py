@@ -136,9 +136,10 @@ TRAIN_OPTIONS = [
                   "feature per clade of the tree: the sample's log share of the clade (clades of two or more "
                   "training ASVs held by at least 5% of the training samples). A new ASV joins the clades of the "
                   "training ASV nearest to its sequence profile, so aam predict needs no tree. On the real-data "
-                  "suite (session 23, rule fixed before its runs) the classification blend with clades beat the "
-                  "best baseline on 5 / 5 / 5 of 7 tasks at seeds 0-2 (4-5 without); on regression it won no "
-                  "more tasks than without (BENCHMARKS.md). Roughly doubles the read-outs' fitting time."),
+                  "suite the classification blend with clades beat the best of the three baselines on 5 / 5 / 5 "
+                  "of 7 tasks at seeds 0-2 (4-5 without), but baselines given the same clades (--baselines "
+                  "clr-linear-clades,boosted-clades) are as strong: average with them (session 24, BENCHMARKS.md). "
+                  "Roughly doubles the read-outs' fitting time."),
     o.option("--group-boosted-loss", type=click.Choice(BOOSTED_LOSS_CHOICES), default=o.TRAIN.group_boosted_loss,
              section="Model",
              help="sequence-groups, boosted read-out, regression: the trees' loss, squared-error (they predict "
