@@ -9,9 +9,9 @@ folds, seeds and groups (rule: ``_design_plan/real_suite.md``, session 24):
 - ``clr-linear-clades``: the ``clr-linear`` baseline (inner-CV penalty and scaling) on CLR abundances plus the
   clades' log shares.
 
-Clades are chosen per outer fold as ``--group-clades`` chooses them (:func:`aam.models.sequence_groups_fit.
-select_clades`, prevalence over the fold's training samples) but over every ASV of the table, so a test ASV
-counts in each clade it descends from (the baseline reads the whole tree). Each cell's out-of-fold predictions
+Clades are chosen per outer fold as ``--group-clades`` chooses them (:func:`aam.data.clades.select_clades`,
+prevalence over the fold's training samples) but over every ASV of the table, so a test ASV counts in each
+clade it descends from (the baseline reads the whole tree). Each cell's out-of-fold predictions
 go to ``--out`` (resumable); the fold scores, and the with-tree recipes against the best of the five baselines
 (the three of ``benchmarks/results/real`` and these two), go to ``--results``::
 
@@ -52,8 +52,8 @@ TREE_RECIPE_V2 = {"auroc": ("sequence-groups-clades", "sequence-groups-boosted-c
 def clade_log_shares(counts: sparse.csr_matrix, incidence: sparse.csr_matrix, train: np.ndarray) -> np.ndarray:
     """[N, F] counts and the tree's [F, M] incidence -> [N, C] log shares of the clades that ``select_clades``
     keeps on the training rows (the pseudo-share of the sequence-groups model)."""
+    from aam.data.clades import select_clades
     from aam.models.config import SequenceGroupsConfig
-    from aam.models.sequence_groups_fit import select_clades
 
     clades = select_clades(incidence, counts[train])  # [F, C]
     totals = np.asarray(counts.sum(axis=1)).ravel()

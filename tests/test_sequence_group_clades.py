@@ -15,9 +15,10 @@ from scipy import sparse
 from skbio import TreeNode
 
 from aam.cli import cli
+from aam.data.clades import select_clades
 from aam.errors import AamError
 from aam.models.sequence_groups import SequenceGroupsConfig, sequence_group_model
-from aam.models.sequence_groups_fit import fit_sequence_groups, select_clades
+from aam.models.sequence_groups_fit import fit_sequence_groups
 from aam.unifrac.tree import TreeIncidence
 from aam.workflows.loading import load_predictor
 from tests.test_sequence_groups import (

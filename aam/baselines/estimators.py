@@ -93,7 +93,7 @@ class ClassicalBaseline:
             n_jobs: int = -1, incidence: sparse.spmatrix | None = None, **settings):
         """The estimator fitted on ``counts`` [N, F] and ``targets`` [N] (class labels or floats); ``settings``
         go to ``build`` (the forest's ``n_estimators`` and ``max_features``); ``incidence`` [F, M]: the tree's
-        branches over the count columns (:func:`tree_incidence`), read by the ``uses_tree`` baselines only."""
+        branches over the count columns (:func:`aam.unifrac.tree.tree_incidence`), read by the ``uses_tree`` baselines only."""
         targets = np.asarray(targets)
         if self.uses_tree:
             if incidence is None:
@@ -174,19 +174,11 @@ def _boosted(*, classifier: bool, seed: int, n_jobs: int):
 CLADE_PSEUDO_SHARE = 1e-4  # added to a clade's share before the log (the sequence-groups model's pseudo_share)
 
 
-def tree_incidence(tree: str, feature_ids: list[str]) -> sparse.csr_matrix:
-    """[F, M] incidence of ``tree``'s branches over the table's ASVs ``feature_ids`` (ASV f descends from
-    branch m); a tree missing some of the ASVs is refused with their names."""
-    from aam.unifrac.tree import TreeIncidence, load_tree
-
-    return TreeIncidence.build(load_tree(tree), list(feature_ids), source=tree).incidence
-
-
 class CladeShares(TransformerMixin, BaseEstimator):
     """The first step of a clade-aware baseline: [N, F] counts -> the ASV abundances the baseline reads
     (``abundance``: relative or CLR) beside the log shares of the tree's clades. ``fit`` keeps the clades as
     ``--group-clades`` keeps them (two or more ASVs, held by 5% of the fitted samples, each set of ASVs once:
-    :func:`aam.models.sequence_groups_fit.select_clades`), so an inner cross-validation chooses them on its own
+    :func:`aam.data.clades.select_clades`), so an inner cross-validation chooses them on its own
     training folds; an ASV the fitted samples lack still counts in every clade of the tree above it."""
 
     def __init__(self, incidence: sparse.spmatrix | None = None, abundance: str = "relative"):
@@ -194,7 +186,7 @@ class CladeShares(TransformerMixin, BaseEstimator):
         self.abundance = abundance
 
     def fit(self, counts, targets=None) -> CladeShares:
-        from aam.models.sequence_groups_fit import select_clades
+        from aam.data.clades import select_clades
 
         self.membership_ = sparse.csr_matrix(select_clades(self.incidence, sparse.csr_matrix(counts)))
         return self

@@ -247,7 +247,7 @@ class SequenceGroupsConfig(_Config):
     themselves (a split on one group then does not depend on the sample's other groups); ``diversity``: two more
     features per sample, the Shannon entropy of its ASV shares and the log of one plus its count of ASVs;
     ``clades``: how many clades of a phylogenetic tree add their log share as a feature each (0: none; the fit
-    chooses them, :func:`~aam.models.sequence_groups_fit.select_clades`), and ``clade_tips``: how many training
+    chooses them, :func:`~aam.data.clades.select_clades`), and ``clade_tips``: how many training
     ASVs the clades were described by (an ASV joins the clades of the nearest of them by profile);
     ``out_dim``: 1 for regression, the number of classes for a classifier; ``readout``: what
     reads the prediction off the features (``linear``: the shrunk linear layer; ``boosted``: gradient-boosted

@@ -4,7 +4,7 @@
    training samples, ``clusterings`` times per resolution from different starts; the centres become the
    model's groups. The anchors (the training ASVs carried by the most groups, :func:`select_anchors`) add
    their own profiles as centres.
-   With a tree, the clades over the training ASVs (:func:`select_clades`) add a log share each; the training
+   With a tree, the clades over the training ASVs (:func:`aam.data.clades.select_clades`) add a log share each; the training
    ASVs' profiles describe them.
 2. The model's own feature function gives each training sample's centred log group shares; their training
    mean is subtracted. They are not scaled to unit variance: a group whose share barely varies would be
@@ -78,32 +78,6 @@ def select_anchors(counts: sparse.csr_matrix, groups: np.ndarray | None, limit: 
     return np.sort(order[carriers[order] >= 2][:max(limit, 0)])
 
 
-CLADE_PREVALENCE = 0.05  # a clade is kept when at least this share of the training samples hold it
-
-
-def select_clades(incidence: sparse.csr_matrix, counts: sparse.csr_matrix,
-                  min_prevalence: float = CLADE_PREVALENCE) -> sparse.csr_matrix:
-    """The clades worth a feature, as [U, C] 0/1 columns over the ``U`` ASVs of ``incidence`` [U, M] (ASV u
-    descends from branch m, :class:`aam.unifrac.tree.TreeIncidence`): the branches above two or more but not all
-    of the ASVs, each set of ASVs once (a chain of single-child branches is one clade), held by at least
-    ``min_prevalence`` of the samples of ``counts`` [n, U]. Columns in the incidence's order."""
-    incidence = sparse.csc_matrix(incidence, dtype=np.float64)
-    n_asvs = incidence.shape[0]
-    sizes = np.diff(incidence.indptr)
-    present = sparse.csr_matrix(counts, dtype=np.float64)
-    present.data = (present.data > 0).astype(np.float64)
-    prevalence = np.asarray(((present @ incidence) > 0).mean(axis=0)).ravel()  # [M] share of samples
-    seen: set[bytes] = set()
-    keep = []
-    for column in np.flatnonzero((sizes >= 2) & (sizes < n_asvs) & (prevalence >= min_prevalence)):
-        members = incidence.indices[incidence.indptr[column]:incidence.indptr[column + 1]]
-        key = np.sort(members).tobytes()
-        if key not in seen:
-            seen.add(key)
-            keep.append(column)
-    return sparse.csr_matrix(incidence[:, keep])
-
-
 def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matrix, tokens: np.ndarray,
                         targets: np.ndarray, groups: np.ndarray | None, seed: int,
                         anchors: np.ndarray | None = None, kmeans_starts: int = 1,
@@ -113,7 +87,7 @@ def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matr
     indices whose profiles head the anchor groups (as many as ``model.config.anchors``); ``kmeans_starts``:
     k-means++ initialisations per clustering (scikit-learn's ``n_init``); ``inner_score`` False: a boosted
     read-out is fitted once, without its inner out-of-fold predictions (the linear read-out needs them to choose
-    its shrinkage); ``clades`` [U, C]: the clade membership (:func:`select_clades`) of the ASVs the training
+    its shrinkage); ``clades`` [U, C]: the clade membership (:func:`aam.data.clades.select_clades`) of the ASVs the training
     samples hold (``np.unique(counts.indices)``, in that order), as many clades as ``model.config.clades``."""
     config = model.config
     anchors = np.zeros(0, dtype=np.int64) if anchors is None else np.asarray(anchors, dtype=np.int64)

@@ -160,3 +160,9 @@ def _paths_to_root(tips: np.ndarray, parents: np.ndarray) -> tuple[np.ndarray, n
         keep = node >= 0
         asv, node = asv[keep], node[keep]
     return np.concatenate(rows), np.concatenate(cols)
+
+
+def tree_incidence(tree: str, feature_ids: list[str]) -> sp.csr_matrix:
+    """[F, M] incidence of ``tree``'s branches over the table's ASVs ``feature_ids`` (ASV f descends from
+    branch m); a tree missing some of the ASVs is refused with their names."""
+    return TreeIncidence.build(load_tree(tree), list(feature_ids), source=tree).incidence

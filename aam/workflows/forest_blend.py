@@ -23,9 +23,10 @@ import pandas as pd
 from scipy import sparse
 
 from aam.baselines import BASELINES
-from aam.baselines.estimators import BaselineBlend, tree_incidence
+from aam.baselines.estimators import BaselineBlend
 from aam.baselines.store import save_forest
 from aam.objectives.scoring import probability_columns, score_predictions
+from aam.unifrac.tree import tree_incidence
 
 log = logging.getLogger("aam")
 

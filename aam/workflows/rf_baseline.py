@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import sparse
 
 from aam.baselines import BASELINES
-from aam.baselines.estimators import parse_max_features, tree_incidence
+from aam.baselines.estimators import parse_max_features
 from aam.baselines.store import baseline_frame, save_forest
 from aam.data.biom_table import load_table, table_to_csr
 from aam.data.metadata import numeric_target, read_metadata, require_column
@@ -20,6 +20,7 @@ from aam.errors import AamError
 from aam.fileio import write_tsv
 from aam.objectives.scoring import probability_columns, score_predictions, scores_by
 from aam.outputs.plots import prediction_scatter
+from aam.unifrac.tree import tree_incidence
 from aam.workflows.run_config import RfBaselineRun, SampleSplit
 
 log = logging.getLogger("aam")

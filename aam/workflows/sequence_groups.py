@@ -9,16 +9,12 @@ import logging
 import numpy as np
 from scipy import sparse
 
+from aam.data.clades import CLADE_PREVALENCE, select_clades
 from aam.errors import AamError
 from aam.fileio import write_json
 from aam.models.build import build_model
 from aam.models.sequence_groups import MODEL_TYPE, SequenceGroupsConfig
-from aam.models.sequence_groups_fit import (
-    CLADE_PREVALENCE,
-    fit_sequence_groups,
-    select_anchors,
-    select_clades,
-)
+from aam.models.sequence_groups_fit import fit_sequence_groups, select_anchors
 from aam.objectives.scoring import score_predictions
 from aam.training.trainer import FitResult
 from aam.workflows.fitted_run import FitInputs, every_sample_targets, fitted_data_config, write_fitted_run
@@ -65,7 +61,7 @@ def _boosted_loss(run: TrainRun) -> str:
 
 def tree_clades(run: TrainRun, data, rows: np.ndarray) -> sparse.csr_matrix | None:
     """``--group-clades``: the clade membership [U, C] of the ASVs the training samples hold (table order), from
-    ``--tree`` (:func:`~aam.models.sequence_groups_fit.select_clades`); None without the flag or when no clade
+    ``--tree`` (:func:`~aam.data.clades.select_clades`); None without the flag or when no clade
     qualifies (with a warning)."""
     if not run.group_clades:
         return None
