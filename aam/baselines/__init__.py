@@ -1,6 +1,6 @@
 """The classical baselines AAM is measured against, in one place that every command calls: the estimators
-(``estimators``: random forest, CLR-linear, boosted trees, and the last two reading a tree's clades too) and saved baselines (``store``: write, read and
-predict with the file of ``aam rf-baseline --save-model``). ``BASELINES`` names them without importing
+(``estimators``: random forest, CLR-linear, boosted trees, and the last two reading a tree's clades too) and
+saved baselines (``store``: write, read and predict with the file of ``aam rf-baseline --save-model``). ``BASELINES`` names them without importing
 scikit-learn (the CLI's choices)."""
 
 from __future__ import annotations

@@ -93,7 +93,8 @@ class ClassicalBaseline:
             n_jobs: int = -1, incidence: sparse.spmatrix | None = None, **settings):
         """The estimator fitted on ``counts`` [N, F] and ``targets`` [N] (class labels or floats); ``settings``
         go to ``build`` (the forest's ``n_estimators`` and ``max_features``); ``incidence`` [F, M]: the tree's
-        branches over the count columns (:func:`aam.unifrac.tree.tree_incidence`), read by the ``uses_tree`` baselines only."""
+        branches over the count columns (:func:`aam.unifrac.tree.tree_incidence`), read by the ``uses_tree``
+        baselines only."""
         targets = np.asarray(targets)
         if self.uses_tree:
             if incidence is None:

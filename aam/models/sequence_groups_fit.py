@@ -4,8 +4,8 @@
    training samples, ``clusterings`` times per resolution from different starts; the centres become the
    model's groups. The anchors (the training ASVs carried by the most groups, :func:`select_anchors`) add
    their own profiles as centres.
-   With a tree, the clades over the training ASVs (:func:`aam.data.clades.select_clades`) add a log share each; the training
-   ASVs' profiles describe them.
+   With a tree, the clades over the training ASVs (:func:`aam.data.clades.select_clades`) add a log share
+   each; the training ASVs' profiles describe them.
 2. The model's own feature function gives each training sample's centred log group shares; their training
    mean is subtracted. They are not scaled to unit variance: a group whose share barely varies would be
    amplified to weigh like one that does, and the shrinkage would no longer favour broad, stable groups.
@@ -87,8 +87,8 @@ def fit_sequence_groups(model: SequenceGroupComposition, counts: sparse.csr_matr
     indices whose profiles head the anchor groups (as many as ``model.config.anchors``); ``kmeans_starts``:
     k-means++ initialisations per clustering (scikit-learn's ``n_init``); ``inner_score`` False: a boosted
     read-out is fitted once, without its inner out-of-fold predictions (the linear read-out needs them to choose
-    its shrinkage); ``clades`` [U, C]: the clade membership (:func:`aam.data.clades.select_clades`) of the ASVs the training
-    samples hold (``np.unique(counts.indices)``, in that order), as many clades as ``model.config.clades``."""
+    its shrinkage); ``clades`` [U, C]: the clade membership (:func:`aam.data.clades.select_clades`) of the
+    ASVs the training samples hold (``np.unique(counts.indices)``, in that order), as many clades as ``model.config.clades``."""
     config = model.config
     anchors = np.zeros(0, dtype=np.int64) if anchors is None else np.asarray(anchors, dtype=np.int64)
     if len(anchors) != config.anchors:
