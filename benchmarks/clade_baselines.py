@@ -100,8 +100,7 @@ def task_data(task: pd.Series, folds_path: Path):
     from aam.data.biom_table import load_table, table_to_csr
 
     table = table_to_csr(load_table(str(task.table)))
-    metadata = pd.read_csv(task.metadata, sep="\t", dtype=str).set_index(
-        pd.read_csv(task.metadata, sep="\t", dtype=str).columns[0])
+    metadata = pd.read_csv(task.metadata, sep="\t", dtype=str, index_col=0)
     folds = pd.read_csv(folds_path, sep="\t", dtype=str).set_index("sample_id")["fold"]
     keep = [i for i, s in enumerate(table.sample_ids) if s in folds.index and s in metadata.index
             and isinstance(metadata.loc[s, task.target], str)]

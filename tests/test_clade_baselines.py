@@ -111,3 +111,11 @@ def test_rf_baseline_clades_needs_the_tree_and_saves_a_model_that_predicts_alone
     prob = [c for c in written.columns if c.startswith("prob_")]
     np.testing.assert_allclose(again.set_index("sample_id").loc[written["sample_id"], prob].to_numpy(float),
                                written[prob].to_numpy(float), rtol=1e-4, atol=1e-9)  # the TSV keeps 6 digits
+
+
+def test_the_cli_list_of_tree_baselines_is_the_estimators_own():
+    """``TREE_BASELINES`` (read by the option checks without importing scikit-learn) names exactly the
+    baselines whose estimator reads the tree."""
+    from aam.baselines import BASELINES, TREE_BASELINES
+
+    assert {name for name in BASELINES.names() if BASELINES[name].uses_tree} == set(TREE_BASELINES)

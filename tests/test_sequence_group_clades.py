@@ -95,11 +95,17 @@ def test_clade_features_are_log_clade_shares_read_the_same_by_the_fit_and_the_fo
         raise AssertionError("a membership the config does not describe was accepted")
 
 
-def test_cli_group_clades_trains_predicts_without_the_tree_and_names_the_missing_tree(tmp_path):
+def _clade_task(tmp_path) -> tuple:
+    """The classification table and metadata of the clade problem, and a Newick tree of its clades."""
     table, metadata = _classification_data(tmp_path)
-    counts, sequences, clade_of, *_ = clade_problem(seed=0)
+    _, sequences, clade_of, *_ = clade_problem(seed=0)
     tree = tmp_path / "tree.nwk"
     tree.write_text(_clade_tree(sequences, clade_of) + "\n")
+    return table, metadata, tree
+
+
+def test_cli_group_clades_trains_predicts_without_the_tree_and_names_the_missing_tree(tmp_path):
+    table, metadata, tree = _clade_task(tmp_path)
     common = ["train", "--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
               "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2",
               "--group-clusterings", "1", "--group-readout", "boosted", "--max-bp", "40", "--seed", "1", "--quiet"]
@@ -117,6 +123,7 @@ def test_cli_group_clades_trains_predicts_without_the_tree_and_names_the_missing
     missing = CliRunner().invoke(cli, [str(a) for a in [*common, "--group-clades", "--output-dir", tmp_path / "x"]])
     assert missing.exit_code == 2 and "--group-clades" in missing.output and "--tree" in missing.output
     assert "Traceback" not in missing.output and not (tmp_path / "x" / "checkpoints").exists()
+    _, sequences, clade_of, *_ = clade_problem(seed=0)
     partial = tmp_path / "partial.nwk"  # a tree without some of the table's ASVs
     partial.write_text(_clade_tree(sequences[:-5], clade_of[:-5]) + "\n")
     result = CliRunner().invoke(cli, [str(a) for a in [*common, "--group-clades", "--tree", partial,
@@ -134,10 +141,7 @@ def test_clade_baselines_blend_with_the_model_and_predict_without_the_tree(tmp_p
     needs no tree; without --tree they are refused before any data is read."""
     from aam.baselines.store import load_forest, predict_forest
 
-    table, metadata = _classification_data(tmp_path)
-    counts, sequences, clade_of, *_ = clade_problem(seed=0)
-    tree = tmp_path / "tree.nwk"
-    tree.write_text(_clade_tree(sequences, clade_of) + "\n")
+    table, metadata, tree = _clade_task(tmp_path)
     common = ["train", "--table", table, "--metadata", metadata, "--metadata-column", "disease", "--classifier",
               "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups", "2",
               "--group-clusterings", "1", "--max-bp", "40", "--seed", "1", "--quiet", "--group-clades",
@@ -160,10 +164,7 @@ def test_clade_baselines_blend_with_the_model_and_predict_without_the_tree(tmp_p
 
 
 def test_cross_validate_runs_the_clade_baselines_on_the_same_folds(tmp_path):
-    table, metadata = _classification_data(tmp_path)
-    counts, sequences, clade_of, *_ = clade_problem(seed=0)
-    tree = tmp_path / "tree.nwk"
-    tree.write_text(_clade_tree(sequences, clade_of) + "\n")
+    table, metadata, tree = _clade_task(tmp_path)
     common = ["cross-validate", "--table", table, "--metadata", metadata, "--metadata-column", "disease",
               "--classifier", "--group-column", "subject", "--model-type", "sequence-groups", "--sequence-groups",
               "2", "--group-clusterings", "1", "--max-bp", "40", "--seed", "1", "--quiet", "--n-folds", "2",

@@ -26,7 +26,6 @@ from aam.baselines import BASELINES
 from aam.baselines.estimators import BaselineBlend
 from aam.baselines.store import save_forest
 from aam.objectives.scoring import probability_columns, score_predictions
-from aam.unifrac.tree import tree_incidence
 
 log = logging.getLogger("aam")
 
@@ -169,7 +168,11 @@ def fit_baseline_blend(counts: sparse.csr_matrix, feature_ids: list[str], sample
     average to ``output_dir/forest.joblib`` (when given); ``tree``: the phylogeny read by the ``*-clades``
     baselines."""
     counts = sparse.csr_matrix(counts)
-    incidence = tree_incidence(tree, feature_ids) if any(BASELINES[n].uses_tree for n in names) else None
+    incidence = None
+    if any(BASELINES[n].uses_tree for n in names):
+        from aam.unifrac.tree import tree_incidence
+
+        incidence = tree_incidence(tree, feature_ids)
     target = np.asarray([str(a).strip() for a in actual]) if classifier else np.asarray(actual, dtype=np.float64)
     if mode == "equal":  # nothing to choose: no inner cross-validation of the baselines
         metric = "auroc" if classifier else "mae"

@@ -20,7 +20,6 @@ from aam.errors import AamError
 from aam.fileio import write_tsv
 from aam.objectives.scoring import probability_columns, score_predictions, scores_by
 from aam.outputs.plots import prediction_scatter
-from aam.unifrac.tree import tree_incidence
 from aam.workflows.run_config import RfBaselineRun, SampleSplit
 
 log = logging.getLogger("aam")
@@ -60,6 +59,8 @@ def run_rf_baseline(run: RfBaselineRun) -> dict[str, float]:
     settings = ({"n_estimators": run.n_estimators, "max_features": parse_max_features(run.max_features)}
                 if baseline == "forest" else {})
     if method.uses_tree:
+        from aam.unifrac.tree import tree_incidence
+
         settings["incidence"] = tree_incidence(run.tree, counts.feature_ids)
     frames, per_fold = [], []
     for fold, (train_ids, val_ids) in splits.items():

@@ -86,7 +86,6 @@ def defaults(cls: type) -> SimpleNamespace:
     return SimpleNamespace(**out)
 
 
-
 def require_tree(names: tuple[str, ...], tree: str | None, flag_name: str) -> None:
     """Baselines that read a tree's clades (``TREE_BASELINES``) are refused without ``--tree``."""
     needing = [n for n in names if n in TREE_BASELINES]
@@ -94,6 +93,7 @@ def require_tree(names: tuple[str, ...], tree: str | None, flag_name: str) -> No
         raise AamError(f"the {needing[0]} baseline reads the clades of a phylogeny of the table's ASVs",
                        source=flag_name, hint="add --tree FILE.nwk (e.g. QIIME 2's rooted tree), or choose a baseline "
                                               "without -clades")
+
 
 # ----------------------------------------------------------------------------- pretrain and train
 @dataclass(frozen=True)
