@@ -41,6 +41,10 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINES = ("forest", "clr-linear", "boosted")
+# the product's baselines that also read the tree's clades (``aam rf-baseline --baseline NAME --tree {tree}``;
+# session 24): scored as baselines of the recipes for users with a tree (``WITH_TREE``)
+TREE_BASELINES = ("clr-linear-clades", "boosted-clades")
+CLASSICAL = BASELINES + TREE_BASELINES
 # AAM recipes: the flags after `aam cross-validate --table ... --folds ... --output-dir ...`
 OLD = " --no-group-diversity"  # cells run before session 20 made diversity features a default (they ran without)
 # a method's flags are one string, or one per kind of task ("auroc", "mae"; a kind left out: not run there)
@@ -225,8 +229,9 @@ def command(task: pd.Series, method: str, seed: int, cell: Path) -> list[str]:
     common = ["--table", str(task.table), "--metadata", str(task.metadata), "--metadata-column", task.target,
               "--folds", str(task.folds)] + (["--classifier"] if task.classifier else []) + (
               ["--group-column", group] if group else [])
-    if method in BASELINES:
-        return ["rf-baseline", "--baseline", method, *common, "--random-seed", str(seed),
+    if method in CLASSICAL:
+        tree = ["--tree", str(task.tree)] if method in TREE_BASELINES else []
+        return ["rf-baseline", "--baseline", method, *common, *tree, "--random-seed", str(seed),
                 "--output", str(cell / "predictions.tsv"), "--quiet"]
     flags = shlex.split(method_flags(method, task).format(encoder=ENCODER, tree=task.tree))
     if method in ONE_COMMAND:
@@ -264,7 +269,7 @@ def run_cell(task: pd.Series, method: str, seed: int, cell: Path) -> None:
 
 def out_of_fold(task: pd.Series, method: str, cell: Path) -> pd.DataFrame:
     """sample_id, fold, actual, score (positive-class probability, or the prediction) of a finished cell."""
-    if method in BASELINES:
+    if method in CLASSICAL:
         frame, prefix = pd.read_csv(cell / "predictions.tsv", sep="\t", dtype={"sample_id": str, "fold": str}), ""
     else:
         frame = pd.read_csv(cell / "cv" / "oof_predictions.tsv", sep="\t", dtype={"sample_id": str, "fold": str})
@@ -512,7 +517,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the shared data folder (holds real/ and oral_dev.biom)")
     parser.add_argument("--tasks", default="all", help="comma list of task names, or all")
     parser.add_argument("--methods", default=",".join(BASELINES + ("sequence-groups",)),
-                        help=f"comma list of {', '.join(BASELINES + tuple(METHODS) + tuple(ONE_COMMAND) + tuple(DERIVED))}, or all "
+                        help=f"comma list of {', '.join(CLASSICAL + tuple(METHODS) + tuple(ONE_COMMAND) + tuple(DERIVED))}, or all "
                              "(derived methods average finished cells and run nothing)")
     parser.add_argument("--seeds", default="0", help="comma list of seeds")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "real_suite", help="where cells are run")
@@ -530,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
     globals()["ENCODER"] = args.encoder.resolve()
     suite = tasks(args.data)
     chosen = list(suite.index) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",")]
-    known = BASELINES + tuple(METHODS) + tuple(ONE_COMMAND) + tuple(DERIVED)
+    known = CLASSICAL + tuple(METHODS) + tuple(ONE_COMMAND) + tuple(DERIVED)
     methods = list(known) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
     unknown = [t for t in chosen if t not in suite.index] + [m for m in methods if m not in known]
     if unknown:
@@ -543,7 +548,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in seeds:
             for name, task in suite.iterrows():
                 for method in [m for m in methods if m not in DERIVED
-                               and (m in BASELINES or method_flags(m, task) is not None)]:
+                               and (m in CLASSICAL or method_flags(m, task) is not None)]:
                     cell = args.out / name / method / f"s{seed}"
                     print(f"{name} / {method} / seed {seed}", flush=True)
                     run_cell(task, method, seed, cell)

@@ -56,20 +56,60 @@ def test_clr_linear_refits_the_penalty_its_inner_search_chose(classifier):
     counts, labels, target, groups = planted()
     y = labels if classifier else target
     fitted = BASELINES["clr-linear"].fit(counts, y, classifier=classifier, seed=1, groups=groups)
-    parameter = "model__C" if classifier else "model__alpha"
-    chosen = fitted.best_params_[parameter]
+    chosen = fitted.best_params_["penalty"]
     assert chosen in (baselines.LOGISTIC_C if classifier else baselines.RIDGE_ALPHA)
-    assert np.isfinite(fitted.cv_results_["mean_test_score"]).all()
+    assert fitted.inner_losses_.shape == (2, len(baselines.LOGISTIC_C if classifier else baselines.RIDGE_ALPHA))
+    assert np.isfinite(fitted.inner_losses_).all()
+    assert fitted.inner_losses_[int(fitted.best_params_["scale"])].min() == fitted.inner_losses_.min()
     for train, test in fitted.cv:  # the search's folds are grouped
         assert set(groups[train]).isdisjoint(groups[test])
     features = baselines.centred_log_ratio(counts)  # the reference: the same model fitted by hand
-    scale = fitted.best_params_["scale"]
-    if scale != "passthrough":
-        features = (features - features.mean(0)) / np.where(features.std(0) > 0, features.std(0), 1.0)
+    features = features - features.mean(0)  # centred columns: the same optimum (the intercept is not penalised)
+    if fitted.best_params_["scale"]:
+        features = features / np.where(features.std(0) > 0, features.std(0), 1.0)
     reference = (LogisticRegression(C=chosen, max_iter=5000) if classifier else Ridge(alpha=chosen)).fit(features, y)
     ours = fitted.predict_proba(counts)[:, 1] if classifier else fitted.predict(counts)
     theirs = reference.predict_proba(features)[:, 1] if classifier else reference.predict(features)
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("classifier", [True, False])
+def test_penalty_search_agrees_with_a_grid_search_of_the_same_pipeline(classifier):
+    """scikit-learn's GridSearchCV over the uncentred / standardised pipeline and the same inner folds: the same
+    inner losses (ridge exactly; the warm-started logistic path to lbfgs's tolerance) and the same choice."""
+    from sklearn.metrics import log_loss, make_scorer
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    counts, labels, target, groups = planted(seed=4)
+    flip = np.random.default_rng(4).random(len(labels)) < 0.3  # a noisy task: the best penalty is inside the grid
+    labels = np.where(flip, np.where(labels == "sick", "well", "sick"), labels)
+    y = labels if classifier else target
+    ours = BASELINES["clr-linear"].fit(counts, y, classifier=classifier, seed=0, groups=groups, n_jobs=1)
+    if classifier:
+        model, grid = LogisticRegression(max_iter=5000), {"model__C": baselines.LOGISTIC_C}
+        scoring = make_scorer(log_loss, greater_is_better=False, response_method="predict_proba", labels=["sick", "well"])
+    else:
+        model, grid, scoring = Ridge(), {"model__alpha": baselines.RIDGE_ALPHA}, "neg_mean_absolute_error"
+    pipeline = Pipeline([("clr", FunctionTransformer(baselines.centred_log_ratio, accept_sparse=True)),
+                         ("scale", "passthrough"), ("model", model)])
+    search = GridSearchCV(pipeline, {**grid, "scale": ["passthrough", StandardScaler()]}, scoring=scoring,
+                          cv=ours.cv).fit(counts, y)
+    theirs = -search.cv_results_["mean_test_score"].reshape(-1, 2).T  # [scaled?, penalty]
+    np.testing.assert_allclose(ours.inner_losses_, theirs, rtol=1e-2 if classifier else 1e-10, atol=1e-12)
+    best = theirs <= theirs.min() + 0.05  # near the choice the two agree far closer
+    np.testing.assert_allclose(ours.inner_losses_[best], theirs[best], rtol=1e-4 if classifier else 1e-10)
+    assert ours.best_params_["penalty"] == next(iter(search.best_params_.values()))
+    assert ours.best_params_["scale"] == (search.best_params_["scale"] != "passthrough")
+
+
+def test_penalty_search_gives_the_same_model_on_any_number_of_processes():
+    counts, labels, target, groups = planted(seed=2)
+    one = BASELINES["clr-linear"].fit(counts, labels, classifier=True, seed=0, groups=groups, n_jobs=1)
+    two = BASELINES["clr-linear"].fit(counts, labels, classifier=True, seed=0, groups=groups, n_jobs=2)
+    np.testing.assert_array_equal(one.inner_losses_, two.inner_losses_)
+    np.testing.assert_array_equal(one.predict_proba(counts), two.predict_proba(counts))
 
 
 @pytest.mark.parametrize("name", ["forest", "clr-linear", "boosted"])
