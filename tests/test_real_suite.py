@@ -37,6 +37,7 @@ def toy_data(synthetic_dir, tmp_path_factory):
         rows.append({"task": name, "kind": kind, "positive_class": positive,
                      "group_column": "subject" if kind == "classification" else ""})
     pd.DataFrame(rows).to_csv(root / "real" / "tasks.tsv", sep="\t", index=False)
+    (root / "real" / "tree.nwk").write_bytes(Path(synthetic_dir["tree"]).read_bytes())
     return root
 
 
@@ -69,6 +70,28 @@ def test_cells_run_resume_and_score_like_sklearn(suite, toy_data, tmp_path):
     assert set(ranks["method"]) == {"forest", "clr-linear", "boosted", "baselines-average"}
     assert (results / "report.md").read_text().count("| toy_") == 2
     assert json.loads((results / "run.json").read_text())["command"].startswith("python benchmarks/real_suite.py")
+
+
+def test_tree_baselines_run_with_the_tree_and_the_recipes_are_scored_against_all_five(suite, toy_data, tmp_path):
+    out, results = tmp_path / "runs", tmp_path / "results"
+    five = list(suite.CLASSICAL)
+    suite.main(["--data", str(toy_data), "--tasks", "toy_label", "--methods", ",".join([*five, "baselines-average"]),
+                "--seeds", "0", "--out", str(out), "--results", str(results)])
+    for name in suite.TREE_BASELINES:
+        command = json.loads((out / "toy_label" / name / "s0" / "cell.json").read_text())["command"]
+        assert command[command.index("--tree") + 1] == str(toy_data / "real" / "tree.nwk")
+    per_task = pd.read_csv(results / "task_scores.tsv", sep="\t").set_index("method")
+    means = per_task["mean"]
+    best3, best5 = max(suite.BASELINES, key=means.get), max(five, key=means.get)
+    assert (per_task["best_baseline"] == best3).all() and (per_task["best_of_5"] == best5).all()
+    average = per_task.loc["baselines-average"]
+    assert average["beats_best_of_5"] == (average["mean"] > means[best5])
+    assert average["rank_vs_5"] == 1 + sum(means[m] > average["mean"] for m in five) + 0.5 * sum(
+        means[m] == average["mean"] for m in five)
+    ranks = pd.read_csv(results / "ranks.tsv", sep="\t").set_index("method")
+    assert ranks.loc["baselines-average", "tasks_with_5"] == 1
+    assert ranks.loc["baselines-average", "tasks_beating_best_of_5"] == int(average["beats_best_of_5"])
+    assert "best of 5" in (results / "report.md").read_text()
 
 
 def test_leave_one_task_out_choice_ignores_the_reported_task(suite):
