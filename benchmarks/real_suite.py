@@ -110,6 +110,14 @@ ONE_COMMAND: dict[str, dict[str, str]] = {
     # clades: --variant inherits --group-clades and --tree); not run yet
     "recommended-command-clades": {"auroc": METHODS["sequence-groups-clades"]["auroc"]
                                    + " --variant '--group-readout boosted'"},
+    # session 25: the recipes for users with a tree (``recommended-tree``) as one command each: the read-outs with
+    # clades and the tree-aware baselines (the run's blend; regression: the model averaged with boosted-clades,
+    # scored by the run's aam column), compared with the run's forest, clr-linear-clades and boosted-clades
+    "recommended-command-tree": {
+        "auroc": METHODS["sequence-groups-clades"]["auroc"] + " --variant '--group-readout boosted'"
+        " --baselines forest," + ",".join(TREE_BASELINES),
+        "mae": METHODS["sequence-groups-boosted-l1-clades"]["mae"] + " --blend-baselines boosted-clades"
+        " --blend-weights equal --baselines forest," + ",".join(TREE_BASELINES)},
     # the regression recipe of sessions 16-21 as one command (the read-out and the 3 baselines: the run's blend)
     "recommended-command-before22": {"mae": METHODS["sequence-groups-boosted"]},
     "recommended-command-nodiversity": {"auroc": METHODS["sequence-groups-nodiversity"]
@@ -472,11 +480,12 @@ def one_command_scores(suite: pd.DataFrame, out: Path, seeds: list[int]) -> pd.D
                 metric = "auroc" if task.classifier else "mae"
                 sign = 1.0 if task.classifier else -1.0
                 means = {}
-                for part in ("blend",) + BASELINES:  # "blend": the recipe's column, whichever it is
+                ran = tuple(m for m in CLASSICAL if any(c.startswith(f"{m}_p") for c in frame.columns))
+                for part in ("blend",) + ran:  # "blend": the recipe's column, whichever it is
                     column = recipe_column(method, task) if part == "blend" else part
                     scores = fold_scores(task, scored_column(task, frame, f"{column}_"))
                     means[part] = float(scores.loc[scores["fold"] != "pooled", metric].mean())
-                best = max(BASELINES, key=lambda m: sign * means[m])
+                best = max(ran, key=lambda m: sign * means[m])
                 rank = (-sign * pd.Series(means)).rank(method="average")["blend"]
                 rows.append({"method": method, "task": name, "seed": seed, "metric": metric,
                              **{f"{k}_mean": v for k, v in means.items()}, "best_baseline": best,
