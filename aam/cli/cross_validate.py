@@ -37,7 +37,7 @@ CV_OPTIONS = [
     o.option("--rf-n-estimators", type=int, default=o.CV.rf_n_estimators, section="Cross-validation", help="Trees of the forest."),
     o.option("--rf-max-features", default=o.CV.rf_max_features, section="Cross-validation",
              help="Forest features per split: sqrt, log2, none, a fraction or a count."),
-    o.option("--rf-n-jobs", type=int, default=o.CV.rf_n_jobs, section="Cross-validation", help="Forest jobs (-1: all cores)."),
+    o.option("--rf-n-jobs", type=int, default=o.CV.rf_n_jobs, section="Cross-validation", help="Jobs of the forest and of the CLR-linear inner search (-1: all cores)."),
 ]
 
 

@@ -52,7 +52,7 @@ from aam.cli import options as o
     o.option("--random-seed", type=int, default=o.RF_BASELINE.random_seed, section="Other",
              help="Seed of the baseline (and its inner CV)."),
     o.option("--n-jobs", type=int, default=o.RF_BASELINE.n_jobs, section="Performance",
-             help="Parallel jobs (-1: all cores)."),
+             help="Parallel jobs of the forest and of the CLR-linear inner search (-1: all cores)."),
     o.VERBOSE,
 ])
 def command(verbose: bool, **opts) -> None:
