@@ -39,11 +39,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aam.baselines import TREE_BASELINES
+
 REPO = Path(__file__).resolve().parent.parent
 BASELINES = ("forest", "clr-linear", "boosted")
-# the product's baselines that also read the tree's clades (``aam rf-baseline --baseline NAME --tree {tree}``;
-# session 24): scored as baselines of the recipes for users with a tree (``WITH_TREE``)
-TREE_BASELINES = ("clr-linear-clades", "boosted-clades")
+# with the product's baselines that also read the tree's clades (TREE_BASELINES: ``aam rf-baseline --baseline NAME
+# --tree {tree}``; session 24): the five baselines the recipes for users with a tree are scored against
 CLASSICAL = BASELINES + TREE_BASELINES
 # AAM recipes: the flags after `aam cross-validate --table ... --folds ... --output-dir ...`
 OLD = " --no-group-diversity"  # cells run before session 20 made diversity features a default (they ran without)

@@ -133,14 +133,15 @@ class PenaltySearch(BaseEstimator):
     standardise the features, chosen by the mean loss over the inner folds ``cv`` (log-loss against every class
     of the training targets, or absolute error), then refitted on all samples: the grid and the choice of
     scikit-learn's ``GridSearchCV`` (first of equal means, penalties outer, scaling inner). ``features``: the
-    first step on counts (CLR, or CLR beside clade log shares), fitted once per inner fold.
+    first step on counts (CLR, or CLR beside clade log shares), fitted once per inner fold and scaling (not once
+    per penalty, as the grid search refitted it).
 
     Faster than the grid search it replaced (session 25): the unstandardised branch centres its columns (the same
     optimum, since the intercept is not penalised, and far fewer lbfgs iterations on uncentred clade log shares);
     a logistic model walks its penalties from the strongest
     to the weakest, each fit starting from the last one's weights (lbfgs's warm start; near the chosen penalty
     the inner losses agree with cold fits to about 1e-4, the refit is cold), and the inner folds run on
-    ``n_jobs`` processes (the same result for any ``n_jobs``)."""
+    ``n_jobs`` processes, one job per inner fold and scaling (the same result for any ``n_jobs``)."""
 
     def __init__(self, features=None, classifier: bool = True, cv=None, n_jobs: int = 1):
         self.features = features

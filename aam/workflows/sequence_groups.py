@@ -65,12 +65,11 @@ def tree_clades(run: TrainRun, data, rows: np.ndarray) -> sparse.csr_matrix | No
     qualifies (with a warning)."""
     if not run.group_clades:
         return None
-    from aam.unifrac.tree import TreeIncidence, load_tree
+    from aam.unifrac.tree import tree_incidence
 
     counts = sparse.csr_matrix(data.counts[rows])
     used = np.unique(counts.indices)
-    incidence = TreeIncidence.build(load_tree(run.tree), [data.asv_ids[i] for i in used], source=run.tree).incidence
-    clades = select_clades(incidence, counts[:, used])
+    clades = select_clades(tree_incidence(run.tree, [data.asv_ids[i] for i in used]), counts[:, used])
     if not clades.shape[1]:
         log.warning("--group-clades: no clade of the tree holds two or more of the %d training ASVs in %g%% of the "
                     "samples; the model has no clade features", len(used), 100 * CLADE_PREVALENCE)
